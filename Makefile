@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README.md).
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test setup train validate seed lint nlu-report bench
+
+run: setup
+	$(BIN)/bot run
+
+test: setup
+	scripts/test.sh
+
+setup:
+	@scripts/setup.sh
+
+train: setup
+	$(BIN)/rasa train
+
+validate: setup
+	$(BIN)/bot validate
+	$(BIN)/rasa data validate --fail-on-warnings
+
+seed: setup
+	$(BIN)/bot seed
+
+lint: setup
+	$(BIN)/ruff check actions bot connectors components tests bench
+	$(BIN)/mypy actions bot connectors components bench
+
+nlu-report: setup
+	$(BIN)/bot nlu-report
+
+bench: setup
+	$(BIN)/python bench/bench_nlu.py
+	$(BIN)/python bench/bench_turns.py

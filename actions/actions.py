@@ -1,0 +1,200 @@
+"""The Rasa custom actions. Each is thin: it builds a `Turn` and hands over to the
+request handlers (actions/requests.py) or the escalation policy."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import timedelta
+from typing import Any, Dict, List, Optional
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.conversation import Turn
+from actions.policy import FAQ_TOPICS, current_knowledge, current_policy
+from actions.requests import HANDLERS, confirm_cancel, grant_remedy, return_item
+
+# Validate the policy files when the action server starts, not at the first customer.
+current_policy()
+current_knowledge()
+
+
+class TurnAction(Action, ABC):
+    """An action whose work is `act(turn)`; it always returns the turn's events."""
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[Dict[str, Any]]:
+        turn = Turn(dispatcher, tracker)
+        self.act(turn)
+        return turn.finish()
+
+    @abstractmethod
+    def act(self, turn: Turn) -> None: ...
+
+
+def latest_intent(turn: Turn) -> str:
+    return str(turn.tracker.latest_message.get("intent", {}).get("name") or "")
+
+
+class ActionResolveRequest(TurnAction):
+    """Runs when the order form is done: the customer is verified (or gave up)."""
+
+    def name(self) -> str:
+        return "action_resolve_request"
+
+    def act(self, turn: Turn) -> None:
+        order = turn.verified_order()
+        turn.set("verification_failures", 0)
+        if order is None:
+            turn.offer("human:identity_not_verified", "utter_verification_offer_human")
+        else:
+            turn.set("pending_offer", None)
+            request = turn.slot("request") or "order_status"
+            if not self._repeat_contact(turn, request, order.order_id):
+                HANDLERS[request](turn, order)
+        # the next request starts afresh; order, contact and verification carry over
+        for slot in ("request", "new_address", "photo"):
+            turn.set(slot, None)
+
+    @staticmethod
+    def _repeat_contact(turn: Turn, request: str, order_id: str) -> bool:
+        """Escalate when this customer wrote about the same issue within the window."""
+        if request not in turn.policy.repeat_contact_issues:
+            return False
+        customer, issue = turn.slot("verified_contact"), f"{request}:{order_id}"
+        since = turn.now - timedelta(days=turn.policy.windows.repeat_contact_days)
+        earlier = turn.store.contacts.count_since(customer, issue, since, turn.conversation_id)
+        turn.store.contacts.record(customer, issue, turn.conversation_id)
+        if earlier:
+            order = turn.verified_order()
+            turn.escalate("repeat_contact", order,
+                          f"Customer wrote again about {request.replace('_', ' ')} on order "
+                          f"{order_id}; {earlier} earlier conversation(s) in the last "
+                          f"{turn.policy.windows.repeat_contact_days} days.")
+        return earlier > 0
+
+
+class ActionConfirmOffer(TurnAction):
+    """The customer said yes to the question the bot asked last."""
+
+    def name(self) -> str:
+        return "action_confirm_offer"
+
+    def act(self, turn: Turn) -> None:
+        offer = turn.slot("pending_offer") or ""
+        turn.set("pending_offer", None)
+        order = turn.verified_order()
+        if offer.startswith("human:"):
+            turn.escalate(offer.split(":", 1)[1], order, "Customer accepted the offer of a person.")
+        elif offer == "cancel" and order:
+            confirm_cancel(turn, order)
+        elif offer == "return" and order:
+            return_item(turn, order)
+        elif offer.startswith("remedy:") and order:
+            grant_remedy(turn, order, offer.split(":", 1)[1], None)
+        else:
+            turn.say("utter_ok")
+
+
+class ActionDeclineOffer(TurnAction):
+    def name(self) -> str:
+        return "action_decline_offer"
+
+    def act(self, turn: Turn) -> None:
+        offer = turn.slot("pending_offer")
+        turn.set("pending_offer", None)
+        order_id = turn.slot("order_id")
+        if offer == "cancel" and order_id:
+            turn.say("utter_cancel_kept", order_id=order_id)
+        else:
+            turn.say("utter_anything_else")
+
+
+class ActionChooseRemedy(TurnAction):
+    def name(self) -> str:
+        return "action_choose_remedy"
+
+    def act(self, turn: Turn) -> None:
+        offer = turn.slot("pending_offer") or ""
+        order = turn.verified_order()
+        if not offer.startswith("remedy:") or order is None:
+            turn.say("utter_ok")
+            return
+        grant_remedy(turn, order, offer.split(":", 1)[1], turn.slot("remedy"))
+
+
+class ActionAnswerFaq(TurnAction):
+    def name(self) -> str:
+        return "action_answer_faq"
+
+    def act(self, turn: Turn) -> None:
+        topic = latest_intent(turn)
+        if topic not in FAQ_TOPICS:
+            turn.say("utter_rephrase")
+            return
+        turn.dispatcher.utter_message(text=current_knowledge().answer(topic, turn.policy))
+
+
+class ActionEscalate(TurnAction):
+    """The customer asked for a person, or wrote a trigger phrase of the policy."""
+
+    def name(self) -> str:
+        return "action_escalate"
+
+    def act(self, turn: Turn) -> None:
+        intent = latest_intent(turn)
+        rule = "customer_request"
+        if intent == "escalation_trigger":
+            rule = trigger_rule(turn) or "chargeback"
+        elif intent == "payment_issue":
+            rule = "payment_problem"
+            turn.say("utter_payment_issue")
+        context = ESCALATION_CONTEXT.get(rule, "Customer asked for a person.")
+        turn.escalate(rule, turn.verified_order(), context)
+
+
+ESCALATION_CONTEXT = {
+    "chargeback": "Customer mentioned a chargeback or payment dispute.",
+    "safety_legal": "Customer raised a safety or legal matter.",
+    "payment_problem": "Customer reports a payment problem.",
+}
+
+
+def trigger_rule(turn: Turn) -> Optional[str]:
+    for entity in turn.tracker.latest_message.get("entities") or []:
+        if entity.get("entity") == "trigger_rule" and entity.get("value") in turn.policy.rules:
+            return str(entity["value"])
+    return turn.policy.triggered_rule(turn.tracker.latest_message.get("text") or "")
+
+
+class ActionHandleComplaint(TurnAction):
+    def name(self) -> str:
+        return "action_handle_complaint"
+
+    def act(self, turn: Turn) -> None:
+        rule = trigger_rule(turn)
+        if rule is None:
+            turn.say("utter_complaint_heard")
+        turn.escalate(rule or "complaint", turn.verified_order(),
+                      ESCALATION_CONTEXT.get(rule or "", "Customer made a complaint."))
+
+
+class ActionFallback(TurnAction):
+    """Ask to rephrase; after too many misunderstandings in a row, offer a person."""
+
+    def name(self) -> str:
+        return "action_fallback"
+
+    def act(self, turn: Turn) -> None:
+        misses = 0
+        for event in reversed(turn.tracker.events):
+            if event.get("event") != "user":
+                continue
+            if (event.get("parse_data") or {}).get("intent", {}).get("name") != "nlu_fallback":
+                break
+            misses += 1
+        if misses >= turn.policy.limits.fallbacks_before_human:
+            turn.offer("human:bot_not_understanding", "utter_offer_human_after_fallback")
+        else:
+            turn.say("utter_rephrase")

@@ -1,0 +1,266 @@
+"""The escalation policy (policy/escalation.yml) and the FAQ knowledge file
+(policy/knowledge.yml), loaded and validated once, with errors that name the key."""
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Mapping, Optional, Type, TypeVar
+
+import yaml
+from pydantic import BaseModel, Extra, ValidationError, root_validator, validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POLICY_DIR = REPO_ROOT / "policy"
+
+Remedy = Literal["replacement", "refund", "store_credit"]
+REQUIRED_RULES = (
+    "customer_request",
+    "bot_not_understanding",
+    "identity_not_verified",
+    "not_eligible",
+    "order_change_request",
+    "payment_problem",
+    "complaint",
+    "refund_above_threshold",
+    "remedy_above_threshold",
+    "not_received_high_value",
+    "repeat_contact",
+    "stop_the_line_refund_before_return",
+    "fraud_address_mismatch",
+    "fraud_repeat_claims",
+    "chargeback",
+    "safety_legal",
+)
+FAQ_TOPICS = (
+    "return_policy",
+    "delivery_options",
+    "delivery_time",
+    "payment_methods",
+    "cancellation_fee",
+    "invoice",
+    "account_help",
+    "product_question",
+)
+
+
+class PolicyError(ValueError):
+    """The policy files are invalid; the message says which file and key."""
+
+
+class _Strict(BaseModel):
+    class Config:
+        extra = Extra.forbid
+        allow_mutation = False
+
+
+class Thresholds(_Strict):
+    refund_auto_approve_max: Decimal
+    high_value_order: Decimal
+    remedy_auto_max: Decimal
+
+    @validator("*")
+    def _positive(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+
+class Windows(_Strict):
+    return_days: int
+    repeat_contact_days: int
+    repeat_claims_days: int
+    stuck_after_days_without_scan: int
+    trace_wait_days: int
+
+    @validator("*")
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be a whole number of days greater than 0")
+        return value
+
+
+class Limits(_Strict):
+    verification_attempts: int
+    fallbacks_before_human: int
+    prior_claims_for_review: int
+
+    @validator("*")
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+
+class Refunds(_Strict):
+    days_to_show: int
+
+
+class Remedies(_Strict):
+    damaged_item: List[Remedy]
+    wrong_item: List[Remedy]
+    lost: List[Remedy]
+
+    @validator("*")
+    def _not_empty(cls, value: List[str]) -> List[str]:
+        if not value:
+            raise ValueError("must list at least one remedy")
+        return value
+
+
+class Tier(_Strict):
+    team_reply: str
+
+
+class Rule(_Strict):
+    reason: str
+    tier: int
+    team: str
+    next_step: str
+
+    @validator("tier")
+    def _tier_range(cls, value: int) -> int:
+        if value not in (1, 2, 3):
+            raise ValueError(f"must be 1, 2 or 3, got {value}")
+        return value
+
+    @validator("reason")
+    def _reason_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+            raise ValueError("must be a snake_case reason code")
+        return value
+
+
+class EscalationPolicy(_Strict):
+    version: Literal[1]
+    currency: str
+    thresholds: Thresholds
+    windows: Windows
+    limits: Limits
+    refunds: Refunds
+    remedies: Remedies
+    repeat_contact_issues: List[str]
+    trigger_phrases: Dict[Literal["chargeback", "safety_legal"], List[str]]
+    teams: Dict[str, str]
+    tiers: Dict[int, Tier]
+    rules: Dict[str, Rule]
+
+    @root_validator(skip_on_failure=True)
+    def _complete(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+        missing = [name for name in REQUIRED_RULES if name not in values["rules"]]
+        if missing:
+            raise ValueError(f"rules: missing {', '.join(missing)}")
+        for name, rule in values["rules"].items():
+            if rule.team not in values["teams"]:
+                raise ValueError(f"rules.{name}.team: '{rule.team}' is not one of the teams "
+                                 f"({', '.join(values['teams'])})")
+        if sorted(values["tiers"]) != [1, 2, 3]:
+            raise ValueError("tiers: must define exactly tiers 1, 2 and 3")
+        for name, phrases in values["trigger_phrases"].items():
+            if not phrases or any(not p.strip() for p in phrases):
+                raise ValueError(f"trigger_phrases.{name}: must be a list of non-empty phrases")
+        return values
+
+    def rule(self, name: str) -> Rule:
+        return self.rules[name]
+
+    def triggered_rule(self, text: str) -> Optional[str]:
+        """The trigger-phrase rule a message fires (chargeback, safety_legal), if any."""
+        for rule_name, pattern in _trigger_patterns(self).items():
+            if pattern.search(text or ""):
+                return rule_name
+        return None
+
+
+class Knowledge(_Strict):
+    """FAQ answers, one per topic; `{placeholders}` are filled from the policy."""
+
+    answers: Dict[str, str]
+
+    @validator("answers")
+    def _every_topic(cls, value: Dict[str, str]) -> Dict[str, str]:
+        missing = [topic for topic in FAQ_TOPICS if not value.get(topic, "").strip()]
+        if missing:
+            raise ValueError(f"missing answers for {', '.join(missing)}")
+        return value
+
+    def answer(self, topic: str, policy: EscalationPolicy) -> str:
+        return self.answers[topic].strip().format(**policy_facts(policy))
+
+
+def policy_facts(policy: EscalationPolicy) -> Dict[str, Any]:
+    """The policy values that customer-facing texts may quote."""
+    return {
+        "currency": policy.currency,
+        "return_days": policy.windows.return_days,
+        "refund_days": policy.refunds.days_to_show,
+        "refund_auto_approve_max": policy.thresholds.refund_auto_approve_max,
+    }
+
+
+def _trigger_patterns(policy: EscalationPolicy) -> Dict[str, re.Pattern[str]]:
+    return {
+        rule: re.compile(
+            r"\b(?:" + "|".join(re.escape(p.strip()) for p in phrases) + r")\b", re.IGNORECASE
+        )
+        for rule, phrases in policy.trigger_phrases.items()
+    }
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except FileNotFoundError as error:
+        raise PolicyError(f"{path}: file not found") from error
+    except yaml.YAMLError as error:
+        raise PolicyError(f"{path}: not valid YAML: {error}") from error
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _location(error: Mapping[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"] if part != "__root__") or "top level"
+
+
+def _parse(model: Type[Model], path: Path) -> Model:
+    try:
+        return model.parse_obj(_read_yaml(path) or {})
+    except ValidationError as error:
+        problems = "; ".join(f"{_location(e)}: {e['msg']}" for e in error.errors())
+        raise PolicyError(f"{path}: {problems}") from error
+
+
+def policy_dir() -> Path:
+    return Path(os.environ.get("POLICY_DIR", DEFAULT_POLICY_DIR))
+
+
+def load_policy(directory: Optional[Path] = None) -> EscalationPolicy:
+    return _parse(EscalationPolicy, (directory or policy_dir()) / "escalation.yml")
+
+
+def load_knowledge(
+    directory: Optional[Path] = None, policy: Optional[EscalationPolicy] = None
+) -> Knowledge:
+    path = (directory or policy_dir()) / "knowledge.yml"
+    knowledge = _parse(Knowledge, path)
+    facts = policy_facts(policy or load_policy(directory))
+    for topic, text in knowledge.answers.items():
+        try:
+            text.format(**facts)
+        except (KeyError, IndexError, ValueError) as error:
+            raise PolicyError(f"{path}: answers.{topic}: unknown placeholder {error}") from error
+    return knowledge
+
+
+@lru_cache(maxsize=1)
+def current_policy() -> EscalationPolicy:
+    return load_policy()
+
+
+@lru_cache(maxsize=1)
+def current_knowledge() -> Knowledge:
+    return load_knowledge(policy=current_policy())

@@ -1,0 +1,240 @@
+"""The store systems the bot queries, as small typed interfaces.
+
+Actions depend only on these types and protocols; `actions.store.sql` implements
+them on SQLAlchemy (SQLite under var/ by default, PostgreSQL via DATABASE_URL).
+"""
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Optional, Protocol, Sequence
+
+# Not inside a word: "order 1001" must not read as "R1001".
+ORDER_ID_PATTERN = re.compile(r"(?<![A-Za-z0-9])#?\s*([A-Za-z])\s*-?\s*(\d{4,8})\b")
+
+
+def normalize_order_id(text: str) -> Optional[str]:
+    """Return the canonical order id ('A1001') found in free text, or None.
+
+    Customers type order numbers in any case, with or without '#' and spaces.
+    """
+    match = ORDER_ID_PATTERN.search(text or "")
+    if not match:
+        return None
+    return f"{match.group(1).upper()}{match.group(2)}"
+
+
+class OrderStatus(str, enum.Enum):
+    PAID = "paid"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    RETURNED = "returned"
+
+
+class DeliveryException(str, enum.Enum):
+    NONE = "none"
+    DELAYED = "delayed"
+    STUCK = "stuck"
+    LOST = "lost"
+
+
+class ReturnStatus(str, enum.Enum):
+    LABEL_ISSUED = "label_issued"
+    IN_TRANSIT = "in_transit"
+    RECEIVED = "received"
+    REFUNDED = "refunded"
+
+
+class RefundStatus(str, enum.Enum):
+    PENDING = "pending"
+    ISSUED = "issued"
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str = ""
+
+    def one_line(self) -> str:
+        parts = [self.line1, self.line2, f"{self.postal_code} {self.city}", self.country]
+        return ", ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: int
+    name: str
+    email: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    sku: str
+    name: str
+    quantity: int
+    unit_price: Decimal
+    returnable: bool = True  # e.g. final-sale or hygiene items are not
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    customer: Customer
+    status: OrderStatus
+    placed_at: datetime
+    promised_date: date
+    total: Decimal
+    currency: str
+    payment_method: str
+    shipping_address: Address
+    billing_address: Address
+    items: Sequence[OrderItem]
+    shipped_at: Optional[datetime] = None
+    delivered_at: Optional[datetime] = None
+    cancelled_at: Optional[datetime] = None
+
+    @property
+    def can_be_changed(self) -> bool:
+        """Cancellation and address changes are possible only before shipping."""
+        return self.status is OrderStatus.PAID
+
+
+@dataclass(frozen=True)
+class TrackingEvent:
+    time: datetime
+    location: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Shipment:
+    order_id: str
+    carrier: str
+    tracking_number: str
+    tracking_url: str
+    shipped_at: datetime
+    eta: date
+    exception: DeliveryException
+    events: Sequence[TrackingEvent] = field(default_factory=tuple)
+    delivered_at: Optional[datetime] = None
+
+    @property
+    def latest_event(self) -> Optional[TrackingEvent]:
+        return max(self.events, key=lambda e: e.time) if self.events else None
+
+
+@dataclass(frozen=True)
+class CarrierClaim:
+    claim_id: str
+    order_id: str
+    kind: str  # "not_received" | "lost" | "damaged"
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ReturnRecord:
+    rma_id: str  # always starts with "RMA-"
+    order_id: str
+    status: ReturnStatus
+    label_url: str
+    reason: str
+    created_at: datetime
+    shipped_at: Optional[datetime] = None
+    received_at: Optional[datetime] = None
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    order_id: str
+    amount: Decimal
+    currency: str
+    status: RefundStatus
+    created_at: datetime
+    issued_at: Optional[datetime] = None
+    method: str = "original_payment"  # or "store_credit"
+
+
+@dataclass(frozen=True)
+class HandoffRequest:
+    """An escalation waiting for a human (the handoff issue builds queues on it)."""
+
+    handoff_id: int
+    conversation_id: str
+    reason_code: str
+    tier: int
+    rule: str
+    order_id: Optional[str]
+    summary: str
+    created_at: datetime
+    status: str = "waiting"
+
+
+class StoreError(Exception):
+    """A change the store refuses (e.g. cancelling a shipped order)."""
+
+
+class OrderSystem(Protocol):
+    def get_order(self, order_id: str) -> Optional[Order]: ...
+
+    def orders_for_contact(self, contact: str) -> list[Order]: ...
+
+    def cancel_order(self, order_id: str, reason: str) -> Order: ...
+
+    def change_shipping_address(self, order_id: str, address: Address) -> Order: ...
+
+    def create_replacement(self, order_id: str, reason: str) -> Order:
+        """A new, free order with the same items, paid and ready to ship."""
+        ...
+
+
+class DeliverySystem(Protocol):
+    def get_shipment(self, order_id: str) -> Optional[Shipment]: ...
+
+    def open_claim(self, order_id: str, kind: str) -> CarrierClaim: ...
+
+    def claims_by_customer(self, customer_id: int, since: datetime) -> list[CarrierClaim]: ...
+
+
+class ReturnsSystem(Protocol):
+    def get_return(self, order_id: str) -> Optional[ReturnRecord]: ...
+
+    def create_return(self, order_id: str, reason: str) -> ReturnRecord: ...
+
+    def get_refund(self, order_id: str) -> Optional[Refund]: ...
+
+    def create_refund(
+        self, order_id: str, amount: Decimal, reason: str, method: str = "original_payment"
+    ) -> Refund: ...
+
+
+class HandoffRequests(Protocol):
+    def create(
+        self,
+        conversation_id: str,
+        reason_code: str,
+        tier: int,
+        rule: str,
+        order_id: Optional[str],
+        summary: str,
+    ) -> HandoffRequest: ...
+
+    def list(self, status: Optional[str] = None) -> list[HandoffRequest]: ...
+
+
+class ContactLog(Protocol):
+    """Which customer wrote about which issue when: repeat-contact detection."""
+
+    def record(self, customer_key: str, issue: str, conversation_id: str) -> None: ...
+
+    def count_since(self, customer_key: str, issue: str, since: datetime,
+                    excluding_conversation: str) -> int: ...

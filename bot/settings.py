@@ -1,0 +1,42 @@
+"""Runtime settings, all from the environment, with embedded defaults."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway_host: str
+    gateway_port: int
+    rasa_url: str
+    action_server_url: str
+    var_dir: Path
+    rasa_timeout_seconds: float
+
+    @property
+    def action_health_url(self) -> str:
+        return self.action_server_url.rsplit("/webhook", 1)[0] + "/health"
+
+    @property
+    def rasa_port(self) -> int:
+        return int(self.rasa_url.rsplit(":", 1)[1].split("/")[0])
+
+    @property
+    def action_port(self) -> int:
+        return int(self.action_server_url.rsplit(":", 1)[1].split("/")[0])
+
+
+def load_settings() -> Settings:
+    env = os.environ
+    return Settings(
+        gateway_host=env.get("GATEWAY_HOST", "0.0.0.0"),
+        gateway_port=int(env.get("GATEWAY_PORT", "8080")),
+        rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005").rstrip("/"),
+        action_server_url=env.get("ACTION_SERVER_URL", "http://127.0.0.1:5055/webhook"),
+        var_dir=Path(env.get("VAR_DIR", REPO_ROOT / "var")),
+        rasa_timeout_seconds=float(env.get("RASA_TIMEOUT_SECONDS", "10")),
+    )

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Everything `make test` runs: lint, types, Rasa data checks, one (cached) training,
+# then every test. Rasa's `train` skips when the data fingerprint is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export PYTHONDONTWRITEBYTECODE=1
+
+echo "== ruff"; $BIN/ruff check actions bot connectors components tests bench
+echo "== mypy"; $BIN/mypy actions bot connectors components bench
+echo "== policy"; $BIN/bot validate
+echo "== rasa data validate"; $BIN/rasa data validate --fail-on-warnings --quiet
+echo "== services"; scripts/services.sh
+echo "== train (skipped when nothing changed)"; $BIN/rasa train --quiet
+echo "== pytest"; $BIN/pytest "$@"
