@@ -1,0 +1,684 @@
+"""The store systems on SQLAlchemy 1.4 (Core, 2.0-style `select()`).
+
+One schema, one Engine shared by every system. SQLite under `var/store.db` by
+default (no server to install), PostgreSQL when DATABASE_URL says so.
+`open_store()` creates missing tables; `actions.store.seed` fills the demo data.
+"""
+from __future__ import annotations
+
+import builtins
+import os
+import re
+import secrets
+import string
+from collections import defaultdict
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from actions.store.types import (
+    Address,
+    CarrierClaim,
+    ContactLog,
+    Customer,
+    DeliveryException,
+    DeliverySystem,
+    HandoffRequest,
+    HandoffRequests,
+    Order,
+    OrderItem,
+    OrderStatus,
+    OrderSystem,
+    Refund,
+    RefundStatus,
+    ReturnRecord,
+    ReturnsSystem,
+    ReturnStatus,
+    Shipment,
+    StoreError,
+    TrackingEvent,
+    normalize_order_id,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Clock = Callable[[], datetime]
+T = TypeVar("T", bound="DataclassInstance")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_LABEL_BASE_URL = "https://returns.example-store.test"
+# "trace" asks the carrier to find a stuck parcel; the others are claims for a loss.
+CLAIM_KINDS = frozenset({"not_received", "lost", "damaged", "wrong_item", "trace"})
+REFUND_METHODS = frozenset({"original_payment", "store_credit"})
+REPLACEABLE = frozenset({OrderStatus.SHIPPED, OrderStatus.DELIVERED, OrderStatus.RETURNED})
+REPLACEMENT_LEAD_DAYS = 5
+ADDRESS_FIELDS = ("name", "line1", "line2", "city", "postal_code", "country")
+ID_ALPHABET = string.ascii_uppercase + string.digits
+CENT = Decimal("0.01")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; naive values (SQLite gives them back) are UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """Stored in UTC on every backend, read back timezone-aware UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
+        return None if value is None else as_utc(value)
+
+
+class Money(sa.types.TypeDecorator):
+    """NUMERIC(12,2) read back as Decimal (SQLite has no decimal type: quantize here)."""
+
+    impl = sa.Numeric(12, 2)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.Numeric(12, 2, asdecimal=False))
+        return dialect.type_descriptor(self.impl)
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Optional[Decimal]:
+        return None if value is None else Decimal(value).quantize(CENT)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Optional[Decimal]:
+        return None if value is None else Decimal(str(value)).quantize(CENT)
+
+
+# --- schema -----------------------------------------------------------------
+
+metadata = sa.MetaData()
+
+
+def _address_columns(prefix: str) -> list[sa.Column]:
+    return [
+        sa.Column(f"{prefix}_{name}", sa.String(200), nullable=False, default="")
+        for name in ADDRESS_FIELDS
+    ]
+
+
+def _order_fk(**kwargs: Any) -> sa.Column:
+    return sa.Column("order_id", sa.String(16), sa.ForeignKey("orders.order_id"), **kwargs)
+
+
+customers = sa.Table(
+    "customers", metadata,
+    sa.Column("customer_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),
+    sa.Column("phone", sa.String(32), nullable=False),
+    sa.Column("phone_digits", sa.String(20), nullable=False, index=True),
+)
+sa.Index("ix_customers_email_lower", sa.func.lower(customers.c.email))
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("order_id", sa.String(16), primary_key=True),
+    sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.customer_id"),
+              nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("placed_at", UtcDateTime, nullable=False),
+    sa.Column("promised_date", sa.Date, nullable=False),
+    sa.Column("total", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("payment_method", sa.String(32), nullable=False),
+    *_address_columns("shipping"),
+    *_address_columns("billing"),
+    sa.Column("shipped_at", UtcDateTime),
+    sa.Column("delivered_at", UtcDateTime),
+    sa.Column("cancelled_at", UtcDateTime),
+    sa.Column("cancel_reason", sa.String(500)),
+    # a free replacement records the order it replaces (at most one per order)
+    sa.Column("replaces_order_id", sa.String(16), sa.ForeignKey("orders.order_id"), unique=True),
+    sa.Column("replacement_reason", sa.String(500)),
+)
+
+order_items = sa.Table(
+    "order_items", metadata,
+    sa.Column("item_id", sa.Integer, primary_key=True),
+    _order_fk(nullable=False, index=True),
+    sa.Column("sku", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("unit_price", Money, nullable=False),
+    sa.Column("returnable", sa.Boolean, nullable=False, default=True),
+)
+
+shipments = sa.Table(
+    "shipments", metadata,
+    _order_fk(primary_key=True),
+    sa.Column("carrier", sa.String(16), nullable=False),
+    sa.Column("tracking_number", sa.String(40), nullable=False),
+    sa.Column("tracking_url", sa.String(300), nullable=False),
+    sa.Column("shipped_at", UtcDateTime, nullable=False),
+    sa.Column("eta", sa.Date, nullable=False),
+    sa.Column("exception", sa.String(16), nullable=False, default=DeliveryException.NONE.value),
+    sa.Column("delivered_at", UtcDateTime),
+)
+
+tracking_events = sa.Table(
+    "tracking_events", metadata,
+    sa.Column("event_id", sa.Integer, primary_key=True),
+    sa.Column("order_id", sa.String(16), sa.ForeignKey("shipments.order_id"),
+              nullable=False, index=True),
+    sa.Column("time", UtcDateTime, nullable=False),
+    sa.Column("location", sa.String(120), nullable=False),
+    sa.Column("description", sa.String(300), nullable=False),
+)
+
+carrier_claims = sa.Table(
+    "carrier_claims", metadata,
+    sa.Column("claim_id", sa.String(16), primary_key=True),
+    _order_fk(nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+returns = sa.Table(
+    "returns", metadata,
+    sa.Column("rma_id", sa.String(16), primary_key=True),
+    _order_fk(nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("label_url", sa.String(300), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("shipped_at", UtcDateTime),
+    sa.Column("received_at", UtcDateTime),
+)
+
+refunds = sa.Table(
+    "refunds", metadata,
+    sa.Column("refund_id", sa.String(16), primary_key=True),
+    _order_fk(nullable=False, index=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False, default=""),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("issued_at", UtcDateTime),
+    sa.Column("method", sa.String(32), nullable=False, default="original_payment"),
+)
+
+handoff_requests = sa.Table(
+    "handoff_requests", metadata,
+    sa.Column("handoff_id", sa.Integer, primary_key=True),
+    sa.Column("conversation_id", sa.String(128), nullable=False, index=True),
+    sa.Column("reason_code", sa.String(64), nullable=False),
+    sa.Column("tier", sa.Integer, nullable=False),
+    sa.Column("rule", sa.String(128), nullable=False),
+    sa.Column("order_id", sa.String(16)),  # as mentioned; not necessarily a known order
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="waiting", index=True),
+)
+
+contact_events = sa.Table(
+    "contact_events", metadata,
+    sa.Column("event_id", sa.Integer, primary_key=True),
+    sa.Column("customer_key", sa.String(254), nullable=False),
+    sa.Column("issue", sa.String(64), nullable=False),
+    sa.Column("conversation_id", sa.String(128), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Index("ix_contact_events_key_issue_time", "customer_key", "issue", "created_at"),
+)
+
+
+# --- helpers shared by the systems and the seed ------------------------------------
+
+def digits_only(text: str) -> str:
+    return re.sub(r"\D", "", text or "")
+
+
+def address_values(prefix: str, address: Address) -> dict[str, str]:
+    """The column values of `address` stored under `prefix` ('shipping' or 'billing')."""
+    return {f"{prefix}_{name}": getattr(address, name) for name in ADDRESS_FIELDS}
+
+
+def label_url(rma_id: str) -> str:
+    base = os.environ.get("RETURN_LABEL_BASE_URL") or DEFAULT_LABEL_BASE_URL
+    return f"{base.rstrip('/')}/labels/{rma_id}.pdf"
+
+
+def new_id(prefix: str) -> str:
+    """`prefix` + 8 random uppercase alphanumerics, e.g. 'RMA-7Q2K9D4M'."""
+    return prefix + "".join(secrets.choice(ID_ALPHABET) for _ in range(8))
+
+
+def _from_row(cls: type[T], row: Any, **overrides: Any) -> T:
+    """Build a dataclass from the row columns of the same names (plus overrides)."""
+    mapping: Mapping[str, Any] = row._mapping
+    values = {f.name: mapping[f.name] for f in fields(cls) if f.name in mapping}
+    return cls(**{**values, **overrides})
+
+
+def _require_id(order_id: str) -> str:
+    canonical = normalize_order_id(order_id)
+    if canonical is None:
+        raise StoreError(f"not an order number: {order_id!r}")
+    return canonical
+
+
+def _order_status(conn: Connection, order_id: str) -> OrderStatus:
+    status = conn.execute(
+        sa.select(orders.c.status).where(orders.c.order_id == order_id)
+    ).scalar_one_or_none()
+    if status is None:
+        raise StoreError(f"unknown order {order_id}")
+    return OrderStatus(status)
+
+
+def _unused_id(conn: Connection, key: sa.Column, prefix: str) -> str:
+    """A fresh random id (`new_id(prefix)`) not yet used in column `key`."""
+    for _ in range(10):
+        candidate = new_id(prefix)
+        if conn.execute(sa.select(key).where(key == candidate)).first() is None:
+            return candidate
+    raise StoreError(f"could not allocate a new {prefix} id")
+
+
+def _replaceable_order(conn: Connection, order_id: str) -> Any:
+    """The row of a shipped/delivered/returned order that has no replacement yet."""
+    original = conn.execute(sa.select(orders).where(orders.c.order_id == order_id)).first()
+    if original is None:
+        raise StoreError(f"unknown order {order_id}")
+    if OrderStatus(original.status) not in REPLACEABLE:
+        raise StoreError(f"order {order_id} is {original.status}: nothing to replace")
+    if conn.execute(sa.select(orders.c.order_id)
+                    .where(orders.c.replaces_order_id == order_id)).first():
+        raise StoreError(f"order {order_id} already has a replacement")
+    return original
+
+
+def _next_order_id(conn: Connection, letter: str) -> str:
+    """The order id after the highest one with this letter (A2200 -> A2201)."""
+    highest = conn.execute(
+        sa.select(orders.c.order_id).where(orders.c.order_id.like(f"{letter}%"))
+        .order_by(sa.func.length(orders.c.order_id).desc(), orders.c.order_id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return f"{letter}{int(highest[1:]) + 1 if highest else 1001}"
+
+
+def _load_orders(conn: Connection, where: Any) -> list[Order]:
+    """Orders matching `where`, newest first, with customer and items."""
+    rows = conn.execute(
+        sa.select(orders, customers.c.name.label("customer_name"),
+                  customers.c.email, customers.c.phone)
+        .join(customers)
+        .where(where)
+        .order_by(orders.c.placed_at.desc(), orders.c.order_id)
+    ).all()
+    items: dict[str, list[OrderItem]] = defaultdict(list)
+    if rows:
+        item_rows = conn.execute(
+            sa.select(order_items)
+            .where(order_items.c.order_id.in_([r.order_id for r in rows]))
+            .order_by(order_items.c.item_id)
+        )
+        for item in item_rows:
+            items[item.order_id].append(_from_row(OrderItem, item))
+    return [_order(row, items[row.order_id]) for row in rows]
+
+
+def _order(row: Any, items: list[OrderItem]) -> Order:
+    customer = Customer(customer_id=row.customer_id, name=row.customer_name,
+                        email=row.email, phone=row.phone)
+    return _from_row(
+        Order, row,
+        customer=customer,
+        status=OrderStatus(row.status),
+        shipping_address=_address(row, "shipping"),
+        billing_address=_address(row, "billing"),
+        items=tuple(items),
+    )
+
+
+def _address(row: Any, prefix: str) -> Address:
+    return Address(**{name: row._mapping[f"{prefix}_{name}"] for name in ADDRESS_FIELDS})
+
+
+# --- the systems ------------------------------------------------------------------
+
+class _System:
+    def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+
+class SqlOrders(_System):
+    """OrderSystem."""
+
+    def get_order(self, order_id: str) -> Optional[Order]:
+        canonical = normalize_order_id(order_id)
+        if canonical is None:
+            return None
+        with self._engine.connect() as conn:
+            found = _load_orders(conn, orders.c.order_id == canonical)
+        return found[0] if found else None
+
+    def orders_for_contact(self, contact: str) -> list[Order]:
+        """Orders (newest first) of the customer with this email or phone number."""
+        contact = (contact or "").strip()
+        if "@" in contact:
+            match = sa.func.lower(customers.c.email) == contact.lower()
+        elif len(digits := digits_only(contact)) >= 10:  # also without the country code
+            match = sa.or_(customers.c.phone_digits == digits,
+                           customers.c.phone_digits.like(f"%{digits}"))
+        else:
+            return []
+        with self._engine.connect() as conn:
+            return _load_orders(conn, match)
+
+    def cancel_order(self, order_id: str, reason: str) -> Order:
+        return self._change_if_paid(order_id, "cancelled", status=OrderStatus.CANCELLED.value,
+                                    cancelled_at=self._clock(), cancel_reason=reason)
+
+    def change_shipping_address(self, order_id: str, address: Address) -> Order:
+        return self._change_if_paid(order_id, "redirected", **address_values("shipping", address))
+
+    def create_replacement(self, order_id: str, reason: str) -> Order:
+        """A new, free order with the same items, paid and ready to ship (one per order)."""
+        canonical = _require_id(order_id)
+        try:
+            with self._engine.begin() as conn:
+                original = _replaceable_order(conn, canonical)
+                new_order_id, now = _next_order_id(conn, canonical[0]), self._clock()
+                conn.execute(orders.insert().values(
+                    **{name: value for name, value in original._mapping.items()
+                       if name.startswith(("customer_id", "currency", "shipping_", "billing_"))},
+                    order_id=new_order_id, status=OrderStatus.PAID.value, placed_at=now,
+                    promised_date=(now + timedelta(days=REPLACEMENT_LEAD_DAYS)).date(),
+                    total=Decimal("0"), payment_method="replacement",
+                    replaces_order_id=canonical, replacement_reason=reason))
+                conn.execute(order_items.insert().from_select(
+                    ["order_id", "sku", "name", "quantity", "unit_price", "returnable"],
+                    sa.select(sa.literal(new_order_id), order_items.c.sku, order_items.c.name,
+                              order_items.c.quantity, sa.literal(Decimal("0"), Money),
+                              order_items.c.returnable)
+                    .where(order_items.c.order_id == canonical).order_by(order_items.c.item_id)))
+                return _load_orders(conn, orders.c.order_id == new_order_id)[0]
+        except sa.exc.IntegrityError as exc:  # a concurrent replacement or order id
+            raise StoreError(f"order {canonical}: concurrent change, try again") from exc
+
+    def _change_if_paid(self, order_id: str, verb: str, **values: Any) -> Order:
+        canonical = _require_id(order_id)
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                orders.update()
+                .where(orders.c.order_id == canonical, orders.c.status == OrderStatus.PAID.value)
+                .values(**values)
+            ).rowcount
+            if not changed:
+                status = _order_status(conn, canonical)
+                raise StoreError(f"order {canonical} is {status.value} and can no longer be {verb}")
+            return _load_orders(conn, orders.c.order_id == canonical)[0]
+
+
+class SqlDelivery(_System):
+    """DeliverySystem."""
+
+    def get_shipment(self, order_id: str) -> Optional[Shipment]:
+        canonical = normalize_order_id(order_id)
+        if canonical is None:
+            return None
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(shipments).where(shipments.c.order_id == canonical)
+            ).first()
+            if row is None:
+                return None
+            events = conn.execute(
+                sa.select(tracking_events)
+                .where(tracking_events.c.order_id == canonical)
+                .order_by(tracking_events.c.time, tracking_events.c.event_id)
+            )
+            return _from_row(Shipment, row, exception=DeliveryException(row.exception),
+                             events=tuple(_from_row(TrackingEvent, e) for e in events))
+
+    def open_claim(self, order_id: str, kind: str) -> CarrierClaim:
+        canonical = _require_id(order_id)
+        if kind not in CLAIM_KINDS:
+            raise StoreError(f"unknown claim kind {kind!r}; expected one of {sorted(CLAIM_KINDS)}")
+        with self._engine.begin() as conn:
+            _order_status(conn, canonical)
+            if conn.execute(sa.select(shipments.c.order_id)
+                            .where(shipments.c.order_id == canonical)).first() is None:
+                raise StoreError(f"order {canonical} has not shipped: nothing to claim")
+            claim_id = _unused_id(conn, carrier_claims.c.claim_id, "CLM-")
+            conn.execute(carrier_claims.insert().values(
+                claim_id=claim_id, order_id=canonical, kind=kind, created_at=self._clock()))
+            return self._claims(conn, carrier_claims.c.claim_id == claim_id)[0]
+
+    def claims_by_customer(self, customer_id: int, since: datetime) -> list[CarrierClaim]:
+        """The customer's carrier claims created at or after `since`, newest first."""
+        with self._engine.connect() as conn:
+            return self._claims(conn, sa.and_(orders.c.customer_id == customer_id,
+                                              carrier_claims.c.created_at >= since))
+
+    @staticmethod
+    def _claims(conn: Connection, where: Any) -> list[CarrierClaim]:
+        rows = conn.execute(
+            sa.select(carrier_claims).join(orders).where(where)
+            .order_by(carrier_claims.c.created_at.desc(), carrier_claims.c.claim_id)
+        )
+        return [_from_row(CarrierClaim, row) for row in rows]
+
+
+class SqlReturns(_System):
+    """ReturnsSystem."""
+
+    def get_return(self, order_id: str) -> Optional[ReturnRecord]:
+        canonical = normalize_order_id(order_id)
+        if canonical is None:
+            return None
+        with self._engine.connect() as conn:
+            return self._return(conn, canonical)
+
+    def create_return(self, order_id: str, reason: str) -> ReturnRecord:
+        """Issue an RMA and a prepaid label; only delivered orders, one return per order."""
+        canonical = _require_id(order_id)
+        try:
+            with self._engine.begin() as conn:
+                status = _order_status(conn, canonical)
+                if self._return(conn, canonical) is not None:
+                    raise StoreError(f"order {canonical} already has a return")
+                if status is not OrderStatus.DELIVERED:
+                    raise StoreError(f"order {canonical} is {status.value}, not delivered")
+                rma_id = _unused_id(conn, returns.c.rma_id, "RMA-")
+                conn.execute(returns.insert().values(
+                    rma_id=rma_id, order_id=canonical, status=ReturnStatus.LABEL_ISSUED.value,
+                    label_url=label_url(rma_id), reason=reason, created_at=self._clock()))
+                return _from_row(ReturnRecord, conn.execute(
+                    sa.select(returns).where(returns.c.rma_id == rma_id)).one(),
+                    status=ReturnStatus.LABEL_ISSUED)
+        except sa.exc.IntegrityError as exc:  # a concurrent return for the same order
+            raise StoreError(f"order {canonical} already has a return") from exc
+
+    def get_refund(self, order_id: str) -> Optional[Refund]:
+        """The most recent refund of the order."""
+        canonical = normalize_order_id(order_id)
+        if canonical is None:
+            return None
+        with self._engine.connect() as conn:
+            found = self._refunds(conn, canonical)
+        return found[0] if found else None
+
+    def create_refund(self, order_id: str, amount: Decimal, reason: str,
+                      method: str = "original_payment") -> Refund:
+        """A pending refund; all refunds of an order together never exceed its total."""
+        canonical = _require_id(order_id)
+        if method not in REFUND_METHODS:
+            raise StoreError(f"unknown refund method {method!r}")
+        amount = Decimal(amount).quantize(CENT)
+        with self._engine.begin() as conn:
+            order = conn.execute(sa.select(orders.c.total, orders.c.currency)
+                                 .where(orders.c.order_id == canonical)).first()
+            if order is None:
+                raise StoreError(f"unknown order {canonical}")
+            refunded = sum((r.amount for r in self._refunds(conn, canonical)), Decimal("0"))
+            if not Decimal("0") < amount <= order.total - refunded:
+                raise StoreError(f"refund of {amount} refused: order {canonical} total "
+                                 f"{order.total}, already refunded {refunded}")
+            refund_id = _unused_id(conn, refunds.c.refund_id, "RF-")
+            conn.execute(refunds.insert().values(
+                refund_id=refund_id, order_id=canonical, amount=amount, currency=order.currency,
+                status=RefundStatus.PENDING.value, reason=reason, created_at=self._clock(),
+                method=method))
+            return next(r for r in self._refunds(conn, canonical) if r.refund_id == refund_id)
+
+    @staticmethod
+    def _return(conn: Connection, order_id: str) -> Optional[ReturnRecord]:
+        row = conn.execute(sa.select(returns).where(returns.c.order_id == order_id)).first()
+        return None if row is None else _from_row(ReturnRecord, row,
+                                                  status=ReturnStatus(row.status))
+
+    @staticmethod
+    def _refunds(conn: Connection, order_id: str) -> list[Refund]:
+        rows = conn.execute(
+            sa.select(refunds).where(refunds.c.order_id == order_id)
+            .order_by(refunds.c.created_at.desc(), refunds.c.refund_id)
+        )
+        return [_from_row(Refund, row, status=RefundStatus(row.status)) for row in rows]
+
+
+class SqlHandoffRequests(_System):
+    """HandoffRequests."""
+
+    def create(self, conversation_id: str, reason_code: str, tier: int, rule: str,
+               order_id: Optional[str], summary: str) -> HandoffRequest:
+        with self._engine.begin() as conn:
+            handoff_id = conn.execute(handoff_requests.insert().values(
+                conversation_id=conversation_id, reason_code=reason_code, tier=tier, rule=rule,
+                order_id=order_id, summary=summary, created_at=self._clock(), status="waiting",
+            )).inserted_primary_key[0]
+            return self._select(conn, handoff_requests.c.handoff_id == handoff_id)[0]
+
+    def list(self, status: Optional[str] = None) -> list[HandoffRequest]:
+        """Handoff requests, newest first, optionally only those with `status`."""
+        where = sa.true() if status is None else handoff_requests.c.status == status
+        with self._engine.connect() as conn:
+            return self._select(conn, where)
+
+    @staticmethod
+    def _select(conn: Connection, where: Any) -> builtins.list[HandoffRequest]:
+        rows = conn.execute(
+            sa.select(handoff_requests).where(where)
+            .order_by(handoff_requests.c.created_at.desc(), handoff_requests.c.handoff_id.desc())
+        )
+        return [_from_row(HandoffRequest, row) for row in rows]
+
+
+class SqlContactLog(_System):
+    """ContactLog."""
+
+    def record(self, customer_key: str, issue: str, conversation_id: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(contact_events.insert().values(
+                customer_key=customer_key, issue=issue, conversation_id=conversation_id,
+                created_at=self._clock()))
+
+    def count_since(self, customer_key: str, issue: str, since: datetime,
+                    excluding_conversation: str) -> int:
+        """Contacts about `issue` at or after `since` in other conversations."""
+        c = contact_events.c
+        with self._engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(sa.func.count()).select_from(contact_events).where(
+                    c.customer_key == customer_key, c.issue == issue, c.created_at >= since,
+                    c.conversation_id != excluding_conversation)
+            ).scalar_one())
+
+
+# --- the store ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Store:
+    """All store systems on one Engine."""
+
+    engine: Engine
+    orders: SqlOrders
+    delivery: SqlDelivery
+    returns: SqlReturns
+    handoffs: SqlHandoffRequests
+    contacts: SqlContactLog
+
+    def reset_schema(self) -> None:
+        """Drop and recreate every table (tests, demo resets)."""
+        metadata.drop_all(self.engine)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def default_url() -> str:
+    """DATABASE_URL, else SQLite at <repo root>/var/store.db (var/ is created)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    var = REPO_ROOT / "var"
+    var.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{var / 'store.db'}"
+
+
+def create_store_engine(url: str) -> Engine:
+    if url.startswith("postgres://"):  # the Heroku-style alias SQLAlchemy 1.4 dropped
+        url = "postgresql://" + url[len("postgres://"):]
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        in_memory = parsed.database in (None, "", ":memory:")
+        # files: a pool of connections (SQLAlchemy 2.0's default), one thread at a time each
+        pool: dict[str, Any] = {} if in_memory else {"poolclass": sa.pool.QueuePool}
+        engine = sa.create_engine(url, future=True, **pool,
+                                  connect_args={"timeout": 30, "check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, future=True, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across crashes in WAL mode
+    cursor.close()
+
+
+def open_store(url: Optional[str] = None, clock: Clock = utc_now) -> Store:
+    """Open (and create the tables of) the store at `url`, DATABASE_URL or var/store.db."""
+    engine = create_store_engine(url or default_url())
+    metadata.create_all(engine)
+    return Store(
+        engine=engine,
+        orders=SqlOrders(engine, clock),
+        delivery=SqlDelivery(engine, clock),
+        returns=SqlReturns(engine, clock),
+        handoffs=SqlHandoffRequests(engine, clock),
+        contacts=SqlContactLog(engine, clock),
+    )
+
+
+def _implements_protocols(
+    store: Store,
+) -> tuple[OrderSystem, DeliverySystem, ReturnsSystem, HandoffRequests, ContactLog]:
+    """Never called: makes mypy check that the Sql* classes implement the protocols."""
+    return store.orders, store.delivery, store.returns, store.handoffs, store.contacts

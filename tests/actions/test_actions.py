@@ -1,0 +1,426 @@
+"""The custom actions against the real store, one conversation step at a time."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Dict, Optional
+
+import pytest
+import sqlalchemy as sa
+
+from actions.actions import (
+    ActionChooseRemedy,
+    ActionConfirmOffer,
+    ActionEscalate,
+    ActionFallback,
+    ActionHandleComplaint,
+    ActionResolveRequest,
+)
+from actions.identity import ValidateOrderForm, parse_address
+from actions.store.sql import Store
+from actions.store.types import OrderStatus
+
+from .conftest import Outcome, make_tracker, run_action
+
+EMAILS = {
+    "A1001": "buyer1@example.com", "A1002": "buyer1@example.com", "A1003": "buyer2@example.com",
+    "A1004": "buyer3@example.com", "A1005": "buyer3@example.com", "A1006": "buyer4@example.com",
+    "A1007": "buyer4@example.com", "A1008": "buyer5@example.com", "A1009": "buyer5@example.com",
+    "A1010": "buyer2@example.com", "A1011": "buyer6@example.com", "A1012": "buyer7@example.com",
+    "A1015": "buyer8@example.com", "A1016": "buyer8@example.com",
+}
+
+
+async def resolve(request: str, order_id: str, sender: str = "customer-1",
+                  **slots: Any) -> Outcome:
+    tracker = make_tracker({"order_id": order_id, "contact": EMAILS[order_id],
+                            "verified_contact": EMAILS[order_id], "request": request, **slots},
+                           sender=sender)
+    return await run_action(ActionResolveRequest(), tracker)
+
+
+async def confirm(order_id: str, offer: str, **slots: Any) -> Outcome:
+    tracker = make_tracker({"order_id": order_id, "contact": EMAILS[order_id],
+                            "pending_offer": offer, **slots}, intent="affirm")
+    return await run_action(ActionConfirmOffer(), tracker)
+
+
+def handoffs(store: Store) -> list:
+    return store.handoffs.list()
+
+
+# --- identity -------------------------------------------------------------------------------
+
+
+async def validate(slots: Dict[str, Any], new: Dict[str, Any]) -> Outcome:
+    events = [{"event": "user", "text": "", "parse_data": {}}] + [
+        {"event": "slot", "name": name, "value": value} for name, value in new.items()
+    ]
+    tracker = make_tracker({**slots, **new}, intent="inform", events=events)
+    return await run_action(ValidateOrderForm(), tracker)
+
+
+async def test_matching_contact_verifies_and_asks_nothing_more(actions_store):
+    outcome = await validate({"order_id": "A1001", "request": "order_status"},
+                             {"contact": "BUYER1@example.com"})
+    assert outcome.slot("verified_contact") == "buyer1@example.com"
+    assert outcome.slot("requested_slot") is None
+    assert outcome.messages == []
+
+
+async def test_phone_on_the_order_verifies_too(actions_store):
+    outcome = await validate({"order_id": "a 1001"}, {"contact": "+1 (415) 555-0101"})
+    assert outcome.slot("verified_contact") == "14155550101"
+
+
+async def test_mismatch_reveals_nothing_about_the_order(actions_store):
+    wrong_email = await validate({"order_id": "A1001"}, {"contact": "buyer2@example.com"})
+    no_such_order = await validate({"order_id": "A9999"}, {"contact": "buyer2@example.com"})
+    assert wrong_email.messages == no_such_order.messages
+    assert wrong_email.responses == ["utter_verification_failed"]
+    for outcome in (wrong_email, no_such_order):
+        assert outcome.slot("order_id") is None and outcome.slot("contact") is None
+        assert outcome.slot("verification_failures") == 1
+        assert outcome.slot("verified_contact") is None
+
+
+async def test_third_failure_ends_the_form_and_offers_a_person(actions_store):
+    outcome = await validate({"order_id": "A1001", "verification_failures": 2},
+                             {"contact": "someone@example.com"})
+    assert outcome.slot("verification_failures") == 3
+    assert outcome.slot("requested_slot") is None  # the form stops asking
+    resolved = await run_action(ActionResolveRequest(), make_tracker(
+        {"verification_failures": 3, "request": "order_status"}))
+    assert resolved.responses == ["utter_verification_offer_human"]
+    assert resolved.slot("pending_offer") == "human:identity_not_verified"
+    escalated = await run_action(ActionConfirmOffer(), make_tracker(
+        {"pending_offer": "human:identity_not_verified"}, intent="affirm"))
+    assert escalated.responses == ["utter_escalated"]
+    assert handoffs(actions_store)[0].reason_code == "identity_unverified"
+
+
+async def test_another_customers_order_asks_for_its_own_contact(actions_store):
+    outcome = await validate({"contact": "buyer1@example.com",
+                              "verified_contact": "buyer1@example.com"}, {"order_id": "A1003"})
+    assert outcome.slot("contact") is None
+    assert outcome.slot("verification_failures") is None  # not a failed try
+    assert outcome.messages == []
+
+
+async def test_resolve_never_shows_an_unverified_order(actions_store):
+    tracker = make_tracker({"order_id": "A1001", "contact": "buyer2@example.com",
+                            "request": "order_status"})
+    outcome = await run_action(ActionResolveRequest(), tracker)
+    assert "1Z999AA10123456784" not in str(outcome.messages)
+    assert outcome.responses == ["utter_verification_offer_human"]
+
+
+async def test_form_asks_for_a_new_address_only_when_the_order_can_change(actions_store):
+    paid = await validate({"order_id": "A1004", "request": "change_address"},
+                          {"contact": "buyer3@example.com"})
+    shipped = await validate({"order_id": "A1001", "request": "change_address"},
+                             {"contact": "buyer1@example.com"})
+    assert paid.slot("requested_slot") == "new_address"
+    assert shipped.slot("requested_slot") is None
+
+
+async def test_photo_from_an_attachment_a_link_or_none(actions_store):
+    slots = {"order_id": "A1002", "contact": "buyer1@example.com", "request": "damaged_item",
+             "requested_slot": "photo"}
+
+    def events() -> list:  # rasa_sdk appends to the list it is given
+        return [{"event": "user", "text": "", "parse_data": {}},
+                {"event": "slot", "name": "photo", "value": "here"}]
+
+    attached = make_tracker({**slots, "photo": "here"}, intent="inform", events=events(),
+                            metadata={"attachments": [{"type": "image",
+                                                       "url": "https://cdn.test/p.jpg"}]})
+    photo = (await run_action(ValidateOrderForm(), attached)).slot("photo")
+    assert photo == "https://cdn.test/p.jpg"
+    nothing = make_tracker({**slots, "photo": "here"}, intent="inform", events=events())
+    outcome = await run_action(ValidateOrderForm(), nothing)
+    assert outcome.slot("photo") is None and outcome.responses == ["utter_invalid_photo"]
+    declined = await validate(slots, {"photo": "sorry I don't have one"})
+    assert declined.slot("photo") == "none"
+
+
+def test_addresses_need_street_number_city_and_postal_code():
+    address = parse_address("12 Oak Street, Springfield, 62704", "Ann")
+    assert address is not None and (address.city, address.postal_code) == ("Springfield", "62704")
+    assert parse_address("10 Downing Street, London, SW1A 2AA, UK", "Ann").country == "UK"
+    for bad in ("Oak Street, Springfield, 62704", "12 Oak Street", "12 Oak Street, 62704", ""):
+        assert parse_address(bad, "Ann") is None, bad
+
+
+# --- where is my order and delivery problems ---------------------------------------------
+
+
+async def test_order_in_transit_gives_carrier_tracking_latest_event_and_eta(actions_store):
+    outcome = await resolve("order_status", "A1001")
+    facts = outcome.facts("utter_status_in_transit")
+    assert facts["carrier"] == "UPS" and facts["tracking_number"] == "1Z999AA10123456784"
+    assert facts["latest_event"] and facts["eta"]
+    assert outcome.slot("request") is None
+
+
+async def test_stuck_parcel_is_late_and_traced(actions_store):
+    outcome = await resolve("order_status", "A1003")
+    assert outcome.responses == ["utter_status_late", "utter_next_step_trace"]
+    claim_id = outcome.facts("utter_next_step_trace")["claim_id"]
+    assert claim_id.startswith("CLM-")
+
+
+async def test_delayed_parcel_gives_the_revised_eta(actions_store):
+    outcome = await resolve("delivery_problem", "A1016")
+    assert outcome.responses == ["utter_status_late", "utter_next_step_wait"]
+    shipment = actions_store.delivery.get_shipment("A1016")
+    assert outcome.facts("utter_next_step_wait")["eta"] == f"{shipment.eta:%a %d %b}"
+
+
+async def test_lost_parcel_above_the_remedy_limit_escalates(actions_store):
+    assert actions_store.orders.get_order("A1010").total > Decimal("150")
+    outcome = await resolve("delivery_problem", "A1010")
+    assert outcome.responses == ["utter_parcel_lost", "utter_escalated"]
+    assert outcome.facts("utter_parcel_lost")["claim_id"].startswith("CLM-")
+    assert handoffs(actions_store)[0].rule == "remedy_above_threshold"
+
+
+async def test_lost_parcel_within_the_remedy_limit_offers_replacement_or_refund(actions_store):
+    with actions_store.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE orders SET total = 99 WHERE order_id = 'A1010'"))
+    outcome = await resolve("delivery_problem", "A1010")
+    assert outcome.slot("pending_offer") == "remedy:lost"
+    titles = [b["title"] for b in outcome.facts("utter_offer_remedy")["buttons"]]
+    assert titles == ["A replacement", "A refund"]
+    assert handoffs(actions_store) == []
+
+
+async def test_not_received_below_the_high_value_threshold_opens_a_carrier_claim(actions_store):
+    outcome = await resolve("not_received", "A1002")
+    assert outcome.responses == ["utter_claim_opened"]
+    assert handoffs(actions_store) == []
+
+
+async def test_not_received_high_value_escalates_tier_2(actions_store):
+    outcome = await resolve("not_received", "A1006")
+    assert outcome.responses == ["utter_escalated"]
+    [handoff] = handoffs(actions_store)
+    assert (handoff.rule, handoff.tier, handoff.order_id) == ("not_received_high_value", 2, "A1006")
+    assert handoff.reason_code == "high_value_not_received"
+    assert "A1006" in handoff.summary and "Next:" in handoff.summary
+
+
+async def test_shipping_and_billing_differ_on_high_value_order_is_fraud_review(actions_store):
+    await resolve("not_received", "A1011")
+    [handoff] = handoffs(actions_store)
+    assert (handoff.rule, handoff.tier, handoff.reason_code) == (
+        "fraud_address_mismatch", 3, "fraud_review")
+
+
+async def test_repeat_claims_by_the_same_customer_are_fraud_review(actions_store):
+    outcome = await resolve("not_received", "A1012")
+    assert outcome.responses == ["utter_escalated"]
+    assert handoffs(actions_store)[0].rule == "fraud_repeat_claims"
+
+
+# --- returns and refunds -----------------------------------------------------------------
+
+
+async def test_return_inside_the_window_creates_an_rma_with_a_label(actions_store):
+    outcome = await resolve("return_item", "A1002")
+    facts = outcome.facts("utter_return_created")
+    assert facts["rma_id"].startswith("RMA-") and facts["label_url"].endswith(".pdf")
+    assert facts["amount"] == "89.00"
+    assert actions_store.returns.get_return("A1002").rma_id == facts["rma_id"]
+
+
+async def test_return_outside_the_window_says_why_and_offers_a_person(actions_store):
+    outcome = await resolve("return_item", "A1005")
+    assert outcome.responses == ["utter_return_not_eligible_window", "utter_offer_human"]
+    assert actions_store.returns.get_return("A1005") is None
+    assert outcome.slot("pending_offer") == "human:not_eligible"
+
+
+async def test_final_sale_items_cannot_be_returned(actions_store):
+    outcome = await resolve("return_item", "A1015")
+    assert outcome.responses == ["utter_return_not_eligible_items", "utter_offer_human"]
+
+
+async def test_return_status_in_transit_then_the_pending_refund(actions_store):
+    outcome = await resolve("return_status", "A1007")
+    assert outcome.responses == ["utter_return_in_transit", "utter_refund_pending"]
+
+
+async def test_refund_status_gives_amount_date_and_when_it_shows(actions_store):
+    outcome = await resolve("refund_status", "A1008")
+    facts = outcome.facts("utter_refund_issued")
+    assert facts["amount"] == "45.00" and facts["issued_on"] and facts["visible_by"]
+
+
+async def test_refund_before_any_return_offers_a_return_first(actions_store):
+    outcome = await resolve("refund_request", "A1002")
+    assert outcome.responses == ["utter_refund_needs_return"]
+    assert actions_store.returns.get_refund("A1002") is None
+
+
+async def test_refund_before_the_return_is_in_transit_stops_the_line(actions_store):
+    await resolve("return_item", "A1002")
+    outcome = await resolve("refund_request", "A1002")
+    assert outcome.responses == ["utter_escalated"]
+    assert handoffs(actions_store)[0].rule == "stop_the_line_refund_before_return"
+    assert actions_store.returns.get_refund("A1002") is None
+
+
+def ship_return(store: Store, order_id: str) -> None:
+    """The customer dropped the parcel at the carrier (the warehouse system's update)."""
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE returns SET status = 'in_transit' "
+                                   "WHERE order_id = :order_id"), {"order_id": order_id})
+
+
+async def test_refund_within_the_auto_approve_limit_is_created(actions_store):
+    await resolve("return_item", "A1002")
+    ship_return(actions_store, "A1002")
+    outcome = await resolve("refund_request", "A1002")
+    assert outcome.responses == ["utter_refund_created"]
+    refund = actions_store.returns.get_refund("A1002")
+    assert refund.amount == Decimal("89.00")
+
+
+async def test_refund_above_the_auto_approve_limit_goes_for_approval(actions_store):
+    await resolve("return_item", "A1006")
+    ship_return(actions_store, "A1006")
+    outcome = await resolve("refund_request", "A1006")
+    assert outcome.responses == ["utter_escalated"]
+    assert handoffs(actions_store)[0].rule == "refund_above_threshold"
+    assert actions_store.returns.get_refund("A1006") is None
+
+
+# --- cancellations and changes -----------------------------------------------------------
+
+
+async def test_cancel_asks_first_then_cancels(actions_store):
+    asked = await resolve("cancel_order", "A1004")
+    assert asked.responses == ["utter_confirm_cancel"]
+    assert actions_store.orders.get_order("A1004").status is OrderStatus.PAID
+    done = await confirm("A1004", "cancel")
+    assert done.responses == ["utter_cancelled"]
+    assert actions_store.orders.get_order("A1004").status is OrderStatus.CANCELLED
+
+
+async def test_shipped_order_cannot_be_cancelled(actions_store):
+    outcome = await resolve("cancel_order", "A1001")
+    assert outcome.responses == ["utter_cannot_cancel_shipped"]
+    assert actions_store.orders.get_order("A1001").status is OrderStatus.SHIPPED
+
+
+async def test_delivered_order_offers_a_return_instead_of_cancelling(actions_store):
+    outcome = await resolve("cancel_order", "A1002")
+    assert outcome.slot("pending_offer") == "return"
+    accepted = await confirm("A1002", "return")
+    assert accepted.responses == ["utter_return_created"]
+
+
+async def test_address_change_before_shipping(actions_store):
+    outcome = await resolve("change_address", "A1004",
+                            new_address="12 Oak Street, Springfield, 62704")
+    assert outcome.responses == ["utter_address_changed"]
+    changed = actions_store.orders.get_order("A1004").shipping_address
+    assert (changed.line1, changed.postal_code) == ("12 Oak Street", "62704")
+    assert outcome.slot("new_address") is None
+
+
+async def test_address_cannot_change_once_shipped(actions_store):
+    before = actions_store.orders.get_order("A1001").shipping_address
+    outcome = await resolve("change_address", "A1001")
+    assert outcome.responses == ["utter_cannot_change_address"]
+    assert actions_store.orders.get_order("A1001").shipping_address == before
+
+
+# --- damaged or wrong items --------------------------------------------------------------
+
+
+async def test_damaged_item_offers_the_policy_remedies_and_grants_one(actions_store):
+    outcome = await resolve("damaged_item", "A1002", photo="https://cdn.test/p.jpg")
+    offer = outcome.facts("utter_offer_remedy")
+    assert [b["title"] for b in offer["buttons"]] == ["A replacement", "A refund", "Store credit"]
+    chosen = await run_action(ActionChooseRemedy(), make_tracker(
+        {"order_id": "A1002", "contact": "buyer1@example.com", "pending_offer": "remedy:damaged_item",
+         "remedy": "replacement"}, intent="choose_remedy"))
+    replacement_id = chosen.facts("utter_remedy_replacement")["replacement_id"]
+    replacement = actions_store.orders.get_order(replacement_id)
+    assert replacement.status is OrderStatus.PAID and replacement.total == Decimal("0")
+
+
+async def test_wrong_item_offers_only_what_the_policy_allows(actions_store):
+    outcome = await resolve("wrong_item", "A1012", photo="none")
+    # A1012's customer has two earlier claims: fraud review comes first
+    assert handoffs(actions_store)[0].rule == "fraud_repeat_claims"
+    outcome = await resolve("wrong_item", "A1002", photo="none")
+    titles = [b["title"] for b in outcome.facts("utter_offer_remedy")["buttons"]]
+    assert titles == ["A replacement", "A refund"]
+
+
+async def test_damaged_high_value_item_escalates(actions_store):
+    outcome = await resolve("damaged_item", "A1006", photo="none")
+    assert outcome.responses == ["utter_escalated"]
+    assert handoffs(actions_store)[0].rule == "remedy_above_threshold"
+
+
+# --- escalation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("intent,text,rule,tier", [
+    ("human_handoff", "I want a person", "customer_request", 1),
+    ("escalation_trigger", "I will file a chargeback", "chargeback", 3),
+    ("escalation_trigger", "my lawyer will call", "safety_legal", 3),
+    ("payment_issue", "I was charged twice", "payment_problem", 2),
+])
+async def test_escalation_records_reason_tier_rule(actions_store, intent, text, rule, tier):
+    outcome = await run_action(ActionEscalate(), make_tracker(intent=intent, text=text))
+    [handoff] = handoffs(actions_store)
+    assert (handoff.rule, handoff.tier) == (rule, tier)
+    assert str(handoff.handoff_id) in outcome.messages[-1]["handoff_id"]
+
+
+async def test_escalation_keeps_the_verified_order(actions_store):
+    tracker = make_tracker({"order_id": "A1003", "contact": "buyer2@example.com"},
+                           intent="human_handoff")
+    await run_action(ActionEscalate(), tracker)
+    assert handoffs(actions_store)[0].order_id == "A1003"
+    unverified = make_tracker({"order_id": "A1003", "contact": "buyer1@example.com"},
+                              intent="human_handoff", sender="other")
+    await run_action(ActionEscalate(), unverified)
+    assert handoffs(actions_store)[0].order_id is None
+
+
+async def test_complaint_with_legal_language_is_tier_3(actions_store):
+    await run_action(ActionHandleComplaint(), make_tracker(
+        intent="complaint", text="Terrible service, I'm calling my attorney"))
+    assert handoffs(actions_store)[0].rule == "safety_legal"
+    await run_action(ActionHandleComplaint(), make_tracker(intent="complaint", text="awful"))
+    assert handoffs(actions_store)[0].rule == "complaint"
+
+
+async def test_repeat_contact_within_the_window_escalates(actions_store):
+    first = await resolve("delivery_problem", "A1003", sender="monday")
+    assert "utter_escalated" not in first.responses
+    again = await resolve("delivery_problem", "A1003", sender="thursday")
+    assert again.responses == ["utter_escalated"]
+    assert handoffs(actions_store)[0].rule == "repeat_contact"
+    same_conversation = await resolve("delivery_problem", "A1003", sender="monday")
+    assert handoffs(actions_store)[0].rule == "repeat_contact"
+    assert len(handoffs(actions_store)) == 2 and "utter_escalated" in same_conversation.responses
+
+
+def fallback_events(misses: int, before: Optional[str] = "greet") -> list:
+    events = [{"event": "user", "parse_data": {"intent": {"name": before}}}]
+    events += [{"event": "user", "parse_data": {"intent": {"name": "nlu_fallback"}}}] * misses
+    return events
+
+
+async def test_fallback_asks_to_rephrase_then_offers_a_person(actions_store):
+    once = await run_action(ActionFallback(), make_tracker(events=fallback_events(1)))
+    assert once.responses == ["utter_rephrase"]
+    twice = await run_action(ActionFallback(), make_tracker(events=fallback_events(2)))
+    assert twice.responses == ["utter_offer_human_after_fallback"]
+    assert twice.slot("pending_offer") == "human:bot_not_understanding"

@@ -1,0 +1,102 @@
+"""The policy files bot designers edit: the shipped ones load, broken ones are refused
+with an error that names the file and the key."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actions.policy import (
+    DEFAULT_POLICY_DIR,
+    FAQ_TOPICS,
+    REQUIRED_RULES,
+    PolicyError,
+    load_knowledge,
+    load_policy,
+)
+
+
+@pytest.fixture
+def policy_copy(tmp_path: Path) -> Path:
+    for name in ("escalation.yml", "knowledge.yml"):
+        shutil.copy(DEFAULT_POLICY_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+def edit(directory: Path, name: str, change) -> None:
+    path = directory / name
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_shipped_policy_is_complete():
+    policy = load_policy()
+    assert set(REQUIRED_RULES) <= set(policy.rules)
+    assert {rule.tier for rule in policy.rules.values()} == {1, 2, 3}
+    assert policy.windows.return_days == 30
+    knowledge = load_knowledge(policy=policy)
+    for topic in FAQ_TOPICS:
+        assert "{" not in knowledge.answer(topic, policy)
+    assert "30 days" in knowledge.answer("return_policy", policy)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d["rules"]["chargeback"].update(tier=5), "rules.chargeback.tier: must be 1, 2 or 3"),
+    (lambda d: d["rules"].pop("safety_legal"), "rules: missing safety_legal"),
+    (lambda d: d["thresholds"].update(refund_auto_approve_max=-1),
+     "thresholds.refund_auto_approve_max: must be greater than 0"),
+    (lambda d: d["windows"].update(return_days="a month"), "windows.return_days"),
+    (lambda d: d["thresholds"].update(refund_max=5), "thresholds.refund_max: extra fields"),
+    (lambda d: d["rules"]["complaint"].update(team="marketing"),
+     "rules.complaint.team: 'marketing' is not one of the teams"),
+    (lambda d: d["remedies"].update(lost=["voucher"]), "remedies.lost.0"),
+    (lambda d: d["trigger_phrases"].update(chargeback=[]), "trigger_phrases.chargeback"),
+])
+def test_invalid_escalation_policy_names_the_key(policy_copy, change, message):
+    edit(policy_copy, "escalation.yml", change)
+    with pytest.raises(PolicyError) as error:
+        load_policy(policy_copy)
+    assert "escalation.yml" in str(error.value)
+    assert message in str(error.value)
+
+
+def test_broken_yaml_is_reported_with_the_file(policy_copy):
+    (policy_copy / "escalation.yml").write_text("rules: [unclosed\n")
+    with pytest.raises(PolicyError, match="escalation.yml: not valid YAML"):
+        load_policy(policy_copy)
+
+
+def test_knowledge_needs_every_topic_and_known_placeholders(policy_copy):
+    edit(policy_copy, "knowledge.yml", lambda d: d["answers"].pop("invoice"))
+    with pytest.raises(PolicyError, match="missing answers for invoice"):
+        load_knowledge(policy_copy)
+    edit(policy_copy, "knowledge.yml",
+         lambda d: d["answers"].update(invoice="Within {invoice_days} days"))
+    with pytest.raises(PolicyError, match="answers.invoice: unknown placeholder"):
+        load_knowledge(policy_copy)
+
+
+@pytest.mark.parametrize("text,rule", [
+    ("I'll file a CHARGEBACK tomorrow", "chargeback"),
+    ("going to dispute the charge with my bank", "chargeback"),
+    ("the charger caught fire last night", "safety_legal"),
+    ("my lawyer says otherwise", "safety_legal"),
+    ("can I charge my phone with it", None),
+    ("the battery is not charging", None),
+    ("where is my order", None),
+])
+def test_trigger_phrases_match_whole_words_in_any_case(text, rule):
+    assert load_policy().triggered_rule(text) == rule
+
+
+def test_bot_validate_reports_a_broken_policy(policy_copy, monkeypatch, capsys):
+    from bot.cli import main
+
+    monkeypatch.setenv("POLICY_DIR", str(policy_copy))
+    assert main(["validate"]) == 0
+    edit(policy_copy, "escalation.yml", lambda d: d["limits"].update(verification_attempts=0))
+    assert main(["validate"]) == 1
+    assert "limits.verification_attempts: must be at least 1" in capsys.readouterr().err
