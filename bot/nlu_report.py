@@ -359,15 +359,20 @@ def score_rows(
 
 
 def report_dataset(
-    name: str, rows: Sequence[EvalRow], predictions: Sequence[Prediction]
+    name: str,
+    rows: Sequence[EvalRow],
+    predictions: Sequence[Prediction],
+    top_confusions: int = 15,
 ) -> DatasetReport:
     fallbacks = sum(p.intent == FALLBACK_INTENT for p in predictions)
     return DatasetReport(
         name=name,
         rows=len(rows),
         fallback_rate=fallbacks / len(rows) if rows else 0.0,
-        with_fallback=score_rows(rows, [p.intent for p in predictions]),
-        classifier_only=score_rows(rows, [p.classifier_intent for p in predictions]),
+        with_fallback=score_rows(rows, [p.intent for p in predictions], top_confusions),
+        classifier_only=score_rows(
+            rows, [p.classifier_intent for p in predictions], top_confusions
+        ),
     )
 
 
@@ -413,6 +418,7 @@ async def evaluate(
     sets: EvalSets,
     limit: int | None = None,
     batch_size: int = 128,
+    top_confusions: int = 15,
 ) -> tuple[list[DatasetReport], OosReport | None]:
     """Parse the (sampled) rows of every set and score them."""
     chosen = {
@@ -426,7 +432,7 @@ async def evaluate(
         row.text: prediction_from_parse(p) for row, p in zip(everything, parses, strict=True)
     }
     datasets = [
-        report_dataset(name, rows, [by_text[row.text] for row in rows])
+        report_dataset(name, rows, [by_text[row.text] for row in rows], top_confusions)
         for name, rows in chosen.items()
         if name != "hint3_oos" and rows
     ]
@@ -513,16 +519,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages per model call; 1 uses Agent.parse_message (default 128)",
     )
     parser.add_argument("--no-per-intent", action="store_true", help="omit per-intent tables")
+    parser.add_argument(
+        "--confusions", type=int, default=15, help="confusions listed per set (default 15)"
+    )
     return parser
 
 
 def make_report(
-    model: Path, eval_dir: Path, limit: int | None = None, batch_size: int = 128
+    model: Path,
+    eval_dir: Path,
+    limit: int | None = None,
+    batch_size: int = 128,
+    top_confusions: int = 15,
 ) -> NluReport:
     sets = load_eval_sets(eval_dir)
     agent = load_agent(model)
     started = time.perf_counter()
-    datasets, oos = asyncio.run(evaluate(agent, sets, limit, batch_size))
+    datasets, oos = asyncio.run(evaluate(agent, sets, limit, batch_size, top_confusions))
     return NluReport(str(model), str(eval_dir), time.perf_counter() - started, datasets, oos)
 
 
@@ -537,7 +550,7 @@ def run(argv: list[str] | None = None) -> int:
     if not (args.eval_dir / INTENT_MAP_FILE).exists():
         print(f"error: no {INTENT_MAP_FILE} in {args.eval_dir}", file=sys.stderr)
         return 2
-    report = make_report(Path(model), args.eval_dir, args.limit, args.batch_size)
+    report = make_report(Path(model), args.eval_dir, args.limit, args.batch_size, args.confusions)
     text = render_markdown(report, per_intent=not args.no_per_intent)
     print(text, end="")
     if args.out:

@@ -344,8 +344,9 @@ async def test_damaged_item_offers_the_policy_remedies_and_grants_one(actions_st
     offer = outcome.facts("utter_offer_remedy")
     assert [b["title"] for b in offer["buttons"]] == ["A replacement", "A refund", "Store credit"]
     chosen = await run_action(ActionChooseRemedy(), make_tracker(
-        {"order_id": "A1002", "contact": "buyer1@example.com", "pending_offer": "remedy:damaged_item",
-         "remedy": "replacement"}, intent="choose_remedy"))
+        {"order_id": "A1002", "contact": "buyer1@example.com",
+         "pending_offer": "remedy:damaged_item", "remedy": "replacement"},
+        intent="choose_remedy"))
     replacement_id = chosen.facts("utter_remedy_replacement")["replacement_id"]
     replacement = actions_store.orders.get_order(replacement_id)
     assert replacement.status is OrderStatus.PAID and replacement.total == Decimal("0")
