@@ -67,3 +67,18 @@ def store(store_url: str, now: datetime) -> Iterator[Store]:
     seed_demo_store(opened, now)
     yield opened
     opened.close()
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RASA = REPO_ROOT / ".venv" / "bin" / "rasa"
+
+
+@pytest.fixture(scope="session")
+def trained_model() -> Path:
+    """The model for the current data: `rasa train` reuses the newest model when the
+    data's fingerprint is unchanged, so the suite trains at most once."""
+    import subprocess
+
+    subprocess.run([str(RASA), "train", "--quiet"], cwd=REPO_ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    return max((REPO_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)

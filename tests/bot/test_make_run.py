@@ -1,0 +1,122 @@
+"""`make run` end to end: the whole system on its embedded defaults, spoken to on
+port 8080 as a customer would, then stopped with Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from ..conftest import REPO_ROOT
+
+GATEWAY = "http://127.0.0.1:8080"
+PORTS = (8080, 5005, 5055)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def say(sender: str, message: str) -> List[Dict[str, Any]]:
+    request = urllib.request.Request(
+        f"{GATEWAY}/webhooks/rest/webhook", method="POST",
+        data=json.dumps({"sender": sender, "message": message}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def texts(replies: List[Dict[str, Any]]) -> str:
+    return " ".join(reply.get("text", "") for reply in replies)
+
+
+@pytest.fixture(scope="module")
+def make_run(trained_model) -> Iterator[subprocess.Popen]:
+    busy = [port for port in PORTS if port_open(port)]
+    if busy:
+        pytest.fail(f"ports {busy} are in use: stop the running system before the tests")
+    process = subprocess.Popen(["make", "run"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               env={**os.environ, "DATABASE_URL": ""})
+    output: List[str] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        output.append(line)
+        if line.startswith("ready:") or process.poll() is not None:
+            break
+    assert any(line.startswith("ready:") for line in output), "".join(output)
+    process.output = output  # type: ignore[attr-defined]
+    yield process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_health_reports_every_component(make_run):
+    with urllib.request.urlopen(f"{GATEWAY}/health", timeout=5) as response:
+        health = json.load(response)
+    assert response.status == 200
+    assert health == {"status": "ok", "gateway": True, "rasa": True, "action_server": True,
+                      "store": True}
+    assert "/webhooks/rest/webhook" in "".join(make_run.output)
+
+
+def test_verified_order_status_conversation(make_run):
+    asked = say("e2e-status", "Hi, where is my order A1001?")
+    assert "email" in texts(asked).lower()
+    assert "1Z999AA10123456784" not in texts(asked)
+    answer = say("e2e-status", "buyer1@example.com")
+    assert answer[0]["recipient_id"] == "e2e-status"
+    assert "1Z999AA10123456784" in texts(answer) and "UPS" in texts(answer)
+    again = say("e2e-status", "and where is order A1002?")
+    assert "delivered" in texts(again).lower()  # same customer: not asked again
+
+
+def test_wrong_email_reveals_nothing(make_run):
+    say("e2e-stranger", "where is order A1001")
+    reply = texts(say("e2e-stranger", "buyer2@example.com"))
+    assert "couldn't match" in reply
+    assert "UPS" not in reply and "1Z999" not in reply
+
+
+def test_a_person_on_request_records_a_handoff(make_run):
+    from actions.store.sql import open_store
+
+    reply = texts(say("e2e-person", "I want to talk to a human"))
+    assert "Reference: H-" in reply
+    handoff_id = int(reply.rsplit("H-", 1)[1].rstrip("."))
+    store = open_store()
+    try:
+        [handoff] = [h for h in store.handoffs.list() if h.handoff_id == handoff_id]
+    finally:
+        store.close()
+    assert (handoff.conversation_id, handoff.rule, handoff.tier) == (
+        "e2e-person", "customer_request", 1)
+
+
+def test_malformed_request_is_refused_with_a_reason(make_run):
+    request = urllib.request.Request(f"{GATEWAY}/webhooks/rest/webhook", method="POST",
+                                     data=b'{"message": "hi"}',
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=5)
+    assert error.value.code == 400
+    assert "sender" in json.load(error.value)["error"]
+
+
+def test_ctrl_c_stops_everything(make_run):
+    os.killpg(make_run.pid, signal.SIGINT)
+    rest, _ = make_run.communicate(timeout=60)
+    assert "stopped" in rest
+    deadline = time.monotonic() + 10
+    while any(port_open(port) for port in PORTS) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(port_open(port) for port in PORTS)
