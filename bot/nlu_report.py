@@ -31,7 +31,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +211,8 @@ def quiet_rasa_logging() -> None:
 
 def load_agent(model_path: Path) -> Agent:
     """Load a trained model (NLU-only or full) in-process."""
+    if str(REPO_ROOT) not in sys.path:  # the pipeline's custom components live there
+        sys.path.insert(0, str(REPO_ROOT))
     quiet_rasa_logging()
     from rasa.core.agent import Agent
 
@@ -248,6 +250,7 @@ class Parser:
 
     def _parse_batch(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         from rasa.core.channels.channel import UserMessage
+        from rasa.engine.constants import PLACEHOLDER_MESSAGE, PLACEHOLDER_TRACKER
         from rasa.shared.core.trackers import DialogueStateTracker
         from rasa.shared.nlu.constants import ENTITIES, INTENT, TEXT
 
@@ -256,7 +259,7 @@ class Parser:
         messages = [UserMessage(text, sender_id="nlu-report") for text in texts]
         tracker = DialogueStateTracker.from_events("nlu-report", [])
         results = processor.graph_runner.run(
-            inputs={"__message__": messages, "__tracker__": tracker},
+            inputs={PLACEHOLDER_MESSAGE: messages, PLACEHOLDER_TRACKER: tracker},
             targets=[processor.model_metadata.nlu_target],
         )
         parses: list[dict[str, Any]] = []
@@ -316,7 +319,6 @@ class DatasetReport:
     fallback_rate: float
     with_fallback: Score  # nlu_fallback counts as a miss
     classifier_only: Score  # the top non-fallback intent
-    low_confidence: list[tuple[str, int]] = field(default_factory=list)
 
 
 def _gold(accepted: tuple[str, ...], predicted: str) -> str:
@@ -565,9 +567,17 @@ def run(argv: list[str] | None = None) -> int:
 
 
 @dataclass(frozen=True)
+class AnnotatedEntity:
+    entity: str
+    value: str  # after the example's synonym mapping, e.g. "refund" for "money back"
+    surface: str  # the annotated text
+
+
+@dataclass(frozen=True)
 class TrainingExample:
     intent: str
     text: str  # entity annotations removed
+    entities: tuple[AnnotatedEntity, ...] = ()
 
 
 @dataclass
@@ -575,7 +585,6 @@ class TrainingDataSummary:
     examples: list[TrainingExample]
     synonyms: dict[str, str]  # synonym (lower case) -> normalised value
     regexes: dict[str, str]  # name -> pattern
-    entities: set[str]
 
 
 def load_training_data(nlu_dir: Path = DEFAULT_NLU_DIR) -> TrainingDataSummary:
@@ -583,13 +592,18 @@ def load_training_data(nlu_dir: Path = DEFAULT_NLU_DIR) -> TrainingDataSummary:
     from rasa.shared.nlu.training_data.loading import load_data
 
     data = load_data(str(nlu_dir))
+    examples = []
+    for message in data.intent_examples:
+        text = str(message.get("text"))
+        entities = tuple(
+            AnnotatedEntity(str(e["entity"]), str(e["value"]), text[e["start"] : e["end"]])
+            for e in message.get("entities") or []
+        )
+        examples.append(TrainingExample(str(message.get("intent")), text, entities))
     return TrainingDataSummary(
-        examples=[
-            TrainingExample(str(m.get("intent")), str(m.get("text"))) for m in data.intent_examples
-        ],
+        examples=examples,
         synonyms={str(k): str(v) for k, v in data.entity_synonyms.items()},
         regexes={str(r["name"]): str(r["pattern"]) for r in data.regex_features},
-        entities=set(data.entities),
     )
 
 
@@ -603,15 +617,16 @@ def overlap_key(text: str) -> str:
     """A normalised form for spotting the same utterance in two places.
 
     Lower case, placeholders and data (order ids, emails, numbers) reduced to one
-    ``<x>`` marker, punctuation removed, whitespace collapsed.
+    ``<x>`` marker, punctuation removed, whitespace collapsed. A text that is only
+    data (``A1001``, an email, a pincode) has no words to compare: its key is ``""``.
     """
     text = PLACEHOLDER_RE.sub(" <x> ", text)
     text = _EMAIL_RE.sub(" <x> ", text)
     text = _ORDER_RE.sub(" <x> ", text)
     text = _NUMBER_RE.sub(" <x> ", text)
     text = text.lower().translate(_PUNCT)
-    text = re.sub(r"(<x>\s*)+", "<x> ", text)
-    return " ".join(text.split())
+    key = " ".join(re.sub(r"(<x>\s*)+", "<x> ", text).split())
+    return key if key.replace("<x>", "").strip() else ""
 
 
 def eval_texts(eval_dir: Path) -> Iterable[str]:
