@@ -101,7 +101,9 @@ def run_system(train: bool = True, seed: bool = True) -> int:
         count = seed_demo_store(open_store())
         print(f"demo store seeded: {count} orders")
     processes = start_components(settings, env)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # explicit for both: a process started in the background inherits SIGINT ignored
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         wait_until_healthy(settings, processes)
         base = f"http://localhost:{settings.gateway_port}"
