@@ -136,6 +136,13 @@ class ActionAnswerFaq(TurnAction):
         turn.dispatcher.utter_message(text=current_knowledge().answer(topic, turn.policy))
 
 
+ESCALATION_CONTEXT = {
+    "chargeback": "Customer mentioned a chargeback or payment dispute.",
+    "safety_legal": "Customer raised a safety or legal matter.",
+    "payment_problem": "Customer reports a payment problem.",
+}
+
+
 class ActionEscalate(TurnAction):
     """The customer asked for a person, or wrote a trigger phrase of the policy."""
 
@@ -152,13 +159,6 @@ class ActionEscalate(TurnAction):
             turn.say("utter_payment_issue")
         context = ESCALATION_CONTEXT.get(rule, "Customer asked for a person.")
         turn.escalate(rule, turn.verified_order(), context)
-
-
-ESCALATION_CONTEXT = {
-    "chargeback": "Customer mentioned a chargeback or payment dispute.",
-    "safety_legal": "Customer raised a safety or legal matter.",
-    "payment_problem": "Customer reports a payment problem.",
-}
 
 
 def trigger_rule(turn: Turn) -> Optional[str]:

@@ -65,6 +65,9 @@ class BenchResult:
     hint3_fallback: float
     hint3_oos_rejected: float
     report_seconds: float
+    date: str = ""
+    scored: str = "all"  # "all" mapped rows, or "N per set"
+    latency_samples: int = 0
 
 
 def _run_child(cmd: list[str], log: Path) -> tuple[float, float]:
@@ -159,32 +162,44 @@ def bench_config(
     )
 
 
-def render(results: list[BenchResult], limit: int | None, n_latency: int) -> str:
+def render(results: list[BenchResult]) -> str:
     pct = "{:.1%}".format
     lines = [
         "# NLU benchmark",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; written by `bench/bench_nlu.py` on "
-        f"{time.strftime('%Y-%m-%d %H:%M')}.",
-        f"Training from scratch (`rasa train nlu`); parse latency = `Agent.parse_message` "
-        f"on {n_latency} eval utterances, one at a time after a warm-up; scores from "
-        f"`bot.nlu_report` on {'a sample of ' + str(limit) if limit else 'all'} mapped rows "
-        "(`nlu_fallback` counts as a miss).",
+        f"Written by `bench/bench_nlu.py` on {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}. Each config is trained from scratch "
+        "(`rasa train nlu`, peak RSS of that process); parse latency is "
+        "`Agent.parse_message` on eval utterances, one at a time after a warm-up; scores "
+        "come from `bot.nlu_report` (`nlu_fallback` counts as a miss; HINT3 OOS rejected = "
+        "share of its out-of-scope test rows answered with `out_of_scope` or `nlu_fallback`).",
         "",
-        "| config | train s | train RSS MB | parse median ms | parse p95 ms | eval-process RSS MB "
-        "| Bitext acc | Bitext macro-F1 | Bitext fallback | HINT3 acc | HINT3 fallback "
-        "| HINT3 OOS rejected |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| config | run | train s | train RSS MB | parse median ms | parse p95 ms "
+        "| eval-process RSS MB | Bitext acc | Bitext macro-F1 | Bitext fallback | HINT3 acc "
+        "| HINT3 fallback | HINT3 OOS rejected | rows scored / latency samples |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         lines.append(
-            f"| `{r.config}` | {r.train_seconds:.0f} | {r.train_peak_rss_mb:.0f} "
+            f"| `{r.config}` | {r.date} | {r.train_seconds:.0f} | {r.train_peak_rss_mb:.0f} "
             f"| {r.parse_median_ms:.1f} | {r.parse_p95_ms:.1f} | {r.eval_peak_rss_mb:.0f} "
             f"| {pct(r.bitext_accuracy)} | {r.bitext_macro_f1:.3f} | {pct(r.bitext_fallback)} "
-            f"| {pct(r.hint3_accuracy)} | {pct(r.hint3_fallback)} | {pct(r.hint3_oos_rejected)} |"
+            f"| {pct(r.hint3_accuracy)} | {pct(r.hint3_fallback)} "
+            f"| {pct(r.hint3_oos_rejected)} | {r.scored} / {r.latency_samples} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def merge(previous: list[BenchResult], new: list[BenchResult]) -> list[BenchResult]:
+    """Earlier rows of other configs first, then this run's rows."""
+    ran = {r.config for r in new}
+    return [r for r in previous if r.config not in ran] + new
+
+
+def load_results(path: Path) -> list[BenchResult]:
+    if not path.exists():
+        return []
+    return [BenchResult(**row) for row in json.loads(path.read_text())]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR)
     parser.add_argument("--limit", type=int, help="score a sample of N rows per eval set")
     parser.add_argument("--latency-samples", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=RESULTS_FILE, help="markdown results file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_FILE,
+        help="markdown results file (its rows are kept in FILE.json too)",
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows of other configs already in the results file",
+    )
     parser.add_argument("--keep", type=Path, help="keep models and logs in this folder")
     # internal: the child process that times and scores one model
     parser.add_argument("--evaluate-model", type=Path, help=argparse.SUPPRESS)
@@ -220,17 +245,23 @@ def main(argv: list[str] | None = None) -> int:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for config in configs:
-            results.append(
-                bench_config(
-                    config, args.nlu, args.eval_dir, args.limit, args.latency_samples, work
-                )  # fmt: skip
+            result = bench_config(
+                config, args.nlu, args.eval_dir, args.limit, args.latency_samples, work
             )
-            print(json.dumps(asdict(results[-1]), indent=1), flush=True)
-    text = render(results, args.limit, args.latency_samples)
+            result.date = time.strftime("%Y-%m-%d %H:%M")
+            result.scored = f"{args.limit} per set" if args.limit else "all"
+            result.latency_samples = args.latency_samples
+            results.append(result)
+            print(json.dumps(asdict(result), indent=1), flush=True)
+    json_file = args.out.with_suffix(".json")
+    if args.append:
+        results = merge(load_results(json_file), results)
+    text = render(results)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    print(f"written to {args.out}")
+    json_file.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
+    print(f"written to {args.out} and {json_file}")
     return 0
 
 

@@ -3,6 +3,7 @@ channel and the health check; the messaging channels plug in here."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, AsyncIterator, Dict, List
 
@@ -22,7 +23,7 @@ STORE = web.AppKey("store", Store)
 
 class BadRequest(web.HTTPBadRequest):
     def __init__(self, reason: str) -> None:
-        super().__init__(text=f'{{"error": "{reason}"}}', content_type="application/json")
+        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
