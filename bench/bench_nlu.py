@@ -1,15 +1,18 @@
 """Benchmark NLU pipelines: train from scratch, time parses, score on the eval sets.
 
-    .venv/bin/python bench/bench_nlu.py                       # config.yml only
+    .venv/bin/python bench/bench_nlu.py                 # config.yml only
     .venv/bin/python bench/bench_nlu.py --config config.yml --config bench/configs/diet.yml
+    .venv/bin/python bench/bench_nlu.py --limit 2000    # quicker: a sample of each set
 
 For every ``--config`` it trains an NLU model into a temporary directory
 (``rasa train nlu``, in a child process, so training seconds and peak RSS are that
 model's alone), then, in a second child process, loads the model, times
 ``Agent.parse_message`` on a few hundred utterances (median and p95, after a warm-up)
 and scores it with `bot.nlu_report`. It prints a table and writes
-``bench/results/nlu.md``. Run one benchmark at a time: the timings assume the
-machine is otherwise idle. This is a benchmark, not a test.
+``bench/results/nlu.md`` (rows also in ``nlu.json``; a run replaces the rows of the
+configs it ran and keeps the others, ``--fresh`` drops them). Run one benchmark at a
+time: the timings assume the machine is otherwise idle. This is a benchmark, not a
+test. Alternative configs live in ``bench/configs/``.
 """
 
 from __future__ import annotations
@@ -71,10 +74,14 @@ class BenchResult:
 
 
 def _run_child(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB of that child)."""
+    """Run ``cmd``; return (wall seconds, peak RSS in MB of that child).
+
+    Rasa's training cache is switched off, so every component really trains.
+    """
+    env = {**os.environ, "RASA_MAX_CACHE_SIZE": "0", "RASA_CACHE_DIRECTORY": str(log.parent)}
     started = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -138,15 +145,35 @@ def bench_config(
     model_dir = work / name
     print(f"[{name}] training from scratch ...", flush=True)
     train_seconds, train_rss = _run_child(
-        [str(RASA), "train", "nlu", "--config", str(config), "--nlu", str(nlu_dir),
-         "--out", str(model_dir), "--fixed-model-name", name],
+        [
+            str(RASA),
+            "train",
+            "nlu",
+            "--config",
+            str(config),
+            "--nlu",
+            str(nlu_dir),
+            "--out",
+            str(model_dir),
+            "--fixed-model-name",
+            name,
+        ],
         work / f"{name}.train.log",
-    )  # fmt: skip
+    )
     print(f"[{name}] trained in {train_seconds:.0f} s; timing and scoring ...", flush=True)
     scores_file = work / f"{name}.json"
-    cmd = [sys.executable, __file__, "--evaluate-model", str(model_dir / f"{name}.tar.gz"),
-           "--eval-dir", str(eval_dir), "--latency-samples", str(n_latency),
-           "--json", str(scores_file)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--evaluate-model",
+        str(model_dir / f"{name}.tar.gz"),
+        "--eval-dir",
+        str(eval_dir),
+        "--latency-samples",
+        str(n_latency),
+        "--json",
+        str(scores_file),
+    ]
     if limit:
         cmd += ["--limit", str(limit)]
     _, serve_rss = _run_child(cmd, work / f"{name}.eval.log")
@@ -221,22 +248,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="markdown results file (its rows are kept in FILE.json too)",
     )
     parser.add_argument(
-        "--append",
+        "--fresh",
         action="store_true",
-        help="keep the rows of other configs already in the results file",
+        help="drop the rows of other configs (by default a run replaces only its own rows)",
     )
     parser.add_argument("--keep", type=Path, help="keep models and logs in this folder")
     # internal: the child process that times and scores one model
     parser.add_argument("--evaluate-model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
-    return parser  # fmt: skip
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.evaluate_model:
-        scores = evaluate_model(args.evaluate_model, args.eval_dir, args.limit,
-                                args.latency_samples)  # fmt: skip
+        scores = evaluate_model(
+            args.evaluate_model, args.eval_dir, args.limit, args.latency_samples
+        )
         args.json.write_text(json.dumps(scores))
         return 0
     configs: list[Path] = args.config or [REPO_ROOT / "config.yml"]
@@ -254,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(json.dumps(asdict(result), indent=1), flush=True)
     json_file = args.out.with_suffix(".json")
-    if args.append:
+    if not args.fresh:
         results = merge(load_results(json_file), results)
     text = render(results)
     print(text)
