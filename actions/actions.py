@@ -13,6 +13,7 @@ from rasa_sdk.types import DomainDict
 from actions.conversation import Turn
 from actions.policy import FAQ_TOPICS, current_knowledge, current_policy
 from actions.requests import HANDLERS, confirm_cancel, grant_remedy, return_item
+from actions.store.types import Order
 
 # Validate the policy files when the action server starts, not at the first customer.
 current_policy()
@@ -51,23 +52,23 @@ class ActionResolveRequest(TurnAction):
         else:
             turn.set("pending_offer", None)
             request = turn.slot("request") or "order_status"
-            if not self._repeat_contact(turn, request, order.order_id):
+            if not self._repeat_contact(turn, request, order):
                 HANDLERS[request](turn, order)
         # the next request starts afresh; order, contact and verification carry over
         for slot in ("request", "new_address", "photo"):
             turn.set(slot, None)
 
     @staticmethod
-    def _repeat_contact(turn: Turn, request: str, order_id: str) -> bool:
+    def _repeat_contact(turn: Turn, request: str, order: Order) -> bool:
         """Escalate when this customer wrote about the same issue within the window."""
         if request not in turn.policy.repeat_contact_issues:
             return False
+        order_id = order.order_id
         customer, issue = turn.slot("verified_contact"), f"{request}:{order_id}"
         since = turn.now - timedelta(days=turn.policy.windows.repeat_contact_days)
         earlier = turn.store.contacts.count_since(customer, issue, since, turn.conversation_id)
         turn.store.contacts.record(customer, issue, turn.conversation_id)
         if earlier:
-            order = turn.verified_order()
             turn.escalate("repeat_contact", order,
                           f"Customer wrote again about {request.replace('_', ' ')} on order "
                           f"{order_id}; {earlier} earlier conversation(s) in the last "
