@@ -226,7 +226,8 @@ def _location(error: Mapping[str, Any]) -> str:
     return ".".join(str(part) for part in error["loc"] if part != "__root__") or "top level"
 
 
-def _parse(model: Type[Model], path: Path) -> Model:
+def parse_yaml_model(model: Type[Model], path: Path) -> Model:
+    """Read a YAML file into a pydantic model; errors name the file and the key."""
     try:
         return model.parse_obj(_read_yaml(path) or {})
     except ValidationError as error:
@@ -239,14 +240,14 @@ def policy_dir() -> Path:
 
 
 def load_policy(directory: Optional[Path] = None) -> EscalationPolicy:
-    return _parse(EscalationPolicy, (directory or policy_dir()) / "escalation.yml")
+    return parse_yaml_model(EscalationPolicy, (directory or policy_dir()) / "escalation.yml")
 
 
 def load_knowledge(
     directory: Optional[Path] = None, policy: Optional[EscalationPolicy] = None
 ) -> Knowledge:
     path = (directory or policy_dir()) / "knowledge.yml"
-    knowledge = _parse(Knowledge, path)
+    knowledge = parse_yaml_model(Knowledge, path)
     facts = policy_facts(policy or load_policy(directory))
     for topic, text in knowledge.answers.items():
         try:

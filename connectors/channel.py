@@ -1,0 +1,91 @@
+"""The contract between the gateway and a channel connector.
+
+A connector receives webhooks (verify, parse to `Message`, hand over through the
+`ChannelContext`) and sends replies (render for the channel, send, retry). It never
+talks to Rasa or to another channel; what it needs from the gateway is the small
+`ChannelContext` below, which the gateway implements.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from typing import List, Optional, Protocol, Sequence
+
+from aiohttp import web
+
+from connectors.message import (
+    Button,
+    Delivery,
+    Message,
+    Reply,
+    StatusUpdate,
+    TranscriptTurn,
+)
+
+log = logging.getLogger("connectors")
+
+
+class ChannelContext(Protocol):
+    async def accept(self, message: Message) -> bool:
+        """Queue an inbound message for processing; False when it is a duplicate
+        (already seen under the same connector and message id)."""
+
+    async def record_status(self, update: StatusUpdate) -> None:
+        """Record a provider status callback for a message we sent."""
+
+    async def set_opted_out(self, connector: str, address: str, opted_out: bool) -> None:
+        """Stop (or resume) every outbound message to this address."""
+
+    async def is_opted_out(self, connector: str, address: str) -> bool:
+        ...
+
+    async def last_inbound_at(self, conversation_id: str) -> Optional[float]:
+        """Epoch seconds of the customer's latest inbound message, if any."""
+
+    async def store_address(self, conversation_id: str) -> str:
+        """The store address of the customer's latest inbound message ('' if none)."""
+
+    async def remember_options(self, conversation_id: str, buttons: Sequence[Button]) -> None:
+        """Keep the options last offered as text ("reply 1, 2 ..."), to map a number back."""
+
+    async def offered_options(self, conversation_id: str) -> List[Button]:
+        ...
+
+    async def transcript(self, conversation_id: str) -> List[TranscriptTurn]:
+        """The conversation so far, oldest first (web chat replays it after a reload)."""
+
+
+class Channel(abc.ABC):
+    """One messaging channel. Subclasses set `name` and implement the two halves."""
+
+    name: str
+
+    @abc.abstractmethod
+    def install(self, app: web.Application, context: ChannelContext) -> None:
+        """Add this channel's webhook routes to the gateway app, bound to `context`."""
+
+    @abc.abstractmethod
+    async def send(self, recipient: str, replies: Sequence[Reply],
+                   context: ChannelContext) -> List[Delivery]:
+        """Render and send the replies to one recipient, in order; one Delivery per
+        provider message. Never raises for a provider failure: it is a Delivery."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Open what the channel needs (HTTP sessions); must not need the provider."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Release what `start` opened."""
+
+
+def forbidden(channel: str, reason: str) -> web.HTTPForbidden:
+    """A refused webhook: logged (without the payload) and answered 403."""
+    log.warning("%s webhook refused: %s", channel, reason)
+    return web.HTTPForbidden(text=f"forbidden: {reason}\n")
+
+
+def malformed(channel: str, reason: str) -> web.HTTPBadRequest:
+    """A webhook we cannot parse: logged (without the payload) and answered 400."""
+    log.warning("%s webhook malformed: %s", channel, reason)
+    return web.HTTPBadRequest(text=f"malformed: {reason}\n")

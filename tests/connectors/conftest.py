@@ -1,0 +1,75 @@
+"""Fixtures for connector tests: a local provider API and a context that records
+what a connector hands to the gateway (the gateway's own context is tested in
+tests/bot)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Dict, List, Optional, Sequence, Set, Tuple
+
+import pytest
+import pytest_asyncio
+
+from connectors.message import Button, Message, StatusUpdate, TranscriptTurn
+from tests.provider_api import ProviderAPI
+
+
+@dataclass
+class RecordingContext:
+    """The gateway side of the channel contract, in memory: accepted messages are
+    kept in order, duplicates refused by (connector, message_id)."""
+
+    accepted: List[Message] = field(default_factory=list)
+    statuses: List[StatusUpdate] = field(default_factory=list)
+    opted_out: Set[Tuple[str, str]] = field(default_factory=set)
+    inbound_at: Dict[str, float] = field(default_factory=dict)
+    options: Dict[str, List[Button]] = field(default_factory=dict)
+    store_addresses: Dict[str, str] = field(default_factory=dict)
+    turns: Dict[str, List[TranscriptTurn]] = field(default_factory=dict)
+
+    async def accept(self, message: Message) -> bool:
+        if any((m.connector, m.message_id) == (message.connector, message.message_id)
+               for m in self.accepted):
+            return False
+        self.accepted.append(message)
+        self.inbound_at[message.conversation_id] = time.time()
+        self.store_addresses[message.conversation_id] = message.store_address
+        self.turns.setdefault(message.conversation_id, []).append(
+            TranscriptTurn("customer", message.text, message.received_at))
+        return True
+
+    async def record_status(self, update: StatusUpdate) -> None:
+        self.statuses.append(update)
+
+    async def set_opted_out(self, connector: str, address: str, opted_out: bool) -> None:
+        (self.opted_out.add if opted_out else self.opted_out.discard)((connector, address))
+
+    async def is_opted_out(self, connector: str, address: str) -> bool:
+        return (connector, address) in self.opted_out
+
+    async def last_inbound_at(self, conversation_id: str) -> Optional[float]:
+        return self.inbound_at.get(conversation_id)
+
+    async def store_address(self, conversation_id: str) -> str:
+        return self.store_addresses.get(conversation_id, "")
+
+    async def remember_options(self, conversation_id: str, buttons: Sequence[Button]) -> None:
+        self.options[conversation_id] = list(buttons)
+
+    async def offered_options(self, conversation_id: str) -> List[Button]:
+        return self.options.get(conversation_id, [])
+
+    async def transcript(self, conversation_id: str) -> List[TranscriptTurn]:
+        return self.turns.get(conversation_id, [])
+
+
+@pytest_asyncio.fixture
+async def provider_api() -> AsyncIterator[ProviderAPI]:
+    api = await ProviderAPI().start()
+    yield api
+    await api.stop()
+
+
+@pytest.fixture
+def context() -> RecordingContext:
+    return RecordingContext()
