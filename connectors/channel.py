@@ -11,6 +11,7 @@ import abc
 import logging
 from typing import List, Optional, Protocol, Sequence
 
+import aiohttp
 from aiohttp import web
 
 from connectors.message import (
@@ -77,6 +78,28 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Release what `start` opened."""
+
+
+class HttpChannel(Channel):
+    """A channel that sends with plain HTTP requests over one aiohttp session."""
+
+    send_timeout = aiohttp.ClientTimeout(total=15)
+    _session: Optional[aiohttp.ClientSession] = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.send_timeout)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"{self.name}: start() must be awaited before send()")
+        return self._session
 
 
 def forbidden(channel: str, reason: str) -> web.HTTPForbidden:

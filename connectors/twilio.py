@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
 
-from connectors.channel import Channel, ChannelContext, forbidden, malformed
+from connectors.channel import ChannelContext, HttpChannel, forbidden, malformed
 from connectors.config import ChannelPolicy, TwilioCredentials
 from connectors.message import (
     Attachment,
@@ -58,7 +58,6 @@ MAX_MEDIA = 10
 # An empty TwiML answer: Twilio sends nothing on its own, replies go through the API.
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?>\n<Response/>'
 
-SEND_TIMEOUT = aiohttp.ClientTimeout(total=15)
 
 Form = MultiDictProxy[str]
 
@@ -67,7 +66,7 @@ class _Malformed(ValueError):
     """The form is signed and ours but not a message we can read."""
 
 
-class TwilioChannel(Channel):
+class TwilioChannel(HttpChannel):
     name = "twilio"
 
     def __init__(self, credentials: TwilioCredentials, policy: ChannelPolicy,
@@ -78,18 +77,6 @@ class TwilioChannel(Channel):
         self._retry = policy.retry.policy()
         self._sms_limiter = RateLimiter(policy.rates.twilio_sms_per_sender.rate())
         self._whatsapp_limiter = RateLimiter(policy.rates.twilio_whatsapp_per_sender.rate())
-        self._session: Optional[aiohttp.ClientSession] = None
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=SEND_TIMEOUT)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     # -- inbound -----------------------------------------------------------------------
 
@@ -229,9 +216,7 @@ class TwilioChannel(Channel):
         return forms
 
     async def _send_one(self, form: Dict[str, str]) -> Delivery:
-        session = self._session
-        if session is None:
-            raise RuntimeError("TwilioChannel.start() must be awaited before send()")
+        session = self.session
         url = (f"{self.credentials.api_base_url}/2010-04-01/Accounts/"
                f"{self.credentials.account_sid}/Messages.json")
         auth = aiohttp.BasicAuth(self.credentials.account_sid, self.credentials.auth_token)

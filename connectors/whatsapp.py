@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from connectors.channel import Channel, ChannelContext, forbidden, malformed
+from connectors.channel import ChannelContext, HttpChannel, forbidden, malformed
 from connectors.config import ChannelPolicy, WhatsAppCredentials
 from connectors.message import (
     Attachment,
@@ -69,7 +68,6 @@ DEFAULT_PROMPT = "Please choose an option."
 # and 2 / 131016 (service temporarily unavailable).
 TRANSIENT_ERROR_CODES = frozenset({2, 4, 80007, 130429, 131016, 131056})
 
-SEND_TIMEOUT = aiohttp.ClientTimeout(total=15)
 
 # Meta media have no public URL: they are fetched from the Graph API by id.
 _MEDIA_KINDS: Dict[str, AttachmentKind] = {
@@ -196,7 +194,7 @@ class _Events:
     statuses: List[StatusUpdate]
 
 
-class WhatsAppChannel(Channel):
+class WhatsAppChannel(HttpChannel):
     """Meta's WhatsApp Cloud API, webhooks and Graph API sends."""
 
     name = CHANNEL
@@ -207,18 +205,6 @@ class WhatsAppChannel(Channel):
         self._retry = policy.retry.policy()
         self._per_number = RateLimiter(policy.rates.whatsapp_per_number.rate())
         self._per_recipient = RateLimiter(policy.rates.whatsapp_per_recipient.rate())
-        self._session: Optional[aiohttp.ClientSession] = None
-
-    # --- lifecycle -------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=SEND_TIMEOUT)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     # --- inbound ---------------------------------------------------------------------
 
@@ -310,11 +296,9 @@ class WhatsAppChannel(Channel):
         )
 
     async def _post_message(self, request: Dict[str, Any]) -> str:
-        if self._session is None:
-            raise RuntimeError("WhatsAppChannel.send before start()")
         url = f"{self.credentials.api_base_url}/{self.credentials.phone_number_id}/messages"
         headers = {"Authorization": f"Bearer {self.credentials.access_token}"}
-        answer = await post(self._session, url, json=request, headers=headers,
+        answer = await post(self.session, url, json=request, headers=headers,
                             transient_error=_rate_limited)
         sent = answer.get("messages")
         if isinstance(sent, list) and sent and isinstance(sent[0], dict):

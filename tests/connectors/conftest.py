@@ -10,8 +10,22 @@ from typing import AsyncIterator, Dict, List, Optional, Sequence, Set, Tuple
 import pytest
 import pytest_asyncio
 
+from actions.policy import REPO_ROOT, parse_yaml_model
+from connectors.config import ChannelPolicy, RateSettings
 from connectors.message import Button, Message, StatusUpdate, TranscriptTurn
 from tests.provider_api import ProviderAPI
+
+FAST = RateSettings(per_second=1000, burst=1000)
+
+
+def channel_policy(**rates: RateSettings) -> ChannelPolicy:
+    """policy/channels.yml with short retry pauses, and every rate fast unless a test
+    sets it (the real rates would make each test wait seconds)."""
+    policy = parse_yaml_model(ChannelPolicy, REPO_ROOT / "policy" / "channels.yml")
+    retry = policy.retry.copy(update={"base_delay_seconds": 0.01, "max_delay_seconds": 0.05})
+    fast = {name: FAST for name in policy.rates.__fields__}
+    return policy.copy(update={"retry": retry,
+                               "rates": policy.rates.copy(update={**fast, **rates})})
 
 
 @dataclass

@@ -23,8 +23,7 @@ from telegram.error import (
     TimedOut,
 )
 
-from actions.policy import REPO_ROOT, parse_yaml_model
-from connectors.config import ChannelPolicy, RateSettings, TelegramCredentials
+from connectors.config import RateSettings, TelegramCredentials
 from connectors.message import Attachment, Button, Reply
 from connectors.outbound import PermanentError, TransientError
 from connectors.telegram import (
@@ -34,7 +33,7 @@ from connectors.telegram import (
     _provider_errors,
     set_webhook,
 )
-from tests.connectors.conftest import RecordingContext
+from tests.connectors.conftest import RecordingContext, channel_policy
 from tests.provider_api import ProviderAPI, RecordedRequest, free_port
 
 TOKEN = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
@@ -42,12 +41,6 @@ SECRET = "s3cret_token-1"
 CHAT_ID = 1111111
 API = f"/bot{TOKEN}"
 
-
-def load_policy(**rates: RateSettings) -> ChannelPolicy:
-    policy = parse_yaml_model(ChannelPolicy, REPO_ROOT / "policy/channels.yml")
-    retry = policy.retry.copy(update={"base_delay_seconds": 0.01, "max_delay_seconds": 0.05})
-    return policy.copy(update={"retry": retry,
-                               "rates": policy.rates.copy(update=rates)})
 
 
 def credentials(base_url: str, secret: str = SECRET) -> TelegramCredentials:
@@ -103,7 +96,7 @@ async def bot_api(provider_api: ProviderAPI) -> ProviderAPI:
 
 @pytest_asyncio.fixture
 async def channel(bot_api: ProviderAPI) -> AsyncIterator[TelegramChannel]:
-    channel = TelegramChannel(credentials(bot_api.url), load_policy())
+    channel = TelegramChannel(credentials(bot_api.url), channel_policy())
     await channel.start()
     yield channel
     await channel.stop()
@@ -380,7 +373,7 @@ async def test_blocked_bot_stops_sending_until_the_customer_writes(
 
 async def test_network_failure_is_failed_and_never_shows_the_token(
         context: RecordingContext) -> None:
-    fast = load_policy(telegram_per_chat=RateSettings(per_second=1000, burst=10))
+    fast = channel_policy(telegram_per_chat=RateSettings(per_second=1000, burst=10))
     channel = TelegramChannel(credentials(f"http://127.0.0.1:{free_port()}"), fast)
     await channel.start()
     try:
@@ -394,7 +387,7 @@ async def test_network_failure_is_failed_and_never_shows_the_token(
 
 async def test_per_chat_rate_is_respected(bot_api: ProviderAPI,
                                          context: RecordingContext) -> None:
-    policy = load_policy(telegram_per_chat=RateSettings(per_second=10, burst=1))
+    policy = channel_policy(telegram_per_chat=RateSettings(per_second=10, burst=1))
     channel = TelegramChannel(credentials(bot_api.url), policy)
     await channel.start()
     started = time.monotonic()
@@ -443,9 +436,9 @@ async def test_download_fetches_a_file_reference(channel: TelegramChannel,
 
 async def test_start_makes_no_request_even_when_telegram_is_down(
         bot_api: ProviderAPI) -> None:
-    reachable = TelegramChannel(credentials(bot_api.url), load_policy())
+    reachable = TelegramChannel(credentials(bot_api.url), channel_policy())
     unreachable = TelegramChannel(credentials(f"http://127.0.0.1:{free_port()}"),
-                                  load_policy())
+                                  channel_policy())
     for channel in (reachable, unreachable):
         await channel.start()
         await channel.stop()

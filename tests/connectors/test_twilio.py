@@ -15,11 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator
 
-from actions.policy import parse_yaml_model
 from connectors.config import ChannelPolicy, RateSettings, TwilioCredentials
 from connectors.message import Attachment, Button, Message, Reply
 from connectors.twilio import TwilioChannel
-from tests.connectors.conftest import RecordingContext
+from tests.connectors.conftest import RecordingContext, channel_policy
 from tests.provider_api import ProviderAPI, RecordedRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,18 +32,6 @@ WA_STORE = "whatsapp:+15005550006"
 PUBLIC = "https://support.example.com"
 MEDIA = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM1/Media"
 
-
-def load_policy(sms_rate: float = 1000, whatsapp_rate: float = 1000) -> ChannelPolicy:
-    """The real policy, with short retry pauses and (unless a test says) fast rates."""
-    policy = parse_yaml_model(ChannelPolicy, REPO_ROOT / "policy/channels.yml")
-    rates = policy.rates.copy(update={
-        "twilio_sms_per_sender": RateSettings(per_second=sms_rate, burst=1),
-        "twilio_whatsapp_per_sender": RateSettings(per_second=whatsapp_rate, burst=1),
-    })
-    return policy.copy(update={
-        "retry": policy.retry.copy(update={"base_delay_seconds": 0.01}),
-        "rates": rates,
-    })
 
 
 def inbound(**fields: str) -> Dict[str, str]:
@@ -116,7 +103,7 @@ async def make_harness(provider_api: ProviderAPI,
     async def make(public_base_url: str = "", policy: Optional[ChannelPolicy] = None,
                    ) -> Harness:
         credentials = TwilioCredentials(ACCOUNT_SID, AUTH_TOKEN, provider_api.url)
-        channel = TwilioChannel(credentials, policy or load_policy(), public_base_url)
+        channel = TwilioChannel(credentials, policy or channel_policy(), public_base_url)
         app = web.Application()
         channel.install(app, context)
         client = TestClient(TestServer(app))
@@ -498,7 +485,8 @@ async def test_answer_without_a_sid_is_failed_not_retried(harness: Harness) -> N
 
 
 async def test_sms_parts_wait_for_the_sending_numbers_rate(make_harness: MakeHarness) -> None:
-    slow_sms = await make_harness(policy=load_policy(sms_rate=10, whatsapp_rate=1000))
+    slow_sms = await make_harness(
+        policy=channel_policy(twilio_sms_per_sender=RateSettings(per_second=10, burst=1)))
     slow_sms.context.store_addresses[f"twilio:{CUSTOMER}"] = STORE
     slow_sms.context.store_addresses[f"twilio:{WA_CUSTOMER}"] = WA_STORE
     replies = [Reply(f"Part {n}.") for n in range(4)]

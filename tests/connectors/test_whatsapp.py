@@ -14,11 +14,10 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from actions.policy import parse_yaml_model
-from connectors.config import ChannelPolicy, WhatsAppCredentials
+from connectors.config import RateSettings, WhatsAppCredentials
 from connectors.message import Attachment, Button, Delivery, Reply
 from connectors.whatsapp import SERVICE_WINDOW_SECONDS, WhatsAppChannel
-from tests.connectors.conftest import RecordingContext
+from tests.connectors.conftest import RecordingContext, channel_policy
 from tests.provider_api import ProviderAPI, RecordedRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +30,6 @@ CONVERSATION = f"whatsapp:{CUSTOMER}"
 MESSAGES_PATH = f"/v21.0/{PHONE_NUMBER_ID}/messages"
 
 
-def load_policy(**rates: Dict[str, float]) -> ChannelPolicy:
-    policy = parse_yaml_model(ChannelPolicy, REPO_ROOT / "policy/channels.yml")
-    update: Dict[str, Any] = {
-        "retry": policy.retry.copy(update={"base_delay_seconds": 0.01})}
-    if rates:
-        update["rates"] = policy.rates.copy(update={
-            name: policy.rates.whatsapp_per_recipient.copy(update=rate)
-            for name, rate in rates.items()})
-    return policy.copy(update=update)
-
 
 def credentials(base_url: str) -> WhatsAppCredentials:
     return WhatsAppCredentials(APP_SECRET, VERIFY_TOKEN, ACCESS_TOKEN, PHONE_NUMBER_ID,
@@ -49,7 +38,7 @@ def credentials(base_url: str) -> WhatsAppCredentials:
 
 @pytest_asyncio.fixture
 async def channel(provider_api: ProviderAPI) -> AsyncIterator[WhatsAppChannel]:
-    whatsapp = WhatsAppChannel(credentials(provider_api.url), load_policy())
+    whatsapp = WhatsAppChannel(credentials(provider_api.url), channel_policy())
     await whatsapp.start()
     yield whatsapp
     await whatsapp.stop()
@@ -522,7 +511,7 @@ async def test_permanent_error_is_recorded_failed(channel: WhatsAppChannel,
 
 
 async def test_unreachable_api_fails_after_every_attempt(context: RecordingContext) -> None:
-    whatsapp = WhatsAppChannel(credentials("http://127.0.0.1:9"), load_policy())
+    whatsapp = WhatsAppChannel(credentials("http://127.0.0.1:9"), channel_policy())
     await whatsapp.start()  # must not need the provider
     window_open(context)
     try:
@@ -534,8 +523,8 @@ async def test_unreachable_api_fails_after_every_attempt(context: RecordingConte
 
 async def test_per_recipient_rate_is_respected(provider_api: ProviderAPI, graph: ProviderAPI,
                                                context: RecordingContext) -> None:
-    whatsapp = WhatsAppChannel(credentials(provider_api.url), load_policy(
-        whatsapp_per_recipient={"per_second": 10, "burst": 1}))
+    whatsapp = WhatsAppChannel(credentials(provider_api.url), channel_policy(
+        whatsapp_per_recipient=RateSettings(per_second=10, burst=1)))
     await whatsapp.start()
     window_open(context)
     started = time.monotonic()
