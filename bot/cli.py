@@ -1,5 +1,5 @@
 """The `bot` command: run the system, seed the demo store, validate the policy,
-report NLU quality. `bot --help` lists the commands."""
+report NLU quality, manage channels. `bot --help` lists the commands."""
 from __future__ import annotations
 
 import argparse
@@ -37,15 +37,58 @@ def _seed(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from actions.policy import PolicyError, load_knowledge, load_policy
+    from bot.gateway import load_channel_policy
 
     try:
         policy = load_policy()
         load_knowledge(policy=policy)
+        channels = load_channel_policy()
     except PolicyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"policy ok: {len(policy.rules)} escalation rules, "
-          f"{sum(len(p) for p in policy.trigger_phrases.values())} trigger phrases")
+          f"{sum(len(p) for p in policy.trigger_phrases.values())} trigger phrases, "
+          f"channel retries {channels.retry.attempts}")
+    return 0
+
+
+def _telegram_set_webhook(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from connectors.config import credentials_from_env
+    from connectors.telegram import TelegramSetupError, set_webhook
+
+    credentials = credentials_from_env(os.environ)
+    if credentials.telegram is None:
+        print("error: set TELEGRAM_BOT_TOKEN and TELEGRAM_SECRET_TOKEN first", file=sys.stderr)
+        return 1
+    base = args.public_url or credentials.public_base_url
+    if not base.startswith("https://"):
+        print("error: Telegram calls only https URLs: pass --public-url https://… or set "
+              "PUBLIC_BASE_URL", file=sys.stderr)
+        return 1
+    url = f"{base.rstrip('/')}/webhooks/telegram"
+    try:
+        asyncio.run(set_webhook(credentials.telegram, url))
+    except TelegramSetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"telegram webhook set to {url}")
+    return 0
+
+
+def _deliveries(args: argparse.Namespace) -> int:
+    from actions.store.sql import create_store_engine
+    from bot.records import GatewayRecords
+    from bot.settings import load_settings
+
+    engine = create_store_engine(load_settings().gateway_database_url)
+    rows = GatewayRecords(engine).deliveries(status=args.status, limit=args.limit)
+    for row in rows:
+        print(f"{row['id']:>6} {row['status']:<9} {row['connector']:<9} attempts={row['attempts']} "
+              f"{row['provider_message_id'] or '-'} {row['error']}")
+    print(f"{len(rows)} deliveries" + (f" with status {args.status}" if args.status else ""))
     return 0
 
 
@@ -54,6 +97,8 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "seed": _seed,
     "validate": _validate,
+    "telegram": _telegram_set_webhook,
+    "deliveries": _deliveries,
 }
 
 
@@ -66,7 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="start only the gateway (port $GATEWAY_PORT, default 8080)")
     seed = sub.add_parser("seed", help="reset the demo store to its seeded state")
     seed.add_argument("--database-url", help="default: $DATABASE_URL, else var/store.db")
-    sub.add_parser("validate", help="check policy/escalation.yml and policy/knowledge.yml")
+    sub.add_parser("validate", help="check the policy files in policy/")
+    telegram = sub.add_parser("telegram", help="Telegram channel setup")
+    telegram_sub = telegram.add_subparsers(dest="action", required=True, metavar="ACTION")
+    set_hook = telegram_sub.add_parser(
+        "set-webhook", help="point Telegram at <public url>/webhooks/telegram with the secret")
+    set_hook.add_argument("--public-url", help="default: $PUBLIC_BASE_URL")
+    deliveries = sub.add_parser("deliveries", help="outbound messages and what became of them")
+    deliveries.add_argument("--status", choices=["sent", "delivered", "read", "failed", "blocked"],
+                            help="only this status, e.g. failed")
+    deliveries.add_argument("--limit", type=int, default=50)
     # nlu-report has its own options (bot/nlu_report.py); main() hands them over whole
     sub.add_parser("nlu-report", add_help=False,
                    help="score the model on ../shared/eval (bot nlu-report --help)")
@@ -75,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx (python-telegram-bot's client) logs every request URL, bot token included
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["nlu-report"]:
         from bot.nlu_report import run

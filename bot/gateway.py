@@ -1,24 +1,47 @@
-"""The gateway in front of Rasa (aiohttp). For now it serves a Rasa-compatible REST
-channel and the health check; the messaging channels plug in here."""
+"""The gateway (aiohttp): every channel's webhooks, the web chat, the Rasa-compatible
+REST channel and the health check, in front of Rasa.
+
+`create_app` wires the parts: channels that have credentials, the inbox (in process,
+or Redis with REDIS_URL), the records in SQL and the router that processes messages.
+"""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from typing import Any, AsyncIterator, Dict, List
+import os
+import secrets
+from pathlib import Path
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional
 
 import aiohttp
 from aiohttp import web
+from redis import asyncio as aioredis
 from sqlalchemy import text
 
-from actions.store.sql import Store, open_store
-from bot.settings import Settings, load_settings
+from actions.policy import parse_yaml_model, policy_dir
+from actions.store.sql import Store, create_store_engine, open_store
+from bot.inbox import Inbox, MemoryInbox, RedisDedupe, RedisInbox
+from bot.rasa import BotUnavailable, RasaClient
+from bot.records import GatewayRecords
+from bot.router import Router
+from bot.settings import REPO_ROOT, Settings, load_settings
+from connectors.channel import Channel
+from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
 
 log = logging.getLogger("bot.gateway")
 
 SETTINGS = web.AppKey("settings", Settings)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
 STORE = web.AppKey("store", Store)
+ROUTER = web.AppKey("router", Router)
+REDIS: web.AppKey[Optional[aioredis.Redis]] = web.AppKey("redis")
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+STATIC_DIR = REPO_ROOT / "bot" / "static"
+
+
+def load_channel_policy(directory: Optional[Path] = None) -> ChannelPolicy:
+    return parse_yaml_model(ChannelPolicy, (directory or policy_dir()) / "channels.yml")
 
 
 class BadRequest(web.HTTPBadRequest):
@@ -26,13 +49,62 @@ class BadRequest(web.HTTPBadRequest):
         super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
 
 
-async def _resources(app: web.Application) -> AsyncIterator[None]:
-    timeout = aiohttp.ClientTimeout(total=app[SETTINGS].rasa_timeout_seconds)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+def webchat_secret(settings: Settings) -> bytes:
+    """WEBCHAT_SECRET, else a random one kept in var/ so sessions survive a restart."""
+    if settings.webchat_secret:
+        return settings.webchat_secret.encode()
+    path = settings.var_dir / "webchat.secret"
+    if not path.exists():
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+def build_channels(credentials: ChannelCredentials, policy: ChannelPolicy,
+                   settings: Settings) -> Dict[str, Channel]:
+    from connectors.telegram import TelegramChannel
+    from connectors.twilio import TwilioChannel
+    from connectors.webchat import WebChatChannel
+    from connectors.whatsapp import WhatsAppChannel
+
+    channels: Dict[str, Channel] = {"webchat": WebChatChannel(
+        webchat_secret(settings), STATIC_DIR / "webchat", settings.redis_url or None)}
+    if credentials.twilio:
+        channels["twilio"] = TwilioChannel(credentials.twilio, policy,
+                                           credentials.public_base_url)
+    if credentials.whatsapp:
+        channels["whatsapp"] = WhatsAppChannel(credentials.whatsapp, policy)
+    if credentials.telegram:
+        channels["telegram"] = TelegramChannel(credentials.telegram, policy)
+    return channels
+
+
+def report_channels(channels: Mapping[str, Channel], env: Mapping[str, str]) -> None:
+    for name, missing in ChannelCredentials.missing(env).items():
+        if name in channels:
+            log.info("channel %s: on", name)
+        else:
+            log.warning("channel %s: off (set %s)", name, ", ".join(missing))
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    router = app[ROUTER]
+    for channel in router.channels.values():
+        await channel.start()
+    await router.inbox.start(router.process)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         app[HTTP] = session
-        app[STORE] = open_store()
         yield
-        app[STORE].close()
+    await router.inbox.stop()
+    for channel in router.channels.values():
+        await channel.stop()
+    await router.rasa.close()
+    redis = app[REDIS]
+    if redis is not None:
+        await redis.close(close_connection_pool=True)
+    app[STORE].close()
+    router.records.close()
 
 
 async def _read_rest_message(request: web.Request) -> Dict[str, Any]:
@@ -50,31 +122,25 @@ async def _read_rest_message(request: web.Request) -> Dict[str, Any]:
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise BadRequest("'metadata' must be a JSON object")
-    return {"sender": sender, "message": message, "metadata": metadata}
+    return {"sender": sender, "text": message, "metadata": metadata}
 
 
 async def rest_webhook(request: web.Request) -> web.Response:
-    """Rasa's REST channel contract: {sender, message} in, a list of replies out."""
+    """Rasa's REST channel contract: {sender, message} in, the list of replies out.
+    The caller waits for the answer, so a bot outage is a 503 to retry, not a queue."""
     payload = await _read_rest_message(request)
-    url = f"{request.app[SETTINGS].rasa_url}/webhooks/rest/webhook"
     try:
-        async with request.app[HTTP].post(url, json=payload) as response:
-            if response.status != 200:
-                raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status
-                )
-            replies: List[Dict[str, Any]] = await response.json()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-        log.error("rasa did not answer: %s", type(error).__name__)
+        replies: List[Dict[str, Any]] = await request.app[ROUTER].rasa.ask_raw(**payload)
+    except BotUnavailable as error:
+        log.error("rasa did not answer a REST message: %s", error)
         return web.json_response(
-            {"error": "the assistant is unavailable, please try again shortly"}, status=503
-        )
+            {"error": "the assistant is unavailable, please try again shortly"}, status=503)
     return web.json_response(replies)
 
 
 async def _component_up(session: aiohttp.ClientSession, url: str) -> bool:
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+        async with session.get(url) as response:
             return response.status == 200
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return False
@@ -89,27 +155,62 @@ def _store_up(store: Store) -> bool:
         return False
 
 
+async def _redis_up(redis: Optional[aioredis.Redis]) -> Optional[bool]:
+    if redis is None:
+        return None
+    try:
+        return bool(await redis.ping())
+    except aioredis.RedisError:
+        return False
+
+
 async def health(request: web.Request) -> web.Response:
     settings, session = request.app[SETTINGS], request.app[HTTP]
-    rasa_up, actions_up = await asyncio.gather(
+    rasa_up, actions_up, redis_up = await asyncio.gather(
         _component_up(session, f"{settings.rasa_url}/"),
         _component_up(session, settings.action_health_url),
+        _redis_up(request.app[REDIS]),
     )
-    components = {
+    components: Dict[str, Any] = {
         "gateway": True,
         "rasa": rasa_up,
         "action_server": actions_up,
         "store": await asyncio.to_thread(_store_up, request.app[STORE]),
     }
+    if redis_up is not None:
+        components["redis"] = redis_up
     status = 200 if all(components.values()) else 503
-    return web.json_response({"status": "ok" if status == 200 else "starting", **components},
+    return web.json_response({"status": "ok" if status == 200 else "starting", **components,
+                              "channels": sorted(request.app[ROUTER].channels)},
                              status=status)
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
+def create_app(settings: Optional[Settings] = None,
+               channels: Optional[Dict[str, Channel]] = None,
+               policy: Optional[ChannelPolicy] = None) -> web.Application:
+    """The gateway app. `channels` defaults to those the environment configures."""
+    settings = settings or load_settings()
+    policy = policy or load_channel_policy()
+    if channels is None:
+        channels = build_channels(credentials_from_env(os.environ), policy, settings)
+        report_channels(channels, os.environ)
+    store = open_store(settings.database_url or None)
+    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    records = GatewayRecords(create_store_engine(settings.gateway_database_url))
+    inbox: Inbox = MemoryInbox()
+    if redis is not None:
+        inbox = RedisInbox(redis)
+    dedupe = RedisDedupe(redis, policy.dedupe_hours * 3600) if redis is not None else None
+    router = Router(records, inbox,
+                    RasaClient(settings.rasa_url, settings.rasa_timeout_seconds),
+                    channels, policy, store.handoffs, dedupe)
+
     app = web.Application(client_max_size=1024 * 1024)
-    app[SETTINGS] = settings or load_settings()
-    app.cleanup_ctx.append(_resources)
+    app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, redis
+    app.cleanup_ctx.append(_lifecycle)
+    for channel in channels.values():
+        channel.install(app, router)
     app.router.add_post("/webhooks/rest/webhook", rest_webhook)
     app.router.add_get("/health", health)
     return app

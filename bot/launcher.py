@@ -107,8 +107,10 @@ def run_system(train: bool = True, seed: bool = True) -> int:
     try:
         wait_until_healthy(settings, processes)
         base = f"http://localhost:{settings.gateway_port}"
-        print(f"ready: REST channel {base}/webhooks/rest/webhook, health {base}/health",
-              flush=True)
+        print(f"ready: web chat {base}/ , REST channel {base}/webhooks/rest/webhook, "
+              f"health {base}/health", flush=True)
+        print("agent console: not built yet (issue 4); channel webhooks: see README, "
+              "'Channels'", flush=True)
         print("logs in var/logs/; press Ctrl-C to stop", flush=True)
         return _supervise(processes)
     except KeyboardInterrupt:

@@ -16,10 +16,22 @@ class Settings:
     action_server_url: str
     var_dir: Path
     rasa_timeout_seconds: float
+    redis_url: str
+    database_url: str
+    webchat_secret: str
+    gateway_database_override: str
 
     @property
     def action_health_url(self) -> str:
         return self.action_server_url.rsplit("/webhook", 1)[0] + "/health"
+
+    @property
+    def gateway_database_url(self) -> str:
+        """Where the gateway keeps conversations and deliveries: GATEWAY_DATABASE_URL,
+        else DATABASE_URL (PostgreSQL handles both writers), else its own SQLite file,
+        so it never waits on the action server's writes to var/store.db."""
+        return (self.gateway_database_override or self.database_url
+                or f"sqlite:///{self.var_dir / 'gateway.db'}")
 
     @property
     def rasa_port(self) -> int:
@@ -39,4 +51,8 @@ def load_settings() -> Settings:
         action_server_url=env.get("ACTION_SERVER_URL", "http://127.0.0.1:5055/webhook"),
         var_dir=Path(env.get("VAR_DIR", REPO_ROOT / "var")),
         rasa_timeout_seconds=float(env.get("RASA_TIMEOUT_SECONDS", "10")),
+        redis_url=env.get("REDIS_URL", ""),
+        database_url=env.get("DATABASE_URL", ""),
+        webchat_secret=env.get("WEBCHAT_SECRET", ""),
+        gateway_database_override=env.get("GATEWAY_DATABASE_URL", ""),
     )

@@ -28,8 +28,9 @@ log = logging.getLogger("connectors")
 
 class ChannelContext(Protocol):
     async def accept(self, message: Message) -> bool:
-        """Queue an inbound message for processing; False when it is a duplicate
-        (already seen under the same connector and message id)."""
+        """Queue an inbound message for processing, quickly; False when it is known at
+        once to be a duplicate (the same connector and message id seen before). A
+        duplicate may also be recognised later and is then not processed."""
 
     async def record_status(self, update: StatusUpdate) -> None:
         """Record a provider status callback for a message we sent."""

@@ -11,5 +11,6 @@ echo "== mypy"; $BIN/mypy actions bot connectors components bench
 echo "== policy"; $BIN/bot validate
 echo "== rasa data validate"; $BIN/rasa data validate --fail-on-warnings --quiet
 echo "== services"; scripts/services.sh
+echo "== browser"; scripts/browser.sh
 echo "== train (skipped when nothing changed)"; $BIN/rasa train --quiet
 echo "== pytest"; $BIN/pytest "$@"

@@ -7,17 +7,25 @@ server cannot be reached the PostgreSQL variants are skipped, with the reason.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator, List
 
 import pytest
 import sqlalchemy as sa
 
 from actions.store.seed import seed_demo_store
 from actions.store.sql import Store, open_store
+from tests.provider_api import free_port
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -82,3 +90,98 @@ def trained_model() -> Path:
     subprocess.run([str(RASA), "train", "--quiet"], cwd=REPO_ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     return max((REPO_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+
+
+@dataclass(frozen=True)
+class RasaStack:
+    """The action server and Rasa, started once per session on free ports."""
+
+    rasa_url: str
+    action_server_url: str
+    database_url: str
+    var_dir: Path
+
+    def env(self, **extra: str) -> Dict[str, str]:
+        return {**os.environ, "RASA_URL": self.rasa_url,
+                "ACTION_SERVER_URL": self.action_server_url,
+                "DATABASE_URL": self.database_url, "VAR_DIR": str(self.var_dir),
+                "REDIS_URL": "", **extra}
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up in {seconds}s: {log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def background(command: List[str], env: Dict[str, str], log: Path,
+               ready_url: str) -> Iterator[subprocess.Popen]:
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(ready_url, process, log)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def rasa_stack(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
+               now: datetime) -> Iterator[RasaStack]:
+    """Rasa on the trained model and the action server on a seeded SQLite store."""
+    var = tmp_path_factory.mktemp("rasa_stack")
+    database_url = f"sqlite:///{var / 'store.db'}"
+    seeded = open_store(database_url)
+    seed_demo_store(seeded, now)
+    seeded.close()
+    rasa_port, action_port = free_port(), free_port()
+    stack = RasaStack(f"http://127.0.0.1:{rasa_port}",
+                      f"http://127.0.0.1:{action_port}/webhook", database_url, var)
+    env = stack.env(RASA_TRACKER_DB=str(var / "tracker.db"))
+    bin_dir = REPO_ROOT / ".venv" / "bin"
+    with background([str(bin_dir / "rasa"), "run", "actions", "--port", str(action_port)],
+                    env, var / "actions.log", f"http://127.0.0.1:{action_port}/health"), \
+         background([str(RASA), "run", "--model", str(trained_model), "--port",
+                     str(rasa_port), "--endpoints", "endpoints.yml", "--credentials",
+                     "credentials.yml"], env, var / "rasa.log", f"{stack.rasa_url}/"):
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def live_gateway(rasa_stack: RasaStack) -> Iterator[str]:
+    """`bot serve` on a free port in front of `rasa_stack`: its base URL."""
+    port = free_port()
+    env = rasa_stack.env(GATEWAY_PORT=str(port), GATEWAY_HOST="127.0.0.1")
+    with background([str(REPO_ROOT / ".venv" / "bin" / "bot"), "serve"], env,
+                    rasa_stack.var_dir / "gateway.log", f"http://127.0.0.1:{port}/health"):
+        yield f"http://127.0.0.1:{port}"
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis server; the tests that need it skip, with the reason, without it."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        pytest.skip(f"Redis not reachable at {REDIS_URL} ({error}); start it "
+                    "(redis-server --daemonize yes) or set TEST_REDIS_URL")
+    return REDIS_URL

@@ -20,7 +20,7 @@ from actions.policy import (
 
 @pytest.fixture
 def policy_copy(tmp_path: Path) -> Path:
-    for name in ("escalation.yml", "knowledge.yml"):
+    for name in ("escalation.yml", "knowledge.yml", "channels.yml"):
         shutil.copy(DEFAULT_POLICY_DIR / name, tmp_path / name)
     return tmp_path
 
@@ -100,3 +100,17 @@ def test_bot_validate_reports_a_broken_policy(policy_copy, monkeypatch, capsys):
     edit(policy_copy, "escalation.yml", lambda d: d["limits"].update(verification_attempts=0))
     assert main(["validate"]) == 1
     assert "limits.verification_attempts: must be at least 1" in capsys.readouterr().err
+
+
+def test_bot_validate_reports_a_broken_channel_policy(policy_copy, monkeypatch, capsys):
+    from bot.cli import main
+
+    monkeypatch.setenv("POLICY_DIR", str(policy_copy))
+    edit(policy_copy, "channels.yml", lambda d: d["retry"].update(attempts=0))
+    assert main(["validate"]) == 1
+    error = capsys.readouterr().err
+    assert "channels.yml" in error and "retry.attempts" in error
+    edit(policy_copy, "channels.yml", lambda d: (d["retry"].update(attempts=3),
+                                                 d["rates"].pop("telegram_per_chat")))
+    assert main(["validate"]) == 1
+    assert "rates.telegram_per_chat: field required" in capsys.readouterr().err

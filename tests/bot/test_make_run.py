@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -17,6 +18,8 @@ import pytest
 from ..conftest import REPO_ROOT
 
 GATEWAY = "http://127.0.0.1:8080"
+# var/ keeps Rasa's trackers between runs: each run talks as new customers
+RUN = uuid.uuid4().hex[:8]
 PORTS = (8080, 5005, 5055)
 
 
@@ -65,24 +68,33 @@ def test_health_reports_every_component(make_run):
         health = json.load(response)
     assert response.status == 200
     assert health == {"status": "ok", "gateway": True, "rasa": True, "action_server": True,
-                      "store": True}
-    assert "/webhooks/rest/webhook" in "".join(make_run.output)
+                      "store": True, "channels": ["webchat"]}
+    output = "".join(make_run.output)
+    assert "/webhooks/rest/webhook" in output
+    assert "web chat http://localhost:8080/" in output
+
+
+def test_the_web_chat_page_is_served(make_run):
+    with urllib.request.urlopen(f"{GATEWAY}/", timeout=5) as response:
+        page = response.read().decode()
+    assert response.status == 200
+    assert "webchat/chat.js" in page and "socket.io" in page
 
 
 def test_verified_order_status_conversation(make_run):
-    asked = say("e2e-status", "Hi, where is my order A1001?")
+    asked = say(f"e2e-status-{RUN}", "Hi, where is my order A1001?")
     assert "email" in texts(asked).lower()
     assert "1Z999AA10123456784" not in texts(asked)
-    answer = say("e2e-status", "buyer1@example.com")
-    assert answer[0]["recipient_id"] == "e2e-status"
+    answer = say(f"e2e-status-{RUN}", "buyer1@example.com")
+    assert answer[0]["recipient_id"] == f"e2e-status-{RUN}"
     assert "1Z999AA10123456784" in texts(answer) and "UPS" in texts(answer)
-    again = say("e2e-status", "and where is order A1002?")
+    again = say(f"e2e-status-{RUN}", "and where is order A1002?")
     assert "delivered" in texts(again).lower()  # same customer: not asked again
 
 
 def test_wrong_email_reveals_nothing(make_run):
-    say("e2e-stranger", "where is order A1001")
-    reply = texts(say("e2e-stranger", "buyer2@example.com"))
+    say(f"e2e-stranger-{RUN}", "where is order A1001")
+    reply = texts(say(f"e2e-stranger-{RUN}", "buyer2@example.com"))
     assert "couldn't match" in reply
     assert "UPS" not in reply and "1Z999" not in reply
 
@@ -90,7 +102,7 @@ def test_wrong_email_reveals_nothing(make_run):
 def test_a_person_on_request_records_a_handoff(make_run):
     from actions.store.sql import open_store
 
-    reply = texts(say("e2e-person", "I want to talk to a human"))
+    reply = texts(say(f"e2e-person-{RUN}", "I want to talk to a human"))
     assert "Reference: H-" in reply
     handoff_id = int(reply.rsplit("H-", 1)[1].rstrip("."))
     store = open_store()
@@ -99,7 +111,7 @@ def test_a_person_on_request_records_a_handoff(make_run):
     finally:
         store.close()
     assert (handoff.conversation_id, handoff.rule, handoff.tier) == (
-        "e2e-person", "customer_request", 1)
+        f"e2e-person-{RUN}", "customer_request", 1)
 
 
 def test_malformed_request_is_refused_with_a_reason(make_run):

@@ -1,0 +1,238 @@
+"""Gateway figures: webhook acknowledgement latency, end-to-end turn latency on a
+channel against calling Rasa's REST channel directly, and the gateway's own overhead.
+
+Needs Rasa and the action server running (`make run`, or RASA_URL). It starts a second
+gateway (`bot serve`, port 8091) with Telegram pointed at a local server that answers
+as the Bot API, so a turn is: POST the update to the webhook -> 200 -> the bot's
+reply arrives at sendMessage. Each customer runs the verified order-status
+conversation (3 turns, custom actions querying the store).
+
+Rasa's own latency varies by more than the gateway costs, so the overhead is measured
+apart: the same runs against an instant bot (a local REST endpoint that answers at
+once), where a turn's whole time is the gateway's work plus two local HTTP hops.
+
+    .venv/bin/python bench/bench_gateway.py [--conversations 50] [--concurrency 1 50]
+Prints a table and writes bench/results/gateway.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Tuple
+from urllib.parse import parse_qs
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "gateway.md"
+TURNS = ("where is my order A1001?", "buyer1@example.com", "thanks")
+TOKEN, SECRET = "123:bench", "bench-secret"
+GATEWAY_PORT, API_PORT = 8091, 8092
+
+
+async def instant_bot(request: web.Request) -> web.Response:
+    body = await request.json()
+    return web.json_response([{"recipient_id": body["sender"], "text": "ok"}])
+
+
+async def instant_bot_status(request: web.Request) -> web.Response:
+    return web.Response(text="instant bot")
+
+
+class BotAPI:
+    """Answers sendMessage as Telegram does; wakes whoever waits for a chat's reply."""
+
+    def __init__(self) -> None:
+        self.waiting: Dict[str, asyncio.Future[float]] = {}
+        self.ids = itertools.count(1)
+
+    async def send_message(self, request: web.Request) -> web.Response:
+        form = parse_qs((await request.read()).decode())
+        chat = form["chat_id"][0]
+        future = self.waiting.pop(chat, None)
+        if future is not None and not future.done():
+            future.set_result(time.perf_counter())
+        return web.json_response({"ok": True, "result": {
+            "message_id": next(self.ids), "date": int(time.time()), "text": form["text"][0],
+            "chat": {"id": int(chat), "type": "private"}}})
+
+    async def start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post(f"/bot{TOKEN}/sendMessage", self.send_message)
+        app.router.add_post("/webhooks/rest/webhook", instant_bot)
+        app.router.add_get("/", instant_bot_status)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", API_PORT).start()
+        return runner
+
+
+def percentile(values: List[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+async def telegram_conversation(session: aiohttp.ClientSession, api: BotAPI,
+                                chat: int, acks: List[float], turns: List[float]) -> None:
+    url = f"http://127.0.0.1:{GATEWAY_PORT}/webhooks/telegram"
+    for text in TURNS:
+        reply = asyncio.get_running_loop().create_future()
+        api.waiting[str(chat)] = reply
+        update = {"update_id": next(UPDATE_IDS), "message": {
+            "message_id": 1, "date": int(time.time()), "text": text,
+            "chat": {"id": chat, "type": "private"},
+            "from": {"id": chat, "is_bot": False, "first_name": "Bench"}}}
+        started = time.perf_counter()
+        async with session.post(url, json=update,
+                                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}) as answer:
+            answer.raise_for_status()
+        acks.append((time.perf_counter() - started) * 1000)
+        turns.append((await asyncio.wait_for(reply, 60) - started) * 1000)
+        await asyncio.sleep(0.3)  # the rest of this turn's replies
+
+
+async def rest_conversation(session: aiohttp.ClientSession, url: str,
+                            turns: List[float]) -> None:
+    sender = f"bench-{uuid.uuid4().hex[:10]}"
+    for text in TURNS:
+        started = time.perf_counter()
+        async with session.post(url, json={"sender": sender, "message": text}) as answer:
+            answer.raise_for_status()
+            await answer.json()
+        turns.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(0.3)  # the same pacing as the channel run
+
+
+# fresh ids each run: the gateway remembers ids it has seen for days (dedupe)
+UPDATE_IDS = itertools.count(uuid.uuid4().int % 2**40)
+
+
+async def run_concurrently(count: int, concurrency: int, make: object) -> float:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> None:
+        async with gate:
+            await make(index)  # type: ignore[operator]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return time.perf_counter() - started
+
+
+async def measure(api: BotAPI, rasa_url: str, conversations: int,
+                  concurrency: int) -> Tuple[Dict[str, List[float]], float]:
+    """Telegram turns through the gateway, REST turns through the gateway, then REST
+    turns straight to the bot."""
+    figures: Dict[str, List[float]] = {"ack": [], "telegram": [], "gateway_rest": [],
+                                       "rasa": []}
+    chats = itertools.count(10_000_000 + concurrency * 100_000)
+    async with aiohttp.ClientSession() as session:
+        await run_concurrently(conversations, concurrency, lambda _: telegram_conversation(
+            session, api, next(chats), figures["ack"], figures["telegram"]))
+        await run_concurrently(conversations, concurrency, lambda _: rest_conversation(
+            session, f"http://127.0.0.1:{GATEWAY_PORT}/webhooks/rest/webhook",
+            figures["gateway_rest"]))
+        await run_concurrently(conversations, concurrency, lambda _: rest_conversation(
+            session, f"{rasa_url}/webhooks/rest/webhook", figures["rasa"]))
+    overhead = statistics.median(figures["telegram"]) - statistics.median(figures["rasa"])
+    return figures, overhead
+
+
+def start_gateway(rasa_url: str) -> subprocess.Popen:
+    env = {**os.environ, "GATEWAY_PORT": str(GATEWAY_PORT), "GATEWAY_HOST": "127.0.0.1",
+           "RASA_URL": rasa_url, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_SECRET_TOKEN": SECRET,
+           "TELEGRAM_API_BASE_URL": f"http://127.0.0.1:{API_PORT}"}
+    log = (ROOT / "var" / "logs").joinpath("bench_gateway.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+async def wait_until_up(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(url) as answer:
+                    if answer.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"{url} is not up: start the system with `make run` first")
+
+
+ROW_HEAD = ["| bot | concurrency | webhook ack p50 ms | ack p99 ms | turn via Telegram "
+            "p50 ms | p99 ms | REST via gateway p50 ms | p99 ms | REST straight to the bot "
+            "p50 ms | p99 ms | Telegram p50 minus straight p50 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+
+async def run_against(api: BotAPI, bot_name: str, rasa_url: str,
+                      args: argparse.Namespace) -> List[str]:
+    rows: List[str] = []
+    gateway = start_gateway(rasa_url)
+    try:
+        await wait_until_up(f"http://127.0.0.1:{GATEWAY_PORT}/health")
+        for concurrency in args.concurrency:
+            figures, difference = await measure(api, rasa_url, args.conversations,
+                                                concurrency)
+            rows.append(
+                f"| {bot_name} | {concurrency} | {statistics.median(figures['ack']):.1f} | "
+                f"{percentile(figures['ack'], 0.99):.1f} | "
+                f"{statistics.median(figures['telegram']):.1f} | "
+                f"{percentile(figures['telegram'], 0.99):.1f} | "
+                f"{statistics.median(figures['gateway_rest']):.1f} | "
+                f"{percentile(figures['gateway_rest'], 0.99):.1f} | "
+                f"{statistics.median(figures['rasa']):.1f} | "
+                f"{percentile(figures['rasa'], 0.99):.1f} | {difference:.1f} |")
+            print(rows[-1], flush=True)
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+    return rows
+
+
+async def main_async(args: argparse.Namespace) -> List[str]:
+    rasa_url = os.environ.get("RASA_URL", "http://127.0.0.1:5005")
+    await wait_until_up(f"{rasa_url}/")
+    api = BotAPI()
+    runner = await api.start()
+    rows = list(ROW_HEAD)
+    print("\n".join(rows), flush=True)
+    try:
+        rows += await run_against(api, "Rasa + actions", rasa_url, args)
+        rows += await run_against(api, "instant bot", f"http://127.0.0.1:{API_PORT}", args)
+    finally:
+        await runner.cleanup()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
+    args = parser.parse_args()
+    rows = asyncio.run(main_async(args))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(
+        "# Gateway latency (bench/bench_gateway.py)\n\n"
+        f"{args.conversations} conversations of {len(TURNS)} turns each per row; a turn on "
+        "Telegram is measured from the webhook POST to the first reply reaching the Bot "
+        "API; 'REST straight to the bot' runs the same conversations against the bot "
+        "itself. With the instant bot, the difference of medians is the gateway's own "
+        "overhead.\n\n"
+        + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""What the gateway keeps in SQL: conversations, their transcript, outbound deliveries
+with provider statuses, opt-outs, and (without Redis) the inbound dedupe keys.
+
+The tables live in GATEWAY_DATABASE_URL, else DATABASE_URL, else var/gateway.db.
+Calls are synchronous SQLAlchemy; async code runs them with `call`, on worker threads
+of the records' own: one for SQLite, whose single writer lock makes competing threads
+sleep in its busy handler (tens of ms), several for a server database.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from connectors.message import (
+    Attachment,
+    Button,
+    Delivery,
+    Message,
+    Reply,
+    StatusUpdate,
+    TranscriptTurn,
+)
+
+Result = TypeVar("Result")
+
+metadata = sa.MetaData()
+
+conversations = sa.Table(
+    "conversations", metadata,
+    sa.Column("conversation_id", sa.String(200), primary_key=True),
+    sa.Column("connector", sa.String(32), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("sender", sa.String(160), nullable=False),
+    sa.Column("store_address", sa.String(160), nullable=False, default=""),
+    sa.Column("profile_name", sa.String(200), nullable=False, default=""),
+    sa.Column("last_inbound_at", sa.Float, nullable=False),
+    sa.Column("offered_options", sa.Text, nullable=False, default="[]"),
+)
+
+turns = sa.Table(
+    "turns", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(200), nullable=False, index=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("extras", sa.Text, nullable=False, default="{}"),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(200), nullable=False, index=True),
+    sa.Column("connector", sa.String(32), nullable=False),
+    sa.Column("provider_message_id", sa.String(200), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("template", sa.String(100), nullable=False, default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+opt_outs = sa.Table(
+    "opt_outs", metadata,
+    sa.Column("connector", sa.String(32), primary_key=True),
+    sa.Column("address", sa.String(160), primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+seen_messages = sa.Table(
+    "seen_messages", metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+# Status callbacks can arrive out of order (read before delivered); never go back.
+STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
+
+
+class GatewayRecords:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine)
+        threads = 1 if engine.dialect.name == "sqlite" else 8
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="records")
+
+    async def call(self, method: Callable[..., Result], *args: Any) -> Result:
+        """Run one of these methods without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(method, *args))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()
+
+    # conversations and transcript
+
+    def record_inbound(self, message: Message, dedupe_seconds: Optional[float] = None) -> bool:
+        """Record the message in its conversation. With `dedupe_seconds`, first claim its
+        provider id in the same transaction: False (and nothing written) for a repeat."""
+        values = {
+            "connector": message.connector, "channel": message.channel,
+            "sender": message.sender, "store_address": message.store_address,
+            "profile_name": message.profile_name, "last_inbound_at": message.received_at,
+        }
+        with self.engine.begin() as db:
+            if dedupe_seconds is not None and not _first_sighting(
+                    db, f"{message.connector}:{message.message_id}", dedupe_seconds):
+                return False
+            updated = db.execute(conversations.update().where(
+                conversations.c.conversation_id == message.conversation_id).values(**values))
+            if not updated.rowcount:
+                db.execute(conversations.insert().values(
+                    conversation_id=message.conversation_id, offered_options="[]", **values))
+            db.execute(turns.insert().values(
+                conversation_id=message.conversation_id, role="customer", text=message.text,
+                extras=json.dumps({"attachments": [asdict(a) for a in message.attachments]}),
+                at=message.received_at))
+        return True
+
+    def record_sent(self, conversation_id: str, connector: str, replies: Sequence[Reply],
+                    outcomes: Sequence[Delivery], role: str = "bot") -> None:
+        """The replies as transcript turns, and what became of each provider message."""
+        now = time.time()
+        turn_rows = [{"conversation_id": conversation_id, "role": role, "text": reply.text,
+                      "extras": json.dumps({"buttons": [asdict(b) for b in reply.buttons],
+                                            "image_url": reply.image_url}), "at": now}
+                     for reply in replies]
+        delivery_rows = [{"conversation_id": conversation_id, "connector": connector,
+                          "provider_message_id": outcome.provider_message_id,
+                          "status": outcome.status, "error": outcome.error,
+                          "attempts": outcome.attempts, "template": outcome.template,
+                          "created_at": now, "updated_at": now} for outcome in outcomes]
+        with self.engine.begin() as db:
+            if turn_rows:
+                db.execute(turns.insert(), turn_rows)
+            if delivery_rows:
+                db.execute(deliveries.insert(), delivery_rows)
+
+    def transcript(self, conversation_id: str) -> List[TranscriptTurn]:
+        with self.engine.connect() as db:
+            # by time: a customer turn is written when it is processed, which can be
+            # after bot replies to earlier messages, but it keeps its arrival time
+            rows = db.execute(sa.select(turns).where(turns.c.conversation_id == conversation_id)
+                              .order_by(turns.c.at, turns.c.id)).all()
+        return [_turn(row) for row in rows]
+
+    def conversation(self, conversation_id: str) -> Optional[Dict[str, Any]]:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(conversations).where(
+                conversations.c.conversation_id == conversation_id)).first()
+        return dict(row._mapping) if row else None
+
+    def remember_options(self, conversation_id: str, buttons: Sequence[Button]) -> None:
+        with self.engine.begin() as db:
+            db.execute(conversations.update().where(
+                conversations.c.conversation_id == conversation_id).values(
+                offered_options=json.dumps([asdict(b) for b in buttons])))
+
+    def offered_options(self, conversation_id: str) -> List[Button]:
+        row = self.conversation(conversation_id)
+        return [Button(**b) for b in json.loads(row["offered_options"])] if row else []
+
+    # deliveries
+
+    def record_status(self, update: StatusUpdate) -> bool:
+        """Apply a provider status to our delivery; False when we never sent it."""
+        match = sa.and_(deliveries.c.connector == update.connector,
+                        deliveries.c.provider_message_id == update.provider_message_id)
+        with self.engine.begin() as db:
+            current = db.execute(sa.select(deliveries.c.status).where(match)).scalar()
+            if current is None:
+                return False
+            if STATUS_RANK.get(update.status, 0) > STATUS_RANK.get(current, 0):
+                db.execute(deliveries.update().where(match).values(
+                    status=update.status, error=update.error, updated_at=update.at))
+            return True
+
+    def deliveries(self, status: Optional[str] = None, limit: int = 100) -> List[Dict[str, Any]]:
+        query = sa.select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
+        if status:
+            query = query.where(deliveries.c.status == status)
+        with self.engine.connect() as db:
+            return [dict(row._mapping) for row in db.execute(query)]
+
+    # opt-outs
+
+    def set_opted_out(self, connector: str, address: str, opted_out: bool) -> None:
+        key = sa.and_(opt_outs.c.connector == connector, opt_outs.c.address == address)
+        with self.engine.begin() as db:
+            db.execute(opt_outs.delete().where(key))
+            if opted_out:
+                db.execute(opt_outs.insert().values(connector=connector, address=address,
+                                                    at=time.time()))
+
+    def is_opted_out(self, connector: str, address: str) -> bool:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(opt_outs.c.at).where(
+                opt_outs.c.connector == connector, opt_outs.c.address == address)).first() \
+                is not None
+
+
+def _first_sighting(db: Connection, key: str, ttl_seconds: float) -> bool:
+    """Claim a dedupe key; False when it is already held and not expired."""
+    now = time.time()
+    db.execute(seen_messages.delete().where(seen_messages.c.expires_at < now))
+    try:
+        with db.begin_nested():
+            db.execute(seen_messages.insert().values(key=key, expires_at=now + ttl_seconds))
+    except sa.exc.IntegrityError:
+        return False
+    return True
+
+
+def _turn(row: Any) -> TranscriptTurn:
+    extras = json.loads(row.extras or "{}")
+    return TranscriptTurn(
+        role=row.role, text=row.text, at=row.at,
+        buttons=tuple(Button(**b) for b in extras.get("buttons", [])),
+        image_url=extras.get("image_url", ""),
+        attachments=tuple(Attachment(**a) for a in extras.get("attachments", [])),
+    )

@@ -1,0 +1,143 @@
+"""The gateway router: the gateway's side of the channel contract, and the path of
+every inbound message: deduplicate, record, queue in order, ask the bot, send the
+replies on the customer's channel, record what happened."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from actions.store.types import HandoffRequests
+from bot.inbox import Inbox, RedisDedupe
+from bot.rasa import BotUnavailable, RasaClient
+from bot.records import GatewayRecords
+from connectors.channel import Channel
+from connectors.config import ChannelPolicy
+from connectors.message import (
+    Button,
+    Delivery,
+    Message,
+    Reply,
+    StatusUpdate,
+    TranscriptTurn,
+)
+from connectors.privacy import mask
+
+log = logging.getLogger("bot.router")
+
+# What the bot receives for a message that is only attachments (a photo): text that
+# no intent claims, so a form waiting for a photo takes it as the slot value.
+ATTACHMENT_ONLY_TEXT = "[attachment]"
+
+
+class Router:
+    def __init__(self, records: GatewayRecords, inbox: Inbox, rasa: RasaClient,
+                 channels: Mapping[str, Channel], policy: ChannelPolicy,
+                 handoffs: HandoffRequests, dedupe: Optional[RedisDedupe] = None) -> None:
+        self.records = records
+        self.inbox = inbox
+        self.dedupe = dedupe
+        self.rasa = rasa
+        self.channels: Dict[str, Channel] = dict(channels)
+        self.policy = policy
+        self.handoffs = handoffs
+
+    # the ChannelContext connectors call
+
+    async def accept(self, message: Message) -> bool:
+        """Queue the message and return, so the webhook is acknowledged at once. With
+        Redis, a provider retry is refused here; without it, it is recognised when the
+        message is recorded, as processing starts (see `process`)."""
+        if self.dedupe is not None and not await self.dedupe.claim(message):
+            return False
+        await self.inbox.enqueue(message)
+        return True
+
+    async def record_status(self, update: StatusUpdate) -> None:
+        known = await self.records.call(self.records.record_status, update)
+        if update.status == "failed":
+            log.warning("%s reports message %s failed: %s", update.connector,
+                        update.provider_message_id, update.error)
+        elif not known:
+            log.info("%s status for unknown message %s", update.connector,
+                     update.provider_message_id)
+
+    async def set_opted_out(self, connector: str, address: str, opted_out: bool) -> None:
+        await self.records.call(self.records.set_opted_out, connector, address, opted_out)
+        log.info("%s %s opted %s", connector, mask(address), "out" if opted_out else "in")
+
+    async def is_opted_out(self, connector: str, address: str) -> bool:
+        return await self.records.call(self.records.is_opted_out, connector, address)
+
+    async def last_inbound_at(self, conversation_id: str) -> Optional[float]:
+        row = await self.records.call(self.records.conversation, conversation_id)
+        return float(row["last_inbound_at"]) if row else None
+
+    async def store_address(self, conversation_id: str) -> str:
+        row = await self.records.call(self.records.conversation, conversation_id)
+        return str(row["store_address"]) if row else ""
+
+    async def remember_options(self, conversation_id: str, buttons: Sequence[Button]) -> None:
+        await self.records.call(self.records.remember_options, conversation_id, buttons)
+
+    async def offered_options(self, conversation_id: str) -> List[Button]:
+        return await self.records.call(self.records.offered_options, conversation_id)
+
+    async def transcript(self, conversation_id: str) -> List[TranscriptTurn]:
+        return await self.records.call(self.records.transcript, conversation_id)
+
+    # processing, called by the inbox one message at a time per conversation
+
+    async def process(self, message: Message) -> None:
+        dedupe_seconds = None if self.dedupe is not None else self.policy.dedupe_hours * 3600
+        if not await self.records.call(self.records.record_inbound, message, dedupe_seconds):
+            log.info("%s message %s is a duplicate; not processed again", message.connector,
+                     message.message_id)
+            return
+        try:
+            replies = await self._ask_bot(message)
+        except BotUnavailable as error:
+            log.error("bot unavailable for %s after %.0fs (%s); handing to a person",
+                      message.connector, self.policy.bot_retry_seconds, error)
+            await asyncio.to_thread(self._hand_off_unavailable, message)
+            replies = [Reply(text=self.policy.texts.bot_unavailable)]
+        await self.deliver(message.connector, message.sender, replies)
+
+    async def _ask_bot(self, message: Message) -> List[Reply]:
+        """Ask Rasa, retrying with backoff for up to bot_retry_seconds."""
+        metadata = {"channel": message.channel, "connector": message.connector,
+                    "attachments": [a.as_dict() for a in message.attachments]}
+        text = message.text or (ATTACHMENT_ONLY_TEXT if message.attachments else "")
+        deadline = time.monotonic() + self.policy.bot_retry_seconds
+        pause = 0.5
+        while True:
+            try:
+                return await self.rasa.ask(message.conversation_id, text, metadata)
+            except BotUnavailable:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _hand_off_unavailable(self, message: Message) -> None:
+        waiting = [h for h in self.handoffs.list(status="waiting")
+                   if h.conversation_id == message.conversation_id]
+        if not waiting:
+            self.handoffs.create(
+                message.conversation_id, "bot_unavailable", 1, "bot_unavailable", None,
+                f"The assistant did not answer a {message.channel} message for "
+                f"{self.policy.bot_retry_seconds:.0f} s. Next: read the transcript and "
+                "reply to the customer.")
+
+    async def deliver(self, connector: str, recipient: str, replies: Sequence[Reply],
+                      role: str = "bot") -> List[Delivery]:
+        """Send replies on the customer's channel and record them and their outcome."""
+        channel = self.channels.get(connector)
+        if channel is None:
+            outcomes = [Delivery("failed", error=f"channel {connector} is off")] * len(replies)
+        else:
+            outcomes = await channel.send(recipient, replies, self)
+        await self.records.call(self.records.record_sent, f"{connector}:{recipient}", connector,
+                                replies, outcomes, role)
+        return outcomes

@@ -1,0 +1,233 @@
+"""The gateway end to end, in process, in front of the real Rasa and action server:
+a Telegram customer's message is acknowledged at once, answered by the bot on the
+Bot API, recorded in the transcript; a bot outage keeps the message and retries, then
+hands the conversation to a person with an apology."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any, AsyncIterator, Dict, List
+
+import aiohttp
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.gateway import ROUTER, STORE, create_app, load_channel_policy
+from bot.settings import load_settings
+from connectors.config import ChannelPolicy, TwilioCredentials
+from connectors.telegram import SECRET_HEADER, TelegramChannel
+from connectors.twilio import TwilioChannel
+from tests.conftest import RasaStack
+from tests.connectors import test_twilio as twilio_test
+from tests.connectors.test_telegram import API, SECRET, credentials, sent_message
+from tests.provider_api import ProviderAPI, RecordedRequest, free_port
+
+CHAT = 5550001
+
+
+def update(update_id: int, text: str, chat: int = CHAT) -> Dict[str, Any]:
+    return {"update_id": update_id, "message": {
+        "message_id": update_id, "date": int(time.time()), "text": text,
+        "chat": {"id": chat, "type": "private"},
+        "from": {"id": chat, "is_bot": False, "first_name": "Ann"}}}
+
+
+@pytest_asyncio.fixture
+async def bot_api() -> AsyncIterator[ProviderAPI]:
+    api = await ProviderAPI().start()
+    counter = iter(range(1, 10_000))
+
+    async def send(request: RecordedRequest) -> web.Response:
+        return web.json_response(sent_message(request, next(counter)))
+
+    api.answer("POST", f"{API}/sendMessage", send)
+    yield api
+    await api.stop()
+
+
+def sent_texts(api: ProviderAPI, chat: int = CHAT) -> List[str]:
+    return [r.form["text"][0] for r in api.calls(f"{API}/sendMessage")
+            if r.form["chat_id"] == [str(chat)]]
+
+
+async def until(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def gateway(rasa_url: str, stack: RasaStack, bot_api: ProviderAPI,
+                  policy: ChannelPolicy, redis_url: str = "") -> TestClient:
+    settings = dataclasses.replace(load_settings(), rasa_url=rasa_url,
+                                   database_url=stack.database_url, var_dir=stack.var_dir,
+                                   redis_url=redis_url)
+    channel = TelegramChannel(credentials(bot_api.url), policy)
+    client = TestClient(TestServer(create_app(settings, {"telegram": channel}, policy)))
+    await client.start_server()
+    return client
+
+
+async def post_update(client: TestClient, body: Dict[str, Any]) -> int:
+    response = await client.post("/webhooks/telegram", json=body,
+                                 headers={SECRET_HEADER: SECRET})
+    return response.status
+
+
+async def test_a_telegram_message_is_answered_by_the_bot_once(
+        rasa_stack: RasaStack, bot_api: ProviderAPI) -> None:
+    client = await gateway(rasa_stack.rasa_url, rasa_stack, bot_api, load_channel_policy())
+    try:
+        started = time.monotonic()
+        assert await post_update(client, update(1, "where is my order")) == 200
+        assert time.monotonic() - started < 1.0, "the webhook waited for the bot"
+        assert await post_update(client, update(1, "where is my order")) == 200  # retry
+        await until(lambda: sent_texts(bot_api))
+        await asyncio.sleep(0.5)
+        replies = sent_texts(bot_api)
+        assert len(replies) == 1 and "order number" in replies[0].lower()
+        router = client.app[ROUTER]
+        turns = await router.transcript(f"telegram:{CHAT}")
+        assert [(t.role, t.text) for t in turns] == [
+            ("customer", "where is my order"), ("bot", replies[0])]
+        deliveries = await asyncio.to_thread(router.records.deliveries)
+        assert [(d["status"], d["connector"]) for d in deliveries] == [("sent", "telegram")]
+    finally:
+        await client.close()
+
+
+@pytest_asyncio.fixture
+async def flaky_rasa(rasa_stack: RasaStack) -> AsyncIterator[ProviderAPI]:
+    """Rasa behind a proxy that answers 503 twice (a restart), then passes through."""
+    proxy = await ProviderAPI().start()
+
+    async def forward(request: RecordedRequest) -> web.Response:
+        async with aiohttp.ClientSession() as session, session.post(
+                f"{rasa_stack.rasa_url}/webhooks/rest/webhook", data=request.body,
+                headers={"Content-Type": "application/json"}) as answer:
+            return web.json_response(await answer.json())
+
+    proxy.answer("POST", "/webhooks/rest/webhook", forward)
+    proxy.fail_next("POST", "/webhooks/rest/webhook",
+                    web.Response(status=503), web.Response(status=503))
+    yield proxy
+    await proxy.stop()
+
+
+async def test_a_message_waits_while_the_bot_restarts_and_is_answered(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, flaky_rasa: ProviderAPI) -> None:
+    client = await gateway(flaky_rasa.url, rasa_stack, bot_api, load_channel_policy())
+    try:
+        assert await post_update(client, update(10, "hello", chat=CHAT + 1)) == 200
+        await until(lambda: sent_texts(bot_api, CHAT + 1))
+        assert len(flaky_rasa.calls("/webhooks/rest/webhook")) == 3
+        policy = client.app[ROUTER].policy
+        assert sent_texts(bot_api, CHAT + 1)[0] != policy.texts.bot_unavailable
+        handoffs = client.app[STORE].handoffs.list(status="waiting")
+        assert not [h for h in handoffs if h.conversation_id == f"telegram:{CHAT + 1}"]
+    finally:
+        await client.close()
+
+
+async def test_when_the_bot_stays_down_the_customer_is_told_and_handed_to_a_person(
+        rasa_stack: RasaStack, bot_api: ProviderAPI) -> None:
+    policy = load_channel_policy()
+    policy = policy.copy(update={"bot_retry_seconds": 1.0})
+    client = await gateway(f"http://127.0.0.1:{free_port()}", rasa_stack, bot_api, policy)
+    chat = CHAT + 2
+    try:
+        assert await post_update(client, update(20, "my parcel is lost", chat=chat)) == 200
+        assert await post_update(client, update(21, "hello?", chat=chat)) == 200
+        await until(lambda: len(sent_texts(bot_api, chat)) == 2)
+        assert sent_texts(bot_api, chat) == [policy.texts.bot_unavailable] * 2
+        handoffs = [h for h in client.app[STORE].handoffs.list(status="waiting")
+                    if h.conversation_id == f"telegram:{chat}"]
+        assert [(h.reason_code, h.tier) for h in handoffs] == [("bot_unavailable", 1)]
+        turns = await client.app[ROUTER].transcript(f"telegram:{chat}")
+        assert [t.role for t in turns] == ["customer", "customer", "bot", "bot"]
+    finally:
+        await client.close()
+
+
+async def test_two_gateways_on_redis_answer_one_conversation_in_order(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, redis_url: str) -> None:
+    """The turns of one conversation arrive alternately at two gateway processes that
+    share Redis; each is processed once, in order, so the bot's answers make sense."""
+    policy = load_channel_policy()
+    gateways = [await gateway(rasa_stack.rasa_url, rasa_stack, bot_api, policy,
+                              redis_url=redis_url) for _ in range(2)]
+    chat = CHAT + 3 + int(time.time()) % 1000
+    turns = ["where is my order A1001?", "buyer1@example.com", "thanks"]
+    try:
+        for number, text in enumerate(turns):
+            update_id = chat * 10 + number
+            assert await post_update(gateways[number % 2], update(update_id, text, chat)) == 200
+            assert await post_update(gateways[(number + 1) % 2],
+                                     update(update_id, text, chat)) == 200  # provider retry
+        await until(lambda: len(sent_texts(bot_api, chat)) >= 3)
+        await asyncio.sleep(0.5)
+        replies = sent_texts(bot_api, chat)
+        assert len(replies) == 3, replies
+        assert "email address or phone number" in replies[0]
+        assert "Order A1001" in replies[1]
+        assert "welcome" in replies[2].lower()
+    finally:
+        for client in gateways:
+            await client.close()
+
+
+@pytest_asyncio.fixture
+async def twilio_api() -> AsyncIterator[ProviderAPI]:
+    api = await ProviderAPI().start()
+    sids = iter(range(1, 10_000))
+
+    async def create_message(request: RecordedRequest) -> web.Response:
+        form = request.form
+        return web.json_response({"sid": f"SM{next(sids):032d}", "status": "queued",
+                                  "to": form["To"][0], "from": form["From"][0],
+                                  "body": form.get("Body", [""])[0]}, status=201)
+
+    api.answer("POST", twilio_test.MESSAGES_PATH, create_message)
+    yield api
+    await api.stop()
+
+
+async def test_an_sms_customer_picks_a_numbered_option_and_the_bot_acts_on_it(
+        rasa_stack: RasaStack, twilio_api: ProviderAPI) -> None:
+    """Buttons become numbered options on SMS; "1" is the first button's payload."""
+    policy = load_channel_policy()
+    channel = TwilioChannel(TwilioCredentials(twilio_test.ACCOUNT_SID, twilio_test.AUTH_TOKEN,
+                                              twilio_api.url), policy)
+    settings = dataclasses.replace(load_settings(), rasa_url=rasa_stack.rasa_url,
+                                   database_url=rasa_stack.database_url,
+                                   var_dir=rasa_stack.var_dir, redis_url="")
+    client = TestClient(TestServer(create_app(settings, {"twilio": channel}, policy)))
+    await client.start_server()
+    customer = "+14155550103"
+
+    def bodies() -> List[str]:
+        return [r.form["Body"][0] for r in twilio_api.calls(twilio_test.MESSAGES_PATH)]
+
+    async def text(number: int, body: str) -> None:
+        fields = {"MessageSid": f"SM{number:032d}", "AccountSid": twilio_test.ACCOUNT_SID,
+                  "From": customer, "To": twilio_test.STORE, "Body": body, "NumMedia": "0"}
+        url = str(client.make_url("/webhooks/twilio"))
+        response = await client.post("/webhooks/twilio", data=fields, headers={
+            "X-Twilio-Signature": twilio_test.sign(url, fields)})
+        assert response.status == 200
+        count = len(bodies())
+        await until(lambda: len(bodies()) > count)
+        await asyncio.sleep(0.3)
+
+    try:
+        await text(1, "please cancel my order A1004")
+        await text(2, "buyer3@example.com")
+        assert bodies()[-1].endswith("Reply with a number:\n1. Yes, cancel it\n2. No, keep it")
+        await text(3, "1")
+        assert "is cancelled" in bodies()[-1]
+        assert all(r.form["From"] == [twilio_test.STORE]
+                   for r in twilio_api.calls(twilio_test.MESSAGES_PATH))
+    finally:
+        await client.close()

@@ -1,0 +1,122 @@
+"""Inbound queues: each conversation processed in order and one message at a time,
+also with two gateway processes sharing Redis, and nothing lost when a process stops
+in the middle; the Redis dedupe keys expire."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import AsyncIterator, Dict, List
+
+import pytest
+import pytest_asyncio
+from redis import asyncio as aioredis
+
+from bot.inbox import MemoryInbox, RedisDedupe, RedisInbox
+from connectors.message import Attachment, Message
+
+
+def message(conversation: str, number: int, message_id: str = "") -> Message:
+    return Message(connector="test", channel="sms", sender=conversation,
+                   message_id=message_id or f"{conversation}-{number}", text=str(number),
+                   attachments=(Attachment("image", "https://example.test/p.jpg"),))
+
+
+class Processor:
+    """Records what was processed, and checks that no conversation ever has two
+    messages in processing at once."""
+
+    def __init__(self, seconds: float = 0.005) -> None:
+        self.seconds = seconds
+        self.done: Dict[str, List[str]] = {}
+        self.busy: set[str] = set()
+        self.overlaps = 0
+
+    async def __call__(self, msg: Message) -> None:
+        if msg.conversation_id in self.busy:
+            self.overlaps += 1
+        self.busy.add(msg.conversation_id)
+        await asyncio.sleep(self.seconds)
+        self.done.setdefault(msg.sender, []).append(msg.text)
+        self.busy.discard(msg.conversation_id)
+
+    async def wait_for(self, count: int, timeout: float = 10) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while sum(map(len, self.done.values())) < count:
+            assert asyncio.get_running_loop().time() < deadline, self.done
+            await asyncio.sleep(0.01)
+
+
+@pytest_asyncio.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+async def test_memory_inbox_orders_each_conversation() -> None:
+    inbox, processor = MemoryInbox(), Processor()
+    await inbox.start(processor)
+    for number in range(20):
+        for conversation in ("alice", "bob"):
+            await inbox.enqueue(message(conversation, number))
+    await processor.wait_for(40)
+    await inbox.stop()
+    assert processor.done == {c: [str(n) for n in range(20)] for c in ("alice", "bob")}
+    assert processor.overlaps == 0
+
+
+async def test_two_redis_inboxes_keep_order_with_no_overlap_or_loss(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """Two gateway processes take messages of the same conversations alternately."""
+    processor = Processor()
+    inboxes = [RedisInbox(redis, prefix=prefix), RedisInbox(redis, prefix=prefix)]
+    for inbox in inboxes:
+        await inbox.start(processor)
+    for number in range(30):
+        for conversation in ("alice", "bob", "carol"):
+            await inboxes[number % 2].enqueue(message(conversation, number))
+    await processor.wait_for(90)
+    for inbox in inboxes:
+        await inbox.stop()
+    assert processor.done == {c: [str(n) for n in range(30)]
+                              for c in ("alice", "bob", "carol")}
+    assert processor.overlaps == 0
+    assert not await redis.smembers(f"{prefix}:inbox:pending")
+
+
+async def test_a_message_left_by_a_stopped_process_is_processed_by_another(
+        redis: aioredis.Redis, prefix: str) -> None:
+    stopping = RedisInbox(redis, prefix=prefix)
+    blocked = asyncio.Event()
+
+    async def never_finishes(msg: Message) -> None:
+        blocked.set()
+        await asyncio.sleep(3600)
+
+    await stopping.start(never_finishes)
+    await stopping.enqueue(message("alice", 1))
+    await asyncio.wait_for(blocked.wait(), 5)
+    await stopping.stop(grace_seconds=0.1)  # stops mid-message: the message is still at the head
+    # as if it had crashed: its lock stays until it expires
+    await redis.set(f"{prefix}:lock:test:alice", "crashed-process", px=300)
+
+    processor = Processor()
+    survivor = RedisInbox(redis, prefix=prefix)
+    survivor.SWEEP_SECONDS = 0.1
+    await survivor.start(processor)
+    await processor.wait_for(1)
+    await survivor.stop()
+    assert processor.done == {"alice": ["1"]}
+
+
+async def test_redis_dedupe_key_expires(redis: aioredis.Redis, prefix: str) -> None:
+    dedupe = RedisDedupe(redis, 1, prefix=prefix)
+    assert await dedupe.claim(message("alice", 1))
+    assert not await dedupe.claim(message("alice", 1))
+    assert await dedupe.claim(message("alice", 2))
+    assert 0 < await redis.ttl(f"{prefix}:seen:test:alice-1") <= 1

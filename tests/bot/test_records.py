@@ -1,0 +1,102 @@
+"""The gateway's SQL records, on SQLite and PostgreSQL: transcript order, delivery
+statuses that never go backwards, opt-outs, offered options, dedupe keys."""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import pytest
+
+from actions.store.sql import open_store
+from bot.records import GatewayRecords, metadata
+from connectors.message import Attachment, Button, Delivery, Message, Reply, StatusUpdate
+
+CONVERSATION = "twilio:+15550001111"
+
+
+@pytest.fixture
+def records(store_url: str) -> Iterator[GatewayRecords]:
+    store = open_store(store_url)
+    metadata.drop_all(store.engine)
+    yield GatewayRecords(store.engine)
+    store.close()
+
+
+def inbound(text: str, at: float) -> Message:
+    return Message(connector="twilio", channel="sms", sender="+15550001111",
+                   message_id=f"SM{at}", text=text, store_address="+15559990000",
+                   attachments=(Attachment("image", "https://media.test/1.jpg"),),
+                   received_at=at)
+
+
+def test_transcript_keeps_turns_in_order_with_buttons_and_attachments(
+        records: GatewayRecords) -> None:
+    records.record_inbound(inbound("hi", time.time()))
+    records.record_sent(CONVERSATION, "twilio", [Reply("Which order?", (Button("A1001", "/x"),))],
+                        [Delivery("sent", "SM9")])
+    arrived = time.time()
+    records.record_inbound(inbound("A1001", arrived))
+    turns = records.transcript(CONVERSATION)
+    assert [(t.role, t.text) for t in turns] == [
+        ("customer", "hi"), ("bot", "Which order?"), ("customer", "A1001")]
+    assert turns[0].attachments[0].url == "https://media.test/1.jpg"
+    assert turns[1].buttons == (Button("A1001", "/x"),)
+    conversation = records.conversation(CONVERSATION)
+    assert conversation is not None
+    assert conversation["last_inbound_at"] == arrived
+    assert conversation["store_address"] == "+15559990000"
+
+
+def test_a_message_recorded_late_keeps_its_place_by_arrival(records: GatewayRecords) -> None:
+    """Messages are recorded when processed: the second one, sent before the bot
+    answered the first, is recorded after that answer but belongs before it."""
+    first_arrived = time.time()
+    second_arrived = first_arrived + 0.001
+    records.record_inbound(inbound("where is my order", first_arrived))
+    time.sleep(0.01)  # the bot's answer comes after both messages arrived
+    records.record_sent(CONVERSATION, "twilio", [Reply("Which one?")], [Delivery("sent", "S")])
+    records.record_inbound(inbound("A1001", second_arrived))
+    assert [t.text for t in records.transcript(CONVERSATION)] == [
+        "where is my order", "A1001", "Which one?"]
+
+
+def test_delivery_status_only_moves_forward(records: GatewayRecords) -> None:
+    records.record_sent(CONVERSATION, "twilio", [Reply("hello")],
+                        [Delivery("sent", "SM1", attempts=2)])
+    for status in ("read", "delivered", "sent"):
+        assert records.record_status(StatusUpdate("twilio", "SM1", status))
+    assert records.deliveries()[0]["status"] == "read"
+    assert not records.record_status(StatusUpdate("twilio", "SM-unknown", "delivered"))
+    records.record_status(StatusUpdate("twilio", "SM1", "failed", error="30008 unknown"))
+    failed = records.deliveries(status="failed")
+    assert [(d["provider_message_id"], d["error"]) for d in failed] == [("SM1", "30008 unknown")]
+
+
+def test_opt_out_and_back_in(records: GatewayRecords) -> None:
+    records.set_opted_out("twilio", "+15550001111", True)
+    records.set_opted_out("twilio", "+15550001111", True)
+    assert records.is_opted_out("twilio", "+15550001111")
+    assert not records.is_opted_out("telegram", "+15550001111")
+    records.set_opted_out("twilio", "+15550001111", False)
+    assert not records.is_opted_out("twilio", "+15550001111")
+
+
+def test_offered_options_are_remembered_per_conversation(records: GatewayRecords) -> None:
+    records.record_inbound(inbound("hi", time.time()))
+    options = [Button("Refund", "/choose_remedy{\"remedy\":\"refund\"}"), Button("No", "/deny")]
+    records.remember_options(CONVERSATION, options)
+    assert records.offered_options(CONVERSATION) == options
+    assert records.offered_options("twilio:+1999") == []
+
+
+def test_a_provider_retry_is_not_recorded_again_until_the_key_expires(
+        records: GatewayRecords) -> None:
+    first = inbound("hi", 100.0)
+    assert records.record_inbound(first, dedupe_seconds=60)
+    assert not records.record_inbound(first, dedupe_seconds=60)
+    assert len(records.transcript(CONVERSATION)) == 1
+    short = inbound("again", 200.0)
+    assert records.record_inbound(short, dedupe_seconds=0.01)
+    time.sleep(0.05)
+    assert records.record_inbound(short, dedupe_seconds=60)
+    assert len(records.transcript(CONVERSATION)) == 3
