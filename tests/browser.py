@@ -21,13 +21,14 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from typing import Any, AsyncIterator, Dict, List, Optional
 
 import aiohttp
+
+from tests.provider_api import free_port
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -49,13 +50,6 @@ def unavailable() -> Optional[str]:
             return (f"{name} not found at {path} (apt-get install chromium chromium-driver, "
                     f"or set {name.upper()})")
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Browser:
@@ -153,6 +147,15 @@ class Browser:
                     f"no {css!r} containing {fragment!r} after {timeout}s; found {texts}; "
                     f"console: {await self.console()}")
             await asyncio.sleep(0.1)
+
+    async def wait_until(self, script: str, timeout: float = 20) -> Any:
+        """The first truthy value `script` returns, polling until `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not (value := await self.execute(script)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still falsy after {timeout}s: {script}")
+            await asyncio.sleep(0.1)
+        return value
 
     async def console(self) -> List[str]:
         """The browser console since the last call (chromedriver's log extension)."""

@@ -204,10 +204,10 @@ async def test_our_page_shows_buttons_and_images_and_sends_a_buttons_payload(
     await browser.click("#send")
 
     await browser.wait_for_text(".quick-replies button", "Yes, thanks")
-    loaded = await browser.execute(
+    loaded = await browser.wait_until(
         "const img = document.querySelector('#messages li.from-bot img');"
         "return img && img.complete && img.naturalWidth;")
-    assert loaded == 1
+    assert loaded == 1  # the 1x1 picture, decoded
 
     await browser.click(".quick-replies button")
     await browser.wait_for_text("#messages li.from-customer:not(.pending) .text", "Yes, thanks")
