@@ -2,9 +2,10 @@
 with provider statuses, opt-outs, and (without Redis) the inbound dedupe keys.
 
 The tables live in GATEWAY_DATABASE_URL, else DATABASE_URL, else var/gateway.db.
-Calls are synchronous SQLAlchemy; async code runs them with `call`, on worker threads
-of the records' own: one for SQLite, whose single writer lock makes competing threads
-sleep in its busy handler (tens of ms), several for a server database.
+Calls are synchronous SQLAlchemy; async code runs them with `write` and `read`, on
+worker threads of the records' own. Writes get one thread on SQLite, whose single
+writer lock makes competing threads sleep in its busy handler (tens of ms); reads have
+their own threads, so a webhook that reads (an opt-out) never queues behind writes.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from dataclasses import asdict
 from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from connectors.message import (
@@ -90,16 +93,22 @@ class GatewayRecords:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
-        threads = 1 if engine.dialect.name == "sqlite" else 8
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="records")
+        self.inbound_since_purge = 0
+        writers = 1 if engine.dialect.name == "sqlite" else 8
+        self.writers = ThreadPoolExecutor(writers, thread_name_prefix="records-write")
+        self.readers = ThreadPoolExecutor(4, thread_name_prefix="records-read")
 
-    async def call(self, method: Callable[..., Result], *args: Any) -> Result:
-        """Run one of these methods without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(method, *args))
+    async def write(self, method: Callable[..., Result], *args: Any) -> Result:
+        """Run a method that writes, without blocking the event loop."""
+        return await _run(self.writers, method, *args)
+
+    async def read(self, method: Callable[..., Result], *args: Any) -> Result:
+        """Run a method that only reads, without blocking the event loop."""
+        return await _run(self.readers, method, *args)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        self.writers.shutdown(wait=True)
+        self.readers.shutdown(wait=True)
         self.engine.dispose()
 
     # conversations and transcript
@@ -112,6 +121,7 @@ class GatewayRecords:
             "sender": message.sender, "store_address": message.store_address,
             "profile_name": message.profile_name, "last_inbound_at": message.received_at,
         }
+        self._purge_expired_keys_now_and_then()
         with self.engine.begin() as db:
             if dedupe_seconds is not None and not _first_sighting(
                     db, f"{message.connector}:{message.message_id}", dedupe_seconds):
@@ -126,6 +136,13 @@ class GatewayRecords:
                 extras=json.dumps({"attachments": [asdict(a) for a in message.attachments]}),
                 at=message.received_at))
         return True
+
+    def _purge_expired_keys_now_and_then(self, every: int = 500) -> None:
+        self.inbound_since_purge += 1
+        if self.inbound_since_purge >= every:
+            self.inbound_since_purge = 0
+            with self.engine.begin() as db:
+                db.execute(seen_messages.delete().where(seen_messages.c.expires_at < time.time()))
 
     def record_sent(self, conversation_id: str, connector: str, replies: Sequence[Reply],
                     outcomes: Sequence[Delivery], role: str = "bot") -> None:
@@ -209,16 +226,27 @@ class GatewayRecords:
                 is not None
 
 
+async def _run(executor: ThreadPoolExecutor, method: Callable[..., Result],
+               *args: Any) -> Result:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(method, *args))
+
+
 def _first_sighting(db: Connection, key: str, ttl_seconds: float) -> bool:
     """Claim a dedupe key; False when it is already held and not expired."""
     now = time.time()
-    db.execute(seen_messages.delete().where(seen_messages.c.expires_at < now))
-    try:
-        with db.begin_nested():
-            db.execute(seen_messages.insert().values(key=key, expires_at=now + ttl_seconds))
-    except sa.exc.IntegrityError:
-        return False
-    return True
+    insert = _insert_if_absent(db)(seen_messages).values(key=key, expires_at=now + ttl_seconds)
+    if db.execute(insert.on_conflict_do_nothing()).rowcount:
+        return True
+    renewed = db.execute(seen_messages.update().where(
+        seen_messages.c.key == key, seen_messages.c.expires_at < now).values(
+        expires_at=now + ttl_seconds))
+    return bool(renewed.rowcount)
+
+
+def _insert_if_absent(db: Connection) -> Callable[[sa.Table], Any]:
+    """The INSERT … ON CONFLICT DO NOTHING of this database (SQLite or PostgreSQL)."""
+    return sqlite_insert if db.dialect.name == "sqlite" else postgresql_insert
 
 
 def _turn(row: Any) -> TranscriptTurn:

@@ -55,7 +55,7 @@ class Router:
         return True
 
     async def record_status(self, update: StatusUpdate) -> None:
-        known = await self.records.call(self.records.record_status, update)
+        known = await self.records.write(self.records.record_status, update)
         if update.status == "failed":
             log.warning("%s reports message %s failed: %s", update.connector,
                         update.provider_message_id, update.error)
@@ -64,34 +64,34 @@ class Router:
                      update.provider_message_id)
 
     async def set_opted_out(self, connector: str, address: str, opted_out: bool) -> None:
-        await self.records.call(self.records.set_opted_out, connector, address, opted_out)
+        await self.records.write(self.records.set_opted_out, connector, address, opted_out)
         log.info("%s %s opted %s", connector, mask(address), "out" if opted_out else "in")
 
     async def is_opted_out(self, connector: str, address: str) -> bool:
-        return await self.records.call(self.records.is_opted_out, connector, address)
+        return await self.records.read(self.records.is_opted_out, connector, address)
 
     async def last_inbound_at(self, conversation_id: str) -> Optional[float]:
-        row = await self.records.call(self.records.conversation, conversation_id)
+        row = await self.records.read(self.records.conversation, conversation_id)
         return float(row["last_inbound_at"]) if row else None
 
     async def store_address(self, conversation_id: str) -> str:
-        row = await self.records.call(self.records.conversation, conversation_id)
+        row = await self.records.read(self.records.conversation, conversation_id)
         return str(row["store_address"]) if row else ""
 
     async def remember_options(self, conversation_id: str, buttons: Sequence[Button]) -> None:
-        await self.records.call(self.records.remember_options, conversation_id, buttons)
+        await self.records.write(self.records.remember_options, conversation_id, buttons)
 
     async def offered_options(self, conversation_id: str) -> List[Button]:
-        return await self.records.call(self.records.offered_options, conversation_id)
+        return await self.records.read(self.records.offered_options, conversation_id)
 
     async def transcript(self, conversation_id: str) -> List[TranscriptTurn]:
-        return await self.records.call(self.records.transcript, conversation_id)
+        return await self.records.read(self.records.transcript, conversation_id)
 
     # processing, called by the inbox one message at a time per conversation
 
     async def process(self, message: Message) -> None:
         dedupe_seconds = None if self.dedupe is not None else self.policy.dedupe_hours * 3600
-        if not await self.records.call(self.records.record_inbound, message, dedupe_seconds):
+        if not await self.records.write(self.records.record_inbound, message, dedupe_seconds):
             log.info("%s message %s is a duplicate; not processed again", message.connector,
                      message.message_id)
             return
@@ -138,6 +138,6 @@ class Router:
             outcomes = [Delivery("failed", error=f"channel {connector} is off")] * len(replies)
         else:
             outcomes = await channel.send(recipient, replies, self)
-        await self.records.call(self.records.record_sent, f"{connector}:{recipient}", connector,
+        await self.records.write(self.records.record_sent, f"{connector}:{recipient}", connector,
                                 replies, outcomes, role)
         return outcomes

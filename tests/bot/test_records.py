@@ -6,9 +6,10 @@ import time
 from typing import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from actions.store.sql import open_store
-from bot.records import GatewayRecords, metadata
+from bot.records import GatewayRecords, metadata, seen_messages
 from connectors.message import Attachment, Button, Delivery, Message, Reply, StatusUpdate
 
 CONVERSATION = "twilio:+15550001111"
@@ -100,3 +101,14 @@ def test_a_provider_retry_is_not_recorded_again_until_the_key_expires(
     time.sleep(0.05)
     assert records.record_inbound(short, dedupe_seconds=60)
     assert len(records.transcript(CONVERSATION)) == 3
+
+
+def test_expired_dedupe_keys_are_purged(records: GatewayRecords) -> None:
+    records.record_inbound(inbound("old", time.time()), dedupe_seconds=0.01)
+    time.sleep(0.05)
+    records.inbound_since_purge = 10_000  # as if many messages had come since
+    records.record_inbound(inbound("new", time.time()), dedupe_seconds=60)
+    with records.engine.connect() as db:
+        keys = db.execute(sa.select(seen_messages.c.key)).scalars().all()
+    assert len(keys) == 1 and keys[0].startswith("twilio:SM")
+    assert records.inbound_since_purge == 0
