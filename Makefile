@@ -33,3 +33,4 @@ nlu-report: setup
 bench: setup
 	$(BIN)/python bench/bench_nlu.py
 	$(BIN)/python bench/bench_turns.py
+	$(BIN)/python bench/bench_gateway.py

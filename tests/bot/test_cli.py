@@ -1,10 +1,18 @@
 """The `bot` console command."""
 from __future__ import annotations
 
-import pytest
+import asyncio
+import os
 
-from actions.store.sql import open_store
+import pytest
+from aiohttp import web
+
+from actions.store.sql import create_store_engine, open_store
 from bot.cli import main
+from bot.records import GatewayRecords
+from connectors.message import Delivery, Reply
+from tests.conftest import REPO_ROOT
+from tests.provider_api import ProviderAPI, RecordedRequest
 
 
 def test_help_lists_every_command(capsys):
@@ -12,7 +20,8 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for command in ("run", "serve", "seed", "validate", "nlu-report"):
+    for command in ("run", "serve", "seed", "validate", "nlu-report", "telegram",
+                    "deliveries"):
         assert command in out
 
 
@@ -33,3 +42,51 @@ def test_nlu_report_has_its_own_help(capsys):
     with pytest.raises(SystemExit):
         main(["nlu-report", "--help"])
     assert "--eval-dir" in capsys.readouterr().out
+
+
+async def bot_command(*args: str, **env: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(REPO_ROOT / ".venv" / "bin" / "bot"), *args, cwd=REPO_ROOT,
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def test_telegram_set_webhook_registers_the_url_and_secret() -> None:
+    api = await ProviderAPI().start()
+    token = "123456:ABC-DEF"
+
+    async def ok(request: RecordedRequest) -> web.Response:
+        return web.json_response({"ok": True, "result": True})
+
+    api.answer("POST", f"/bot{token}/setWebhook", ok)
+    env = {"TELEGRAM_BOT_TOKEN": token, "TELEGRAM_SECRET_TOKEN": "s3cret",
+           "TELEGRAM_API_BASE_URL": api.url}
+    try:
+        code, output = await bot_command("telegram", "set-webhook", "--public-url",
+                                         "https://support.example.com", **env)
+        assert code == 0, output
+        assert "https://support.example.com/webhooks/telegram" in output
+        assert token not in output
+        form = api.calls(f"/bot{token}/setWebhook")[0].form
+        assert form["url"] == ["https://support.example.com/webhooks/telegram"]
+        assert form["secret_token"] == ["s3cret"]
+        code, output = await bot_command("telegram", "set-webhook", "--public-url",
+                                         "http://insecure.example.com", **env)
+        assert code == 1 and "https" in output
+    finally:
+        await api.stop()
+
+
+def test_deliveries_lists_failed_sends(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    records = GatewayRecords(create_store_engine(url))
+    records.record_sent("telegram:42", "telegram", [Reply("hi"), Reply("there")],
+                        [Delivery("sent", "7", attempts=1),
+                         Delivery("failed", error="HTTP 400: chat not found", attempts=1)])
+    records.close()
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", url)
+    assert main(["deliveries", "--status", "failed"]) == 0
+    out = capsys.readouterr().out
+    assert "chat not found" in out and "1 deliveries with status failed" in out

@@ -3,14 +3,18 @@ what a connector hands to the gateway (the gateway's own context is tested in
 tests/bot)."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Dict, List, Optional, Sequence, Set, Tuple
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from actions.policy import REPO_ROOT, parse_yaml_model
+from connectors.channel import Channel
 from connectors.config import ChannelPolicy, RateSettings
 from connectors.message import Button, Message, StatusUpdate, TranscriptTurn
 from tests.provider_api import ProviderAPI
@@ -87,3 +91,12 @@ async def provider_api() -> AsyncIterator[ProviderAPI]:
 @pytest.fixture
 def context() -> RecordingContext:
     return RecordingContext()
+
+
+@contextlib.asynccontextmanager
+async def serving(channel: Channel, context: RecordingContext) -> AsyncIterator[TestClient]:
+    """A client for an app holding only this channel's webhooks, bound to `context`."""
+    app = web.Application()
+    channel.install(app, context)
+    async with TestClient(TestServer(app)) as client:
+        yield client

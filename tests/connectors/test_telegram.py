@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Callable, Dict, List
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -33,7 +33,7 @@ from connectors.telegram import (
     _provider_errors,
     set_webhook,
 )
-from tests.connectors.conftest import RecordingContext, channel_policy
+from tests.connectors.conftest import RecordingContext, channel_policy, serving
 from tests.provider_api import ProviderAPI, RecordedRequest, free_port
 
 TOKEN = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
@@ -105,9 +105,7 @@ async def channel(bot_api: ProviderAPI) -> AsyncIterator[TelegramChannel]:
 @pytest_asyncio.fixture
 async def client(channel: TelegramChannel,
                  context: RecordingContext) -> AsyncIterator[TestClient]:
-    app = web.Application()
-    channel.install(app, context)
-    async with TestClient(TestServer(app)) as client:
+    async with serving(channel, context) as client:
         yield client
 
 

@@ -12,12 +12,12 @@ from typing import Any, AsyncIterator, Dict, List, Sequence
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from connectors.config import RateSettings, WhatsAppCredentials
 from connectors.message import Attachment, Button, Delivery, Reply
 from connectors.whatsapp import SERVICE_WINDOW_SECONDS, WhatsAppChannel
-from tests.connectors.conftest import RecordingContext, channel_policy
+from tests.connectors.conftest import RecordingContext, channel_policy, serving
 from tests.provider_api import ProviderAPI, RecordedRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,12 +47,8 @@ async def channel(provider_api: ProviderAPI) -> AsyncIterator[WhatsAppChannel]:
 @pytest_asyncio.fixture
 async def client(channel: WhatsAppChannel,
                  context: RecordingContext) -> AsyncIterator[TestClient]:
-    app = web.Application()
-    channel.install(app, context)
-    test_client = TestClient(TestServer(app))
-    await test_client.start_server()
-    yield test_client
-    await test_client.close()
+    async with serving(channel, context) as test_client:
+        yield test_client
 
 
 @pytest.fixture
