@@ -81,11 +81,12 @@ def build_channels(credentials: ChannelCredentials, policy: ChannelPolicy,
 
 
 def report_channels(channels: Mapping[str, Channel], env: Mapping[str, str]) -> None:
-    for name, missing in ChannelCredentials.missing(env).items():
+    missing = ChannelCredentials.missing(env)
+    for name in sorted(set(channels) | set(missing)):
         if name in channels:
             log.info("channel %s: on", name)
         else:
-            log.warning("channel %s: off (set %s)", name, ", ".join(missing))
+            log.warning("channel %s: off (set %s)", name, ", ".join(missing[name]))
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

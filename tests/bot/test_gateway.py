@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -231,3 +234,31 @@ async def test_an_sms_customer_picks_a_numbered_option_and_the_bot_acts_on_it(
                    for r in twilio_api.calls(twilio_test.MESSAGES_PATH))
     finally:
         await client.close()
+
+
+async def test_channels_without_credentials_are_off_and_say_so_and_the_gateway_starts_offline(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
+    """Telegram configured against an API that cannot be reached, the rest missing."""
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "WHATSAPP_APP_SECRET",
+                 "WHATSAPP_VERIFY_TOKEN", "WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "1:unreachable")
+    monkeypatch.setenv("TELEGRAM_SECRET_TOKEN", "s3cret")
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    settings = dataclasses.replace(load_settings(), var_dir=tmp_path, database_url="",
+                                   redis_url="",
+                                   rasa_url=f"http://127.0.0.1:{free_port()}")
+    with caplog.at_level(logging.INFO, logger="bot.gateway"):
+        app = create_app(settings)
+    assert "channel telegram: on" in caplog.text and "channel webchat: on" in caplog.text
+    assert "channel twilio: off (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)" in caplog.text
+    assert "channel whatsapp: off (set WHATSAPP_APP_SECRET" in caplog.text
+    async with TestClient(TestServer(app)) as client:
+        health = await client.get("/health")
+        body = await health.json()
+        assert health.status == 503 and body["rasa"] is False
+        assert body["channels"] == ["telegram", "webchat"]
+        assert (await client.post("/webhooks/twilio", data={"Body": "hi"})).status == 404
+        assert (await client.post("/webhooks/telegram", json={},
+                                  headers={SECRET_HEADER: "wrong"})).status == 403
