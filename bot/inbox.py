@@ -103,7 +103,7 @@ class MemoryInbox:
         queue = self.queues[conversation_id]
         assert self.process is not None, "enqueue() before start()"
         while not queue.empty():  # in memory: finish the queue even when stopping
-            await self.process(queue.get_nowait())
+            await process_guarded(self.process, queue.get_nowait())
         del self.queues[conversation_id]
 
     async def start(self, process: Process) -> None:
@@ -183,7 +183,7 @@ class RedisInbox:
                 except (ValueError, TypeError, KeyError):
                     log.error("dropping an undecodable inbox entry in %s", queue)
                 else:
-                    await self.process(message)
+                    await process_guarded(self.process, message)
                 await self.redis.lpop(queue)
         finally:
             keepalive.cancel()
@@ -212,6 +212,17 @@ class RedisInbox:
             self.sweeper.cancel()
             await asyncio.gather(self.sweeper, return_exceptions=True)
         await self.workers.stop(grace_seconds)
+
+
+async def process_guarded(process: Process, message: Message) -> None:
+    """A message whose processing fails is logged and passed over, so the rest of its
+    conversation still flows. Only the error's type is logged: database errors quote
+    the statement's parameters, which hold the customer's text."""
+    try:
+        await process(message)
+    except Exception as error:  # whatever went wrong, it concerns this message only
+        log.error("processing %s message %s failed: %s", message.connector,
+                  message.message_id, type(error).__name__)
 
 
 def encode(message: Message) -> str:

@@ -120,3 +120,20 @@ async def test_redis_dedupe_key_expires(redis: aioredis.Redis, prefix: str) -> N
     assert not await dedupe.claim(message("alice", 1))
     assert await dedupe.claim(message("alice", 2))
     assert 0 < await redis.ttl(f"{prefix}:seen:test:alice-1") <= 1
+
+
+async def test_a_message_that_fails_does_not_stop_its_conversation() -> None:
+    processor = Processor()
+
+    async def fails_on_two(msg: Message) -> None:
+        if msg.text == "2":
+            raise RuntimeError("the database went away")
+        await processor(msg)
+
+    inbox = MemoryInbox()
+    await inbox.start(fails_on_two)
+    for number in range(1, 5):
+        await inbox.enqueue(message("alice", number))
+    await processor.wait_for(3)
+    await inbox.stop()
+    assert processor.done == {"alice": ["1", "3", "4"]}
