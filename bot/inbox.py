@@ -164,13 +164,13 @@ class RedisInbox:
                 await self._drain_locked(queue, lock, token)
             finally:
                 await self.release(keys=[lock], args=[token])
-            if self.workers.stopping:
-                return
             if not await self.redis.llen(queue):
                 await self.redis.srem(self.pending, conversation_id)
                 if not await self.redis.llen(queue):
                     return
                 await self.redis.sadd(self.pending, conversation_id)
+            if self.workers.stopping:
+                return  # what is left stays pending for the other processes
 
     async def _drain_locked(self, queue: str, lock: str, token: str) -> None:
         assert self.process is not None, "enqueue() before start()"
