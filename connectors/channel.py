@@ -8,6 +8,7 @@ talks to Rasa or to another channel; what it needs from the gateway is the small
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 from typing import List, Optional, Protocol, Sequence
 
@@ -22,6 +23,7 @@ from connectors.message import (
     StatusUpdate,
     TranscriptTurn,
 )
+from connectors.render import chosen_option, option_number
 
 log = logging.getLogger("connectors")
 
@@ -101,6 +103,15 @@ class HttpChannel(Channel):
         if self._session is None:
             raise RuntimeError(f"{self.name}: start() must be awaited before send()")
         return self._session
+
+
+async def with_chosen_option(message: Message, context: ChannelContext) -> Message:
+    """A typed reply that is only a number, answering options we offered as text,
+    becomes that option's payload. Other texts never cost a lookup."""
+    if option_number(message.text) is None:
+        return message
+    payload = chosen_option(message.text, await context.offered_options(message.conversation_id))
+    return dataclasses.replace(message, text=payload) if payload else message
 
 
 def forbidden(channel: str, reason: str) -> web.HTTPForbidden:

@@ -48,10 +48,15 @@ def numbered_options(buttons: Sequence[Button]) -> str:
     return "\n".join(["Reply with a number:", *lines])
 
 
-def chosen_option(text: str, buttons: Sequence[Button]) -> Optional[str]:
-    """The payload of the option the customer picked by number ("2", "2.", " 2 ")."""
+def option_number(text: str) -> Optional[int]:
+    """The number in a reply that is only an option number ("2", "2.", " 2 ")."""
     match = re.fullmatch(r"\s*(\d{1,2})[.)]?\s*", text)
-    if not match:
+    return int(match.group(1)) if match else None
+
+
+def chosen_option(text: str, buttons: Sequence[Button]) -> Optional[str]:
+    """The payload of the option the customer picked by number."""
+    number = option_number(text)
+    if number is None:
         return None
-    index = int(match.group(1)) - 1
-    return buttons[index].payload if 0 <= index < len(buttons) else None
+    return buttons[number - 1].payload if 0 < number <= len(buttons) else None

@@ -12,7 +12,6 @@ numbered options that the customer answers with a number.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
@@ -21,7 +20,13 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
 
-from connectors.channel import ChannelContext, HttpChannel, forbidden, malformed
+from connectors.channel import (
+    ChannelContext,
+    HttpChannel,
+    forbidden,
+    malformed,
+    with_chosen_option,
+)
 from connectors.config import ChannelPolicy, TwilioCredentials
 from connectors.message import (
     Attachment,
@@ -34,7 +39,7 @@ from connectors.message import (
 )
 from connectors.outbound import PermanentError, RateLimiter, deliver, post
 from connectors.privacy import mask
-from connectors.render import chosen_option, numbered_options, split_text
+from connectors.render import numbered_options, split_text
 
 log = logging.getLogger("connectors.twilio")
 
@@ -99,7 +104,8 @@ class TwilioChannel(HttpChannel):
             raise malformed(self.name, str(error)) from None
         if await self._handle_opt_keyword(message, form, context):
             return twiml()
-        message = await self._with_chosen_option(message, form, context)
+        if not form.get("ButtonPayload"):  # a template button is not a typed number
+            message = await with_chosen_option(message, context)
         if message.is_empty:
             log.info("twilio message %s has nothing to read (type %s); skipped",
                      message.message_id, form.get("MessageType", "?"))
@@ -165,15 +171,6 @@ class TwilioChannel(HttpChannel):
         if keyword in OPT_IN_WHEN_OPTED_OUT and await context.is_opted_out(self.name, sender):
             return False
         return None
-
-    async def _with_chosen_option(self, message: Message, form: Form,
-                                  context: ChannelContext) -> Message:
-        """A bare number answering the numbered options we offered becomes that option."""
-        if form.get("ButtonPayload"):
-            return message
-        offered = await context.offered_options(message.conversation_id)
-        payload = chosen_option(message.text, offered) if offered else None
-        return dataclasses.replace(message, text=payload) if payload else message
 
     # -- outbound ----------------------------------------------------------------------
 

@@ -21,7 +21,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from connectors.channel import ChannelContext, HttpChannel, forbidden, malformed
+from connectors.channel import (
+    ChannelContext,
+    HttpChannel,
+    forbidden,
+    malformed,
+    with_chosen_option,
+)
 from connectors.config import ChannelPolicy, WhatsAppCredentials
 from connectors.message import (
     Attachment,
@@ -34,7 +40,7 @@ from connectors.message import (
 )
 from connectors.outbound import RateLimiter, deliver, post
 from connectors.privacy import mask
-from connectors.render import chosen_option, numbered_options, split_text
+from connectors.render import numbered_options, split_text
 
 log = logging.getLogger("connectors.whatsapp")
 
@@ -74,7 +80,6 @@ _MEDIA_KINDS: Dict[str, AttachmentKind] = {
     "image": "image", "video": "video", "audio": "audio", "document": "file",
 }
 # An option number is at most two digits and a dot; only then is a lookup worth it.
-_OPTION_REPLY_MAX_LENGTH = 3
 
 
 # --- Meta's webhook payload, as documented (unknown fields are ignored) ----------------
@@ -234,7 +239,7 @@ class WhatsAppChannel(HttpChannel):
         for received in events.messages:
             message = received.message
             if received.typed:
-                message = await _with_chosen_option(message, context)
+                message = await with_chosen_option(message, context)
             await self._accept(message, context)
         for update in events.statuses:
             await context.record_status(update)
@@ -405,15 +410,6 @@ def _error_text(error: _StatusError) -> str:
     details = error.error_data.details if error.error_data else ""
     summary = error.title or error.message
     return f"{error.code} {summary}: {details}" if details else f"{error.code} {summary}"
-
-
-async def _with_chosen_option(message: Message, context: ChannelContext) -> Message:
-    """Map "2" back to the payload of option 2, when options were offered as text."""
-    if len(message.text.strip()) > _OPTION_REPLY_MAX_LENGTH:
-        return message
-    options = await context.offered_options(message.conversation_id)
-    payload = chosen_option(message.text, options) if options else None
-    return replace(message, text=payload) if payload else message
 
 
 # --- outbound helpers ------------------------------------------------------------------
