@@ -26,7 +26,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Awaitable, Callable, Dict, List, Tuple
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -116,12 +116,13 @@ async def rest_conversation(session: aiohttp.ClientSession, url: str,
 UPDATE_IDS = itertools.count(uuid.uuid4().int % 2**40)
 
 
-async def run_concurrently(count: int, concurrency: int, make: object) -> float:
+async def run_concurrently(count: int, concurrency: int,
+                           make: Callable[[int], Awaitable[None]]) -> float:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(index: int) -> None:
         async with gate:
-            await make(index)  # type: ignore[operator]
+            await make(index)
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(count)))

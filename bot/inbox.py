@@ -37,10 +37,6 @@ class Inbox(Protocol):
         ...
 
 
-def dedupe_key(message: Message) -> str:
-    return f"{message.connector}:{message.message_id}"
-
-
 class RedisDedupe:
     """Provider message ids seen within `seconds`, as Redis keys that expire. (Without
     Redis, the dedupe key is written in the same SQL transaction as the message.)"""
@@ -52,7 +48,7 @@ class RedisDedupe:
 
     async def claim(self, message: Message) -> bool:
         """True the first time this message id is seen; False for a provider retry."""
-        return bool(await self.redis.set(f"{self.prefix}:seen:{dedupe_key(message)}", "1",
+        return bool(await self.redis.set(f"{self.prefix}:seen:{message.dedupe_key}", "1",
                                          nx=True, ex=self.seconds))
 
 

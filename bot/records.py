@@ -124,7 +124,7 @@ class GatewayRecords:
         self._purge_expired_keys_now_and_then()
         with self.engine.begin() as db:
             if dedupe_seconds is not None and not _first_sighting(
-                    db, f"{message.connector}:{message.message_id}", dedupe_seconds):
+                    db, message.dedupe_key, dedupe_seconds):
                 return False
             updated = db.execute(conversations.update().where(
                 conversations.c.conversation_id == message.conversation_id).values(**values))

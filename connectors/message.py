@@ -54,6 +54,11 @@ class Message:
         return f"{self.connector}:{self.sender}"
 
     @property
+    def dedupe_key(self) -> str:
+        """The provider's id, unique across connectors: what a provider retry repeats."""
+        return f"{self.connector}:{self.message_id}"
+
+    @property
     def is_empty(self) -> bool:
         return not self.text.strip() and not self.attachments
 
