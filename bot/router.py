@@ -22,7 +22,7 @@ from connectors.message import (
     StatusUpdate,
     TranscriptTurn,
 )
-from connectors.privacy import mask
+from connectors.privacy import loggable_error, mask
 
 log = logging.getLogger("bot.router")
 
@@ -58,7 +58,7 @@ class Router:
         known = await self.records.write(self.records.record_status, update)
         if update.status == "failed":
             log.warning("%s reports message %s failed: %s", update.connector,
-                        update.provider_message_id, update.error)
+                        update.provider_message_id, loggable_error(update.error))
         elif not known:
             log.info("%s status for unknown message %s", update.connector,
                      update.provider_message_id)

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Dict, Mapping, Optional
 import aiohttp
 
 from connectors.message import Delivery
+from connectors.privacy import loggable_error
 
 log = logging.getLogger("connectors.outbound")
 
@@ -97,7 +98,7 @@ async def deliver(attempt: Attempt, retry: RetryPolicy, *limiters: tuple[RateLim
         try:
             return Delivery("sent", provider_message_id=await attempt(), attempts=number)
         except PermanentError as error:
-            log.warning("%s send refused: %s", label, _loggable(error))
+            log.warning("%s send refused: %s", label, loggable_error(error))
             return Delivery("failed", error=str(error), attempts=number)
         except TransientError as error:
             last_error = str(error)
@@ -107,14 +108,8 @@ async def deliver(attempt: Attempt, retry: RetryPolicy, *limiters: tuple[RateLim
                          label, number, error, pause)
                 await asyncio.sleep(pause)
     log.error("%s send failed after %d attempts: %s", label, retry.attempts,
-              _loggable(last_error))
+              loggable_error(last_error))
     return Delivery("failed", error=last_error, attempts=retry.attempts)
-
-
-def _loggable(error: object) -> str:
-    """The status and code only: providers' error texts can quote the phone number.
-    The whole text is kept with the delivery record."""
-    return str(error).split(":", 1)[0]
 
 
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:

@@ -10,3 +10,9 @@ def mask(address: str) -> str:
     visible = 4 if len(rest) > 8 else 2
     hidden = rest[:2] + "*" * max(0, len(rest) - 2 - visible) + rest[-visible:]
     return f"{scheme}:{hidden}" if scheme else hidden
+
+
+def loggable_error(error: object) -> str:
+    """A provider error as a log line may carry it: the status and code before the
+    first colon. Providers' texts can quote the phone number; records keep them whole."""
+    return str(error).split(":", 1)[0]
