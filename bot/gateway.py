@@ -28,6 +28,10 @@ from bot.router import Router
 from bot.settings import REPO_ROOT, Settings, load_settings
 from connectors.channel import Channel
 from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
+from connectors.telegram import TelegramChannel
+from connectors.twilio import TwilioChannel
+from connectors.webchat import WebChatChannel
+from connectors.whatsapp import WhatsAppChannel
 
 log = logging.getLogger("bot.gateway")
 
@@ -63,11 +67,6 @@ def webchat_secret(settings: Settings) -> bytes:
 
 def build_channels(credentials: ChannelCredentials, policy: ChannelPolicy,
                    settings: Settings) -> Dict[str, Channel]:
-    from connectors.telegram import TelegramChannel
-    from connectors.twilio import TwilioChannel
-    from connectors.webchat import WebChatChannel
-    from connectors.whatsapp import WhatsAppChannel
-
     channels: Dict[str, Channel] = {"webchat": WebChatChannel(
         webchat_secret(settings), STATIC_DIR / "webchat", settings.redis_url or None)}
     if credentials.twilio:
