@@ -1,0 +1,88 @@
+"""Live handoff events for open consoles. Each process fans events out to its own
+subscribers; with Redis, events travel through one pub/sub channel, so a console on
+one gateway sees what happened on another."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, AsyncIterator, Dict, Optional, Set
+
+from redis import asyncio as aioredis
+
+log = logging.getLogger("bot.handoff.events")
+
+Event = Dict[str, Any]
+CHANNEL = "handoff-events"
+# A console that stops reading loses old events rather than holding memory forever;
+# it reloads the lists when it reconnects.
+SUBSCRIBER_BACKLOG = 1000
+
+
+class EventBus:
+    """In-process fan-out; the base of the Redis bus."""
+
+    def __init__(self) -> None:
+        self._subscribers: Set[asyncio.Queue[Event]] = set()
+
+    async def publish(self, event: Event) -> None:
+        self._fan_out(event)
+
+    def _fan_out(self, event: Event) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(SUBSCRIBER_BACKLOG)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class RedisEventBus(EventBus):
+    def __init__(self, redis: aioredis.Redis) -> None:
+        super().__init__()
+        self.redis = redis
+        self._listener: Optional[asyncio.Task[None]] = None
+
+    async def publish(self, event: Event) -> None:
+        try:
+            await self.redis.publish(CHANNEL, json.dumps(event))
+        except aioredis.RedisError as error:
+            # The record is safe in SQL; only other processes' consoles miss the update.
+            log.warning("handoff event not shared through Redis (%s)", type(error).__name__)
+            self._fan_out(event)
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    async for item in pubsub.listen():
+                        if item.get("type") == "message":
+                            self._fan_out(json.loads(item["data"]))
+            except aioredis.RedisError as error:
+                log.warning("handoff events: Redis subscription lost (%s); retrying",
+                            type(error).__name__)
+                await asyncio.sleep(1)
