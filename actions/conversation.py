@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -18,6 +18,7 @@ from actions.store.sql import Store, open_store
 from actions.store.types import Order, normalize_order_id
 
 EMAIL_PATTERN = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+HOUSEKEEPING_ACTIONS = frozenset({"action_listen", "action_session_start"})
 
 
 @lru_cache(maxsize=1)
@@ -98,29 +99,61 @@ class Turn:
         self.set("pending_offer", kind)
         self.say(response, **facts)
 
+    def current_slots(self) -> Dict[str, Any]:
+        """Every slot that has a value once this run's changes are applied."""
+        changed = [e.get("name") for e in self.events if e.get("event") == "slot"]
+        names = dict.fromkeys([*self.tracker.current_slot_values(), *changed])
+        values = {name: self.slot(name) for name in names}
+        return {name: value for name, value in values.items() if value is not None}
+
     def escalate(self, rule_name: str, order: Optional[Order], what_happened: str) -> None:
+        """Hand the conversation to a person: tell the customer, then the gateway.
+
+        `order` is what verified_order() returned: every caller passes it, so an order
+        here means the customer proved who they are."""
         rule = self.policy.rule(rule_name)
-        tier = self.policy.tiers[rule.tier]
-        summary = (
-            f"{what_happened} Rule {rule_name} fired (tier {rule.tier}). "
-            f"Next: {rule.next_step}. Customer told to expect a reply {tier.team_reply}."
-        )
-        handoff = self.store.handoffs.create(
-            conversation_id=self.conversation_id,
-            reason_code=rule.reason,
-            tier=rule.tier,
-            rule=rule_name,
-            order_id=order.order_id if order else None,
-            summary=summary,
-        )
-        response = "utter_escalated_safety" if rule_name == "safety_legal" else "utter_escalated"
-        self.say(
-            response,
-            team=self.policy.teams[rule.team],
-            team_reply=tier.team_reply,
-            handoff_id=handoff.handoff_id,
-        )
+        # The person answers from here; a question left open must not reach them as a slot.
         self.set("pending_offer", None)
+        response = "utter_escalated_safety" if rule_name == "safety_legal" else "utter_escalated"
+        self.say(response, team=self.policy.teams[rule.team],
+                 team_reply=self.policy.tiers[rule.tier].team_reply)
+        # Last: the gateway takes it out of the replies and opens the handoff.
+        payload = handoff_payload(self, rule_name, order, what_happened)
+        self.dispatcher.utter_message(json_message={"handoff": payload})
 
     def finish(self) -> List[Dict[str, Any]]:
         return self.events
+
+
+def handoff_payload(turn: Turn, rule_name: str, order: Optional[Order],
+                    what_happened: str) -> Dict[str, Any]:
+    """What the gateway needs to open a handoff; `order` is the verified order or None."""
+    rule = turn.policy.rule(rule_name)
+    return {
+        "reason_code": rule.reason,
+        "rule": rule_name,
+        "tier": rule.tier,
+        "queue": rule.team,
+        "order_id": order.order_id if order else None,
+        "customer": {
+            "name": order.customer.name if order else "",
+            "verified": order is not None,
+            "contact": str(turn.slot("contact") or ""),  # the gateway masks it for display
+        },
+        "summary": {
+            "what_happened": what_happened,
+            "next": rule.next_step,
+            "eta": turn.policy.tiers[rule.tier].team_reply,
+        },
+        "slots": turn.current_slots(),
+        "actions_attempted": actions_attempted(turn.tracker.events),
+    }
+
+
+def actions_attempted(events: Iterable[Dict[str, Any]]) -> List[str]:
+    """The actions run so far, each once, in the order first run; listening, session
+    starts, plain utterances and form validation did nothing for the customer."""
+    names = [e.get("name") or "" for e in events if e.get("event") == "action"]
+    attempted = [name for name in names if name not in HOUSEKEEPING_ACTIONS
+                 and not name.startswith(("utter_", "validate_"))]
+    return list(dict.fromkeys(attempted))

@@ -1,5 +1,5 @@
 """The gateway (aiohttp): every channel's webhooks, the web chat, the Rasa-compatible
-REST channel and the health check, in front of Rasa.
+REST channel, the agent API and console, and the health check, in front of Rasa.
 
 `create_app` wires the parts: channels that have credentials, the inbox (in process,
 or Redis with REDIS_URL), the records in SQL and the router that processes messages.
@@ -19,8 +19,13 @@ from aiohttp import web
 from redis import asyncio as aioredis
 from sqlalchemy import text
 
-from actions.policy import parse_yaml_model, policy_dir
+from actions.policy import load_policy, parse_yaml_model, policy_dir
 from actions.store.sql import Store, create_store_engine, open_store
+from bot.agent_console import install_agent_console
+from bot.handoff.desk import HandoffDesk, is_handoff
+from bot.handoff.events import EventBus, RedisEventBus
+from bot.handoff.policy import load_handoff_policy
+from bot.handoff.store import HandoffStore
 from bot.inbox import Inbox, MemoryInbox, RedisDedupe, RedisInbox
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
@@ -92,11 +97,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     router = app[ROUTER]
     for channel in router.channels.values():
         await channel.start()
+    await router.desk.bus.start()
     await router.inbox.start(router.process)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         app[HTTP] = session
         yield
     await router.inbox.stop()
+    await router.desk.bus.stop()
     for channel in router.channels.values():
         await channel.stop()
     await router.rasa.close()
@@ -127,7 +134,9 @@ async def _read_rest_message(request: web.Request) -> Dict[str, Any]:
 
 async def rest_webhook(request: web.Request) -> web.Response:
     """Rasa's REST channel contract: {sender, message} in, the list of replies out.
-    The caller waits for the answer, so a bot outage is a 503 to retry, not a queue."""
+    The caller waits for the answer, so a bot outage is a 503 to retry, not a queue.
+    REST has no way to bring an agent's reply later, so it opens no handoff; the bot's
+    escalation payload (slots, contact) is internal and is taken out."""
     payload = await _read_rest_message(request)
     try:
         replies: List[Dict[str, Any]] = await request.app[ROUTER].rasa.ask_raw(**payload)
@@ -135,7 +144,7 @@ async def rest_webhook(request: web.Request) -> web.Response:
         log.error("rasa did not answer a REST message: %s", error)
         return web.json_response(
             {"error": "the assistant is unavailable, please try again shortly"}, status=503)
-    return web.json_response(replies)
+    return web.json_response([r for r in replies if not is_handoff(r.get("custom"))])
 
 
 async def _component_up(session: aiohttp.ClientSession, url: str) -> bool:
@@ -202,15 +211,19 @@ def create_app(settings: Optional[Settings] = None,
     if redis is not None:
         inbox = RedisInbox(redis)
     dedupe = RedisDedupe(redis, policy.dedupe_hours * 3600) if redis is not None else None
+    escalation = load_policy()
+    desk = HandoffDesk(HandoffStore(records.engine), records, load_handoff_policy(escalation),
+                       escalation, store, RedisEventBus(redis) if redis else EventBus())
     router = Router(records, inbox,
                     RasaClient(settings.rasa_url, settings.rasa_timeout_seconds),
-                    channels, policy, store.handoffs, dedupe)
+                    channels, policy, desk, dedupe)
 
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, redis
     app.cleanup_ctx.append(_lifecycle)
     for channel in channels.values():
         channel.install(app, router)
+    install_agent_console(app, desk, settings.agent_api_token)
     app.router.add_post("/webhooks/rest/webhook", rest_webhook)
     app.router.add_get("/health", health)
     return app

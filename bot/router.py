@@ -1,6 +1,7 @@
 """The gateway router: the gateway's side of the channel contract, and the path of
-every inbound message: deduplicate, record, queue in order, ask the bot, send the
-replies on the customer's channel, record what happened."""
+every inbound message: deduplicate, record, queue in order, hand it to the person who
+has the conversation or else ask the bot, send the replies on the customer's channel,
+record what happened, and open a handoff when the bot escalates or cannot answer."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +9,7 @@ import logging
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from actions.store.types import HandoffRequests
+from bot.handoff.desk import HandoffDesk, split_handoff
 from bot.inbox import Inbox, RedisDedupe
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
@@ -34,14 +35,15 @@ ATTACHMENT_ONLY_TEXT = "[attachment]"
 class Router:
     def __init__(self, records: GatewayRecords, inbox: Inbox, rasa: RasaClient,
                  channels: Mapping[str, Channel], policy: ChannelPolicy,
-                 handoffs: HandoffRequests, dedupe: Optional[RedisDedupe] = None) -> None:
+                 desk: HandoffDesk, dedupe: Optional[RedisDedupe] = None) -> None:
         self.records = records
         self.inbox = inbox
         self.dedupe = dedupe
         self.rasa = rasa
         self.channels: Dict[str, Channel] = dict(channels)
         self.policy = policy
-        self.handoffs = handoffs
+        self.desk = desk
+        desk.bind(self.deliver)
 
     # the ChannelContext connectors call
 
@@ -95,14 +97,20 @@ class Router:
             log.info("%s message %s is a duplicate; not processed again", message.connector,
                      message.message_id)
             return
+        if await self.desk.takes(message):
+            return
         try:
-            replies = await self._ask_bot(message)
+            replies, escalation = split_handoff(await self._ask_bot(message))
         except BotUnavailable as error:
             log.error("bot unavailable for %s after %.0fs (%s); handing to a person",
                       message.connector, self.policy.bot_retry_seconds, error)
-            await asyncio.to_thread(self._hand_off_unavailable, message)
-            replies = [Reply(text=self.policy.texts.bot_unavailable)]
+            await self.deliver(message.connector, message.sender,
+                               [Reply(text=self.policy.texts.bot_unavailable)])
+            await self.desk.bot_unavailable(message, self.policy.bot_retry_seconds)
+            return
         await self.deliver(message.connector, message.sender, replies)
+        if escalation is not None:
+            await self.desk.escalate(message, escalation)
 
     async def _ask_bot(self, message: Message) -> List[Reply]:
         """Ask Rasa, retrying with backoff for up to bot_retry_seconds."""
@@ -119,16 +127,6 @@ class Router:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
-
-    def _hand_off_unavailable(self, message: Message) -> None:
-        waiting = [h for h in self.handoffs.list(status="waiting")
-                   if h.conversation_id == message.conversation_id]
-        if not waiting:
-            self.handoffs.create(
-                message.conversation_id, "bot_unavailable", 1, "bot_unavailable", None,
-                f"The assistant did not answer a {message.channel} message for "
-                f"{self.policy.bot_retry_seconds:.0f} s. Next: read the transcript and "
-                "reply to the customer.")
 
     async def deliver(self, connector: str, recipient: str, replies: Sequence[Reply],
                       role: str = "bot") -> List[Delivery]:

@@ -20,6 +20,7 @@ class Settings:
     database_url: str
     webchat_secret: str
     gateway_database_override: str
+    agent_api_token: str
 
     @property
     def action_health_url(self) -> str:
@@ -55,4 +56,5 @@ def load_settings() -> Settings:
         database_url=env.get("DATABASE_URL", ""),
         webchat_secret=env.get("WEBCHAT_SECRET", ""),
         gateway_database_override=env.get("GATEWAY_DATABASE_URL", ""),
+        agent_api_token=env.get("AGENT_API_TOKEN", ""),
     )

@@ -2,7 +2,7 @@
 situation the bot handles) plus 200 generated ones (A2001-A2200) for realism and load.
 
 Every date is relative to `now`, so "shipped yesterday" stays true whenever the demo
-is (re)seeded. Seeding wipes every table, including handoff requests and contact events.
+is (re)seeded. Seeding wipes every table, including contact events.
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ default (no server to install), PostgreSQL when DATABASE_URL says so.
 """
 from __future__ import annotations
 
-import builtins
 import os
 import re
 import secrets
@@ -28,8 +27,6 @@ from actions.store.types import (
     Customer,
     DeliveryException,
     DeliverySystem,
-    HandoffRequest,
-    HandoffRequests,
     Order,
     OrderItem,
     OrderStatus,
@@ -217,19 +214,6 @@ refunds = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("issued_at", UtcDateTime),
     sa.Column("method", sa.String(32), nullable=False, default="original_payment"),
-)
-
-handoff_requests = sa.Table(
-    "handoff_requests", metadata,
-    sa.Column("handoff_id", sa.Integer, primary_key=True),
-    sa.Column("conversation_id", sa.String(128), nullable=False, index=True),
-    sa.Column("reason_code", sa.String(64), nullable=False),
-    sa.Column("tier", sa.Integer, nullable=False),
-    sa.Column("rule", sa.String(128), nullable=False),
-    sa.Column("order_id", sa.String(16)),  # as mentioned; not necessarily a known order
-    sa.Column("summary", sa.Text, nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, default="waiting", index=True),
 )
 
 contact_events = sa.Table(
@@ -560,33 +544,6 @@ class SqlReturns(_System):
         return [_from_row(Refund, row, status=RefundStatus(row.status)) for row in rows]
 
 
-class SqlHandoffRequests(_System):
-    """HandoffRequests."""
-
-    def create(self, conversation_id: str, reason_code: str, tier: int, rule: str,
-               order_id: Optional[str], summary: str) -> HandoffRequest:
-        with self._engine.begin() as conn:
-            handoff_id = conn.execute(handoff_requests.insert().values(
-                conversation_id=conversation_id, reason_code=reason_code, tier=tier, rule=rule,
-                order_id=order_id, summary=summary, created_at=self._clock(), status="waiting",
-            )).inserted_primary_key[0]
-            return self._select(conn, handoff_requests.c.handoff_id == handoff_id)[0]
-
-    def list(self, status: Optional[str] = None) -> list[HandoffRequest]:
-        """Handoff requests, newest first, optionally only those with `status`."""
-        where = sa.true() if status is None else handoff_requests.c.status == status
-        with self._engine.connect() as conn:
-            return self._select(conn, where)
-
-    @staticmethod
-    def _select(conn: Connection, where: Any) -> builtins.list[HandoffRequest]:
-        rows = conn.execute(
-            sa.select(handoff_requests).where(where)
-            .order_by(handoff_requests.c.created_at.desc(), handoff_requests.c.handoff_id.desc())
-        )
-        return [_from_row(HandoffRequest, row) for row in rows]
-
-
 class SqlContactLog(_System):
     """ContactLog."""
 
@@ -618,7 +575,6 @@ class Store:
     orders: SqlOrders
     delivery: SqlDelivery
     returns: SqlReturns
-    handoffs: SqlHandoffRequests
     contacts: SqlContactLog
 
     def reset_schema(self) -> None:
@@ -672,13 +628,12 @@ def open_store(url: Optional[str] = None, clock: Clock = utc_now) -> Store:
         orders=SqlOrders(engine, clock),
         delivery=SqlDelivery(engine, clock),
         returns=SqlReturns(engine, clock),
-        handoffs=SqlHandoffRequests(engine, clock),
         contacts=SqlContactLog(engine, clock),
     )
 
 
 def _implements_protocols(
     store: Store,
-) -> tuple[OrderSystem, DeliverySystem, ReturnsSystem, HandoffRequests, ContactLog]:
+) -> tuple[OrderSystem, DeliverySystem, ReturnsSystem, ContactLog]:
     """Never called: makes mypy check that the Sql* classes implement the protocols."""
-    return store.orders, store.delivery, store.returns, store.handoffs, store.contacts
+    return store.orders, store.delivery, store.returns, store.contacts

@@ -164,21 +164,6 @@ class Refund:
     method: str = "original_payment"  # or "store_credit"
 
 
-@dataclass(frozen=True)
-class HandoffRequest:
-    """An escalation waiting for a human (the handoff issue builds queues on it)."""
-
-    handoff_id: int
-    conversation_id: str
-    reason_code: str
-    tier: int
-    rule: str
-    order_id: Optional[str]
-    summary: str
-    created_at: datetime
-    status: str = "waiting"
-
-
 class StoreError(Exception):
     """A change the store refuses (e.g. cancelling a shipped order)."""
 
@@ -215,20 +200,6 @@ class ReturnsSystem(Protocol):
     def create_refund(
         self, order_id: str, amount: Decimal, reason: str, method: str = "original_payment"
     ) -> Refund: ...
-
-
-class HandoffRequests(Protocol):
-    def create(
-        self,
-        conversation_id: str,
-        reason_code: str,
-        tier: int,
-        rule: str,
-        order_id: Optional[str],
-        summary: str,
-    ) -> HandoffRequest: ...
-
-    def list(self, status: Optional[str] = None) -> list[HandoffRequest]: ...
 
 
 class ContactLog(Protocol):

@@ -23,8 +23,25 @@ class Outcome:
     events: List[Dict[str, Any]]
 
     @property
+    def customer_messages(self) -> List[Dict[str, Any]]:
+        """What the customer sees: the gateway takes the custom (handoff) messages out."""
+        return [m for m in self.messages if not m.get("custom")]
+
+    @property
     def responses(self) -> List[str]:
-        return [m.get("response") or m.get("text") or "" for m in self.messages]
+        return [m.get("response") or m.get("text") or "" for m in self.customer_messages]
+
+    @property
+    def texts(self) -> List[str]:
+        """The customer's messages as Rasa renders them from domain.yml."""
+        return [m["text"] or DOMAIN["responses"][m["response"]][0]["text"].format_map(m)
+                for m in self.customer_messages]
+
+    @property
+    def handoff(self) -> Optional[Dict[str, Any]]:
+        """The payload of the handoff message for the gateway, if the action sent one."""
+        return next((m["custom"]["handoff"] for m in self.messages
+                     if "handoff" in (m.get("custom") or {})), None)
 
     def slot(self, name: str) -> Any:
         values = [e["value"] for e in self.events if e.get("event") == "slot" and e["name"] == name]

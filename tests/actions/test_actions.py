@@ -1,6 +1,8 @@
 """The custom actions against the real store, one conversation step at a time."""
 from __future__ import annotations
 
+import json
+import re
 from decimal import Decimal
 from typing import Any, Dict, Optional
 
@@ -16,6 +18,7 @@ from actions.actions import (
     ActionResolveRequest,
 )
 from actions.identity import ValidateOrderForm, parse_address
+from actions.policy import current_policy
 from actions.store.sql import Store
 from actions.store.types import OrderStatus
 
@@ -44,8 +47,21 @@ async def confirm(order_id: str, offer: str, **slots: Any) -> Outcome:
     return await run_action(ActionConfirmOffer(), tracker)
 
 
-def handoffs(store: Store) -> list:
-    return store.handoffs.list()
+def escalation(outcome: Outcome) -> Dict[str, Any]:
+    """The handoff payload, checked to be the last message, sent once, as JSON, with no
+    handoff reference told to the customer (the gateway tells it)."""
+    payload = outcome.handoff
+    assert payload is not None
+    assert outcome.messages[-1]["custom"] == {"handoff": payload}
+    assert len(outcome.messages) == len(outcome.customer_messages) + 1
+    assert json.loads(json.dumps(payload)) == payload
+    escalated = [text for message, text in zip(outcome.customer_messages, outcome.texts,
+                                               strict=True)
+                 if (message["response"] or "").startswith("utter_escalated")]
+    assert escalated and not any("reference" in text.lower() for text in escalated)
+    assert not any(re.search(r"\bH-\d|handoff", text, re.IGNORECASE) for text in outcome.texts)
+    assert not any("handoff_id" in message for message in outcome.messages)
+    return payload
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -95,7 +111,7 @@ async def test_third_failure_ends_the_form_and_offers_a_person(actions_store):
     escalated = await run_action(ActionConfirmOffer(), make_tracker(
         {"pending_offer": "human:identity_not_verified"}, intent="affirm"))
     assert escalated.responses == ["utter_escalated"]
-    assert handoffs(actions_store)[0].reason_code == "identity_unverified"
+    assert escalation(escalated)["reason_code"] == "identity_unverified"
 
 
 async def test_another_customers_order_asks_for_its_own_contact(actions_store):
@@ -181,7 +197,7 @@ async def test_lost_parcel_above_the_remedy_limit_escalates(actions_store):
     outcome = await resolve("delivery_problem", "A1010")
     assert outcome.responses == ["utter_parcel_lost", "utter_escalated"]
     assert outcome.facts("utter_parcel_lost")["claim_id"].startswith("CLM-")
-    assert handoffs(actions_store)[0].rule == "remedy_above_threshold"
+    assert escalation(outcome)["rule"] == "remedy_above_threshold"
 
 
 async def test_lost_parcel_within_the_remedy_limit_offers_replacement_or_refund(actions_store):
@@ -191,35 +207,36 @@ async def test_lost_parcel_within_the_remedy_limit_offers_replacement_or_refund(
     assert outcome.slot("pending_offer") == "remedy:lost"
     titles = [b["title"] for b in outcome.facts("utter_offer_remedy")["buttons"]]
     assert titles == ["A replacement", "A refund"]
-    assert handoffs(actions_store) == []
+    assert outcome.handoff is None
 
 
 async def test_not_received_below_the_high_value_threshold_opens_a_carrier_claim(actions_store):
     outcome = await resolve("not_received", "A1002")
     assert outcome.responses == ["utter_claim_opened"]
-    assert handoffs(actions_store) == []
+    assert outcome.handoff is None
 
 
 async def test_not_received_high_value_escalates_tier_2(actions_store):
     outcome = await resolve("not_received", "A1006")
     assert outcome.responses == ["utter_escalated"]
-    [handoff] = handoffs(actions_store)
-    assert (handoff.rule, handoff.tier, handoff.order_id) == ("not_received_high_value", 2, "A1006")
-    assert handoff.reason_code == "high_value_not_received"
-    assert "A1006" in handoff.summary and "Next:" in handoff.summary
+    handoff = escalation(outcome)
+    assert (handoff["rule"], handoff["tier"], handoff["order_id"]) == (
+        "not_received_high_value", 2, "A1006")
+    assert handoff["reason_code"] == "high_value_not_received"
+    assert "A1006" in handoff["summary"]["what_happened"]
+    assert handoff["summary"]["next"] == current_policy().rule("not_received_high_value").next_step
 
 
 async def test_shipping_and_billing_differ_on_high_value_order_is_fraud_review(actions_store):
-    await resolve("not_received", "A1011")
-    [handoff] = handoffs(actions_store)
-    assert (handoff.rule, handoff.tier, handoff.reason_code) == (
+    handoff = escalation(await resolve("not_received", "A1011"))
+    assert (handoff["rule"], handoff["tier"], handoff["reason_code"]) == (
         "fraud_address_mismatch", 3, "fraud_review")
 
 
 async def test_repeat_claims_by_the_same_customer_are_fraud_review(actions_store):
     outcome = await resolve("not_received", "A1012")
     assert outcome.responses == ["utter_escalated"]
-    assert handoffs(actions_store)[0].rule == "fraud_repeat_claims"
+    assert escalation(outcome)["rule"] == "fraud_repeat_claims"
 
 
 # --- returns and refunds -----------------------------------------------------------------
@@ -266,7 +283,7 @@ async def test_refund_before_the_return_is_in_transit_stops_the_line(actions_sto
     await resolve("return_item", "A1002")
     outcome = await resolve("refund_request", "A1002")
     assert outcome.responses == ["utter_escalated"]
-    assert handoffs(actions_store)[0].rule == "stop_the_line_refund_before_return"
+    assert escalation(outcome)["rule"] == "stop_the_line_refund_before_return"
     assert actions_store.returns.get_refund("A1002") is None
 
 
@@ -291,7 +308,7 @@ async def test_refund_above_the_auto_approve_limit_goes_for_approval(actions_sto
     ship_return(actions_store, "A1006")
     outcome = await resolve("refund_request", "A1006")
     assert outcome.responses == ["utter_escalated"]
-    assert handoffs(actions_store)[0].rule == "refund_above_threshold"
+    assert escalation(outcome)["rule"] == "refund_above_threshold"
     assert actions_store.returns.get_refund("A1006") is None
 
 
@@ -355,7 +372,7 @@ async def test_damaged_item_offers_the_policy_remedies_and_grants_one(actions_st
 async def test_wrong_item_offers_only_what_the_policy_allows(actions_store):
     outcome = await resolve("wrong_item", "A1012", photo="none")
     # A1012's customer has two earlier claims: fraud review comes first
-    assert handoffs(actions_store)[0].rule == "fraud_repeat_claims"
+    assert escalation(outcome)["rule"] == "fraud_repeat_claims"
     outcome = await resolve("wrong_item", "A1002", photo="none")
     titles = [b["title"] for b in outcome.facts("utter_offer_remedy")["buttons"]]
     assert titles == ["A replacement", "A refund"]
@@ -364,7 +381,7 @@ async def test_wrong_item_offers_only_what_the_policy_allows(actions_store):
 async def test_damaged_high_value_item_escalates(actions_store):
     outcome = await resolve("damaged_item", "A1006", photo="none")
     assert outcome.responses == ["utter_escalated"]
-    assert handoffs(actions_store)[0].rule == "remedy_above_threshold"
+    assert escalation(outcome)["rule"] == "remedy_above_threshold"
 
 
 # --- escalation ------------------------------------------------------------------------
@@ -376,41 +393,99 @@ async def test_damaged_high_value_item_escalates(actions_store):
     ("escalation_trigger", "my lawyer will call", "safety_legal", 3),
     ("payment_issue", "I was charged twice", "payment_problem", 2),
 ])
-async def test_escalation_records_reason_tier_rule(actions_store, intent, text, rule, tier):
+async def test_escalation_hands_over_reason_tier_rule(actions_store, intent, text, rule, tier):
     outcome = await run_action(ActionEscalate(), make_tracker(intent=intent, text=text))
-    [handoff] = handoffs(actions_store)
-    assert (handoff.rule, handoff.tier) == (rule, tier)
-    assert str(handoff.handoff_id) in outcome.messages[-1]["handoff_id"]
+    handoff = escalation(outcome)
+    assert (handoff["rule"], handoff["tier"]) == (rule, tier)
 
 
 async def test_escalation_keeps_the_verified_order(actions_store):
     tracker = make_tracker({"order_id": "A1003", "contact": "buyer2@example.com"},
                            intent="human_handoff")
-    await run_action(ActionEscalate(), tracker)
-    assert handoffs(actions_store)[0].order_id == "A1003"
+    assert escalation(await run_action(ActionEscalate(), tracker))["order_id"] == "A1003"
     unverified = make_tracker({"order_id": "A1003", "contact": "buyer1@example.com"},
                               intent="human_handoff", sender="other")
-    await run_action(ActionEscalate(), unverified)
-    assert handoffs(actions_store)[0].order_id is None
+    assert escalation(await run_action(ActionEscalate(), unverified))["order_id"] is None
+
+
+def conversation_so_far(last_text: str) -> list:
+    """A verified order-status conversation, then an FAQ, then `last_text`."""
+    def user(text: str) -> dict:
+        return {"event": "user", "text": text, "parse_data": {}}
+
+    def action(name: str) -> dict:
+        return {"event": "action", "name": name}
+
+    return [action("action_session_start"), action("action_listen"), user("where is A1003"),
+            action("order_form"), action("validate_order_form"), action("action_listen"),
+            user("buyer2@example.com"), action("order_form"), action("action_resolve_request"),
+            action("utter_anything_else"), action("action_listen"), user("return policy?"),
+            action("action_answer_faq"), action("action_listen"), user("where is A1003"),
+            action("action_resolve_request"), action("action_listen"), user(last_text)]
+
+
+async def test_handoff_payload_of_a_verified_customer(actions_store):
+    tracker = make_tracker({"order_id": "A1003", "contact": "buyer2@example.com",
+                            "verified_contact": "buyer2@example.com", "request": "order_status",
+                            "pending_offer": "cancel"}, intent="human_handoff",
+                           text="I want a person", events=conversation_so_far("I want a person"))
+    outcome = await run_action(ActionEscalate(), tracker)
+    policy = current_policy()
+    assert actions_store.orders.get_order("A1003").customer.name == "Priya Shah"
+    assert escalation(outcome) == {
+        "reason_code": "customer_request",
+        "rule": "customer_request",
+        "tier": 1,
+        "queue": "general",
+        "order_id": "A1003",
+        "customer": {"name": "Priya Shah", "verified": True, "contact": "buyer2@example.com"},
+        "summary": {"what_happened": "Customer asked for a person.",
+                    "next": policy.rule("customer_request").next_step,
+                    "eta": policy.tiers[1].team_reply},
+        # pending_offer is gone: the escalation cleared it in this run
+        "slots": {"order_id": "A1003", "contact": "buyer2@example.com",
+                  "verified_contact": "buyer2@example.com", "request": "order_status",
+                  "verification_failures": 0.0},
+        "actions_attempted": ["order_form", "action_resolve_request", "action_answer_faq"],
+    }
+
+
+async def test_handoff_payload_of_an_unverified_customer(actions_store):
+    # A1003 is Priya Shah's order: a stranger's contact must not get her name handed over
+    tracker = make_tracker({"order_id": "A1003", "contact": "buyer1@example.com",
+                            "verification_failures": 3.0,
+                            "pending_offer": "human:identity_not_verified"}, intent="affirm")
+    outcome = await run_action(ActionConfirmOffer(), tracker)
+    handoff = escalation(outcome)
+    assert handoff["customer"] == {"name": "", "verified": False, "contact": "buyer1@example.com"}
+    assert handoff["order_id"] is None and "Priya" not in json.dumps(handoff)
+    assert (handoff["rule"], handoff["reason_code"], handoff["tier"], handoff["queue"]) == (
+        "identity_not_verified", "identity_unverified", 1, "general")
+    assert handoff["summary"]["what_happened"] == "Customer accepted the offer of a person."
+    assert handoff["slots"] == {"order_id": "A1003", "contact": "buyer1@example.com",
+                                "verification_failures": 3.0}
+    assert handoff["actions_attempted"] == []
 
 
 async def test_complaint_with_legal_language_is_tier_3(actions_store):
-    await run_action(ActionHandleComplaint(), make_tracker(
+    legal = await run_action(ActionHandleComplaint(), make_tracker(
         intent="complaint", text="Terrible service, I'm calling my attorney"))
-    assert handoffs(actions_store)[0].rule == "safety_legal"
-    await run_action(ActionHandleComplaint(), make_tracker(intent="complaint", text="awful"))
-    assert handoffs(actions_store)[0].rule == "complaint"
+    assert legal.responses == ["utter_escalated_safety"]
+    assert escalation(legal)["rule"] == "safety_legal"
+    awful = await run_action(ActionHandleComplaint(),
+                             make_tracker(intent="complaint", text="awful"))
+    assert escalation(awful)["rule"] == "complaint"
 
 
 async def test_repeat_contact_within_the_window_escalates(actions_store):
     first = await resolve("delivery_problem", "A1003", sender="monday")
-    assert "utter_escalated" not in first.responses
+    assert "utter_escalated" not in first.responses and first.handoff is None
     again = await resolve("delivery_problem", "A1003", sender="thursday")
     assert again.responses == ["utter_escalated"]
-    assert handoffs(actions_store)[0].rule == "repeat_contact"
+    assert escalation(again)["rule"] == "repeat_contact"
     same_conversation = await resolve("delivery_problem", "A1003", sender="monday")
-    assert handoffs(actions_store)[0].rule == "repeat_contact"
-    assert len(handoffs(actions_store)) == 2 and "utter_escalated" in same_conversation.responses
+    assert "utter_escalated" in same_conversation.responses
+    assert escalation(same_conversation)["rule"] == "repeat_contact"
 
 
 def fallback_events(misses: int, before: Optional[str] = "greet") -> list:

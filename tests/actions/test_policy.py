@@ -20,7 +20,7 @@ from actions.policy import (
 
 @pytest.fixture
 def policy_copy(tmp_path: Path) -> Path:
-    for name in ("escalation.yml", "knowledge.yml", "channels.yml"):
+    for name in ("escalation.yml", "knowledge.yml", "channels.yml", "handoff.yml"):
         shutil.copy(DEFAULT_POLICY_DIR / name, tmp_path / name)
     return tmp_path
 

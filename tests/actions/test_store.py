@@ -419,22 +419,7 @@ def test_open_claim_refused(store: Store, now: datetime, order_id: str, kind: st
     assert len(store.delivery.claims_by_customer(7, days_ago(now, 60))) == 2
 
 
-# --- handoffs and contacts -------------------------------------------------------------
-
-def test_handoff_requests_newest_first(store: Store, now: datetime) -> None:
-    assert store.handoffs.list() == []
-    first = store.handoffs.create("conv-1", "not_received_high_value", 2, "not_received_high_value",
-                                  "A1006", "Laptop marked delivered, customer has nothing")
-    second = store.handoffs.create("conv-2", "customer_request", 1, "customer_request", None,
-                                   "Asked for a person")
-    assert first.handoff_id != second.handoff_id
-    assert (first.status, first.order_id, first.tier) == ("waiting", "A1006", 2)
-    assert second.order_id is None
-    assert now <= first.created_at <= second.created_at <= utc_now()
-    assert store.handoffs.list() == [second, first]
-    assert store.handoffs.list("waiting") == [second, first]
-    assert store.handoffs.list("closed") == []
-
+# --- contacts ---------------------------------------------------------------------------
 
 def test_contact_log_count_since_excludes_a_conversation(store: Store, now: datetime) -> None:
     key, issue = "buyer1@example.com", "not_received"
@@ -456,8 +441,7 @@ def test_contact_log_count_since_excludes_a_conversation(store: Store, now: date
 def test_seed_is_idempotent_and_clears_runtime_data(store: Store, now: datetime) -> None:
     counts = table_counts(store)
     orders = [store.orders.get_order(f"A{n}") for n in (*range(1001, 1017), 2001, 2100, 2200)]
-    assert counts["orders"] == 216 and counts["handoff_requests"] == 0
-    store.handoffs.create("conv-1", "complaint", 1, "complaint", "A1001", "unhappy")
+    assert counts["orders"] == 216 and counts["contact_events"] == 0
     store.contacts.record("buyer1@example.com", "order_status", "conv-1")
     store.returns.create_return("A1002", "too small")
     store.orders.cancel_order("A1004", "no longer needed")
@@ -466,7 +450,6 @@ def test_seed_is_idempotent_and_clears_runtime_data(store: Store, now: datetime)
     assert table_counts(store) == counts
     assert [store.orders.get_order(o.order_id) for o in orders if o] == orders
     assert store.returns.get_return("A1002") is None
-    assert store.handoffs.list() == []
 
 
 def test_seed_is_fast(store: Store, now: datetime) -> None:

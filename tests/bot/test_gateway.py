@@ -17,14 +17,14 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.gateway import ROUTER, STORE, create_app, load_channel_policy
+from bot.gateway import ROUTER, create_app, load_channel_policy
 from bot.settings import load_settings
 from connectors.config import ChannelPolicy, TwilioCredentials
 from connectors.telegram import SECRET_HEADER, TelegramChannel
 from connectors.twilio import TwilioChannel
 from tests.conftest import RasaStack
 from tests.connectors import test_twilio as twilio_test
-from tests.connectors.test_telegram import API, SECRET, credentials, sent_message
+from tests.connectors.test_telegram import API, SECRET, credentials
 from tests.provider_api import ProviderAPI, RecordedRequest, free_port
 
 CHAT = 5550001
@@ -35,19 +35,6 @@ def update(update_id: int, text: str, chat: int = CHAT) -> Dict[str, Any]:
         "message_id": update_id, "date": int(time.time()), "text": text,
         "chat": {"id": chat, "type": "private"},
         "from": {"id": chat, "is_bot": False, "first_name": "Ann"}}}
-
-
-@pytest_asyncio.fixture
-async def bot_api() -> AsyncIterator[ProviderAPI]:
-    api = await ProviderAPI().start()
-    counter = iter(range(1, 10_000))
-
-    async def send(request: RecordedRequest) -> web.Response:
-        return web.json_response(sent_message(request, next(counter)))
-
-    api.answer("POST", f"{API}/sendMessage", send)
-    yield api
-    await api.stop()
 
 
 def sent_texts(api: ProviderAPI, chat: int = CHAT) -> List[str]:
@@ -128,8 +115,8 @@ async def test_a_message_waits_while_the_bot_restarts_and_is_answered(
         assert len(flaky_rasa.calls("/webhooks/rest/webhook")) == 3
         policy = client.app[ROUTER].policy
         assert sent_texts(bot_api, CHAT + 1)[0] != policy.texts.bot_unavailable
-        handoffs = client.app[STORE].handoffs.list(status="waiting")
-        assert not [h for h in handoffs if h.conversation_id == f"telegram:{CHAT + 1}"]
+        desk = client.app[ROUTER].desk
+        assert await desk.records.read(desk.store.open_for, f"telegram:{CHAT + 1}") is None
     finally:
         await client.close()
 
@@ -144,12 +131,18 @@ async def test_when_the_bot_stays_down_the_customer_is_told_and_handed_to_a_pers
         assert await post_update(client, update(20, "my parcel is lost", chat=chat)) == 200
         assert await post_update(client, update(21, "hello?", chat=chat)) == 200
         await until(lambda: len(sent_texts(bot_api, chat)) == 2)
-        assert sent_texts(bot_api, chat) == [policy.texts.bot_unavailable] * 2
-        handoffs = [h for h in client.app[STORE].handoffs.list(status="waiting")
-                    if h.conversation_id == f"telegram:{chat}"]
-        assert [(h.reason_code, h.tier) for h in handoffs] == [("bot_unavailable", 1)]
-        turns = await client.app[ROUTER].transcript(f"telegram:{chat}")
-        assert [t.role for t in turns] == ["customer", "customer", "bot", "bot"]
+        apology, queued = sent_texts(bot_api, chat)
+        assert apology == policy.texts.bot_unavailable
+        assert "number 1 in the queue" in queued or "away right now" in queued
+        desk = client.app[ROUTER].desk
+        await until(lambda: len(desk.records.transcript(f"telegram:{chat}")) == 4)
+        [handoff] = [h for h in await desk.list("waiting", None)
+                     if h["conversation_id"] == f"telegram:{chat}"]
+        assert (handoff["reason"]["code"], handoff["queue"]) == ("bot_unavailable", "general")
+        assert [(t["role"], t["text"]) for t in handoff["transcript"]][:2] == [
+            ("customer", "my parcel is lost"), ("customer", "hello?")]
+        await asyncio.sleep(0.3)
+        assert len(sent_texts(bot_api, chat)) == 2, "the second message was not for the bot"
     finally:
         await client.close()
 

@@ -99,19 +99,10 @@ def test_wrong_email_reveals_nothing(make_run):
     assert "UPS" not in reply and "1Z999" not in reply
 
 
-def test_a_person_on_request_records_a_handoff(make_run):
-    from actions.store.sql import open_store
-
-    reply = texts(say(f"e2e-person-{RUN}", "I want to talk to a human"))
-    assert "Reference: H-" in reply
-    handoff_id = int(reply.rsplit("H-", 1)[1].rstrip("."))
-    store = open_store()
-    try:
-        [handoff] = [h for h in store.handoffs.list() if h.handoff_id == handoff_id]
-    finally:
-        store.close()
-    assert (handoff.conversation_id, handoff.rule, handoff.tier) == (
-        f"e2e-person-{RUN}", "customer_request", 1)
+def test_a_person_on_request_on_rest_keeps_the_escalation_internal(make_run):
+    replies = say(f"e2e-person-{RUN}", "I want to talk to a human")
+    assert "customer care team" in texts(replies)
+    assert not [r for r in replies if "custom" in r], "the escalation payload leaked"
 
 
 def test_malformed_request_is_refused_with_a_reason(make_run):

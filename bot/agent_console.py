@@ -1,0 +1,241 @@
+"""The agent API under /api/ (bearer tokens: one per agent, and the admin token
+AGENT_API_TOKEN), its live WebSocket of handoff events, and the console page at /agent.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+import weakref
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+from aiohttp import WSCloseCode, web
+
+from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid
+from bot.handoff.events import Event
+from bot.handoff.store import Agent, HandoffConflict
+from bot.settings import REPO_ROOT
+
+log = logging.getLogger("bot.agent_console")
+
+DESK = web.AppKey("desk", HandoffDesk)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+CONSOLE_DIR = REPO_ROOT / "bot" / "static" / "agent"
+STATUSES = ("waiting", "active", "resolved")
+MAX_TEXT = 4096
+# WebSocket close code for a bad token (4000-4999 are the application's own).
+UNAUTHORIZED_CLOSE = 4401
+FIRST_FRAME_SECONDS = 10
+
+Handler = Callable[[web.Request, Agent], Awaitable[Any]]
+
+
+def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
+    return status(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def agent_for(app: web.Application, token: str) -> Optional[Agent]:
+    desk = app[DESK]
+    admin = app[ADMIN_TOKEN]
+    if admin and hmac.compare_digest(token.encode(), admin.encode()):
+        return Agent("admin", tuple(desk.teams), 0, admin=True)
+    if not token:
+        return None
+    return await desk.records.read(desk.store.agent_for_token, token)
+
+
+def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Run the handler with the token's agent; 401 without a valid token; the desk's
+    refusals as 403/404/409/400; the result as JSON."""
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        agent = await agent_for(request.app, token.strip()) if scheme == "Bearer" else None
+        if agent is None:
+            raise _error(web.HTTPUnauthorized, "a valid bearer token is required")
+        try:
+            return web.json_response(await handler(request, agent))
+        except HandoffNotFound as error:
+            raise _error(web.HTTPNotFound, str(error)) from error
+        except Forbidden as error:
+            raise _error(web.HTTPForbidden, str(error)) from error
+        except HandoffConflict as error:
+            raise _error(web.HTTPConflict, str(error)) from error
+        except Invalid as error:
+            raise _error(web.HTTPBadRequest, str(error)) from error
+    return wrapper
+
+
+async def _body(request: web.Request) -> Dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as error:
+        raise _error(web.HTTPBadRequest, "body must be JSON") from error
+    if not isinstance(body, dict):
+        raise _error(web.HTTPBadRequest, "body must be a JSON object")
+    return body
+
+
+def _text(body: Dict[str, Any], key: str, required: bool = True) -> str:
+    value = body.get(key, None if required else "")
+    if not isinstance(value, str) or len(value) > MAX_TEXT or (required and not value.strip()):
+        kind = "a non-empty string" if required else "a string"
+        raise _error(web.HTTPBadRequest, f"'{key}' must be {kind} of at most {MAX_TEXT} "
+                                         "characters")
+    return value.strip()
+
+
+def _handoff_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["handoff_id"])
+    except ValueError as error:
+        raise _error(web.HTTPNotFound, "no such handoff") from error
+
+
+@authenticated
+async def me(request: web.Request, agent: Agent) -> Dict[str, Any]:
+    return {"agent": agent.name, "admin": agent.admin, "teams": list(agent.teams),
+            "capacity": agent.capacity}
+
+
+@authenticated
+async def console_config(request: web.Request, agent: Agent) -> Dict[str, Any]:
+    desk = request.app[DESK]
+    return {"queues": [{"name": n, "label": label} for n, label in desk.teams.items()],
+            "dispositions": list(desk.policy.dispositions), "peak": False}
+
+
+@authenticated
+async def queues(request: web.Request, agent: Agent) -> Any:
+    return await request.app[DESK].queues()
+
+
+@authenticated
+async def list_handoffs(request: web.Request, agent: Agent) -> Any:
+    status = request.query.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise _error(web.HTTPBadRequest, f"status must be one of {', '.join(STATUSES)}")
+    return await request.app[DESK].list(status, request.query.get("queue") or None)
+
+
+@authenticated
+async def get_handoff(request: web.Request, agent: Agent) -> Any:
+    return await request.app[DESK].get(_handoff_id(request))
+
+
+@authenticated
+async def claim(request: web.Request, agent: Agent) -> Any:
+    desk = request.app[DESK]
+    name = _text(await _body(request), "agent")
+    for_agent = agent if name == agent.name else await _named_agent(desk, name)
+    return await desk.claim(_handoff_id(request), agent, for_agent)
+
+
+async def _named_agent(desk: HandoffDesk, name: str) -> Agent:
+    known = {a.name: a for a in await desk.records.read(desk.store.agents)}
+    if name not in known:
+        raise _error(web.HTTPBadRequest, f"no agent {name!r}")
+    return known[name]
+
+
+@authenticated
+async def reply(request: web.Request, agent: Agent) -> Any:
+    text = _text(await _body(request), "text")
+    deliveries, record = await request.app[DESK].reply(_handoff_id(request), agent, text)
+    return {"deliveries": [{"status": d.status, "error": d.error} for d in deliveries],
+            "handoff": record}
+
+
+@authenticated
+async def note(request: web.Request, agent: Agent) -> Any:
+    text = _text(await _body(request), "text")
+    return await request.app[DESK].note(_handoff_id(request), agent, text)
+
+
+@authenticated
+async def transfer(request: web.Request, agent: Agent) -> Any:
+    queue = _text(await _body(request), "queue")
+    return await request.app[DESK].transfer(_handoff_id(request), agent, queue)
+
+
+@authenticated
+async def resolve(request: web.Request, agent: Agent) -> Any:
+    body = await _body(request)
+    return await request.app[DESK].resolve(_handoff_id(request), agent,
+                                           _text(body, "disposition"),
+                                           _text(body, "note", required=False))
+
+
+async def events(request: web.Request) -> web.WebSocketResponse:
+    """Handoff events, live. The token comes in the first frame, not the URL, so it
+    never lands in access logs."""
+    socket = web.WebSocketResponse(heartbeat=30)
+    await socket.prepare(request)
+    agent = await _first_frame_agent(request.app, socket)
+    if agent is None:
+        await socket.close(code=UNAUTHORIZED_CLOSE, message=b"unauthorized")
+        return socket
+    await socket.send_json({"type": "ready", "agent": agent.name})
+    request.app[SOCKETS].add(socket)
+    async with request.app[DESK].bus.subscribe() as queue:
+        await _forward(queue, socket)
+    return socket
+
+
+async def _forward(queue: asyncio.Queue[Event], socket: web.WebSocketResponse) -> None:
+    """Send events until the browser leaves (its next frame, or the close, ends it)."""
+    leaving = asyncio.ensure_future(socket.receive())
+    event: Optional[asyncio.Future[Event]] = None
+    try:
+        while not socket.closed:
+            event = asyncio.ensure_future(queue.get())
+            await asyncio.wait({event, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            if not event.done():
+                break
+            await socket.send_json(event.result())
+    finally:
+        for task in (leaving, event):
+            if task is not None:
+                task.cancel()
+        await socket.close(code=WSCloseCode.GOING_AWAY)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    sockets = app[SOCKETS]
+    for socket in list(sockets):
+        await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+async def _first_frame_agent(app: web.Application,
+                             socket: web.WebSocketResponse) -> Optional[Agent]:
+    try:
+        frame = await socket.receive_json(timeout=FIRST_FRAME_SECONDS)
+    except (ValueError, TypeError, asyncio.TimeoutError):
+        return None
+    token = frame.get("token") if isinstance(frame, dict) else None
+    return await agent_for(app, token) if isinstance(token, str) else None
+
+
+async def console_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(CONSOLE_DIR / "index.html")
+
+
+def install_agent_console(app: web.Application, desk: HandoffDesk, admin_token: str) -> None:
+    app[DESK], app[ADMIN_TOKEN], app[SOCKETS] = desk, admin_token, weakref.WeakSet()
+    # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown
+    app.on_shutdown.append(_close_sockets)  # type: ignore[arg-type]
+    add = app.router
+    add.add_get("/api/me", me)
+    add.add_get("/api/config", console_config)
+    add.add_get("/api/queues", queues)
+    add.add_get("/api/handoffs", list_handoffs)
+    add.add_get("/api/handoffs/{handoff_id}", get_handoff)
+    for action, handler in (("claim", claim), ("messages", reply), ("notes", note),
+                            ("transfer", transfer), ("resolve", resolve)):
+        add.add_post(f"/api/handoffs/{{handoff_id}}/{action}", handler)
+    add.add_get("/api/events", events)
+    add.add_get("/agent", console_page)
+    add.add_static("/agent/", CONSOLE_DIR)

@@ -1,0 +1,363 @@
+"""The handoff desk: opens handoffs when the bot escalates or is unavailable, keeps the
+bot silent while a person has the conversation, carries out agents' actions (claim,
+reply, note, transfer, resolve) with an audit entry and a live event each, and asks
+for CSAT when the conversation goes back to the bot."""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+
+from actions.policy import EscalationPolicy
+from actions.store.sql import Store
+from bot.handoff.events import EventBus
+from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
+from bot.handoff.snapshot import order_snapshot
+from bot.handoff.store import Agent, HandoffConflict, HandoffStore
+from bot.records import GatewayRecords
+from connectors.message import Button, Delivery, Message, Reply, TranscriptTurn
+from connectors.privacy import mask
+
+Send = Callable[[str, str, Sequence[Reply], str], Awaitable[List[Delivery]]]
+CSAT_ANSWER = re.compile(r"^\s*(?:csat:)?(\d{1,2})\b")
+REACHED = ("sent", "delivered", "read")
+
+
+class HandoffNotFound(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    """The agent may not do this (another team's queue, another agent's conversation)."""
+
+
+class Invalid(ValueError):
+    """The request names something that does not exist (a queue, a disposition)."""
+
+
+def iso(seconds: Optional[float]) -> Optional[str]:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds") \
+        .replace("+00:00", "Z")
+
+
+def mask_contact(contact: str) -> str:
+    """'ann.smith@example.com' -> 'a***@example.com'; phone numbers as in logs."""
+    if "@" in contact:
+        local, _, domain = contact.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return mask(contact) if contact else ""
+
+
+def is_handoff(custom: Any) -> bool:
+    """Whether a custom bot message is the bot's escalation payload."""
+    return isinstance(custom, dict) and isinstance(custom.get("handoff"), dict)
+
+
+def split_handoff(replies: Sequence[Reply]) -> Tuple[List[Reply], Optional[Dict[str, Any]]]:
+    """The bot's replies for the customer, and its escalation payload if it escalated."""
+    escalations = [r.custom["handoff"] for r in replies
+                   if r.custom is not None and is_handoff(r.custom)]
+    shown = [r for r in replies if not is_handoff(r.custom)]
+    return shown, (escalations[0] if escalations else None)
+
+
+class HandoffDesk:
+    def __init__(self, store: HandoffStore, records: GatewayRecords, policy: HandoffPolicy,
+                 escalation: EscalationPolicy, shop: Store, bus: EventBus,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.records = records
+        self.policy = policy
+        self.teams = dict(escalation.teams)
+        self.shop = shop
+        self.bus = bus
+        self.clock = clock
+        self._send: Optional[Send] = None
+
+    def bind(self, send: Send) -> None:
+        """How replies reach customers: the router's delivery, which records them."""
+        self._send = send
+
+    async def send(self, handoff: Dict[str, Any], text: str, role: str,
+                   buttons: Sequence[Button] = ()) -> List[Delivery]:
+        assert self._send is not None, "bind() the desk to the router first"
+        conversation = handoff["conversation_id"]
+        recipient = conversation.split(":", 1)[1]
+        return await self._send(handoff["connector"], recipient,
+                                [Reply(text=text, buttons=tuple(buttons))], role)
+
+    # the customer's side, called by the router for every inbound message
+
+    async def takes(self, message: Message) -> bool:
+        """True when the message is for people, not the bot: the conversation is with a
+        person, or it answers the CSAT question."""
+        handoff = await self.records.read(self.store.open_for, message.conversation_id)
+        if handoff is not None:
+            await self._customer_wrote(handoff)
+            return True
+        since = self.clock() - self.policy.csat.answer_within_hours * 3600
+        asked = await self.records.read(self.store.awaiting_csat, message.conversation_id, since)
+        return asked is not None and await self._csat_answer(asked, message.text)
+
+    async def _customer_wrote(self, handoff: Dict[str, Any]) -> None:
+        await self.publish("handoff.message", handoff)
+        due = (handoff["last_notice_at"] or 0) + self.policy.still_waiting_every_seconds
+        if handoff["status"] == "waiting" and self.clock() >= due:
+            await self._tell_position(handoff, self.policy.texts.still_waiting)
+
+    async def _csat_answer(self, handoff: Dict[str, Any], text: str) -> bool:
+        match = CSAT_ANSWER.match(text)
+        scale = len(self.policy.csat.options)
+        score = int(match.group(1)) if match else None
+        if score is None or not 1 <= score <= scale:
+            await self.records.write(self.store.record_csat, handoff["id"], None, self.clock())
+            return False
+        await self.records.write(self.store.record_csat, handoff["id"], score, self.clock())
+        await self.send(handoff, self.policy.texts.csat_thanks, "bot")
+        await self.publish("handoff.csat", handoff)
+        return True
+
+    async def escalate(self, message: Message, payload: Dict[str, Any]) -> Dict[str, Any]:
+        """Open the handoff the bot asked for (its payload: see actions/conversation.py)."""
+        customer = payload.get("customer") or {}
+        summary = payload.get("summary") or {}
+        values = {
+            "reason_code": str(payload.get("reason_code") or "unknown"),
+            "rule": str(payload.get("rule") or ""),
+            "tier": _tier(payload.get("tier")),
+            "queue": str(payload.get("queue") or ""),
+            "customer_name": str(customer.get("name") or message.profile_name or ""),
+            "customer_verified": bool(customer.get("verified")),
+            "customer_contact": mask_contact(str(customer.get("contact") or "")),
+            "order_id": payload.get("order_id") or None,
+            "slots": payload.get("slots") or {},
+            "actions_attempted": payload.get("actions_attempted") or [],
+            "summary": {k: str(summary.get(k) or "") for k in ("what_happened", "next", "eta")},
+        }
+        if values["queue"] not in self.teams:
+            values["queue"] = self.policy.bot_unavailable.queue
+        if values["order_id"]:
+            values["order_snapshot"] = await self.records.read(order_snapshot, self.shop,
+                                                               values["order_id"])
+        return await self._open(message, values)
+
+    async def bot_unavailable(self, message: Message, waited_seconds: float) -> Dict[str, Any]:
+        fallback = self.policy.bot_unavailable
+        return await self._open(message, {
+            "reason_code": "bot_unavailable", "rule": "bot_unavailable", "tier": fallback.tier,
+            "queue": fallback.queue, "customer_name": message.profile_name,
+            "customer_verified": False, "customer_contact": "", "order_id": None,
+            "slots": {}, "actions_attempted": [],
+            "summary": {"what_happened": f"The assistant did not answer a {message.channel} "
+                                         f"message for {waited_seconds:.0f} s.",
+                        "next": "read the transcript and reply to the customer",
+                        "eta": ""},
+        })
+
+    async def _open(self, message: Message, values: Dict[str, Any]) -> Dict[str, Any]:
+        now = self.clock()
+        target = self.policy.first_response_seconds(values["queue"], message.channel,
+                                                    values["tier"])
+        starts = self.policy.business_hours.next_open(
+            datetime.fromtimestamp(now, timezone.utc)).timestamp()
+        if not message.profile_name and not values["customer_contact"] \
+                and message.channel in ("sms", "whatsapp"):
+            values["customer_contact"] = mask(message.sender)
+        handoff, created = await self.records.write(self.store.open, {
+            **values, "conversation_id": message.conversation_id,
+            "connector": message.connector, "channel": message.channel,
+            "priority": values["tier"], "created_at": now, "sla_target_seconds": target,
+            "sla_due_at": starts + target,
+        })
+        if not created:  # already with a person: nothing new to announce
+            return handoff
+        await self.audit("bot", "open", handoff, {"reason": values["reason_code"],
+                                                  "queue": values["queue"]})
+        after_hours = starts > now
+        texts = self.policy.texts
+        await self._tell_position(handoff, texts.queued_after_hours if after_hours
+                                  else texts.queued)
+        await self.publish("handoff.opened", handoff)
+        return handoff
+
+    async def _tell_position(self, handoff: Dict[str, Any], text: str) -> None:
+        now = self.clock()
+        position = await self.records.read(self.store.position, handoff)
+        opens = self.policy.business_hours.next_open(datetime.fromtimestamp(now, timezone.utc))
+        await self.send(handoff, text.format(
+            reference=f"H-{handoff['id']}", team=self.teams.get(handoff["queue"], "support"),
+            position=position, wait=describe_wait(await self._expected_wait(handoff, position)),
+            opens=describe_opening(opens, datetime.fromtimestamp(now, timezone.utc),
+                                   self.policy.business_hours.timezone)), "bot")
+        await self.records.write(self.store.noticed, handoff["id"], now)
+
+    async def _expected_wait(self, handoff: Dict[str, Any], position: int) -> float:
+        """The queue's median wait before a claim times the position, once there is
+        enough history; until then the time left to the SLA target."""
+        estimate = self.policy.wait_estimate
+        waits = await self.records.read(self.store.claim_waits, handoff["queue"],
+                                        estimate.sample)
+        if len(waits) >= estimate.min_sample:
+            return statistics.median(waits) * position
+        return max(60.0, handoff["sla_due_at"] - self.clock())
+
+    # agents' actions
+
+    async def claim(self, handoff_id: int, agent: Agent, for_agent: Agent) -> Dict[str, Any]:
+        handoff = await self._get(handoff_id)
+        if not agent.admin and agent.name != for_agent.name:
+            raise Forbidden("agents claim for themselves")
+        self._check_team(for_agent, handoff)
+        claimed = await self.records.write(self.store.claim, handoff_id, for_agent, self.clock())
+        return await self._done(agent, "claim", claimed, {"agent": for_agent.name},
+                                "handoff.claimed")
+
+    async def reply(self, handoff_id: int, agent: Agent,
+                    text: str) -> Tuple[List[Delivery], Dict[str, Any]]:
+        handoff = await self._get(handoff_id)
+        self._check_owner(agent, handoff)
+        deliveries = await self.send(handoff, text, "agent")
+        if any(d.status in REACHED for d in deliveries):
+            await self.records.write(self.store.first_response, handoff_id, self.clock())
+        statuses = [d.status for d in deliveries]
+        record = await self._done(agent, "reply", await self._get(handoff_id),
+                                  {"deliveries": statuses}, "handoff.message")
+        return deliveries, record
+
+    async def note(self, handoff_id: int, agent: Agent, text: str) -> Dict[str, Any]:
+        handoff = await self._get(handoff_id)
+        self._check_team(agent, handoff)
+        await self.records.write(self.store.add_note, handoff_id, agent.name, text, self.clock())
+        return await self._done(agent, "note", handoff, {}, "handoff.note")
+
+    async def transfer(self, handoff_id: int, agent: Agent, queue: str) -> Dict[str, Any]:
+        if queue not in self.teams:
+            raise Invalid(f"no queue {queue!r}; queues: {', '.join(self.teams)}")
+        handoff = await self._get(handoff_id)
+        if handoff["status"] == "active":
+            self._check_owner(agent, handoff)
+        else:
+            self._check_team(agent, handoff)
+        moved = await self.records.write(self.store.transfer, handoff_id, queue)
+        return await self._done(agent, "transfer", moved,
+                                {"from": handoff["queue"], "to": queue}, "handoff.transferred")
+
+    async def resolve(self, handoff_id: int, agent: Agent, disposition: str,
+                      note: str) -> Dict[str, Any]:
+        if disposition not in self.policy.dispositions:
+            raise Invalid(f"no disposition {disposition!r}; dispositions: "
+                          f"{', '.join(self.policy.dispositions)}")
+        handoff = await self._get(handoff_id)
+        self._check_owner(agent, handoff)
+        resolved = await self.records.write(self.store.resolve, handoff_id, disposition, note,
+                                            self.clock())
+        texts, options = self.policy.texts, self.policy.csat.options
+        await self.send(resolved, texts.handback, "bot")
+        await self.send(resolved, texts.csat_question, "bot",
+                        [Button(title, f"csat:{n}") for n, title in enumerate(options, 1)])
+        return await self._done(agent, "resolve", resolved, {"disposition": disposition},
+                                "handoff.resolved")
+
+    # reading
+
+    async def get(self, handoff_id: int) -> Dict[str, Any]:
+        return await self.record(await self._get(handoff_id))
+
+    async def list(self, status: Optional[str], queue: Optional[str]) -> List[Dict[str, Any]]:
+        rows = await self.records.read(self.store.list, status, queue)
+        return [await self.record(row) for row in rows]
+
+    async def queues(self) -> List[Dict[str, Any]]:
+        counts = await self.records.read(self.store.queue_counts, self.clock())
+        empty = {"waiting": 0, "active": 0, "breached": 0, "oldest_waiting_at": None}
+        return [{"queue": name, "label": label, **{**empty, **counts.get(name, {})},
+                 "oldest_waiting_at": iso(counts.get(name, empty)["oldest_waiting_at"])}
+                for name, label in self.teams.items()]
+
+    async def record(self, handoff: Dict[str, Any]) -> Dict[str, Any]:
+        """The handoff as agents and the API see it."""
+        handoff_id = handoff["id"]
+        transcript = await self.records.read(self.records.transcript,
+                                             handoff["conversation_id"])
+        notes = await self.records.read(self.store.notes, handoff_id)
+        audit = await self.records.read(self.store.audit_trail, handoff_id)
+        waiting = handoff["status"] == "waiting"
+        position = await self.records.read(self.store.position, handoff) if waiting else None
+        return _record(handoff, self.teams, transcript, notes, audit, position, self.clock())
+
+    # helpers
+
+    async def audit(self, actor: str, action: str, handoff: Dict[str, Any],
+                    detail: Dict[str, Any]) -> None:
+        await self.records.write(self.store.audit, actor, action, handoff["id"], detail,
+                                 self.clock())
+
+    async def publish(self, kind: str, handoff: Dict[str, Any]) -> None:
+        await self.bus.publish({"type": kind, "handoff": await self.record(handoff)})
+
+    async def _done(self, agent: Agent, action: str, handoff: Dict[str, Any],
+                    detail: Dict[str, Any], event: str) -> Dict[str, Any]:
+        await self.audit(agent.name, action, handoff, detail)
+        record = await self.record(handoff)
+        await self.bus.publish({"type": event, "handoff": record})
+        return record
+
+    async def _get(self, handoff_id: int) -> Dict[str, Any]:
+        handoff = await self.records.read(self.store.get, handoff_id)
+        if handoff is None:
+            raise HandoffNotFound(f"no handoff {handoff_id}")
+        return handoff
+
+    @staticmethod
+    def _check_team(agent: Agent, handoff: Dict[str, Any]) -> None:
+        if not agent.admin and handoff["queue"] not in agent.teams:
+            raise Forbidden(f"{agent.name} is not in the {handoff['queue']} team")
+
+    @staticmethod
+    def _check_owner(agent: Agent, handoff: Dict[str, Any]) -> None:
+        if handoff["status"] != "active":
+            raise HandoffConflict(f"the handoff is {handoff['status']}; claim it first")
+        if not agent.admin and handoff["agent"] != agent.name:
+            raise Forbidden(f"the conversation is with {handoff['agent']}")
+
+
+def _tier(value: Any) -> int:
+    return value if isinstance(value, int) and 1 <= value <= 3 else 1
+
+
+def _record(handoff: Dict[str, Any], teams: Dict[str, str], transcript: List[TranscriptTurn],
+            notes: List[Dict[str, Any]], audit: List[Dict[str, Any]], position: Optional[int],
+            now: float) -> Dict[str, Any]:
+    answered = handoff["first_response_at"]
+    return {
+        "id": handoff["id"], "reference": f"H-{handoff['id']}",
+        "conversation_id": handoff["conversation_id"], "connector": handoff["connector"],
+        "channel": handoff["channel"],
+        "customer": {"name": handoff["customer_name"], "verified": handoff["customer_verified"],
+                     "contact": handoff["customer_contact"]},
+        "reason": {"code": handoff["reason_code"], "rule": handoff["rule"],
+                   "tier": handoff["tier"]},
+        "queue": handoff["queue"], "queue_label": teams.get(handoff["queue"], handoff["queue"]),
+        "priority": handoff["priority"], "status": handoff["status"], "agent": handoff["agent"],
+        "created_at": iso(handoff["created_at"]), "claimed_at": iso(handoff["claimed_at"]),
+        "first_response_at": iso(answered), "resolved_at": iso(handoff["resolved_at"]),
+        "sla": {"target_seconds": handoff["sla_target_seconds"],
+                "due_at": iso(handoff["sla_due_at"]),
+                "breached": (answered if answered is not None else now) > handoff["sla_due_at"]},
+        "position": position,
+        "transcript": [{"role": t.role, "text": t.text, "at": iso(t.at),
+                        "attachments": [a.as_dict() for a in t.attachments]}
+                       for t in transcript],
+        "slots": handoff["slots"], "order": handoff["order_snapshot"],
+        "actions_attempted": handoff["actions_attempted"], "summary": handoff["summary"],
+        "notes": [{**n, "at": iso(n["at"])} for n in notes],
+        "disposition": handoff["disposition"], "resolution_note": handoff["resolution_note"],
+        "csat": ({"score": handoff["csat_score"], "at": iso(handoff["csat_at"])}
+                 if handoff["csat_score"] is not None else None),
+        "audit": [{"actor": a["actor"], "action": a["action"], "at": iso(a["at"]),
+                   "detail": a["detail"]} for a in audit],
+    }

@@ -1,0 +1,52 @@
+"""Fixtures of the gateway tests: a local server that answers as the Telegram Bot API,
+and the gateway in process in front of the real Rasa, with an admin token."""
+from __future__ import annotations
+
+import dataclasses
+from typing import AsyncIterator
+
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.gateway import create_app, load_channel_policy
+from bot.settings import load_settings
+from connectors.telegram import TelegramChannel
+from tests.conftest import RasaStack
+from tests.connectors.test_telegram import API, credentials, sent_message
+from tests.provider_api import ProviderAPI, RecordedRequest
+
+ADMIN_TOKEN = "admin-token-for-tests"
+
+
+@pytest_asyncio.fixture
+async def bot_api() -> AsyncIterator[ProviderAPI]:
+    api = await ProviderAPI().start()
+    counter = iter(range(1, 10_000))
+
+    async def send(request: RecordedRequest) -> web.Response:
+        return web.json_response(sent_message(request, next(counter)))
+
+    async def true(request: RecordedRequest) -> web.Response:
+        return web.json_response({"ok": True, "result": True})
+
+    api.answer("POST", f"{API}/sendMessage", send)
+    api.answer("POST", f"{API}/answerCallbackQuery", true)
+    yield api
+    await api.stop()
+
+
+@pytest_asyncio.fixture
+async def client(rasa_stack: RasaStack, bot_api: ProviderAPI) -> AsyncIterator[TestClient]:
+    settings = dataclasses.replace(load_settings(), rasa_url=rasa_stack.rasa_url,
+                                   database_url=rasa_stack.database_url,
+                                   var_dir=rasa_stack.var_dir, redis_url="",
+                                   agent_api_token=ADMIN_TOKEN)
+    policy = load_channel_policy()
+    channel = TelegramChannel(credentials(bot_api.url), policy)
+    client = TestClient(TestServer(create_app(settings, {"telegram": channel}, policy)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+

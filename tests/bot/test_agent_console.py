@@ -1,0 +1,208 @@
+"""Human handoff end to end, in front of the real Rasa and action server: a Telegram
+customer asks for a person, the handoff waits with its record, the bot stays silent,
+an agent claims it through the API and replies on Telegram, resolves, and the bot
+asks for CSAT and stores the answer. The API refuses missing or wrong tokens and
+actions outside an agent's team; every action is audited; consoles get live events."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Dict, List, Tuple
+
+from aiohttp.test_utils import TestClient
+
+from bot.gateway import ROUTER
+from bot.handoff.desk import HandoffDesk
+from tests.bot.conftest import ADMIN_TOKEN
+from tests.bot.test_gateway import post_update, sent_texts, until, update
+from tests.connectors.test_telegram import API
+from tests.provider_api import ProviderAPI
+
+
+def desk_of(client: TestClient) -> HandoffDesk:
+    return client.app[ROUTER].desk
+
+
+async def agent(client: TestClient, name: str, *teams: str, capacity: int = 3) -> str:
+    desk = desk_of(client)
+    return await desk.records.write(desk.store.add_agent, name, list(teams), capacity, 0.0)
+
+
+def bearer(token: str) -> Dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def call(client: TestClient, method: str, path: str, token: str,
+               body: Any = None) -> Tuple[int, Any]:
+    response = await client.request(method, path, headers=bearer(token), json=body)
+    return response.status, await response.json()
+
+
+async def ask_for_a_person(client: TestClient, bot_api: ProviderAPI, chat: int,
+                           first_update: int) -> Dict[str, Any]:
+    """The customer asks; returns the handoff record once the queue notice was sent."""
+    before = len(sent_texts(bot_api, chat))
+    assert await post_update(client, update(first_update, "I want to talk to a human",
+                                            chat=chat)) == 200
+    await until(lambda: len(sent_texts(bot_api, chat)) >= before + 2)
+    desk = desk_of(client)
+    handoff = await desk.records.read(desk.store.open_for, f"telegram:{chat}")
+    assert handoff is not None
+    return await desk.record(handoff)
+
+
+def callback(update_id: int, chat: int, data: str) -> Dict[str, Any]:
+    return {"update_id": update_id, "callback_query": {
+        "id": f"cb{update_id}", "chat_instance": "-1", "data": data,
+        "from": {"id": chat, "is_bot": False, "first_name": "Ann"},
+        "message": {"message_id": 7, "date": 1, "text": "How would you rate…",
+                    "chat": {"id": chat, "type": "private"}}}}
+
+
+async def test_a_customer_goes_to_a_person_and_back_to_the_bot_with_csat(
+        client: TestClient, bot_api: ProviderAPI) -> None:
+    chat = 7100001
+    record = await ask_for_a_person(client, bot_api, chat, 1000)
+    escalated, queued = sent_texts(bot_api, chat)
+    assert "customer care team" in escalated
+    assert f"Your reference is {record['reference']}" in queued or "away right now" in queued
+    assert (record["status"], record["queue"], record["reason"]) == (
+        "waiting", "general", {"code": "customer_request", "rule": "customer_request", "tier": 1})
+    assert record["customer"]["name"] == "Ann" and record["position"] == 1
+    assert record["summary"]["next"] and record["sla"]["target_seconds"] == 900
+    assert [t["role"] for t in record["transcript"]] == ["customer", "bot", "bot"]
+
+    # while with a person, nothing goes to the bot
+    assert await post_update(client, update(1001, "where is my order", chat=chat)) == 200
+    desk = desk_of(client)
+    await until(lambda: len(desk.records.transcript(f"telegram:{chat}")) == 4)
+    await asyncio.sleep(0.5)
+    assert len(sent_texts(bot_api, chat)) == 2
+
+    alice = await agent(client, "alice", "general")
+    status, claimed = await call(client, "POST", f"/api/handoffs/{record['id']}/claim", alice,
+                                 {"agent": "alice"})
+    assert status == 200 and (claimed["status"], claimed["agent"]) == ("active", "alice")
+    status, replied = await call(client, "POST", f"/api/handoffs/{record['id']}/messages",
+                                 alice, {"text": "Hi Ann, I'm Alice. Let me check that."})
+    assert status == 200 and replied["deliveries"] == [{"status": "sent", "error": ""}]
+    assert sent_texts(bot_api, chat)[-1] == "Hi Ann, I'm Alice. Let me check that."
+    assert replied["handoff"]["first_response_at"] is not None
+    assert replied["handoff"]["transcript"][-1]["role"] == "agent"
+    status, noted = await call(client, "POST", f"/api/handoffs/{record['id']}/notes", alice,
+                               {"text": "customer has no order number"})
+    assert noted["notes"][0]["author"] == "alice"
+
+    status, refused = await call(client, "POST", f"/api/handoffs/{record['id']}/resolve",
+                                 alice, {"disposition": "made_up"})
+    assert status == 400 and "solved" in refused["error"]
+    status, resolved = await call(client, "POST", f"/api/handoffs/{record['id']}/resolve",
+                                  alice, {"disposition": "information_given", "note": "done"})
+    assert status == 200 and resolved["status"] == "resolved"
+    handback, question = sent_texts(bot_api, chat)[-2:]
+    assert "back with the assistant" in handback and "rate" in question
+    csat_buttons = json.loads(bot_api.calls(f"{API}/sendMessage")[-1]
+                              .form["reply_markup"][0])["inline_keyboard"]
+    assert [b[0]["callback_data"] for b in csat_buttons] == [f"csat:{n}" for n in range(1, 6)]
+
+    assert await post_update(client, callback(1002, chat, "csat:4")) == 200
+    await until(lambda: sent_texts(bot_api, chat)[-1] == "Thank you for telling us.")
+    status, final = await call(client, "GET", f"/api/handoffs/{record['id']}", alice)
+    assert final["csat"]["score"] == 4 and final["disposition"] == "information_given"
+    for status, expected in (("resolved", True), ("waiting", False), ("active", False)):
+        code, listed = await call(client, "GET", f"/api/handoffs?status={status}", alice)
+        assert all(h["status"] == status for h in listed)
+        assert (record["id"] in [h["id"] for h in listed]) is expected
+    assert [(a["actor"], a["action"]) for a in final["audit"]] == [
+        ("bot", "open"), ("alice", "claim"), ("alice", "reply"), ("alice", "note"),
+        ("alice", "resolve")]
+
+    # back with the bot
+    sent = len(sent_texts(bot_api, chat))
+    assert await post_update(client, update(1003, "where is my order", chat=chat)) == 200
+    await until(lambda: len(sent_texts(bot_api, chat)) > sent)
+    assert "order number" in sent_texts(bot_api, chat)[-1].lower()
+
+
+async def test_a_verified_customer_hands_over_the_order_and_slots(
+        client: TestClient, bot_api: ProviderAPI) -> None:
+    chat = 7100002
+    for update_id, text in ((1100, "where is my order A1001"), (1101, "buyer1@example.com")):
+        count = len(sent_texts(bot_api, chat))
+        assert await post_update(client, update(update_id, text, chat=chat)) == 200
+        await until(lambda count=count: len(sent_texts(bot_api, chat)) > count)
+    record = await ask_for_a_person(client, bot_api, chat, 1102)
+    assert record["customer"]["verified"] is True
+    assert record["customer"]["contact"] == "b***@example.com"
+    assert record["slots"]["order_id"] == "A1001"
+    order = record["order"]
+    assert order["order_id"] == "A1001" and order["items"] and order["total"]
+    assert order["shipment"]["tracking_number"] == "1Z999AA10123456784"
+    assert "buyer1@example.com" not in json.dumps({k: v for k, v in record.items()
+                                                   if k not in ("slots", "transcript")})
+
+
+async def test_the_api_needs_a_valid_token(client: TestClient,
+                                            bot_api: ProviderAPI) -> None:
+    for headers in ({}, bearer("wrong"), {"Authorization": ADMIN_TOKEN},
+                    {"Authorization": "Basic YWRtaW46YWRtaW4="}):
+        response = await client.get("/api/handoffs", headers=headers)
+        assert response.status == 401
+        assert "token" in (await response.json())["error"]
+    response = await client.post("/api/handoffs/1/claim", json={"agent": "admin"})
+    assert response.status == 401
+    status, me = await call(client, "GET", "/api/me", ADMIN_TOKEN)
+    assert status == 200 and me["admin"] is True
+    status, listed = await call(client, "GET", "/api/handoffs?status=nonsense", ADMIN_TOKEN)
+    assert status == 400
+    status, queues = await call(client, "GET", "/api/queues", ADMIN_TOKEN)
+    assert [q["queue"] for q in queues] == ["logistics", "returns_refunds", "payments_fraud",
+                                            "general"]
+
+
+async def test_agents_act_only_in_their_teams_and_for_themselves(
+        client: TestClient, bot_api: ProviderAPI) -> None:
+    record = await ask_for_a_person(client, bot_api, 7100003, 1200)
+    path = f"/api/handoffs/{record['id']}"
+    dan = await agent(client, "dan", "logistics")
+    bea = await agent(client, "bea", "general")
+    assert (await call(client, "POST", f"{path}/claim", dan, {"agent": "dan"}))[0] == 403
+    assert (await call(client, "POST", f"{path}/claim", bea, {"agent": "dan"}))[0] == 403
+    assert (await call(client, "POST", f"{path}/messages", bea, {"text": "hi"}))[0] == 409
+    status, moved = await call(client, "POST", f"{path}/transfer", bea, {"queue": "logistics"})
+    assert status == 200 and (moved["queue"], moved["status"]) == ("logistics", "waiting")
+    assert (await call(client, "POST", f"{path}/transfer", bea, {"queue": "sales"}))[0] == 400
+    # the admin claims for dan, who now owns it; bea cannot reply in his conversation
+    status, claimed = await call(client, "POST", f"{path}/claim", ADMIN_TOKEN, {"agent": "dan"})
+    assert status == 200 and claimed["agent"] == "dan"
+    assert (await call(client, "POST", f"{path}/claim", dan, {"agent": "dan"}))[0] == 409
+    assert (await call(client, "POST", f"{path}/messages", bea, {"text": "hi"}))[0] == 403
+    assert (await call(client, "POST", f"{path}/messages", dan, {"text": " "}))[0] == 400
+    status, final = await call(client, "GET", path, dan)
+    assert [(a["actor"], a["action"]) for a in final["audit"]] == [
+        ("bot", "open"), ("bea", "transfer"), ("admin", "claim")]
+    assert final["audit"][1]["detail"] == {"from": "general", "to": "logistics"}
+    assert (await call(client, "GET", "/api/handoffs/999999", dan))[0] == 404
+
+
+async def test_an_open_console_gets_the_escalation_live(
+        client: TestClient, bot_api: ProviderAPI) -> None:
+    refused = await client.ws_connect("/api/events")
+    await refused.send_json({"token": "wrong"})
+    await refused.receive()
+    assert refused.close_code == 4401
+    socket = await client.ws_connect("/api/events")
+    await socket.send_json({"token": ADMIN_TOKEN})
+    assert (await socket.receive_json(timeout=5))["type"] == "ready"
+    record = await ask_for_a_person(client, bot_api, 7100004, 1300)
+    events: List[Dict[str, Any]] = []
+    while not any(e["type"] == "handoff.opened" for e in events):
+        events.append(await socket.receive_json(timeout=10))
+    opened = next(e for e in events if e["type"] == "handoff.opened")
+    assert opened["handoff"]["id"] == record["id"]
+    assert opened["handoff"]["transcript"][0]["text"] == "I want to talk to a human"
+    await post_update(client, update(1301, "hello? anyone?", chat=7100004))
+    message = await socket.receive_json(timeout=10)
+    assert message["type"] == "handoff.message"
+    assert message["handoff"]["transcript"][-1]["text"] == "hello? anyone?"
+    await socket.close()
