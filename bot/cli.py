@@ -1,5 +1,5 @@
 """The `bot` command: run the system, seed the demo store, validate the policy,
-report NLU quality, manage channels. `bot --help` lists the commands."""
+report NLU quality, manage channels and agents. `bot --help` lists the commands."""
 from __future__ import annotations
 
 import argparse
@@ -38,17 +38,20 @@ def _seed(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from actions.policy import PolicyError, load_knowledge, load_policy
     from bot.gateway import load_channel_policy
+    from bot.handoff.policy import load_handoff_policy
 
     try:
         policy = load_policy()
         load_knowledge(policy=policy)
         channels = load_channel_policy()
+        handoff = load_handoff_policy(policy)
     except PolicyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"policy ok: {len(policy.rules)} escalation rules, "
           f"{sum(len(p) for p in policy.trigger_phrases.values())} trigger phrases, "
-          f"channel retries {channels.retry.attempts}")
+          f"channel retries {channels.retry.attempts}, "
+          f"{len(handoff.dispositions)} handoff dispositions")
     return 0
 
 
@@ -92,6 +95,41 @@ def _deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agents(args: argparse.Namespace) -> int:
+    import time
+
+    from actions.policy import load_policy
+    from actions.store.sql import create_store_engine
+    from bot.handoff.policy import load_handoff_policy
+    from bot.handoff.store import HandoffStore
+    from bot.settings import load_settings
+
+    store = HandoffStore(create_store_engine(load_settings().gateway_database_url))
+    if args.action == "add":
+        escalation = load_policy()
+        teams = escalation.teams
+        capacity = args.capacity or load_handoff_policy(escalation).default_capacity
+        unknown = [t for t in args.team if t not in teams]
+        if unknown:
+            print(f"error: no team {unknown[0]!r}; teams: {', '.join(teams)}", file=sys.stderr)
+            return 1
+        token = store.add_agent(args.name, args.team, capacity, time.time())
+        store.audit("cli", "agent_added", None, {"agent": args.name, "teams": args.team},
+                    time.time())
+        print(f"agent {args.name} ({', '.join(args.team)}, capacity {capacity})\n"
+              f"token (shown once; give it to {args.name}): {token}")
+    elif args.action == "remove":
+        if not store.remove_agent(args.name):
+            print(f"error: no agent {args.name!r}", file=sys.stderr)
+            return 1
+        store.audit("cli", "agent_removed", None, {"agent": args.name}, time.time())
+        print(f"agent {args.name} removed; their token no longer works")
+    else:
+        for agent in store.agents():
+            print(f"{agent.name:<20} capacity {agent.capacity:<3} {', '.join(agent.teams)}")
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
     "serve": _serve,
@@ -99,6 +137,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
     "telegram": _telegram_set_webhook,
     "deliveries": _deliveries,
+    "agents": _agents,
 }
 
 
@@ -121,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--status", choices=["sent", "delivered", "read", "failed", "blocked"],
                             help="only this status, e.g. failed")
     deliveries.add_argument("--limit", type=int, default=50)
+    agents = sub.add_parser("agents", help="the people who work the handoff queues")
+    agents_sub = agents.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = agents_sub.add_parser("add", help="add (or re-issue the token of) an agent")
+    add.add_argument("name")
+    add.add_argument("--team", action="append", required=True,
+                     help="a queue they work (repeat for several), e.g. logistics")
+    add.add_argument("--capacity", type=int,
+                     help="conversations at once (default: default_capacity of handoff.yml)")
+    agents_sub.add_parser("list", help="agents, their teams and capacity")
+    remove = agents_sub.add_parser("remove", help="remove an agent; their token stops working")
+    remove.add_argument("name")
     # nlu-report has its own options (bot/nlu_report.py); main() hands them over whole
     sub.add_parser("nlu-report", add_help=False,
                    help="score the model on ../shared/eval (bot nlu-report --help)")

@@ -21,7 +21,7 @@ def test_help_lists_every_command(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for command in ("run", "serve", "seed", "validate", "nlu-report", "telegram",
-                    "deliveries"):
+                    "deliveries", "agents"):
         assert command in out
 
 
@@ -90,3 +90,25 @@ def test_deliveries_lists_failed_sends(tmp_path, monkeypatch, capsys):
     assert main(["deliveries", "--status", "failed"]) == 0
     out = capsys.readouterr().out
     assert "chat not found" in out and "1 deliveries with status failed" in out
+
+
+def test_agents_are_added_listed_and_removed_with_a_token_shown_once(
+        tmp_path, monkeypatch, capsys):
+    from bot.handoff.store import HandoffStore
+
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", url)
+    assert main(["agents", "add", "alice", "--team", "general", "--team", "logistics"]) == 0
+    token = capsys.readouterr().out.rsplit(": ", 1)[1].strip()
+    store = HandoffStore(create_store_engine(url))
+    alice = store.agent_for_token(token)
+    assert alice is not None and list(alice.teams) == ["general", "logistics"]
+    assert alice.capacity == 3  # default_capacity of policy/handoff.yml
+    assert main(["agents", "list"]) == 0
+    assert "alice" in capsys.readouterr().out
+    assert main(["agents", "add", "bob", "--team", "sales"]) == 1
+    assert "no team 'sales'" in capsys.readouterr().err
+    assert main(["agents", "remove", "alice"]) == 0
+    assert store.agent_for_token(token) is None
+    assert main(["agents", "remove", "alice"]) == 1
+    assert [a["action"] for a in store.audit_trail()] == ["agent_added", "agent_removed"]
