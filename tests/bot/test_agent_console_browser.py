@@ -1,0 +1,70 @@
+"""The agent console in headless Chromium, end to end: a customer asks for a person on
+Telegram (a local server answers as the Bot API), the handoff appears live in the open
+console, the agent claims it in the browser and replies, the customer receives the
+reply, writes back (seen live), the agent resolves, and the bot asks for CSAT."""
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient
+
+from tests.bot.test_agent_console import agent, desk_of
+from tests.bot.test_gateway import post_update, sent_texts, until, update
+from tests.browser import Browser, unavailable
+from tests.provider_api import ProviderAPI
+
+CHAT = 7200001
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    async with Browser.open() as opened:
+        yield opened
+
+
+async def test_an_agent_works_a_telegram_handoff_in_the_console(
+        browser: Browser, client: TestClient, bot_api: ProviderAPI) -> None:
+    token = await agent(client, "alice", "general")
+    await browser.get(str(client.make_url("/agent")))
+    await browser.type("#token", token)
+    await browser.click("#sign-in")
+    await browser.wait_for_text("#agent-name", "alice")
+    await browser.wait_for_text("#live-status", "live")
+
+    assert await post_update(client, update(2000, "I want to talk to a human", chat=CHAT)) == 200
+    desk = desk_of(client)
+    await until(lambda: desk.store.open_for(f"telegram:{CHAT}") is not None)
+    handoff = desk.store.open_for(f"telegram:{CHAT}")
+    item = f'.handoff-item[data-id="{handoff["id"]}"]'
+    await browser.find(item)  # arrived by WebSocket: the page does not poll
+    await browser.click(item)
+    await browser.wait_for_text("#transcript .turn-customer", "talk to a human")
+    await browser.wait_for_text("#record", "customer_request")
+
+    await browser.click("#claim")
+    await browser.wait_until("return !document.querySelector('#reply-send').disabled")
+    await browser.type("#reply-text", "Hi, I'm Alice from customer care.")
+    await browser.click("#reply-send")
+    await until(lambda: "Hi, I'm Alice from customer care." in sent_texts(bot_api, CHAT))
+    await browser.wait_for_text("#transcript .turn-agent", "I'm Alice")
+
+    assert await post_update(client, update(2001, "Thanks, my parcel never came",
+                                            chat=CHAT)) == 200
+    await browser.wait_for_text("#transcript .turn-customer", "parcel never came")
+
+    await browser.execute("document.querySelector('#disposition').value = arguments[0];",
+                          "information_given")
+    await browser.type("#resolve-note", "explained the delivery")
+    await browser.click("#resolve")
+    await until(lambda: "How would you rate" in sent_texts(bot_api, CHAT)[-1])
+    record = await desk.get(handoff["id"])
+    assert (record["status"], record["agent"], record["disposition"]) == (
+        "resolved", "alice", "information_given")
+    assert [a["action"] for a in record["audit"]] == ["open", "claim", "reply", "resolve"]
+    errors = [line for line in await browser.console() if line.startswith("SEVERE")]
+    assert errors == []
