@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional
 
@@ -30,7 +29,7 @@ from bot.inbox import Inbox, MemoryInbox, RedisDedupe, RedisInbox
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
 from bot.router import Router
-from bot.settings import REPO_ROOT, Settings, load_settings
+from bot.settings import REPO_ROOT, Settings, load_settings, local_secret
 from connectors.channel import Channel
 from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
 from connectors.telegram import TelegramChannel
@@ -60,14 +59,7 @@ class BadRequest(web.HTTPBadRequest):
 
 def webchat_secret(settings: Settings) -> bytes:
     """WEBCHAT_SECRET, else a random one kept in var/ so sessions survive a restart."""
-    if settings.webchat_secret:
-        return settings.webchat_secret.encode()
-    path = settings.var_dir / "webchat.secret"
-    if not path.exists():
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip().encode()
+    return (settings.webchat_secret or local_secret(settings.var_dir, "webchat.secret")).encode()
 
 
 def build_channels(credentials: ChannelCredentials, policy: ChannelPolicy,

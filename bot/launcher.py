@@ -13,9 +13,10 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from bot.settings import REPO_ROOT, Settings, load_settings
+from bot.settings import REPO_ROOT, Settings, load_settings, local_secret
 
 BIN = Path(sys.executable).parent
+ADMIN_TOKEN_FILE = "agent-admin.token"
 STARTUP_TIMEOUT_SECONDS = 180
 
 
@@ -28,6 +29,7 @@ def child_environment(settings: Settings) -> Dict[str, str]:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     env.setdefault("ACTION_SERVER_URL", settings.action_server_url)
     env.setdefault("RASA_TRACKER_DB", str(settings.var_dir / "rasa_tracker.db"))
+    env.setdefault("AGENT_API_TOKEN", local_secret(settings.var_dir, ADMIN_TOKEN_FILE))
     return env
 
 
@@ -107,10 +109,12 @@ def run_system(train: bool = True, seed: bool = True) -> int:
     try:
         wait_until_healthy(settings, processes)
         base = f"http://localhost:{settings.gateway_port}"
-        print(f"ready: web chat {base}/ , REST channel {base}/webhooks/rest/webhook, "
-              f"health {base}/health", flush=True)
-        print("agent console: not built yet (issue 4); channel webhooks: see README, "
-              "'Channels'", flush=True)
+        print(f"ready: web chat {base}/ , agent console {base}/agent , REST channel "
+              f"{base}/webhooks/rest/webhook, health {base}/health", flush=True)
+        token = ("$AGENT_API_TOKEN" if os.environ.get("AGENT_API_TOKEN")
+                 else f"var/{ADMIN_TOKEN_FILE}")
+        print(f"agent console: sign in with the admin token in {token}, or add agents with "
+              "'bot agents add'; channel webhooks: see README, 'Channels'", flush=True)
         print("logs in var/logs/; press Ctrl-C to stop", flush=True)
         return _supervise(processes)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,3 +59,13 @@ def load_settings() -> Settings:
         gateway_database_override=env.get("GATEWAY_DATABASE_URL", ""),
         agent_api_token=env.get("AGENT_API_TOKEN", ""),
     )
+
+
+def local_secret(var_dir: Path, name: str) -> str:
+    """A random secret kept (owner-only) in var/, for running without configuration."""
+    path = var_dir / name
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()

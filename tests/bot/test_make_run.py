@@ -48,7 +48,8 @@ def make_run(trained_model) -> Iterator[subprocess.Popen]:
         pytest.fail(f"ports {busy} are in use: stop the running system before the tests")
     process = subprocess.Popen(["make", "run"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               env={**os.environ, "DATABASE_URL": ""})
+                               env={**{k: v for k, v in os.environ.items()
+                                       if k != "AGENT_API_TOKEN"}, "DATABASE_URL": ""})
     output: List[str] = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -59,8 +60,12 @@ def make_run(trained_model) -> Iterator[subprocess.Popen]:
     assert any(line.startswith("ready:") for line in output), "".join(output)
     process.output = output  # type: ignore[attr-defined]
     yield process
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:  # a test failed before the Ctrl-C test: stop it the same way
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_health_reports_every_component(make_run):
@@ -72,6 +77,20 @@ def test_health_reports_every_component(make_run):
     output = "".join(make_run.output)
     assert "/webhooks/rest/webhook" in output
     assert "web chat http://localhost:8080/" in output
+    assert "agent console http://localhost:8080/agent" in output
+
+
+def test_the_agent_console_opens_with_the_local_admin_token(make_run):
+    with urllib.request.urlopen(f"{GATEWAY}/agent", timeout=5) as response:
+        assert "agent.js" in response.read().decode()
+    token = (REPO_ROOT / "var" / "agent-admin.token").read_text().strip()
+    request = urllib.request.Request(f"{GATEWAY}/api/me",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert json.load(response)["admin"] is True
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{GATEWAY}/api/handoffs", timeout=5)
+    assert refused.value.code == 401
 
 
 def test_the_web_chat_page_is_served(make_run):
