@@ -145,7 +145,8 @@ async def _named_agent(desk: HandoffDesk, name: str) -> Agent:
 async def reply(request: web.Request, agent: Agent) -> Any:
     text = _text(await _body(request), "text")
     deliveries, record = await request.app[DESK].reply(_handoff_id(request), agent, text)
-    return {"deliveries": [{"status": d.status, "error": d.error} for d in deliveries],
+    return {"deliveries": [{"status": d.status, "error": d.error, "template": d.template}
+                           for d in deliveries],
             "handoff": record}
 
 

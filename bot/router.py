@@ -104,13 +104,14 @@ class Router:
         except BotUnavailable as error:
             log.error("bot unavailable for %s after %.0fs (%s); handing to a person",
                       message.connector, self.policy.bot_retry_seconds, error)
-            await self.deliver(message.connector, message.sender,
-                               [Reply(text=self.policy.texts.bot_unavailable)])
-            await self.desk.bot_unavailable(message, self.policy.bot_retry_seconds)
-            return
+            opened = await self.desk.bot_unavailable(message, self.policy.bot_retry_seconds)
+            replies = [Reply(text=self.policy.texts.bot_unavailable)]
+        else:
+            opened = await self.desk.escalate(message, escalation) if escalation else None
+        # consoles see a new handoff before any send, which may wait on rate limits
         await self.deliver(message.connector, message.sender, replies)
-        if escalation is not None:
-            await self.desk.escalate(message, escalation)
+        if opened is not None:
+            await self.desk.announce(opened)
 
     async def _ask_bot(self, message: Message) -> List[Reply]:
         """Ask Rasa, retrying with backoff for up to bot_retry_seconds."""

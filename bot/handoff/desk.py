@@ -121,7 +121,8 @@ class HandoffDesk:
         await self.publish("handoff.csat", handoff)
         return True
 
-    async def escalate(self, message: Message, payload: Dict[str, Any]) -> Dict[str, Any]:
+    async def escalate(self, message: Message,
+                       payload: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """Open the handoff the bot asked for (its payload: see actions/conversation.py)."""
         customer = payload.get("customer") or {}
         summary = payload.get("summary") or {}
@@ -145,7 +146,8 @@ class HandoffDesk:
                                                                values["order_id"])
         return await self._open(message, values)
 
-    async def bot_unavailable(self, message: Message, waited_seconds: float) -> Dict[str, Any]:
+    async def bot_unavailable(self, message: Message,
+                              waited_seconds: float) -> Optional[Dict[str, Any]]:
         fallback = self.policy.bot_unavailable
         return await self._open(message, {
             "reason_code": "bot_unavailable", "rule": "bot_unavailable", "tier": fallback.tier,
@@ -158,14 +160,16 @@ class HandoffDesk:
                         "eta": ""},
         })
 
-    async def _open(self, message: Message, values: Dict[str, Any]) -> Dict[str, Any]:
+    async def _open(self, message: Message,
+                    values: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Open the handoff and show it on the consoles; None if the conversation is
+        already with a person."""
         now = self.clock()
         target = self.policy.first_response_seconds(values["queue"], message.channel,
                                                     values["tier"])
         starts = self.policy.business_hours.next_open(
             datetime.fromtimestamp(now, timezone.utc)).timestamp()
-        if not message.profile_name and not values["customer_contact"] \
-                and message.channel in ("sms", "whatsapp"):
+        if not values["customer_contact"] and message.channel in ("sms", "whatsapp"):
             values["customer_contact"] = mask(message.sender)
         handoff, created = await self.records.write(self.store.open, {
             **values, "conversation_id": message.conversation_id,
@@ -173,16 +177,20 @@ class HandoffDesk:
             "priority": values["tier"], "created_at": now, "sla_target_seconds": target,
             "sla_due_at": starts + target,
         })
-        if not created:  # already with a person: nothing new to announce
-            return handoff
+        if not created:  # already with a person
+            return None
         await self.audit("bot", "open", handoff, {"reason": values["reason_code"],
                                                   "queue": values["queue"]})
-        after_hours = starts > now
+        await self.publish("handoff.opened", handoff)
+        return handoff
+
+    async def announce(self, handoff: Dict[str, Any]) -> None:
+        """Tell the customer their place in the queue, or when the team is back."""
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        after_hours = self.policy.business_hours.next_open(now) > now
         texts = self.policy.texts
         await self._tell_position(handoff, texts.queued_after_hours if after_hours
                                   else texts.queued)
-        await self.publish("handoff.opened", handoff)
-        return handoff
 
     async def _tell_position(self, handoff: Dict[str, Any], text: str) -> None:
         now = self.clock()
@@ -221,7 +229,8 @@ class HandoffDesk:
         handoff = await self._get(handoff_id)
         self._check_owner(agent, handoff)
         deliveries = await self.send(handoff, text, "agent")
-        if any(d.status in REACHED for d in deliveries):
+        # a template sent instead (WhatsApp's closed window) does not answer the customer
+        if any(d.status in REACHED and not d.template for d in deliveries):
             await self.records.write(self.store.first_response, handoff_id, self.clock())
         statuses = [d.status for d in deliveries]
         record = await self._done(agent, "reply", await self._get(handoff_id),

@@ -6,17 +6,24 @@ actions outside an agent's team; every action is audited; consoles get live even
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import time
 from typing import Any, Dict, List, Tuple
 
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
-from bot.gateway import ROUTER
+from bot.gateway import ROUTER, create_app, load_channel_policy
 from bot.handoff.desk import HandoffDesk
+from bot.settings import load_settings
+from connectors.whatsapp import WhatsAppChannel
 from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.test_gateway import post_update, sent_texts, until, update
+from tests.conftest import RasaStack
+from tests.connectors import test_whatsapp as whatsapp_test
 from tests.connectors.test_telegram import API
-from tests.provider_api import ProviderAPI
+from tests.provider_api import ProviderAPI, RecordedRequest, free_port
 
 
 def desk_of(client: TestClient) -> HandoffDesk:
@@ -85,7 +92,8 @@ async def test_a_customer_goes_to_a_person_and_back_to_the_bot_with_csat(
     assert status == 200 and (claimed["status"], claimed["agent"]) == ("active", "alice")
     status, replied = await call(client, "POST", f"/api/handoffs/{record['id']}/messages",
                                  alice, {"text": "Hi Ann, I'm Alice. Let me check that."})
-    assert status == 200 and replied["deliveries"] == [{"status": "sent", "error": ""}]
+    assert status == 200
+    assert replied["deliveries"] == [{"status": "sent", "error": "", "template": ""}]
     assert sent_texts(bot_api, chat)[-1] == "Hi Ann, I'm Alice. Let me check that."
     assert replied["handoff"]["first_response_at"] is not None
     assert replied["handoff"]["transcript"][-1]["role"] == "agent"
@@ -206,3 +214,51 @@ async def test_an_open_console_gets_the_escalation_live(
     assert message["type"] == "handoff.message"
     assert message["handoff"]["transcript"][-1]["text"] == "hello? anyone?"
     await socket.close()
+
+
+async def test_an_agent_reply_outside_the_whatsapp_window_sends_only_the_template(
+        rasa_stack: RasaStack) -> None:
+    """The customer wrote 25 hours ago and the bot was down: the agent's reply may not
+    go out as free text, so the approved template invites the customer back, and the
+    reply does not count as a first response."""
+    graph = await ProviderAPI().start()
+
+    async def accepted(request: RecordedRequest) -> web.Response:
+        number = len(graph.calls(whatsapp_test.MESSAGES_PATH))
+        return web.json_response({"messaging_product": "whatsapp",
+                                  "contacts": [{"input": request.json["to"]}],
+                                  "messages": [{"id": f"wamid.OUT{number}"}]})
+
+    graph.answer("POST", whatsapp_test.MESSAGES_PATH, accepted)
+    policy = load_channel_policy().copy(update={"bot_retry_seconds": 0.2})
+    settings = dataclasses.replace(load_settings(), rasa_url=f"http://127.0.0.1:{free_port()}",
+                                   database_url=rasa_stack.database_url,
+                                   var_dir=rasa_stack.var_dir, agent_api_token=ADMIN_TOKEN)
+    channel = WhatsAppChannel(whatsapp_test.credentials(graph.url), policy)
+    client = TestClient(TestServer(create_app(settings, {"whatsapp": channel}, policy)))
+    await client.start_server()
+    try:
+        old = whatsapp_test.inbound("text", {"body": "my parcel is late"}, wamid="wamid.OLD1")
+        old["timestamp"] = str(int(time.time()) - 25 * 3600)
+        assert await whatsapp_test.post_signed(client, whatsapp_test.notification([old])) == 200
+        desk = desk_of(client)
+        conversation = f"whatsapp:{whatsapp_test.CUSTOMER}"
+        await until(lambda: desk.store.open_for(conversation) is not None)
+        handoff = desk.store.open_for(conversation)
+        assert handoff["reason_code"] == "bot_unavailable"
+        assert handoff["customer_contact"] == "16*****1234"
+        path = f"/api/handoffs/{handoff['id']}"
+        assert (await call(client, "POST", f"{path}/claim", ADMIN_TOKEN, {"agent": "admin"}))[0] \
+            == 200
+        before = len(graph.calls(whatsapp_test.MESSAGES_PATH))
+        status, replied = await call(client, "POST", f"{path}/messages", ADMIN_TOKEN,
+                                     {"text": "Sorry for the wait, your parcel ships today."})
+        assert status == 200
+        assert [(d["status"], d["template"]) for d in replied["deliveries"]] == [
+            ("sent", "support_follow_up"), ("blocked", "")]
+        sent = [r.json for r in graph.calls(whatsapp_test.MESSAGES_PATH)[before:]]
+        assert [m["type"] for m in sent] == ["template"]
+        assert replied["handoff"]["first_response_at"] is None
+    finally:
+        await client.close()
+        await graph.stop()

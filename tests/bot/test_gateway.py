@@ -83,7 +83,8 @@ async def test_a_telegram_message_is_answered_by_the_bot_once(
         assert [(t.role, t.text) for t in turns] == [
             ("customer", "where is my order"), ("bot", replies[0])]
         deliveries = await asyncio.to_thread(router.records.deliveries)
-        assert [(d["status"], d["connector"]) for d in deliveries] == [("sent", "telegram")]
+        assert [(d["status"], d["connector"]) for d in deliveries
+                if d["conversation_id"] == f"telegram:{CHAT}"] == [("sent", "telegram")]
     finally:
         await client.close()
 

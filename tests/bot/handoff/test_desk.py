@@ -1,0 +1,168 @@
+"""The handoff desk on its own, with a clock the tests move: what the customer is told
+(queue position, an honest wait, after-hours openings, not too often), CSAT answers
+and non-answers, and the SLA clock outside business hours."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Dict, List, Sequence, Tuple
+
+import pytest_asyncio
+
+from actions.policy import load_policy
+from actions.store.sql import create_store_engine, open_store
+from bot.handoff.desk import HandoffDesk
+from bot.handoff.events import EventBus
+from bot.handoff.policy import load_handoff_policy
+from bot.handoff.store import Agent, HandoffStore
+from bot.records import GatewayRecords
+from connectors.message import Delivery, Message, Reply
+
+# Monday 2026-11-23 12:00 UTC: open (08:00-20:00 in policy/handoff.yml)
+MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc).timestamp()
+ALICE = Agent("alice", ("general",), 5)
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Desk:
+    """The desk, its clock and what it sent to customers."""
+
+    def __init__(self, desk: HandoffDesk, clock: Clock) -> None:
+        self.desk, self.clock = desk, clock
+        self.sent: List[Tuple[str, str, str]] = []
+        desk.bind(self.send)
+
+    async def send(self, connector: str, recipient: str, replies: Sequence[Reply],
+                   role: str) -> List[Delivery]:
+        self.sent.extend((recipient, r.text, role) for r in replies)
+        return [Delivery("sent", f"m{len(self.sent)}") for _ in replies]
+
+    def texts(self, recipient: str) -> List[str]:
+        return [text for to, text, _ in self.sent if to == recipient]
+
+
+@pytest_asyncio.fixture
+async def desk(tmp_path: Path) -> AsyncIterator[Desk]:
+    records = GatewayRecords(create_store_engine(f"sqlite:///{tmp_path / 'gateway.db'}"))
+    shop = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    escalation = load_policy()
+    clock = Clock(MONDAY_NOON)
+    yield Desk(HandoffDesk(HandoffStore(records.engine), records,
+                           load_handoff_policy(escalation), escalation, shop, EventBus(),
+                           clock), clock)
+    records.close()
+    shop.close()
+
+
+def message(sender: str, text: str = "I want a person", channel: str = "telegram") -> Message:
+    return Message(connector=channel, channel=channel, sender=sender, message_id=text,
+                   text=text)
+
+
+PAYLOAD: Dict[str, Any] = {"reason_code": "customer_request", "rule": "customer_request",
+                           "tier": 1, "queue": "general", "order_id": None,
+                           "customer": {"name": "Ann", "verified": False, "contact": ""},
+                           "summary": {"what_happened": "asked", "next": "help", "eta": "soon"},
+                           "slots": {}, "actions_attempted": []}
+
+
+async def escalate(desk: Desk, sender: str, **payload: Any) -> Dict[str, Any]:
+    opened = await desk.desk.escalate(message(sender), {**PAYLOAD, **payload})
+    assert opened is not None
+    await desk.desk.announce(opened)
+    return opened
+
+
+async def test_the_customer_hears_position_wait_and_reference(desk: Desk) -> None:
+    first = await escalate(desk, "1")
+    await escalate(desk, "2")
+    [notice] = desk.texts("2")
+    assert "number 2 in the queue" in notice and "customer care" in notice
+    # no claims yet to go on: the wait is the time left to the target (15 minutes)
+    assert "about 15 minutes" in notice
+    assert f"H-{first['id'] + 1}" in notice
+
+
+async def test_the_wait_estimate_follows_the_queue_history(desk: Desk) -> None:
+    for n in range(5):  # five earlier handoffs, each claimed after 2 minutes
+        handoff = await escalate(desk, f"old{n}")
+        desk.clock.now += 120
+        await desk.desk.claim(handoff["id"], ALICE, ALICE)
+    await escalate(desk, "a")
+    await escalate(desk, "b")
+    assert "about 4 minutes" in desk.texts("b")[0]  # 2 minutes times position 2
+
+
+async def test_a_tier_3_customer_jumps_the_queue(desk: Desk) -> None:
+    await escalate(desk, "calm")
+    await escalate(desk, "urgent", tier=3, rule="safety_legal", reason_code="safety_legal")
+    assert "number 1 in the queue" in desk.texts("urgent")[0]
+
+
+async def test_writing_again_while_waiting_is_answered_at_most_every_10_minutes(
+        desk: Desk) -> None:
+    await escalate(desk, "1")
+    assert await desk.desk.takes(message("1", "hello?"))
+    assert await desk.desk.takes(message("1", "hello??"))
+    assert len(desk.texts("1")) == 1
+    desk.clock.now += 601
+    assert await desk.desk.takes(message("1", "anyone?"))
+    assert len(desk.texts("1")) == 2 and "added that" in desk.texts("1")[1]
+
+
+async def test_after_hours_the_customer_hears_when_the_team_is_back(desk: Desk) -> None:
+    desk.clock.now = datetime(2026, 11, 23, 21, 30, tzinfo=timezone.utc).timestamp()
+    handoff = await escalate(desk, "night")
+    assert "back tomorrow at 08:00" in desk.texts("night")[0]
+    opens = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc).timestamp()
+    assert handoff["sla_due_at"] == opens + 900  # the SLA clock starts at the opening
+
+
+async def test_a_web_chat_handoff_is_due_in_90_seconds(desk: Desk) -> None:
+    opened = await desk.desk.escalate(message("w1", channel="webchat"), PAYLOAD)
+    assert opened is not None and opened["sla_due_at"] == MONDAY_NOON + 90
+    record = await desk.desk.record(opened)
+    desk.clock.now += 91
+    late = await desk.desk.record(opened)
+    assert not record["sla"]["breached"] and late["sla"]["breached"]
+
+
+async def resolved(desk: Desk, sender: str) -> Dict[str, Any]:
+    handoff = await escalate(desk, sender)
+    await desk.desk.claim(handoff["id"], ALICE, ALICE)
+    return await desk.desk.resolve(handoff["id"], ALICE, "solved", "")
+
+
+async def test_csat_answers_are_stored_and_other_messages_go_to_the_bot(desk: Desk) -> None:
+    answered = await resolved(desk, "happy")
+    assert desk.texts("happy")[-1] == "How would you rate the help you got today?"
+    assert await desk.desk.takes(message("happy", "5"))
+    assert (await desk.desk.get(answered["id"]))["csat"]["score"] == 5
+    assert desk.texts("happy")[-1] == "Thank you for telling us."
+    assert not await desk.desk.takes(message("happy", "4"))  # asked once, answered once
+
+    moved_on = await resolved(desk, "busy")
+    assert not await desk.desk.takes(message("busy", "9"))  # not on the 1-5 scale
+    assert not await desk.desk.takes(message("busy", "3"))  # the question was dropped
+    assert (await desk.desk.get(moved_on["id"]))["csat"] is None
+
+
+async def test_csat_is_not_awaited_forever(desk: Desk) -> None:
+    handoff = await resolved(desk, "late")
+    desk.clock.now += 25 * 3600
+    assert not await desk.desk.takes(message("late", "4"))
+    assert (await desk.desk.get(handoff["id"]))["csat"] is None
+
+
+async def test_a_conversation_already_with_a_person_opens_nothing_new(desk: Desk) -> None:
+    await escalate(desk, "1")
+    assert await desk.desk.escalate(message("1"), PAYLOAD) is None
+    assert await desk.desk.bot_unavailable(message("1"), 20) is None
+    assert len(await desk.desk.list("waiting", None)) == 1
