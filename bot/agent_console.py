@@ -17,6 +17,8 @@ from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid
 from bot.handoff.events import Event
 from bot.handoff.store import Agent, HandoffConflict
 from bot.settings import REPO_ROOT
+from connectors.outbound import PermanentError, TransientError
+from connectors.privacy import loggable_error
 
 log = logging.getLogger("bot.agent_console")
 
@@ -52,10 +54,7 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Str
     refusals as 403/404/409/400; the result as JSON."""
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        agent = await agent_for(request.app, token.strip()) if scheme == "Bearer" else None
-        if agent is None:
-            raise _error(web.HTTPUnauthorized, "a valid bearer token is required")
+        agent = await _bearer_agent(request)
         try:
             return web.json_response(await handler(request, agent))
         except HandoffNotFound as error:
@@ -67,6 +66,14 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Str
         except Invalid as error:
             raise _error(web.HTTPBadRequest, str(error)) from error
     return wrapper
+
+
+async def _bearer_agent(request: web.Request) -> Agent:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    agent = await agent_for(request.app, token.strip()) if scheme == "Bearer" else None
+    if agent is None:
+        raise _error(web.HTTPUnauthorized, "a valid bearer token is required")
+    return agent
 
 
 async def _body(request: web.Request) -> Dict[str, Any]:
@@ -170,6 +177,26 @@ async def resolve(request: web.Request, agent: Agent) -> Any:
                                            _text(body, "note", required=False))
 
 
+async def attachment(request: web.Request) -> web.Response:
+    """A customer's attachment, fetched from the provider (media sits behind the
+    channel's credentials); `?url=` is the attachment's url in the transcript."""
+    agent = await _bearer_agent(request)
+    url = request.query.get("url", "")
+    try:
+        found, data = await request.app[DESK].attachment(_handoff_id(request), agent, url)
+    except (HandoffNotFound, Forbidden) as error:
+        raise _error(web.HTTPNotFound, str(error)) from error
+    except (TransientError, PermanentError) as error:
+        log.warning("attachment not fetched: %s", loggable_error(error))
+        raise _error(web.HTTPBadGateway, "the channel did not give the file; try again") \
+            from error
+    shown = found.mime_type.split("/")[0] in ("image", "audio", "video")
+    return web.Response(body=data, content_type=found.mime_type or "application/octet-stream",
+                        headers={"Content-Disposition": "inline" if shown else "attachment",
+                                 "X-Content-Type-Options": "nosniff",
+                                 "Cache-Control": "private, max-age=300"})
+
+
 async def events(request: web.Request) -> web.WebSocketResponse:
     """Handoff events, live. The token comes in the first frame, not the URL, so it
     never lands in access logs."""
@@ -237,6 +264,7 @@ def install_agent_console(app: web.Application, desk: HandoffDesk, admin_token: 
     for action, handler in (("claim", claim), ("messages", reply), ("notes", note),
                             ("transfer", transfer), ("resolve", resolve)):
         add.add_post(f"/api/handoffs/{{handoff_id}}/{action}", handler)
+    add.add_get("/api/handoffs/{handoff_id}/attachment", attachment)
     add.add_get("/api/events", events)
     add.add_get("/agent", console_page)
     add.add_static("/agent/", CONSOLE_DIR)

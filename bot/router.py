@@ -23,6 +23,7 @@ from connectors.message import (
     StatusUpdate,
     TranscriptTurn,
 )
+from connectors.outbound import PermanentError
 from connectors.privacy import loggable_error, mask
 
 log = logging.getLogger("bot.router")
@@ -43,7 +44,7 @@ class Router:
         self.channels: Dict[str, Channel] = dict(channels)
         self.policy = policy
         self.desk = desk
-        desk.bind(self.deliver)
+        desk.bind(self.deliver, self.download)
 
     # the ChannelContext connectors call
 
@@ -128,6 +129,12 @@ class Router:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+    async def download(self, connector: str, reference: str) -> bytes:
+        channel = self.channels.get(connector)
+        if channel is None:
+            raise PermanentError(f"channel {connector} is off")
+        return await channel.download(reference)
 
     async def deliver(self, connector: str, recipient: str, replies: Sequence[Reply],
                       role: str = "bot") -> List[Delivery]:

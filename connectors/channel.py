@@ -23,6 +23,7 @@ from connectors.message import (
     StatusUpdate,
     TranscriptTurn,
 )
+from connectors.outbound import PermanentError
 from connectors.render import chosen_option, option_number
 
 log = logging.getLogger("connectors")
@@ -81,6 +82,11 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Release what `start` opened."""
+
+    async def download(self, reference: str) -> bytes:
+        """The bytes of an attachment this channel received (the Attachment's url), for
+        agents: providers keep media behind their credentials."""
+        raise PermanentError(f"{self.name} attachments are plain links")
 
 
 class HttpChannel(Channel):

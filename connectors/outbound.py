@@ -148,6 +148,19 @@ async def post(session: aiohttp.ClientSession, url: str, *,
         raise TransientError(type(error).__name__) from error
 
 
+async def fetch(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> bytes:
+    """GET a file's bytes; failures classified as for `post` (429, 5xx, network: transient)."""
+    try:
+        async with session.get(url, **kwargs) as response:
+            if response.status == 429 or response.status >= 500:
+                raise TransientError(f"HTTP {response.status}", _retry_after(response.headers))
+            if response.status >= 400:
+                raise PermanentError(f"HTTP {response.status}")
+            return await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        raise TransientError(type(error).__name__) from error
+
+
 def _error_fields(body: Dict[str, Any]) -> Dict[str, Any]:
     """The provider's error object: Meta nests it under "error", Twilio doesn't."""
     error = body.get("error")

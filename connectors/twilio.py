@@ -37,7 +37,7 @@ from connectors.message import (
     Reply,
     StatusUpdate,
 )
-from connectors.outbound import PermanentError, RateLimiter, deliver, post
+from connectors.outbound import PermanentError, RateLimiter, deliver, fetch, post
 from connectors.privacy import mask
 from connectors.render import numbered_options, split_text
 
@@ -211,6 +211,14 @@ class TwilioChannel(HttpChannel):
                 form["StatusCallback"] = self.public_base_url + STATUS_PATH
             forms.append(form)
         return forms
+
+    async def download(self, reference: str) -> bytes:
+        """A MediaUrl of an inbound message; Twilio may require the account's basic
+        auth for it, which goes only to Twilio's own API host."""
+        if not reference.startswith(f"{self.credentials.api_base_url}/"):
+            raise PermanentError("not a Twilio media URL")
+        auth = aiohttp.BasicAuth(self.credentials.account_sid, self.credentials.auth_token)
+        return await fetch(self.session, reference, auth=auth)
 
     async def _send_one(self, form: Dict[str, str]) -> Delivery:
         session = self.session

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
+from yarl import URL
 
 from connectors.channel import (
     ChannelContext,
@@ -38,7 +40,7 @@ from connectors.message import (
     Reply,
     StatusUpdate,
 )
-from connectors.outbound import RateLimiter, deliver, post
+from connectors.outbound import PermanentError, RateLimiter, deliver, fetch, post
 from connectors.privacy import mask
 from connectors.render import numbered_options, split_text
 
@@ -299,6 +301,22 @@ class WhatsAppChannel(HttpChannel):
             (self._per_recipient, recipient),
             label=f"whatsapp {payload['type']} to {mask(recipient)}",
         )
+
+    async def download(self, reference: str) -> bytes:
+        """Media of an inbound message: its id resolves to a short-lived URL, both
+        behind the access token (Graph API, "Retrieve Media URL")."""
+        if not reference.startswith(f"{self.credentials.api_base_url}/"):
+            raise PermanentError("not a WhatsApp media reference")
+        headers = {"Authorization": f"Bearer {self.credentials.access_token}"}
+        try:
+            media = json.loads(await fetch(self.session, reference, headers=headers))
+        except ValueError as error:
+            raise PermanentError("the media answer is not JSON") from error
+        url = media.get("url") if isinstance(media, dict) else None
+        api_host = str(URL(self.credentials.api_base_url).origin())
+        if not isinstance(url, str) or not url.startswith(("https://", f"{api_host}/")):
+            raise PermanentError("the media answer has no URL")
+        return await fetch(self.session, url, headers=headers)
 
     async def _post_message(self, request: Dict[str, Any]) -> str:
         url = f"{self.credentials.api_base_url}/{self.credentials.phone_number_id}/messages"

@@ -17,10 +17,11 @@ from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
 from bot.handoff.snapshot import order_snapshot
 from bot.handoff.store import Agent, HandoffConflict, HandoffStore
 from bot.records import GatewayRecords
-from connectors.message import Button, Delivery, Message, Reply, TranscriptTurn
+from connectors.message import Attachment, Button, Delivery, Message, Reply, TranscriptTurn
 from connectors.privacy import mask
 
 Send = Callable[[str, str, Sequence[Reply], str], Awaitable[List[Delivery]]]
+Download = Callable[[str, str], Awaitable[bytes]]
 CSAT_ANSWER = re.compile(r"^\s*(?:csat:)?(\d{1,2})\b")
 REACHED = ("sent", "delivered", "read")
 
@@ -77,10 +78,12 @@ class HandoffDesk:
         self.bus = bus
         self.clock = clock
         self._send: Optional[Send] = None
+        self._download: Optional[Download] = None
 
-    def bind(self, send: Send) -> None:
-        """How replies reach customers: the router's delivery, which records them."""
-        self._send = send
+    def bind(self, send: Send, download: Download) -> None:
+        """The router's delivery (which records what it sends) and its channels'
+        downloads of customers' attachments."""
+        self._send, self._download = send, download
 
     async def send(self, handoff: Dict[str, Any], text: str, role: str,
                    buttons: Sequence[Button] = ()) -> List[Delivery]:
@@ -270,6 +273,21 @@ class HandoffDesk:
                         [Button(title, f"csat:{n}") for n, title in enumerate(options, 1)])
         return await self._done(agent, "resolve", resolved, {"disposition": disposition},
                                 "handoff.resolved")
+
+    async def attachment(self, handoff_id: int, agent: Agent,
+                         url: str) -> Tuple[Attachment, bytes]:
+        """An attachment the customer sent in this conversation, fetched through its
+        channel; only URLs of the transcript, so this fetches nothing else."""
+        handoff = await self._get(handoff_id)
+        self._check_team(agent, handoff)
+        transcript = await self.records.read(self.records.transcript,
+                                             handoff["conversation_id"])
+        found = next((a for turn in transcript if turn.role == "customer"
+                      for a in turn.attachments if a.url == url), None)
+        if found is None:
+            raise HandoffNotFound("no such attachment in this conversation")
+        assert self._download is not None, "bind() the desk to the router first"
+        return found, await self._download(handoff["connector"], url)
 
     # reading
 

@@ -13,10 +13,11 @@ from bot.gateway import create_app, load_channel_policy
 from bot.settings import load_settings
 from connectors.telegram import TelegramChannel
 from tests.conftest import RasaStack
-from tests.connectors.test_telegram import API, credentials, sent_message
+from tests.connectors.test_telegram import API, TOKEN, credentials, sent_message
 from tests.provider_api import ProviderAPI, RecordedRequest
 
 ADMIN_TOKEN = "admin-token-for-tests"
+PHOTO = b"\xff\xd8\xff\xe0 a damaged parcel"
 
 
 @pytest_asyncio.fixture
@@ -31,7 +32,17 @@ async def bot_api() -> AsyncIterator[ProviderAPI]:
         return web.json_response({"ok": True, "result": True})
 
     api.answer("POST", f"{API}/sendMessage", send)
+    async def get_file(request: RecordedRequest) -> web.Response:
+        return web.json_response({"ok": True, "result": {
+            "file_id": request.form["file_id"][0], "file_unique_id": "u1",
+            "file_size": len(PHOTO), "file_path": "photos/file_1.jpg"}})
+
+    async def file_bytes(request: RecordedRequest) -> web.Response:
+        return web.Response(body=PHOTO, content_type="image/jpeg")
+
     api.answer("POST", f"{API}/answerCallbackQuery", true)
+    api.answer("POST", f"{API}/getFile", get_file)
+    api.answer("GET", f"/file/bot{TOKEN}/photos/file_1.jpg", file_bytes)
     yield api
     await api.stop()
 

@@ -18,8 +18,8 @@ from bot.gateway import ROUTER, create_app, load_channel_policy
 from bot.handoff.desk import HandoffDesk
 from bot.settings import load_settings
 from connectors.whatsapp import WhatsAppChannel
-from tests.bot.conftest import ADMIN_TOKEN
-from tests.bot.test_gateway import post_update, sent_texts, until, update
+from tests.bot.conftest import ADMIN_TOKEN, PHOTO
+from tests.bot.test_gateway import gateway, post_update, sent_texts, until, update
 from tests.conftest import RasaStack
 from tests.connectors import test_whatsapp as whatsapp_test
 from tests.connectors.test_telegram import API
@@ -262,3 +262,66 @@ async def test_an_agent_reply_outside_the_whatsapp_window_sends_only_the_templat
     finally:
         await client.close()
         await graph.stop()
+
+
+async def next_event(socket: Any, kind: str, handoff_id: int) -> Dict[str, Any]:
+    while True:
+        event: Dict[str, Any] = await socket.receive_json(timeout=15)
+        if event.get("type") == kind and event["handoff"]["id"] == handoff_id:
+            return event
+
+
+async def test_a_claim_through_one_gateway_shows_on_the_other_gateways_console(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, redis_url: str) -> None:
+    policy = load_channel_policy()
+    first, second = [await gateway(rasa_stack.rasa_url, rasa_stack, bot_api, policy,
+                                   redis_url=redis_url) for _ in range(2)]
+    try:
+        token = await agent(first, "erin", "general")
+        console = await second.ws_connect("/api/events")
+        await console.send_json({"token": token})
+        assert (await console.receive_json(timeout=5))["type"] == "ready"
+        chat = 7300000 + int(time.time()) % 100000
+        record = await ask_for_a_person(first, bot_api, chat, chat)
+        opened = await next_event(console, "handoff.opened", record["id"])
+        assert opened["handoff"]["conversation_id"] == f"telegram:{chat}"
+        status, _ = await call(first, "POST", f"/api/handoffs/{record['id']}/claim", token,
+                               {"agent": "erin"})
+        assert status == 200
+        claimed = await next_event(console, "handoff.claimed", record["id"])
+        assert (claimed["handoff"]["status"], claimed["handoff"]["agent"]) == ("active", "erin")
+        await console.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_agent_sees_the_photo_the_customer_sent_while_waiting(
+        client: TestClient, bot_api: ProviderAPI) -> None:
+    chat = 7100005
+    record = await ask_for_a_person(client, bot_api, chat, 1400)
+    photo = update(1401, "", chat=chat)
+    del photo["message"]["text"]
+    photo["message"]["caption"] = "this is how it arrived"
+    photo["message"]["photo"] = [{"file_id": "AgADsmall", "file_unique_id": "s1", "width": 90,
+                                  "height": 90, "file_size": 900},
+                                 {"file_id": "AgADbig", "file_unique_id": "b1", "width": 1280,
+                                  "height": 960, "file_size": 90000}]
+    assert await post_update(client, photo) == 200
+    desk = desk_of(client)
+    await until(lambda: any(t.attachments for t in desk.records.transcript(f"telegram:{chat}")))
+    status, shown = await call(client, "GET", f"/api/handoffs/{record['id']}", ADMIN_TOKEN)
+    [attachment] = shown["transcript"][-1]["attachments"]
+    assert attachment["type"] == "image" and shown["transcript"][-1]["role"] == "customer"
+    path = f"/api/handoffs/{record['id']}/attachment"
+    response = await client.get(path, params={"url": attachment["url"]},
+                                headers=bearer(ADMIN_TOKEN))
+    assert response.status == 200 and await response.read() == PHOTO
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert (await client.get(path, params={"url": attachment["url"]})).status == 401
+    elsewhere = await client.get(path, params={"url": "tg-file:AgADsomeoneelse"},
+                                 headers=bearer(ADMIN_TOKEN))
+    assert elsewhere.status == 404
+    dan = await agent(client, "dan2", "logistics")
+    other_team = await client.get(path, params={"url": attachment["url"]}, headers=bearer(dan))
+    assert other_team.status == 404

@@ -56,6 +56,15 @@ async def test_an_agent_works_a_telegram_handoff_in_the_console(
     assert await post_update(client, update(2001, "Thanks, my parcel never came",
                                             chat=CHAT)) == 200
     await browser.wait_for_text("#transcript .turn-customer", "parcel never came")
+    photo = update(2002, "", chat=CHAT)
+    del photo["message"]["text"]
+    photo["message"]["photo"] = [{"file_id": "AgADphoto", "file_unique_id": "p1", "width": 800,
+                                  "height": 600, "file_size": 5000}]
+    assert await post_update(client, photo) == 200
+    # fetched with the agent's token through the gateway, shown from a blob
+    await browser.wait_until("const img = document.querySelector("
+                             "'#transcript .turn-customer .turn-attachments img');"
+                             "return img && img.src.startsWith('blob:');")
 
     await browser.execute("document.querySelector('#disposition').value = arguments[0];",
                           "information_given")

@@ -17,6 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from connectors.config import ChannelPolicy, RateSettings, TwilioCredentials
 from connectors.message import Attachment, Button, Message, Reply
+from connectors.outbound import PermanentError
 from connectors.twilio import TwilioChannel
 from tests.connectors.conftest import RecordingContext, channel_policy
 from tests.provider_api import ProviderAPI, RecordedRequest
@@ -530,3 +531,18 @@ async def test_forged_status_callback_is_refused(harness: Harness) -> None:
 
     assert (response.status, missing.status) == (403, 400)
     assert harness.context.statuses == []
+
+
+async def test_media_is_downloaded_with_the_account_credentials(harness: Harness) -> None:
+    media_path = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM1/Media/ME1"
+
+    async def media(request: RecordedRequest) -> web.Response:
+        expected = aiohttp.BasicAuth(ACCOUNT_SID, AUTH_TOKEN).encode()
+        if request.headers.get("Authorization") != expected:
+            return web.Response(status=401)
+        return web.Response(body=b"\x89PNG parcel", content_type="image/png")
+
+    harness.api.answer("GET", media_path, media)
+    assert await harness.channel.download(f"{harness.api.url}{media_path}") == b"\x89PNG parcel"
+    with pytest.raises(PermanentError):  # credentials go to Twilio's host only
+        await harness.channel.download(f"https://elsewhere.example{media_path}")

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from connectors.config import RateSettings, WhatsAppCredentials
 from connectors.message import Attachment, Button, Delivery, Reply
+from connectors.outbound import PermanentError
 from connectors.whatsapp import SERVICE_WINDOW_SECONDS, WhatsAppChannel
 from tests.connectors.conftest import RecordingContext, channel_policy, serving
 from tests.provider_api import ProviderAPI, RecordedRequest
@@ -530,3 +531,28 @@ async def test_per_recipient_rate_is_respected(provider_api: ProviderAPI, graph:
         await whatsapp.stop()
     assert time.monotonic() - started >= 0.18
     assert len(sent(graph)) == 3
+
+
+async def test_media_is_downloaded_through_its_short_lived_url(
+        channel: WhatsAppChannel, provider_api: ProviderAPI) -> None:
+    """Graph API "Retrieve Media URL": GET /{media-id} gives {url, mime_type, ...}; the
+    file at that url needs the same access token."""
+    bearer = f"Bearer {ACCESS_TOKEN}"
+
+    async def media_url(request: RecordedRequest) -> web.Response:
+        return web.json_response({
+            "messaging_product": "whatsapp", "url": f"{provider_api.url}/lookaside/ME7",
+            "mime_type": "image/jpeg", "sha256": "x", "file_size": 9, "id": "1003383421387256"})
+
+    async def media_file(request: RecordedRequest) -> web.Response:
+        if request.headers.get("Authorization") != bearer:
+            return web.Response(status=401)
+        return web.Response(body=b"\xff\xd8broken", content_type="image/jpeg")
+
+    provider_api.answer("GET", "/v21.0/1003383421387256", media_url)
+    provider_api.answer("GET", "/lookaside/ME7", media_file)
+    reference = f"{channel.credentials.api_base_url}/1003383421387256"
+    assert await channel.download(reference) == b"\xff\xd8broken"
+    assert provider_api.calls("/v21.0/1003383421387256")[0].headers["Authorization"] == bearer
+    with pytest.raises(PermanentError):
+        await channel.download("https://elsewhere.example/v21.0/1003383421387256")

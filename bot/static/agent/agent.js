@@ -29,7 +29,7 @@
   const state = {
     token: null, me: null, config: { queues: [], dispositions: [] }, queues: [],
     records: new Map(),   // id -> RECORD, everything known (lists + the open one)
-    openId: null, drafts: new Map(), busy: new Set(),
+    openId: null, drafts: new Map(), busy: new Set(), attachments: new Map(),
     refreshSeq: 0, sinceRefresh: null,   // records that arrived while a refresh ran
     socket: null, retries: 0, retryTimer: null, clockOffset: 0, stickToEnd: true,
   };
@@ -454,44 +454,66 @@
       keep = false;
     }
     list.dataset.id = String(record.id);
-    added.forEach((turn) => list.append(renderTurn(turn)));
+    added.forEach((turn) => list.append(renderTurn(turn, record.id)));
     // New customer words must be seen; otherwise leave an agent reading back in peace.
     if (!keep || (added.length && (state.stickToEnd || added.some((t) => t.role !== "bot")))) scrollToEnd();
   }
 
-  function renderTurn(turn) {
+  function renderTurn(turn, handoffId) {
     const role = /^(customer|bot|agent)$/.test(turn.role) ? turn.role : "other";
     const item = node("li", "turn turn-" + role);
     const who = { customer: "Customer", bot: "Bot", agent: "Agent" }[role] || "System";
     item.append(node("div", "turn-head", [node("span", "turn-who", who), timeNode(turn.at)]));
     if (turn.text) item.append(linkified(node("div", "turn-text"), String(turn.text)));
     const attachments = Array.isArray(turn.attachments) ? turn.attachments : [];
-    if (attachments.length) item.append(node("div", "turn-attachments", attachments.map(renderAttachment)));
+    if (attachments.length) {
+      item.append(node("div", "turn-attachments",
+        attachments.map((attachment) => renderAttachment(attachment, handoffId))));
+    }
     return item;
   }
 
-  function renderAttachment(attachment) {
-    const href = safeUrl(attachment && attachment.url);
+  // Customers' media sit behind the channel's credentials (Telegram file ids, WhatsApp
+  // media ids, Twilio's API): the gateway fetches them for a signed-in agent, so they are
+  // loaded with the token and shown from a blob, once per attachment.
+  function renderAttachment(attachment, handoffId) {
     const type = (attachment && attachment.type) || "file";
-    if (!href) return node("span", "muted", type + " (no link)");
-    const link = node("a", "attachment");
-    link.href = href;
+    const url = attachment && typeof attachment.url === "string" ? attachment.url : "";
+    if (!url) return node("span", "muted", type + " (no link)");
+    if (type === "location") return node("span", "attachment", "location: " + (attachment.caption || url));
+    const link = node("a", "attachment", type + " (loading…)");
     link.target = "_blank";
     link.rel = "noopener noreferrer";
-    if (type === "image") {
+    attachmentBlob(handoffId, url).then((blobUrl) => {
+      link.href = blobUrl;
+      if (type !== "image") {
+        link.textContent = type + ": " + (attachment.caption || url.split("/").pop() || "open");
+        return;
+      }
       const image = node("img");
-      image.src = href;
-      image.alt = "Image sent in the conversation";
-      image.loading = "lazy";
-      // An image (or its alt text) takes its height late: keep a bottom-stuck view there.
-      const settle = () => { if (state.stickToEnd) scrollToEnd(); };
-      image.addEventListener("load", settle);
-      image.addEventListener("error", settle);
-      link.append(image);
-    } else {
-      link.textContent = type + ": " + (href.split("/").pop() || href);
-    }
+      image.src = blobUrl;
+      image.alt = attachment.caption || "Image sent in the conversation";
+      // An image takes its height late: keep a bottom-stuck view there.
+      image.addEventListener("load", () => { if (state.stickToEnd) scrollToEnd(); });
+      link.replaceChildren(image);
+    }).catch(() => { link.textContent = type + " (could not be fetched; try again later)"; });
     return link;
+  }
+
+  function attachmentBlob(handoffId, url) {
+    const key = handoffId + " " + url;
+    if (!state.attachments.has(key)) {
+      const path = handoffPath(handoffId, "attachment") + "?url=" + encodeURIComponent(url);
+      const loading = fetch(path, { headers: { Authorization: "Bearer " + state.token } })
+        .then((response) => {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.blob();
+        })
+        .then((blob) => URL.createObjectURL(blob));
+      loading.catch(() => state.attachments.delete(key));   // a later render retries
+      state.attachments.set(key, loading);
+    }
+    return state.attachments.get(key);
   }
 
   function scrollToEnd() {
@@ -735,17 +757,6 @@
     const date = new Date(iso);
     if (!isNaN(date)) element.title = date.toLocaleString();
     return element;
-  }
-
-  // Only web links become links: a javascript: URL in a transcript must stay text.
-  function safeUrl(url) {
-    if (typeof url !== "string" || !url) return null;
-    try {
-      const parsed = new URL(url, location.href);
-      return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
-    } catch (e) {
-      return null;
-    }
   }
 
   function linkified(element, text) {

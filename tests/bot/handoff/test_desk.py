@@ -37,12 +37,15 @@ class Desk:
     def __init__(self, desk: HandoffDesk, clock: Clock) -> None:
         self.desk, self.clock = desk, clock
         self.sent: List[Tuple[str, str, str]] = []
-        desk.bind(self.send)
+        desk.bind(self.send, self.download)
 
     async def send(self, connector: str, recipient: str, replies: Sequence[Reply],
                    role: str) -> List[Delivery]:
         self.sent.extend((recipient, r.text, role) for r in replies)
         return [Delivery("sent", f"m{len(self.sent)}") for _ in replies]
+
+    async def download(self, connector: str, reference: str) -> bytes:
+        return f"{connector} {reference}".encode()
 
     def texts(self, recipient: str) -> List[str]:
         return [text for to, text, _ in self.sent if to == recipient]
