@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Dict, Optional
 
 from aiohttp import WSCloseCode, web
 
-from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid
+from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, iso
 from bot.handoff.events import Event
 from bot.handoff.store import Agent, HandoffConflict
 from bot.settings import REPO_ROOT
@@ -177,6 +177,16 @@ async def resolve(request: web.Request, agent: Agent) -> Any:
                                            _text(body, "note", required=False))
 
 
+@authenticated
+async def audit_log(request: web.Request, agent: Agent) -> Any:
+    """Every agent action, oldest first (admin only): who, what, when, on which handoff."""
+    if not agent.admin:
+        raise Forbidden("the audit log is for the admin token")
+    desk = request.app[DESK]
+    return [{**entry, "at": iso(entry["at"])}
+            for entry in await desk.records.read(desk.store.audit_trail)]
+
+
 async def attachment(request: web.Request) -> web.Response:
     """A customer's attachment, fetched from the provider (media sits behind the
     channel's credentials); `?url=` is the attachment's url in the transcript."""
@@ -265,6 +275,7 @@ def install_agent_console(app: web.Application, desk: HandoffDesk, admin_token: 
                             ("transfer", transfer), ("resolve", resolve)):
         add.add_post(f"/api/handoffs/{{handoff_id}}/{action}", handler)
     add.add_get("/api/handoffs/{handoff_id}/attachment", attachment)
+    add.add_get("/api/audit", audit_log)
     add.add_get("/api/events", events)
     add.add_get("/agent", console_page)
     add.add_static("/agent/", CONSOLE_DIR)

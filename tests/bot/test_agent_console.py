@@ -191,6 +191,10 @@ async def test_agents_act_only_in_their_teams_and_for_themselves(
         ("bot", "open"), ("bea", "transfer"), ("admin", "claim")]
     assert final["audit"][1]["detail"] == {"from": "general", "to": "logistics"}
     assert (await call(client, "GET", "/api/handoffs/999999", dan))[0] == 404
+    assert (await call(client, "GET", "/api/audit", dan))[0] == 403
+    status, trail = await call(client, "GET", "/api/audit", ADMIN_TOKEN)
+    mine = [(e["actor"], e["action"]) for e in trail if e["handoff_id"] == record["id"]]
+    assert status == 200 and mine == [("bot", "open"), ("bea", "transfer"), ("admin", "claim")]
 
 
 async def test_an_open_console_gets_the_escalation_live(
