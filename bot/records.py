@@ -219,11 +219,11 @@ class GatewayRecords:
                 db.execute(opt_outs.insert().values(connector=connector, address=address,
                                                     at=time.time()))
 
-    def is_opted_out(self, connector: str, address: str) -> bool:
+    def opted_out_since(self, connector: str, address: str) -> Optional[float]:
         with self.engine.connect() as db:
-            return db.execute(sa.select(opt_outs.c.at).where(
-                opt_outs.c.connector == connector, opt_outs.c.address == address)).first() \
-                is not None
+            at = db.execute(sa.select(opt_outs.c.at).where(
+                opt_outs.c.connector == connector, opt_outs.c.address == address)).scalar()
+            return float(at) if at is not None else None
 
 
 async def _run(executor: ThreadPoolExecutor, method: Callable[..., Result],

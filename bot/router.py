@@ -70,8 +70,8 @@ class Router:
         await self.records.write(self.records.set_opted_out, connector, address, opted_out)
         log.info("%s %s opted %s", connector, mask(address), "out" if opted_out else "in")
 
-    async def is_opted_out(self, connector: str, address: str) -> bool:
-        return await self.records.read(self.records.is_opted_out, connector, address)
+    async def opted_out_since(self, connector: str, address: str) -> Optional[float]:
+        return await self.records.read(self.records.opted_out_since, connector, address)
 
     async def last_inbound_at(self, conversation_id: str) -> Optional[float]:
         row = await self.records.read(self.records.conversation, conversation_id)

@@ -41,8 +41,9 @@ class ChannelContext(Protocol):
     async def set_opted_out(self, connector: str, address: str, opted_out: bool) -> None:
         """Stop (or resume) every outbound message to this address."""
 
-    async def is_opted_out(self, connector: str, address: str) -> bool:
-        ...
+    async def opted_out_since(self, connector: str, address: str) -> Optional[float]:
+        """When this address stopped outbound messages (opted out, blocked the bot);
+        None while it receives them."""
 
     async def last_inbound_at(self, conversation_id: str) -> Optional[float]:
         """Epoch seconds of the customer's latest inbound message, if any."""

@@ -134,9 +134,7 @@ class TelegramChannel(Channel):
         message = await self._message(update, context)
         if message is None:
             log.debug("telegram update %d ignored: no message content", update.update_id)
-        elif await context.accept(message):
-            await self._clear_block(message.sender, context)
-        else:
+        elif not await context.accept(message):
             log.info("telegram update %d from %s is a duplicate", update.update_id,
                      mask(message.sender))
         return web.Response(text="ok")
@@ -169,11 +167,19 @@ class TelegramChannel(Channel):
             return await _from_callback(update.update_id, update.callback_query, context)
         return None
 
-    async def _clear_block(self, chat_id: str, context: ChannelContext) -> None:
-        """A chat that writes to the bot has unblocked it (see `_send_one`)."""
-        if await context.is_opted_out(CHANNEL, chat_id):
-            await context.set_opted_out(CHANNEL, chat_id, False)
-            log.info("telegram %s writes again; sending resumes", mask(chat_id))
+    @staticmethod
+    async def _blocked(chat_id: str, context: ChannelContext) -> bool:
+        """A chat that blocked the bot (see `_send_one`) stays blocked until it writes
+        again. Checked here, when sending, so the webhook's answer waits on no database."""
+        since = await context.opted_out_since(CHANNEL, chat_id)
+        if since is None:
+            return False
+        wrote = await context.last_inbound_at(f"{CHANNEL}:{chat_id}")
+        if wrote is None or wrote <= since:
+            return True
+        await context.set_opted_out(CHANNEL, chat_id, False)
+        log.info("telegram %s writes again; sending resumes", mask(chat_id))
+        return False
 
     def _answer_later(self, query_id: str) -> None:
         """Stop the button's spinner without holding up the webhook's answer."""
@@ -195,7 +201,7 @@ class TelegramChannel(Channel):
     async def send(self, recipient: str, replies: Sequence[Reply],
                    context: ChannelContext) -> List[Delivery]:
         outgoing = [item for reply in replies for item in _render(reply)]
-        if await context.is_opted_out(CHANNEL, recipient):
+        if await self._blocked(recipient, context):
             return [Delivery("blocked", error="the chat blocked the bot") for _ in outgoing]
         await _remember_hashed(f"{CHANNEL}:{recipient}", replies, context)
         deliveries: List[Delivery] = []

@@ -168,7 +168,8 @@ class TwilioChannel(HttpChannel):
             return True
         if kind == "START" or keyword in OPT_IN_KEYWORDS:
             return False
-        if keyword in OPT_IN_WHEN_OPTED_OUT and await context.is_opted_out(self.name, sender):
+        if keyword in OPT_IN_WHEN_OPTED_OUT and \
+                await context.opted_out_since(self.name, sender) is not None:
             return False
         return None
 
@@ -176,7 +177,7 @@ class TwilioChannel(HttpChannel):
 
     async def send(self, recipient: str, replies: Sequence[Reply],
                    context: ChannelContext) -> List[Delivery]:
-        if await context.is_opted_out(self.name, recipient):
+        if await context.opted_out_since(self.name, recipient) is not None:
             log.info("twilio send to %s blocked: opted out", mask(recipient))
             return [Delivery("blocked", error="recipient opted out") for _ in replies]
         conversation_id = f"{self.name}:{recipient}"

@@ -263,7 +263,7 @@ class WhatsAppChannel(HttpChannel):
                    context: ChannelContext) -> List[Delivery]:
         if not replies:
             return []
-        if await context.is_opted_out(CHANNEL, recipient):
+        if await context.opted_out_since(CHANNEL, recipient) is not None:
             return [Delivery("blocked", error="opted out") for _ in replies]
         conversation = f"{CHANNEL}:{recipient}"
         if not _window_open(await context.last_inbound_at(conversation)):

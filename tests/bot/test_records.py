@@ -74,12 +74,13 @@ def test_delivery_status_only_moves_forward(records: GatewayRecords) -> None:
 
 
 def test_opt_out_and_back_in(records: GatewayRecords) -> None:
+    before = time.time()
     records.set_opted_out("twilio", "+15550001111", True)
     records.set_opted_out("twilio", "+15550001111", True)
-    assert records.is_opted_out("twilio", "+15550001111")
-    assert not records.is_opted_out("telegram", "+15550001111")
+    assert records.opted_out_since("twilio", "+15550001111") >= before
+    assert records.opted_out_since("telegram", "+15550001111") is None
     records.set_opted_out("twilio", "+15550001111", False)
-    assert not records.is_opted_out("twilio", "+15550001111")
+    assert records.opted_out_since("twilio", "+15550001111") is None
 
 
 def test_offered_options_are_remembered_per_conversation(records: GatewayRecords) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 import pytest_asyncio
@@ -39,7 +39,7 @@ class RecordingContext:
 
     accepted: List[Message] = field(default_factory=list)
     statuses: List[StatusUpdate] = field(default_factory=list)
-    opted_out: Set[Tuple[str, str]] = field(default_factory=set)
+    opted_out: Dict[Tuple[str, str], float] = field(default_factory=dict)
     inbound_at: Dict[str, float] = field(default_factory=dict)
     options: Dict[str, List[Button]] = field(default_factory=dict)
     store_addresses: Dict[str, str] = field(default_factory=dict)
@@ -60,10 +60,13 @@ class RecordingContext:
         self.statuses.append(update)
 
     async def set_opted_out(self, connector: str, address: str, opted_out: bool) -> None:
-        (self.opted_out.add if opted_out else self.opted_out.discard)((connector, address))
+        if opted_out:
+            self.opted_out[(connector, address)] = time.time()
+        else:
+            self.opted_out.pop((connector, address), None)
 
-    async def is_opted_out(self, connector: str, address: str) -> bool:
-        return (connector, address) in self.opted_out
+    async def opted_out_since(self, connector: str, address: str) -> Optional[float]:
+        return self.opted_out.get((connector, address))
 
     async def last_inbound_at(self, conversation_id: str) -> Optional[float]:
         return self.inbound_at.get(conversation_id)

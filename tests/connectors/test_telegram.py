@@ -358,15 +358,15 @@ async def test_blocked_bot_stops_sending_until_the_customer_writes(
     first = await channel.send(str(CHAT_ID), [Reply("one"), Reply("two")], context)
     assert [d.status for d in first] == ["failed", "blocked"]
     assert "blocked by the user" in first[0].error.lower()
-    assert await context.is_opted_out("telegram", str(CHAT_ID))
+    assert await context.opted_out_since("telegram", str(CHAT_ID)) is not None
     assert [d.status for d in await channel.send(str(CHAT_ID), [Reply("three")], context)] == [
         "blocked"]
     assert len(bot_api.requests) == 1
 
     assert await post_update(client, message_update(10011, text="/start")) == 200
-    assert not await context.is_opted_out("telegram", str(CHAT_ID))
     assert [d.status for d in await channel.send(str(CHAT_ID), [Reply("four")], context)] == [
         "sent"]
+    assert await context.opted_out_since("telegram", str(CHAT_ID)) is None
 
 
 async def test_network_failure_is_failed_and_never_shows_the_token(

@@ -467,7 +467,7 @@ async def test_opted_out_customer_gets_nothing(channel: WhatsAppChannel,
                                                context: RecordingContext,
                                                graph: ProviderAPI) -> None:
     window_open(context)
-    context.opted_out.add(("whatsapp", CUSTOMER))
+    context.opted_out[("whatsapp", CUSTOMER)] = time.time()
     deliveries = await channel.send(CUSTOMER, [Reply("hello")], context)
     assert [d.status for d in deliveries] == ["blocked"]
     assert graph.requests == []
