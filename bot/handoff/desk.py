@@ -98,13 +98,14 @@ class HandoffDesk:
     async def takes(self, message: Message) -> bool:
         """True when the message is for people, not the bot: the conversation is with a
         person, or it answers the CSAT question."""
-        handoff = await self.records.read(self.store.open_for, message.conversation_id)
-        if handoff is not None:
-            await self._customer_wrote(handoff)
-            return True
         since = self.clock() - self.policy.csat.answer_within_hours * 3600
-        asked = await self.records.read(self.store.awaiting_csat, message.conversation_id, since)
-        return asked is not None and await self._csat_answer(asked, message.text)
+        handoff = await self.records.read(self.store.routing, message.conversation_id, since)
+        if handoff is None:
+            return False
+        if handoff["status"] == "resolved":
+            return await self._csat_answer(handoff, message.text)
+        await self._customer_wrote(handoff)
+        return True
 
     async def _customer_wrote(self, handoff: Dict[str, Any]) -> None:
         await self.publish("handoff.message", handoff)

@@ -194,11 +194,16 @@ class HandoffStore:
             conn.execute(handoffs.update().where(handoffs.c.id == handoff_id)
                          .values(last_notice_at=now))
 
-    def awaiting_csat(self, conversation_id: str, since: float) -> Optional[Dict[str, Any]]:
+    def routing(self, conversation_id: str, csat_since: float) -> Optional[Dict[str, Any]]:
+        """The handoff that decides where a customer's message goes, in one read: the
+        open one, else a resolved one whose CSAT question (asked since `csat_since`)
+        awaits its answer."""
+        c = handoffs.c
+        awaiting_csat = sa.and_(c.status == "resolved", c.csat_asked_at >= csat_since,
+                                c.csat_score.is_(None))
         query = sa.select(handoffs).where(
-            handoffs.c.conversation_id == conversation_id, handoffs.c.status == "resolved",
-            handoffs.c.csat_asked_at >= since, handoffs.c.csat_score.is_(None),
-        ).order_by(handoffs.c.resolved_at.desc()).limit(1)
+            c.conversation_id == conversation_id, sa.or_(c.status.in_(OPEN), awaiting_csat),
+        ).order_by(c.id.desc()).limit(1)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
             return _row(row) if row else None

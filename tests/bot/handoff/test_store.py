@@ -30,6 +30,17 @@ def values(conversation: str, created: float, tier: int = 1,
             "slots": {"order_id": "A1001"}, "summary": {"what_happened": "asked"}}
 
 
+def test_routing_finds_the_open_handoff_before_an_old_csat_question(
+        handoffs: HandoffStore) -> None:
+    old, _ = handoffs.open(values("c:1", 100.0))
+    handoffs.claim(old["id"], ALICE, 110.0)
+    handoffs.resolve(old["id"], "solved", "", 120.0)
+    assert handoffs.routing("c:1", csat_since=0.0)["status"] == "resolved"
+    new, _ = handoffs.open(values("c:1", 130.0))
+    assert handoffs.routing("c:1", csat_since=0.0)["id"] == new["id"]
+    assert handoffs.routing("c:2", csat_since=0.0) is None
+
+
 def test_a_conversation_has_one_open_handoff(handoffs: HandoffStore) -> None:
     first, created = handoffs.open(values("telegram:1", 100.0))
     again, created_again = handoffs.open(values("telegram:1", 101.0))
@@ -95,10 +106,10 @@ def test_transfer_resolve_and_csat(handoffs: HandoffStore) -> None:
     assert (resolved["status"], resolved["disposition"], resolved["first_response_at"]) == \
         ("resolved", "solved", 140.0)
     assert handoffs.open_for("c:1") is None
-    assert handoffs.awaiting_csat("c:1", since=150.0)["id"] == handoff["id"]
-    assert handoffs.awaiting_csat("c:1", since=170.0) is None  # asked too long ago
+    assert handoffs.routing("c:1", csat_since=150.0)["id"] == handoff["id"]
+    assert handoffs.routing("c:1", csat_since=170.0) is None  # asked too long ago
     handoffs.record_csat(handoff["id"], 4, 170.0)
-    assert handoffs.awaiting_csat("c:1", since=150.0) is None
+    assert handoffs.routing("c:1", csat_since=150.0) is None
     assert handoffs.get(handoff["id"])["csat_score"] == 4
 
 
@@ -107,7 +118,7 @@ def test_a_customer_who_moves_on_is_not_asked_again(handoffs: HandoffStore) -> N
     handoffs.claim(handoff["id"], ALICE, 110.0)
     handoffs.resolve(handoff["id"], "solved", "", 120.0)
     handoffs.record_csat(handoff["id"], None, 130.0)
-    assert handoffs.awaiting_csat("c:1", since=0.0) is None
+    assert handoffs.routing("c:1", csat_since=0.0) is None
     assert handoffs.get(handoff["id"])["csat_score"] is None
 
 
