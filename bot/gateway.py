@@ -207,7 +207,8 @@ def create_app(settings: Optional[Settings] = None,
     desk = HandoffDesk(HandoffStore(records.engine), records, load_handoff_policy(escalation),
                        escalation, store, RedisEventBus(redis) if redis else EventBus())
     router = Router(records, inbox,
-                    RasaClient(settings.rasa_url, settings.rasa_timeout_seconds),
+                    RasaClient(settings.rasa_url, settings.rasa_timeout_seconds,
+                               settings.action_health_url),
                     channels, policy, desk, dedupe)
 
     app = web.Application(client_max_size=1024 * 1024)

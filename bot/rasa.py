@@ -15,8 +15,10 @@ class BotUnavailable(Exception):
 
 
 class RasaClient:
-    def __init__(self, rasa_url: str, timeout_seconds: float) -> None:
+    def __init__(self, rasa_url: str, timeout_seconds: float,
+                 action_health_url: str = "") -> None:
         self.url = f"{rasa_url}/webhooks/rest/webhook"
+        self.action_health_url = action_health_url
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: Optional[aiohttp.ClientSession] = None
 
@@ -45,7 +47,20 @@ class RasaClient:
         return replies
 
     async def ask(self, sender: str, text: str, metadata: Dict[str, Any]) -> List[Reply]:
-        return [reply_from_rasa(raw) for raw in await self.ask_raw(sender, text, metadata)]
+        """The bot's replies. Rasa answers an empty list when a custom action failed
+        (it logs the error and goes on), so an empty answer while the action server is
+        down means the bot could not do its work."""
+        replies = await self.ask_raw(sender, text, metadata)
+        if not replies and self.action_health_url and not await self._actions_up():
+            raise BotUnavailable("the action server is down")
+        return [reply_from_rasa(raw) for raw in replies]
+
+    async def _actions_up(self) -> bool:
+        try:
+            async with self.session.get(self.action_health_url) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
 
 
 def reply_from_rasa(raw: Dict[str, Any]) -> Reply:

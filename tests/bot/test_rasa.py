@@ -1,0 +1,66 @@
+"""The gateway's Rasa client against a local server that answers as Rasa's REST channel
+does: replies pass through; an error or a silence while the action server is down is
+the bot being unavailable (so the message goes to a person, not nowhere)."""
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from bot.rasa import BotUnavailable, RasaClient
+from tests.provider_api import ProviderAPI, RecordedRequest, free_port
+
+WEBHOOK = "/webhooks/rest/webhook"
+
+
+@pytest_asyncio.fixture
+async def rasa() -> AsyncIterator[ProviderAPI]:
+    api = await ProviderAPI().start()
+    yield api
+    await api.stop()
+
+
+def answering(api: ProviderAPI, replies: list) -> None:
+    async def answer(request: RecordedRequest) -> web.Response:
+        return web.json_response(replies)
+
+    api.answer("POST", WEBHOOK, answer)
+
+
+async def ask(client: RasaClient) -> list:
+    try:
+        return await client.ask("telegram:1", "hello", {})
+    finally:
+        await client.close()
+
+
+async def test_replies_pass_through(rasa: ProviderAPI) -> None:
+    answering(rasa, [{"recipient_id": "telegram:1", "text": "Hi!",
+                      "buttons": [{"title": "Track", "payload": "/order_status"}]}])
+    [reply] = await ask(RasaClient(rasa.url, 5, f"http://127.0.0.1:{free_port()}/health"))
+    assert reply.text == "Hi!" and reply.buttons[0].payload == "/order_status"
+
+
+async def test_silence_while_the_action_server_is_down_is_unavailable(
+        rasa: ProviderAPI) -> None:
+    answering(rasa, [])
+    with pytest.raises(BotUnavailable, match="action server"):
+        await ask(RasaClient(rasa.url, 5, f"http://127.0.0.1:{free_port()}/health"))
+
+
+async def test_silence_with_the_action_server_up_is_the_bots_answer(rasa: ProviderAPI) -> None:
+    answering(rasa, [])
+
+    async def healthy(request: RecordedRequest) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    rasa.answer("GET", "/health", healthy)
+    assert await ask(RasaClient(rasa.url, 5, f"{rasa.url}/health")) == []
+
+
+async def test_an_error_answer_is_unavailable(rasa: ProviderAPI) -> None:
+    rasa.fail_next("POST", WEBHOOK, web.Response(status=500))
+    with pytest.raises(BotUnavailable, match="HTTP 500"):
+        await ask(RasaClient(rasa.url, 5))
