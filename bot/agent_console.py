@@ -141,6 +141,12 @@ async def claim(request: web.Request, agent: Agent) -> Any:
     return await desk.claim(_handoff_id(request), agent, for_agent)
 
 
+@authenticated
+async def claim_next(request: web.Request, agent: Agent) -> Any:
+    """Take the next waiting handoff of my queues, as they are offered."""
+    return await request.app[DESK].claim_next(agent)
+
+
 async def _named_agent(desk: HandoffDesk, name: str) -> Agent:
     known = {a.name: a for a in await desk.records.read(desk.store.agents)}
     if name not in known:
@@ -271,6 +277,7 @@ def install_agent_console(app: web.Application, desk: HandoffDesk, admin_token: 
     add.add_get("/api/queues", queues)
     add.add_get("/api/handoffs", list_handoffs)
     add.add_get("/api/handoffs/{handoff_id}", get_handoff)
+    add.add_post("/api/queues/next", claim_next)
     for action, handler in (("claim", claim), ("messages", reply), ("notes", note),
                             ("transfer", transfer), ("resolve", resolve)):
         add.add_post(f"/api/handoffs/{{handoff_id}}/{action}", handler)

@@ -228,6 +228,12 @@ class HandoffDesk:
         return await self._done(agent, "claim", claimed, {"agent": for_agent.name},
                                 "handoff.claimed")
 
+    async def claim_next(self, agent: Agent) -> Dict[str, Any]:
+        claimed = await self.records.write(self.store.claim_next, agent, list(agent.teams),
+                                           self.clock())
+        return await self._done(agent, "claim", claimed, {"agent": agent.name, "next": True},
+                                "handoff.claimed")
+
     async def reply(self, handoff_id: int, agent: Agent,
                     text: str) -> Tuple[List[Delivery], Dict[str, Any]]:
         handoff = await self._get(handoff_id)

@@ -164,15 +164,23 @@ class HandoffStore:
 
     def claim(self, handoff_id: int, agent: Agent, now: float) -> Dict[str, Any]:
         with self.engine.begin() as conn:
-            if not agent.admin and self._active_count(conn, agent.name) >= agent.capacity:
-                raise HandoffConflict(f"{agent.name} already has {agent.capacity} "
-                                      "conversations, the capacity")
-            claimed = conn.execute(handoffs.update().where(
-                handoffs.c.id == handoff_id, handoffs.c.status == "waiting").values(
-                status="active", agent=agent.name, claimed_at=now)).rowcount
-            if not claimed:
+            self._check_capacity(conn, agent)
+            if not self._claimed(conn, handoff_id, agent, now):
                 raise HandoffConflict("only a waiting handoff can be claimed")
             return self._must_get(conn, handoff_id)
+
+    def claim_next(self, agent: Agent, queues: Sequence[str], now: float) -> Dict[str, Any]:
+        """The first waiting handoff of these queues in offering order (priority, then
+        age), claimed; one that another agent takes meanwhile is passed over."""
+        c = handoffs.c
+        query = (sa.select(c.id).where(c.status == "waiting", c.queue.in_(list(queues)))
+                 .order_by(c.priority.desc(), c.created_at, c.id).limit(20))
+        with self.engine.begin() as conn:
+            self._check_capacity(conn, agent)
+            for handoff_id in conn.execute(query).scalars().all():
+                if self._claimed(conn, handoff_id, agent, now):
+                    return self._must_get(conn, handoff_id)
+        raise HandoffConflict("nobody is waiting in your queues")
 
     def transfer(self, handoff_id: int, queue: str) -> Dict[str, Any]:
         """Back to waiting, in another queue; its SLA clock keeps running."""
@@ -319,9 +327,19 @@ class HandoffStore:
         return _row(row) if row else None
 
     @staticmethod
-    def _active_count(conn: Connection, agent: str) -> int:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(handoffs).where(
-            handoffs.c.agent == agent, handoffs.c.status == "active")).scalar_one())
+    def _check_capacity(conn: Connection, agent: Agent) -> None:
+        active = int(conn.execute(sa.select(sa.func.count()).select_from(handoffs).where(
+            handoffs.c.agent == agent.name, handoffs.c.status == "active")).scalar_one())
+        if not agent.admin and active >= agent.capacity:
+            raise HandoffConflict(f"{agent.name} already has {agent.capacity} "
+                                  "conversations, the capacity")
+
+    @staticmethod
+    def _claimed(conn: Connection, handoff_id: int, agent: Agent, now: float) -> bool:
+        """Claim if still waiting: one conditional UPDATE, so one agent wins a race."""
+        return bool(conn.execute(handoffs.update().where(
+            handoffs.c.id == handoff_id, handoffs.c.status == "waiting").values(
+            status="active", agent=agent.name, claimed_at=now)).rowcount)
 
     def _change(self, handoff_id: int, from_status: Sequence[str],
                 **values: Any) -> Dict[str, Any]:

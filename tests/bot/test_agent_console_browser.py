@@ -75,5 +75,14 @@ async def test_an_agent_works_a_telegram_handoff_in_the_console(
     assert (record["status"], record["agent"], record["disposition"]) == (
         "resolved", "alice", "information_given")
     assert [a["action"] for a in record["audit"]] == ["open", "claim", "reply", "resolve"]
+    # the next customer: "Take next" claims and opens the first one offered
+    assert await post_update(client, update(2100, "I want to talk to a human",
+                                            chat=CHAT + 1)) == 200
+    await until(lambda: desk.store.open_for(f"telegram:{CHAT + 1}") is not None)
+    second = desk.store.open_for(f"telegram:{CHAT + 1}")
+    await browser.find(f'.handoff-item[data-id="{second["id"]}"]')
+    await browser.click("#take-next")
+    await browser.wait_for_text("#conversation-title", f"H-{second['id']}")
+    await until(lambda: desk.store.get(second["id"])["agent"] == "alice")
     errors = [line for line in await browser.console() if line.startswith("SEVERE")]
     assert errors == []

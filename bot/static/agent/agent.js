@@ -19,7 +19,7 @@
   const ui = {};
   ["login", "login-form", "token", "sign-in", "login-error", "console", "session-bar",
     "agent-name", "sign-out", "live-status", "console-status", "peak", "queues",
-    "show-resolved", "conversation-title", "conversation-meta", "claim", "transfer-queue",
+    "show-resolved", "take-next", "conversation-title", "conversation-meta", "claim", "transfer-queue",
     "transfer", "disposition", "resolve-note", "resolve", "transcript", "transcript-empty",
     "reply-form", "reply-text", "reply-send", "record-details", "notes-section", "notes",
     "note-form", "note-text", "note-add", "audit-section", "audit"].forEach((id) => {
@@ -675,6 +675,21 @@
     if (!ui.replyText.disabled) ui.replyText.focus();
   }
 
+  // The server picks: the first waiting handoff of my queues by priority, then age.
+  async function takeNext() {
+    ui.takeNext.disabled = true;
+    try {
+      const record = await api("POST", "/api/queues/next");
+      upsert(record);
+      await openHandoff(record.id);
+      setStatus("You took " + record.reference + ".");
+    } catch (error) {
+      report(error);
+    } finally {
+      ui.takeNext.disabled = false;
+    }
+  }
+
   async function sendReply(event) {
     event.preventDefault();
     const text = ui.replyText.value.trim();
@@ -792,6 +807,7 @@
   });
   ui.showResolved.addEventListener("change", () => { if (ui.showResolved.checked) refreshAll(); else renderQueues(); });
   ui.claim.addEventListener("click", claim);
+  ui.takeNext.addEventListener("click", takeNext);
   ui.transfer.addEventListener("click", transfer);
   ui.resolve.addEventListener("click", resolve);
   ui.replyForm.addEventListener("submit", sendReply);

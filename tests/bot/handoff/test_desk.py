@@ -105,8 +105,13 @@ async def test_the_wait_estimate_follows_the_queue_history(desk: Desk) -> None:
 
 async def test_a_tier_3_customer_jumps_the_queue(desk: Desk) -> None:
     await escalate(desk, "calm")
-    await escalate(desk, "urgent", tier=3, rule="safety_legal", reason_code="safety_legal")
+    urgent = await escalate(desk, "urgent", tier=3, rule="safety_legal",
+                            reason_code="safety_legal")
     assert "number 1 in the queue" in desk.texts("urgent")[0]
+    taken = await desk.desk.claim_next(ALICE)
+    assert (taken["id"], taken["agent"]) == (urgent["id"], "alice")
+    assert [(a["actor"], a["action"]) for a in taken["audit"]] == [
+        ("bot", "open"), ("alice", "claim")]
 
 
 async def test_writing_again_while_waiting_is_answered_at_most_every_10_minutes(

@@ -91,6 +91,18 @@ def test_only_one_agent_gets_a_claim_and_capacity_holds(handoffs: HandoffStore) 
     assert handoffs.claim_waits("general", 10) == [50.0, 50.0]
 
 
+def test_the_next_claim_takes_the_first_offered_in_my_queues(handoffs: HandoffStore) -> None:
+    handoffs.open(values("c:old", 100.0))
+    urgent, _ = handoffs.open(values("c:urgent", 200.0, tier=2))
+    handoffs.open(values("c:logistics", 50.0, tier=3, queue="logistics"))
+    solo = Agent("solo", ("general",), 1)
+    assert handoffs.claim_next(solo, ["general"], 300.0)["id"] == urgent["id"]
+    with pytest.raises(HandoffConflict, match="capacity"):
+        handoffs.claim_next(solo, ["general"], 310.0)
+    with pytest.raises(HandoffConflict, match="nobody is waiting"):
+        handoffs.claim_next(Agent("x", ("returns_refunds",), 1), ["returns_refunds"], 320.0)
+
+
 def test_transfer_resolve_and_csat(handoffs: HandoffStore) -> None:
     handoff, _ = handoffs.open(values("c:1", 100.0))
     handoffs.claim(handoff["id"], ALICE, 110.0)
