@@ -183,8 +183,6 @@ class HandoffDesk:
         })
         if not created:  # already with a person
             return None
-        await self.audit("bot", "open", handoff, {"reason": values["reason_code"],
-                                                  "queue": values["queue"]})
         await self.publish("handoff.opened", handoff)
         return handoff
 
@@ -314,14 +312,16 @@ class HandoffDesk:
 
     async def record(self, handoff: Dict[str, Any]) -> Dict[str, Any]:
         """The handoff as agents and the API see it."""
+        return await self.records.read(self._record, handoff)
+
+    def _record(self, handoff: Dict[str, Any]) -> Dict[str, Any]:
+        """Its reads in one trip to a worker thread: under load each trip waits its turn."""
         handoff_id = handoff["id"]
-        transcript = await self.records.read(self.records.transcript,
-                                             handoff["conversation_id"])
-        notes = await self.records.read(self.store.notes, handoff_id)
-        audit = await self.records.read(self.store.audit_trail, handoff_id)
         waiting = handoff["status"] == "waiting"
-        position = await self.records.read(self.store.position, handoff) if waiting else None
-        return _record(handoff, self.teams, transcript, notes, audit, position, self.clock())
+        return _record(handoff, self.teams,
+                       self.records.transcript(handoff["conversation_id"]),
+                       self.store.notes(handoff_id), self.store.audit_trail(handoff_id),
+                       self.store.position(handoff) if waiting else None, self.clock())
 
     # helpers
 

@@ -116,8 +116,9 @@ class HandoffStore:
     # handoffs
 
     def open(self, values: Dict[str, Any]) -> Tuple[Dict[str, Any], bool]:
-        """A new waiting handoff and True, unless the conversation already has an open
-        one (then that one and False): one person at a time works a conversation."""
+        """A new waiting handoff, audited as opened by the bot, and True; unless the
+        conversation already has an open one (then that one and False): one person at a
+        time works a conversation."""
         stored = {k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in values.items()}
         with self.engine.begin() as conn:
             existing = self._open_for(conn, values["conversation_id"])
@@ -125,6 +126,10 @@ class HandoffStore:
                 return existing, False
             handoff_id = conn.execute(
                 handoffs.insert().values(status="waiting", **stored)).inserted_primary_key[0]
+            detail = {"reason": values["reason_code"], "queue": values["queue"]}
+            conn.execute(audit_log.insert().values(
+                handoff_id=handoff_id, actor="bot", action="open", detail=json.dumps(detail),
+                at=values["created_at"]))
             return self._must_get(conn, handoff_id), True
 
     def get(self, handoff_id: int) -> Optional[Dict[str, Any]]:

@@ -152,6 +152,7 @@ def test_notes_and_audit_trail(handoffs: HandoffStore) -> None:
     assert handoffs.notes(handoff["id"]) == [
         {"author": "alice", "text": "called the carrier", "at": 110.0}]
     assert [(a["action"], a["detail"]) for a in handoffs.audit_trail(handoff["id"])] == [
+        ("open", {"reason": "customer_request", "queue": "general"}),
         ("claim", {"agent": "alice"}), ("note", {})]
 
 
