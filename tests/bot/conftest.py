@@ -1,10 +1,12 @@
 """Fixtures of the gateway tests: a local server that answers as the Telegram Bot API,
-and the gateway in process in front of the real Rasa, with an admin token."""
+the gateway in process in front of the real Rasa with an admin token, and headless
+Chromium (skipped, with the reason, where it is missing)."""
 from __future__ import annotations
 
 import dataclasses
 from typing import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -12,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.gateway import create_app, load_channel_policy
 from bot.settings import load_settings
 from connectors.telegram import TelegramChannel
+from tests.browser import Browser, unavailable
 from tests.conftest import RasaStack
 from tests.connectors.test_telegram import API, TOKEN, credentials, sent_message
 from tests.provider_api import ProviderAPI, RecordedRequest
@@ -61,3 +64,10 @@ async def client(rasa_stack: RasaStack, bot_api: ProviderAPI) -> AsyncIterator[T
     await client.close()
 
 
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    async with Browser.open() as opened:
+        yield opened

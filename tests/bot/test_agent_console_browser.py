@@ -4,27 +4,14 @@ console, the agent claims it in the browser and replies, the customer receives t
 reply, writes back (seen live), the agent resolves, and the bot asks for CSAT."""
 from __future__ import annotations
 
-from typing import AsyncIterator
-
-import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
 from tests.bot.test_agent_console import agent, desk_of
 from tests.bot.test_gateway import post_update, sent_texts, until, update
-from tests.browser import Browser, unavailable
+from tests.browser import Browser
 from tests.provider_api import ProviderAPI
 
 CHAT = 7200001
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(reason)
-    async with Browser.open() as opened:
-        yield opened
 
 
 async def test_an_agent_works_a_telegram_handoff_in_the_console(

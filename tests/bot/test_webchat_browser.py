@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 
 from connectors.message import Button, Message, Reply, TranscriptTurn
 from connectors.webchat import WebChatChannel
-from tests.browser import Browser, unavailable
+from tests.browser import Browser
 from tests.connectors.conftest import RecordingContext
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,15 +34,6 @@ ASK_ORDER_NUMBER = "order number"       # domain.yml, the order form's question
 
 OUR_BOT_MESSAGES = "#messages li.from-bot .text"
 OUR_CUSTOMER_MESSAGES = "#messages li.from-customer .text"
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(reason)
-    async with Browser.open() as opened:
-        yield opened
 
 
 async def test_our_page_answers_and_replays_the_history_after_a_reload(
