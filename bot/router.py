@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from bot.handoff.desk import HandoffDesk, split_handoff
 from bot.inbox import Inbox, RedisDedupe
@@ -94,11 +94,12 @@ class Router:
 
     async def process(self, message: Message) -> None:
         dedupe_seconds = None if self.dedupe is not None else self.policy.dedupe_hours * 3600
-        if not await self.records.write(self.records.record_inbound, message, dedupe_seconds):
+        new, handoff = await self.records.write(self._arrive, message, dedupe_seconds)
+        if not new:
             log.info("%s message %s is a duplicate; not processed again", message.connector,
                      message.message_id)
             return
-        if await self.desk.takes(message):
+        if await self.desk.takes(message, handoff):
             return
         try:
             replies, escalation = split_handoff(await self._ask_bot(message))
@@ -113,6 +114,14 @@ class Router:
         await self.deliver(message.connector, message.sender, replies)
         if opened is not None:
             await self.desk.announce(opened)
+
+    def _arrive(self, message: Message,
+                dedupe_seconds: Optional[float]) -> Tuple[bool, Optional[Dict[str, Any]]]:
+        """Record the message and find its handoff in one trip to the records' thread:
+        each trip waits its turn under load."""
+        if not self.records.record_inbound(message, dedupe_seconds):
+            return False, None
+        return True, self.desk.routing(message.conversation_id)
 
     async def _ask_bot(self, message: Message) -> List[Reply]:
         """Ask Rasa, retrying with backoff for up to bot_retry_seconds."""

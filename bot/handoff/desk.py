@@ -95,11 +95,15 @@ class HandoffDesk:
 
     # the customer's side, called by the router for every inbound message
 
-    async def takes(self, message: Message) -> bool:
+    def routing(self, conversation_id: str) -> Optional[Dict[str, Any]]:
+        """The handoff that decides where the conversation's next message goes (see
+        `takes`); synchronous, so the router reads it in the trip that records it."""
+        since = self.clock() - self.policy.csat.answer_within_hours * 3600
+        return self.store.routing(conversation_id, since)
+
+    async def takes(self, message: Message, handoff: Optional[Dict[str, Any]]) -> bool:
         """True when the message is for people, not the bot: the conversation is with a
         person, or it answers the CSAT question."""
-        since = self.clock() - self.policy.csat.answer_within_hours * 3600
-        handoff = await self.records.read(self.store.routing, message.conversation_id, since)
         if handoff is None:
             return False
         if handoff["status"] == "resolved":
