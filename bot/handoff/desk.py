@@ -192,21 +192,21 @@ class HandoffDesk:
 
     async def announce(self, handoff: Dict[str, Any]) -> None:
         """Tell the customer their place in the queue, or when the team is back."""
-        now = datetime.fromtimestamp(self.clock(), timezone.utc)
-        after_hours = self.policy.business_hours.next_open(now) > now
         texts = self.policy.texts
-        await self._tell_position(handoff, texts.queued_after_hours if after_hours
-                                  else texts.queued)
+        await self._tell_position(handoff, texts.queued, after_hours=texts.queued_after_hours)
 
-    async def _tell_position(self, handoff: Dict[str, Any], text: str) -> None:
+    async def _tell_position(self, handoff: Dict[str, Any], text: str,
+                             after_hours: Optional[str] = None) -> None:
         now = self.clock()
+        moment = datetime.fromtimestamp(now, timezone.utc)
+        opens = self.policy.business_hours.next_open(moment)
+        if after_hours is not None and opens > moment:
+            text = after_hours
         position = await self.records.read(self.store.position, handoff)
-        opens = self.policy.business_hours.next_open(datetime.fromtimestamp(now, timezone.utc))
         await self.send(handoff, text.format(
             reference=f"H-{handoff['id']}", team=self.teams.get(handoff["queue"], "support"),
             position=position, wait=describe_wait(await self._expected_wait(handoff, position)),
-            opens=describe_opening(opens, datetime.fromtimestamp(now, timezone.utc),
-                                   self.policy.business_hours.timezone)), "bot")
+            opens=describe_opening(opens, moment, self.policy.business_hours.timezone)), "bot")
         await self.records.write(self.store.noticed, handoff["id"], now)
 
     async def _expected_wait(self, handoff: Dict[str, Any], position: int) -> float:
