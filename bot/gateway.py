@@ -23,6 +23,7 @@ from actions.store.sql import Store, create_store_engine, open_store
 from bot.agent_console import install_agent_console
 from bot.handoff.desk import HandoffDesk, is_handoff
 from bot.handoff.events import EventBus, RedisEventBus
+from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore
 from bot.inbox import Inbox, MemoryInbox, RedisDedupe, RedisInbox
@@ -90,11 +91,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     for channel in router.channels.values():
         await channel.start()
     await router.desk.bus.start()
+    await router.desk.live.start()
     await router.inbox.start(router.process)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         app[HTTP] = session
         yield
     await router.inbox.stop()
+    await router.desk.live.stop()
     await router.desk.bus.stop()
     for channel in router.channels.values():
         await channel.stop()
@@ -204,8 +207,11 @@ def create_app(settings: Optional[Settings] = None,
         inbox = RedisInbox(redis)
     dedupe = RedisDedupe(redis, policy.dedupe_hours * 3600) if redis is not None else None
     escalation = load_policy()
-    desk = HandoffDesk(HandoffStore(records.engine), records, load_handoff_policy(escalation),
-                       escalation, store, RedisEventBus(redis) if redis else EventBus())
+    handoffs = HandoffStore(records.engine)
+    live = (RedisLiveQueues(handoffs, records, redis, list(escalation.teams)) if redis
+            else LiveQueues(handoffs, records))
+    desk = HandoffDesk(handoffs, records, load_handoff_policy(escalation), escalation, store,
+                       RedisEventBus(redis) if redis else EventBus(), live)
     router = Router(records, inbox,
                     RasaClient(settings.rasa_url, settings.rasa_timeout_seconds,
                                settings.action_health_url),

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tup
 from actions.policy import EscalationPolicy
 from actions.store.sql import Store
 from bot.handoff.events import EventBus
+from bot.handoff.live import LiveQueues
 from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
 from bot.handoff.snapshot import order_snapshot
 from bot.handoff.store import Agent, HandoffConflict, HandoffStore
@@ -69,6 +70,7 @@ def split_handoff(replies: Sequence[Reply]) -> Tuple[List[Reply], Optional[Dict[
 class HandoffDesk:
     def __init__(self, store: HandoffStore, records: GatewayRecords, policy: HandoffPolicy,
                  escalation: EscalationPolicy, shop: Store, bus: EventBus,
+                 live: Optional[LiveQueues] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.records = records
@@ -76,6 +78,7 @@ class HandoffDesk:
         self.teams = dict(escalation.teams)
         self.shop = shop
         self.bus = bus
+        self.live = live or LiveQueues(store, records)
         self.clock = clock
         self._send: Optional[Send] = None
         self._download: Optional[Download] = None
@@ -187,6 +190,7 @@ class HandoffDesk:
         })
         if not created:  # already with a person
             return None
+        await self.live.changed(handoff)
         await self.publish("handoff.opened", handoff)
         return handoff
 
@@ -202,7 +206,7 @@ class HandoffDesk:
         opens = self.policy.business_hours.next_open(moment)
         if after_hours is not None and opens > moment:
             text = after_hours
-        position = await self.records.read(self.store.position, handoff)
+        position = await self.live.position(handoff)
         await self.send(handoff, text.format(
             reference=f"H-{handoff['id']}", team=self.teams.get(handoff["queue"], "support"),
             position=position, wait=describe_wait(await self._expected_wait(handoff, position)),
@@ -276,12 +280,14 @@ class HandoffDesk:
         self._check_owner(agent, handoff)
         resolved = await self.records.write(self.store.resolve, handoff_id, disposition, note,
                                             self.clock())
+        # audited before the customer hears of it, so the trail never lags the conversation
+        await self.audit(agent.name, "resolve", resolved, {"disposition": disposition})
+        await self.live.changed(resolved)
         texts, options = self.policy.texts, self.policy.csat.options
         await self.send(resolved, texts.handback, "bot")
         await self.send(resolved, texts.csat_question, "bot",
                         [Button(title, f"csat:{n}") for n, title in enumerate(options, 1)])
-        return await self._done(agent, "resolve", resolved, {"disposition": disposition},
-                                "handoff.resolved")
+        return await self.publish("handoff.resolved", resolved)
 
     async def attachment(self, handoff_id: int, agent: Agent,
                          url: str) -> Tuple[Attachment, bytes]:
@@ -316,16 +322,16 @@ class HandoffDesk:
 
     async def record(self, handoff: Dict[str, Any]) -> Dict[str, Any]:
         """The handoff as agents and the API see it."""
-        return await self.records.read(self._record, handoff)
+        position = await self.live.position(handoff) if handoff["status"] == "waiting" else None
+        return await self.records.read(self._record, handoff, position)
 
-    def _record(self, handoff: Dict[str, Any]) -> Dict[str, Any]:
+    def _record(self, handoff: Dict[str, Any], position: Optional[int]) -> Dict[str, Any]:
         """Its reads in one trip to a worker thread: under load each trip waits its turn."""
         handoff_id = handoff["id"]
-        waiting = handoff["status"] == "waiting"
         return _record(handoff, self.teams,
                        self.records.transcript(handoff["conversation_id"]),
                        self.store.notes(handoff_id), self.store.audit_trail(handoff_id),
-                       self.store.position(handoff) if waiting else None, self.clock())
+                       position, self.clock())
 
     # helpers
 
@@ -334,15 +340,16 @@ class HandoffDesk:
         await self.records.write(self.store.audit, actor, action, handoff["id"], detail,
                                  self.clock())
 
-    async def publish(self, kind: str, handoff: Dict[str, Any]) -> None:
-        await self.bus.publish({"type": kind, "handoff": await self.record(handoff)})
+    async def publish(self, kind: str, handoff: Dict[str, Any]) -> Dict[str, Any]:
+        record = await self.record(handoff)
+        await self.bus.publish({"type": kind, "handoff": record})
+        return record
 
     async def _done(self, agent: Agent, action: str, handoff: Dict[str, Any],
                     detail: Dict[str, Any], event: str) -> Dict[str, Any]:
         await self.audit(agent.name, action, handoff, detail)
-        record = await self.record(handoff)
-        await self.bus.publish({"type": event, "handoff": record})
-        return record
+        await self.live.changed(handoff)
+        return await self.publish(event, handoff)
 
     async def _get(self, handoff_id: int) -> Dict[str, Any]:
         handoff = await self.records.read(self.store.get, handoff_id)

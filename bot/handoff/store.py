@@ -154,6 +154,14 @@ class HandoffStore:
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(query.order_by(*order).limit(limit))]
 
+    def open_handoffs(self) -> List[Dict[str, Any]]:
+        """Every waiting and active handoff: what the live queue state is built from."""
+        c = handoffs.c
+        query = sa.select(c.id, c.status, c.queue, c.priority, c.created_at, c.agent).where(
+            c.status.in_(OPEN))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
     def position(self, handoff: Dict[str, Any]) -> int:
         """1 for the next one an agent of its queue is offered."""
         c = handoffs.c

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.gateway import ROUTER, create_app, load_channel_policy
 from bot.handoff.desk import HandoffDesk
+from bot.handoff.live import RedisLiveQueues
 from bot.settings import load_settings
 from connectors.whatsapp import WhatsAppChannel
 from tests.bot.conftest import ADMIN_TOKEN, PHOTO
@@ -289,11 +290,17 @@ async def test_a_claim_through_one_gateway_shows_on_the_other_gateways_console(
         record = await ask_for_a_person(first, bot_api, chat, chat)
         opened = await next_event(console, "handoff.opened", record["id"])
         assert opened["handoff"]["conversation_id"] == f"telegram:{chat}"
+        # both gateways read the queues' live state from Redis
+        live = desk_of(second).live
+        assert isinstance(live, RedisLiveQueues)
+        assert record["id"] in await live.waiting(record["queue"])
         status, _ = await call(first, "POST", f"/api/handoffs/{record['id']}/claim", token,
                                {"agent": "erin"})
         assert status == 200
         claimed = await next_event(console, "handoff.claimed", record["id"])
         assert (claimed["handoff"]["status"], claimed["handoff"]["agent"]) == ("active", "erin")
+        assert record["id"] not in await live.waiting(record["queue"])
+        assert (await live.active())[record["id"]] == "erin"
         await console.close()
     finally:
         await first.close()

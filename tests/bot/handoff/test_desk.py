@@ -1,18 +1,24 @@
 """The handoff desk on its own, with a clock the tests move: what the customer is told
 (queue position, an honest wait, after-hours openings, not too often), CSAT answers
-and non-answers, and the SLA clock outside business hours."""
+and non-answers, and the SLA clock outside business hours; each with the queues' live
+state in SQL alone and kept in Redis."""
 from __future__ import annotations
 
+import contextlib
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Sequence, Tuple
 
+import pytest
 import pytest_asyncio
+from redis import asyncio as aioredis
 
 from actions.policy import load_policy
 from actions.store.sql import create_store_engine, open_store
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus
+from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import Agent, HandoffStore
 from bot.records import GatewayRecords
@@ -51,17 +57,53 @@ class Desk:
         return [text for to, text, _ in self.sent if to == recipient]
 
 
-@pytest_asyncio.fixture
-async def desk(tmp_path: Path) -> AsyncIterator[Desk]:
+LiveFactory = Callable[[HandoffStore, GatewayRecords, Sequence[str]], LiveQueues]
+
+
+@contextlib.asynccontextmanager
+async def desk_with(tmp_path: Path, live: LiveFactory) -> AsyncIterator[Desk]:
+    """A desk on its own databases, keeping the queues' live state with `live`."""
     records = GatewayRecords(create_store_engine(f"sqlite:///{tmp_path / 'gateway.db'}"))
     shop = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     escalation = load_policy()
+    store = HandoffStore(records.engine)
+    queues = live(store, records, list(escalation.teams))
+    await queues.start()
     clock = Clock(MONDAY_NOON)
-    yield Desk(HandoffDesk(HandoffStore(records.engine), records,
-                           load_handoff_policy(escalation), escalation, shop, EventBus(),
-                           clock), clock)
-    records.close()
-    shop.close()
+    try:
+        yield Desk(HandoffDesk(store, records, load_handoff_policy(escalation), escalation,
+                               shop, EventBus(), queues, clock=clock), clock)
+    finally:
+        await queues.stop()
+        records.close()
+        shop.close()
+
+
+@contextlib.asynccontextmanager
+async def redis_live(redis_url: str) -> AsyncIterator[LiveFactory]:
+    """Live state in Redis under a prefix of its own, removed afterwards."""
+    redis = aioredis.from_url(redis_url)
+    prefix = f"test-{uuid.uuid4().hex}"
+    try:
+        yield lambda store, records, queues: RedisLiveQueues(store, records, redis, queues,
+                                                             prefix=prefix)
+    finally:
+        for key in await redis.keys(f"{prefix}:*"):
+            await redis.delete(key)
+        await redis.close(close_connection_pool=True)
+
+
+@pytest_asyncio.fixture(params=["sql", "redis"])
+async def desk(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Desk]:
+    """Every test runs with the queues' live state in SQL alone, and kept in Redis."""
+    if request.param == "sql":
+        async with desk_with(tmp_path, lambda store, records, _: LiveQueues(store, records)) \
+                as sql_desk:
+            yield sql_desk
+        return
+    async with redis_live(request.getfixturevalue("redis_url")) as live, \
+            desk_with(tmp_path, live) as redis_desk:
+        yield redis_desk
 
 
 def message(sender: str, text: str = "I want a person", channel: str = "telegram") -> Message:
