@@ -39,12 +39,14 @@ def _validate(args: argparse.Namespace) -> int:
     from actions.policy import PolicyError, load_knowledge, load_policy
     from bot.gateway import load_channel_policy
     from bot.handoff.policy import load_handoff_policy
+    from bot.kpi import load_kpi_policy
 
     try:
         policy = load_policy()
         load_knowledge(policy=policy)
         channels = load_channel_policy()
         handoff = load_handoff_policy(policy)
+        load_kpi_policy()
     except PolicyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -95,6 +97,41 @@ def _deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
+def _report(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    from actions.policy import load_policy
+    from actions.store.sql import create_store_engine
+    from bot.handoff import store as handoff_store
+    from bot.handoff.policy import load_handoff_policy
+    from bot.kpi import csv_rows, current_kpis, load_kpi_policy, tracker_engine
+    from bot.records import metadata as records_metadata
+    from bot.report import weekly_review
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    zone = ZoneInfo(load_handoff_policy(load_policy()).business_hours.timezone)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    gateway = create_store_engine(settings.gateway_database_url)
+    for tables in (records_metadata, handoff_store.metadata):  # before the gateway ever ran
+        tables.create_all(gateway)
+    kpis, days = current_kpis(gateway, tracker_engine(settings.tracker_database_url),
+                              load_kpi_policy(), zone, args.days)
+    if args.csv:
+        print(csv_rows(row for dimension in ("all", "channel", "intent", "queue")
+                       for row in kpis.daily(days, dimension)), end="")
+    else:
+        print(weekly_review(kpis, days))
+    return 0
+
+
 def _agents(args: argparse.Namespace) -> int:
     import time
 
@@ -138,6 +175,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "telegram": _telegram_set_webhook,
     "deliveries": _deliveries,
     "agents": _agents,
+    "report": _report,
 }
 
 
@@ -171,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     agents_sub.add_parser("list", help="agents, their teams and capacity")
     remove = agents_sub.add_parser("remove", help="remove an agent; their token stops working")
     remove.add_argument("name")
+    report = sub.add_parser("report", help="the support review: KPIs per day, channel, "
+                                           "contact reason and queue (README: KPIs)")
+    report.add_argument("--days", type=_positive, default=7, help="days back, today included "
+                                                                  "(default 7)")
+    report.add_argument("--csv", action="store_true",
+                        help="the daily KPIs of every group as CSV instead")
     # nlu-report has its own options (bot/nlu_report.py); main() hands them over whole
     sub.add_parser("nlu-report", add_help=False,
                    help="score the model on ../shared/eval (bot nlu-report --help)")

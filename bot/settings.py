@@ -22,6 +22,8 @@ class Settings:
     webchat_secret: str
     gateway_database_override: str
     agent_api_token: str
+    # Rasa's tracker store, where the KPIs find each message's intent
+    tracker_database_url: str
 
     @property
     def action_health_url(self) -> str:
@@ -46,18 +48,21 @@ class Settings:
 
 def load_settings() -> Settings:
     env = os.environ
+    var_dir = Path(env.get("VAR_DIR", REPO_ROOT / "var"))
     return Settings(
         gateway_host=env.get("GATEWAY_HOST", "0.0.0.0"),
         gateway_port=int(env.get("GATEWAY_PORT", "8080")),
         rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005").rstrip("/"),
         action_server_url=env.get("ACTION_SERVER_URL", "http://127.0.0.1:5055/webhook"),
-        var_dir=Path(env.get("VAR_DIR", REPO_ROOT / "var")),
+        var_dir=var_dir,
         rasa_timeout_seconds=float(env.get("RASA_TIMEOUT_SECONDS", "10")),
         redis_url=env.get("REDIS_URL", ""),
         database_url=env.get("DATABASE_URL", ""),
         webchat_secret=env.get("WEBCHAT_SECRET", ""),
         gateway_database_override=env.get("GATEWAY_DATABASE_URL", ""),
         agent_api_token=env.get("AGENT_API_TOKEN", ""),
+        tracker_database_url=env.get("TRACKER_DATABASE_URL") or
+        f"sqlite:///{env.get('RASA_TRACKER_DB') or var_dir / 'rasa_tracker.db'}",
     )
 
 
