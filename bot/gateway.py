@@ -1,5 +1,6 @@
 """The gateway (aiohttp): every channel's webhooks, the web chat, the Rasa-compatible
-REST channel, the agent API and console, and the health check, in front of Rasa.
+REST channel, the agent API and console, the health check and the Prometheus metrics,
+in front of Rasa.
 
 `create_app` wires the parts: channels that have credentials, the inbox (in process,
 or Redis with REDIS_URL), the records in SQL and the router that processes messages.
@@ -27,6 +28,7 @@ from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore
 from bot.inbox import Inbox, MemoryInbox, RedisDedupe, RedisInbox
+from bot.metrics import GatewayMetrics, install_metrics
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
 from bot.router import Router
@@ -212,10 +214,11 @@ def create_app(settings: Optional[Settings] = None,
             else LiveQueues(handoffs, records))
     desk = HandoffDesk(handoffs, records, load_handoff_policy(escalation), escalation, store,
                        RedisEventBus(redis) if redis else EventBus(), live)
+    metrics = GatewayMetrics(channels)
     router = Router(records, inbox,
                     RasaClient(settings.rasa_url, settings.rasa_timeout_seconds,
                                settings.action_health_url),
-                    channels, policy, desk, dedupe)
+                    channels, policy, desk, dedupe, metrics)
 
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, redis
@@ -225,4 +228,5 @@ def create_app(settings: Optional[Settings] = None,
     install_agent_console(app, desk, settings.agent_api_token)
     app.router.add_post("/webhooks/rest/webhook", rest_webhook)
     app.router.add_get("/health", health)
+    install_metrics(app, metrics, desk, settings.metrics_token)
     return app

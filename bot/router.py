@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from bot.handoff.desk import HandoffDesk, split_handoff
 from bot.inbox import Inbox, RedisDedupe
+from bot.metrics import GatewayMetrics
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
 from connectors.channel import Channel
@@ -36,7 +37,8 @@ ATTACHMENT_ONLY_TEXT = "[attachment]"
 class Router:
     def __init__(self, records: GatewayRecords, inbox: Inbox, rasa: RasaClient,
                  channels: Mapping[str, Channel], policy: ChannelPolicy,
-                 desk: HandoffDesk, dedupe: Optional[RedisDedupe] = None) -> None:
+                 desk: HandoffDesk, dedupe: Optional[RedisDedupe] = None,
+                 metrics: Optional[GatewayMetrics] = None) -> None:
         self.records = records
         self.inbox = inbox
         self.dedupe = dedupe
@@ -44,6 +46,7 @@ class Router:
         self.channels: Dict[str, Channel] = dict(channels)
         self.policy = policy
         self.desk = desk
+        self.metrics = metrics or GatewayMetrics(self.channels)
         desk.bind(self.deliver, self.download)
 
     # the ChannelContext connectors call
@@ -58,6 +61,7 @@ class Router:
         return True
 
     async def record_status(self, update: StatusUpdate) -> None:
+        self.metrics.status_reported(update.connector, update.status)
         known = await self.records.write(self.records.record_status, update)
         if update.status == "failed":
             log.warning("%s reports message %s failed: %s", update.connector,
@@ -112,6 +116,7 @@ class Router:
             opened = await self.desk.escalate(message, escalation) if escalation else None
         # consoles see a new handoff before any send, which may wait on rate limits
         await self.deliver(message.connector, message.sender, replies)
+        self.metrics.processed(message.connector, message.received_at)
         if opened is not None:
             await self.desk.announce(opened)
 
@@ -153,6 +158,7 @@ class Router:
             outcomes = [Delivery("failed", error=f"channel {connector} is off")] * len(replies)
         else:
             outcomes = await channel.send(recipient, replies, self)
+        self.metrics.sent(connector, outcomes)
         await self.records.write(self.records.record_sent, f"{connector}:{recipient}", connector,
                                 replies, outcomes, role)
         return outcomes

@@ -22,6 +22,7 @@ class Settings:
     webchat_secret: str
     gateway_database_override: str
     agent_api_token: str
+    metrics_token: str
     # Rasa's tracker store, where the KPIs find each message's intent
     tracker_database_url: str
 
@@ -61,6 +62,7 @@ def load_settings() -> Settings:
         webchat_secret=env.get("WEBCHAT_SECRET", ""),
         gateway_database_override=env.get("GATEWAY_DATABASE_URL", ""),
         agent_api_token=env.get("AGENT_API_TOKEN", ""),
+        metrics_token=env.get("METRICS_TOKEN", ""),
         tracker_database_url=env.get("TRACKER_DATABASE_URL") or
         f"sqlite:///{env.get('RASA_TRACKER_DB') or var_dir / 'rasa_tracker.db'}",
     )
