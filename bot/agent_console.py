@@ -35,7 +35,7 @@ FIRST_FRAME_SECONDS = 10
 Handler = Callable[[web.Request, Agent], Awaitable[Any]]
 
 
-def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
+def error_response(status: type[web.HTTPException], message: str) -> web.HTTPException:
     return status(text=json.dumps({"error": message}), content_type="application/json")
 
 
@@ -54,25 +54,25 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Str
     refusals as 403/404/409/400; the result as JSON."""
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
-        agent = await _bearer_agent(request)
+        agent = await bearer_agent(request)
         try:
             return web.json_response(await handler(request, agent))
         except HandoffNotFound as error:
-            raise _error(web.HTTPNotFound, str(error)) from error
+            raise error_response(web.HTTPNotFound, str(error)) from error
         except Forbidden as error:
-            raise _error(web.HTTPForbidden, str(error)) from error
+            raise error_response(web.HTTPForbidden, str(error)) from error
         except HandoffConflict as error:
-            raise _error(web.HTTPConflict, str(error)) from error
+            raise error_response(web.HTTPConflict, str(error)) from error
         except Invalid as error:
-            raise _error(web.HTTPBadRequest, str(error)) from error
+            raise error_response(web.HTTPBadRequest, str(error)) from error
     return wrapper
 
 
-async def _bearer_agent(request: web.Request) -> Agent:
+async def bearer_agent(request: web.Request) -> Agent:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     agent = await agent_for(request.app, token.strip()) if scheme == "Bearer" else None
     if agent is None:
-        raise _error(web.HTTPUnauthorized, "a valid bearer token is required")
+        raise error_response(web.HTTPUnauthorized, "a valid bearer token is required")
     return agent
 
 
@@ -80,9 +80,9 @@ async def _body(request: web.Request) -> Dict[str, Any]:
     try:
         body = await request.json()
     except ValueError as error:
-        raise _error(web.HTTPBadRequest, "body must be JSON") from error
+        raise error_response(web.HTTPBadRequest, "body must be JSON") from error
     if not isinstance(body, dict):
-        raise _error(web.HTTPBadRequest, "body must be a JSON object")
+        raise error_response(web.HTTPBadRequest, "body must be a JSON object")
     return body
 
 
@@ -90,7 +90,7 @@ def _text(body: Dict[str, Any], key: str, required: bool = True) -> str:
     value = body.get(key, None if required else "")
     if not isinstance(value, str) or len(value) > MAX_TEXT or (required and not value.strip()):
         kind = "a non-empty string" if required else "a string"
-        raise _error(web.HTTPBadRequest, f"'{key}' must be {kind} of at most {MAX_TEXT} "
+        raise error_response(web.HTTPBadRequest, f"'{key}' must be {kind} of at most {MAX_TEXT} "
                                          "characters")
     return value.strip()
 
@@ -99,7 +99,7 @@ def _handoff_id(request: web.Request) -> int:
     try:
         return int(request.match_info["handoff_id"])
     except ValueError as error:
-        raise _error(web.HTTPNotFound, "no such handoff") from error
+        raise error_response(web.HTTPNotFound, "no such handoff") from error
 
 
 @authenticated
@@ -124,7 +124,7 @@ async def queues(request: web.Request, agent: Agent) -> Any:
 async def list_handoffs(request: web.Request, agent: Agent) -> Any:
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
-        raise _error(web.HTTPBadRequest, f"status must be one of {', '.join(STATUSES)}")
+        raise error_response(web.HTTPBadRequest, f"status must be one of {', '.join(STATUSES)}")
     return await request.app[DESK].list(status, request.query.get("queue") or None)
 
 
@@ -150,7 +150,7 @@ async def claim_next(request: web.Request, agent: Agent) -> Any:
 async def _named_agent(desk: HandoffDesk, name: str) -> Agent:
     known = {a.name: a for a in await desk.records.read(desk.store.agents)}
     if name not in known:
-        raise _error(web.HTTPBadRequest, f"no agent {name!r}")
+        raise error_response(web.HTTPBadRequest, f"no agent {name!r}")
     return known[name]
 
 
@@ -196,15 +196,15 @@ async def audit_log(request: web.Request, agent: Agent) -> Any:
 async def attachment(request: web.Request) -> web.Response:
     """A customer's attachment, fetched from the provider (media sits behind the
     channel's credentials); `?url=` is the attachment's url in the transcript."""
-    agent = await _bearer_agent(request)
+    agent = await bearer_agent(request)
     url = request.query.get("url", "")
     try:
         found, data = await request.app[DESK].attachment(_handoff_id(request), agent, url)
     except (HandoffNotFound, Forbidden) as error:
-        raise _error(web.HTTPNotFound, str(error)) from error
+        raise error_response(web.HTTPNotFound, str(error)) from error
     except (TransientError, PermanentError) as error:
         log.warning("attachment not fetched: %s", loggable_error(error))
-        raise _error(web.HTTPBadGateway, "the channel did not give the file; try again") \
+        raise error_response(web.HTTPBadGateway, "the channel did not give the file; try again") \
             from error
     shown = found.mime_type.split("/")[0] in ("image", "audio", "video")
     return web.Response(body=data, content_type=found.mime_type or "application/octet-stream",

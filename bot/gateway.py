@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
@@ -22,12 +23,14 @@ from sqlalchemy import text
 from actions.policy import load_policy, parse_yaml_model, policy_dir
 from actions.store.sql import Store, create_store_engine, open_store
 from bot.agent_console import install_agent_console
+from bot.dashboard import KpiSource, install_dashboard
 from bot.handoff.desk import HandoffDesk, is_handoff
 from bot.handoff.events import EventBus, RedisEventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore
 from bot.inbox import Inbox, MemoryInbox, RedisDedupe, RedisInbox
+from bot.kpi import load_kpi_policy
 from bot.metrics import GatewayMetrics, install_metrics
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
@@ -226,6 +229,8 @@ def create_app(settings: Optional[Settings] = None,
     for channel in channels.values():
         channel.install(app, router)
     install_agent_console(app, desk, settings.agent_api_token)
+    install_dashboard(app, KpiSource(records, settings.tracker_database_url, load_kpi_policy(),
+                                     ZoneInfo(desk.policy.business_hours.timezone)))
     app.router.add_post("/webhooks/rest/webhook", rest_webhook)
     app.router.add_get("/health", health)
     install_metrics(app, metrics, desk, settings.metrics_token)

@@ -109,12 +109,14 @@ def run_system(train: bool = True, seed: bool = True) -> int:
     try:
         wait_until_healthy(settings, processes)
         base = f"http://localhost:{settings.gateway_port}"
-        print(f"ready: web chat {base}/ , agent console {base}/agent , REST channel "
-              f"{base}/webhooks/rest/webhook, health {base}/health", flush=True)
+        print(f"ready: web chat {base}/ , agent console {base}/agent , dashboard "
+              f"{base}/dashboard , REST channel {base}/webhooks/rest/webhook, health "
+              f"{base}/health, metrics {base}/metrics", flush=True)
         token = ("$AGENT_API_TOKEN" if os.environ.get("AGENT_API_TOKEN")
                  else f"var/{ADMIN_TOKEN_FILE}")
-        print(f"agent console: sign in with the admin token in {token}, or add agents with "
-              "'bot agents add'; channel webhooks: see README, 'Channels'", flush=True)
+        print(f"agent console and dashboard: sign in with the admin token in {token}, or add "
+              "agents with 'bot agents add'; channel webhooks: see README, 'Channels'",
+              flush=True)
         print("logs in var/logs/; press Ctrl-C to stop", flush=True)
         return _supervise(processes)
     except KeyboardInterrupt:

@@ -101,6 +101,11 @@ class RasaStack:
     database_url: str
     var_dir: Path
 
+    @property
+    def tracker_db(self) -> Path:
+        """Rasa's SQL tracker store (SQLite), where the KPIs read intents."""
+        return self.var_dir / "tracker.db"
+
     def env(self, **extra: str) -> Dict[str, str]:
         return {**os.environ, "RASA_URL": self.rasa_url,
                 "ACTION_SERVER_URL": self.action_server_url,
@@ -151,7 +156,7 @@ def rasa_stack(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
     rasa_port, action_port = free_port(), free_port()
     stack = RasaStack(f"http://127.0.0.1:{rasa_port}",
                       f"http://127.0.0.1:{action_port}/webhook", database_url, var)
-    env = stack.env(RASA_TRACKER_DB=str(var / "tracker.db"))
+    env = stack.env(RASA_TRACKER_DB=str(stack.tracker_db))
     bin_dir = REPO_ROOT / ".venv" / "bin"
     with background([str(bin_dir / "rasa"), "run", "actions", "--port", str(action_port)],
                     env, var / "actions.log", f"http://127.0.0.1:{action_port}/health"), \

@@ -55,7 +55,8 @@ async def client(rasa_stack: RasaStack, bot_api: ProviderAPI) -> AsyncIterator[T
     settings = dataclasses.replace(load_settings(), rasa_url=rasa_stack.rasa_url,
                                    database_url=rasa_stack.database_url,
                                    var_dir=rasa_stack.var_dir, redis_url="",
-                                   agent_api_token=ADMIN_TOKEN)
+                                   agent_api_token=ADMIN_TOKEN,
+                                   tracker_database_url=f"sqlite:///{rasa_stack.tracker_db}")
     policy = load_channel_policy()
     channel = TelegramChannel(credentials(bot_api.url), policy)
     client = TestClient(TestServer(create_app(settings, {"telegram": channel}, policy)))

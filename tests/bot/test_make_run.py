@@ -78,6 +78,7 @@ def test_health_reports_every_component(make_run):
     assert "/webhooks/rest/webhook" in output
     assert "web chat http://localhost:8080/" in output
     assert "agent console http://localhost:8080/agent" in output
+    assert "dashboard http://localhost:8080/dashboard" in output
 
 
 def test_the_agent_console_opens_with_the_local_admin_token(make_run):

@@ -20,7 +20,7 @@ CHAT = 7400001
 
 def review(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
            rasa_stack: RasaStack, *args: str) -> str:
-    for name, value in rasa_stack.env(RASA_TRACKER_DB=str(rasa_stack.var_dir / "tracker.db"),
+    for name, value in rasa_stack.env(RASA_TRACKER_DB=str(rasa_stack.tracker_db),
                                       GATEWAY_DATABASE_URL="",
                                       TRACKER_DATABASE_URL="").items():
         monkeypatch.setenv(name, value)
