@@ -372,6 +372,16 @@ class SqlOrders(_System):
         with self._engine.connect() as conn:
             return _load_orders(conn, match)
 
+    def orders_since(self, since: datetime,
+                     status: Optional[OrderStatus] = None) -> list[Order]:
+        """Orders placed at or after `since`, newest first; only those in `status` when
+        given."""
+        match = orders.c.placed_at >= since
+        if status is not None:
+            match = sa.and_(match, orders.c.status == status.value)
+        with self._engine.connect() as conn:
+            return _load_orders(conn, match)
+
     def cancel_order(self, order_id: str, reason: str) -> Order:
         return self._change_if_paid(order_id, "cancelled", status=OrderStatus.CANCELLED.value,
                                     cancelled_at=self._clock(), cancel_reason=reason)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from actions.store.seed import CATALOGUE, seed_demo_store
 from actions.store.sql import Store, metadata, utc_now
+from actions.store.sql import orders as orders_table
 from actions.store.types import (
     Address,
     DeliveryException,
@@ -246,6 +247,30 @@ def test_orders_for_phone_by_digits(store: Store, contact: str) -> None:
                                      "+1 415 555 0199", "", "hello"])
 def test_orders_for_unknown_contact(store: Store, contact: str) -> None:
     assert store.orders.orders_for_contact(contact) == []
+
+
+def test_orders_since_newest_first_optionally_by_status(store: Store, now: datetime) -> None:
+    since = days_ago(now, 10)
+    with store.engine.connect() as conn:
+        expected = conn.execute(sa.select(sa.func.count()).select_from(orders_table).where(
+            orders_table.c.placed_at >= since)).scalar_one()
+    recent = store.orders.orders_since(since)
+    assert len(recent) == expected > 0
+    assert all(o.placed_at >= since for o in recent)
+    assert [o.placed_at for o in recent] == sorted((o.placed_at for o in recent), reverse=True)
+    # the hand-written orders placed within 10 days (A1003 exactly 10 days ago: included),
+    # with customer and items loaded
+    demo = {o.order_id: o for o in recent if o.order_id < "A2000"}
+    assert sorted(demo) == ["A1001", "A1002", "A1003", "A1004", "A1006", "A1009", "A1011",
+                            "A1012", "A1015", "A1016"]
+    assert demo["A1016"].customer.phone == "+1 415 555 0108"
+    assert [i.sku for i in demo["A1003"].items] == ["BACKPACK-25"]
+
+    in_transit = store.orders.orders_since(since, OrderStatus.SHIPPED)
+    assert in_transit == [o for o in recent if o.status is S.SHIPPED]
+    assert {"A1001", "A1003", "A1016"} <= {o.order_id for o in in_transit}
+    assert "A1010" not in {o.order_id for o in in_transit}  # shipped, but placed 15 days ago
+    assert store.orders.orders_since(now + timedelta(seconds=1)) == []
 
 
 # --- changes ----------------------------------------------------------------------------
