@@ -10,14 +10,15 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.conversation import Turn
-from actions.policy import FAQ_TOPICS, current_knowledge, current_policy
+from actions.conversation import Turn, session_events, user_intent
+from actions.policy import FAQ_TOPICS, current_knowledge, current_peak_policy, current_policy
 from actions.requests import HANDLERS, confirm_cancel, grant_remedy, return_item
 from actions.store.types import Order
 
 # Validate the policy files when the action server starts, not at the first customer.
 current_policy()
 current_knowledge()
+current_peak_policy()
 
 
 class TurnAction(Action, ABC):
@@ -134,7 +135,11 @@ class ActionAnswerFaq(TurnAction):
         if topic not in FAQ_TOPICS:
             turn.say("utter_rephrase")
             return
-        turn.dispatcher.utter_message(text=current_knowledge().answer(topic, turn.policy))
+        turn.dispatcher.utter_message(text=faq_answer(turn, topic))
+
+
+def faq_answer(turn: Turn, topic: str) -> str:
+    return current_knowledge().answer(topic, turn.policy)
 
 
 ESCALATION_CONTEXT = {
@@ -145,13 +150,16 @@ ESCALATION_CONTEXT = {
 
 
 class ActionEscalate(TurnAction):
-    """The customer asked for a person, or wrote a trigger phrase of the policy."""
+    """The customer asked for a person, or wrote a trigger phrase of the policy. In peak
+    mode a first plain request about a templated reason gets the bot's own flow first."""
 
     def name(self) -> str:
         return "action_escalate"
 
     def act(self, turn: Turn) -> None:
         intent = latest_intent(turn)
+        if intent == "human_handoff" and deflected_at_peak(turn):
+            return
         rule = "customer_request"
         if intent == "escalation_trigger":
             rule = trigger_rule(turn) or "chargeback"
@@ -160,6 +168,46 @@ class ActionEscalate(TurnAction):
             turn.say("utter_payment_issue")
         context = ESCALATION_CONTEXT.get(rule, "Customer asked for a person.")
         turn.escalate(rule, turn.verified_order(), context)
+
+
+# Intents that carry a conversation along without saying what it is about.
+CONVERSATION_INTENTS = frozenset({
+    "greet", "goodbye", "thank_you", "affirm", "deny", "bot_challenge", "inform",
+    "choose_remedy", "nlu_fallback", "human_handoff",
+})
+PERSON_PAYLOAD = "/human_handoff"
+
+
+def at_peak(turn: Turn) -> bool:
+    """The gateway marks every message while peak mode is on."""
+    return (turn.tracker.latest_message.get("metadata") or {}).get("peak") is True
+
+
+def current_topic(turn: Turn) -> str:
+    """What this session is about: the latest intent before this message that names a
+    topic (greetings, yes/no, order details and the like don't)."""
+    earlier = [e for e in session_events(turn.tracker) if e.get("event") == "user"][:-1]
+    intents = (user_intent(event) for event in reversed(earlier))
+    return next((intent for intent in intents if intent not in CONVERSATION_INTENTS), "")
+
+
+def deflected_at_peak(turn: Turn) -> bool:
+    """In peak mode, a first request for a person about one of the templated reasons
+    gets the bot's own answer and a button to a person instead; True if it did."""
+    peak, topic = current_peak_policy(), current_topic(turn)
+    if (not at_peak(turn) or topic not in peak.templated_reasons
+            or turn.session_slot("peak_deflected")):
+        return False
+    turn.set("peak_deflected", True)
+    turn.set("pending_offer", None)  # the buttons are the open question now
+    person = {"title": peak.texts.still_need_person, "payload": PERSON_PAYLOAD}
+    turn.dispatcher.utter_message(text=peak.texts.busy)
+    if topic in FAQ_TOPICS:
+        turn.dispatcher.utter_message(text=faq_answer(turn, topic), buttons=[person])
+    else:
+        own = {"title": peak.self_service_buttons[topic], "payload": f"/{topic}"}
+        turn.dispatcher.utter_message(text=peak.texts.self_service, buttons=[own, person])
+    return True
 
 
 def trigger_rule(turn: Turn) -> Optional[str]:
@@ -192,7 +240,7 @@ class ActionFallback(TurnAction):
         for event in reversed(turn.tracker.events):
             if event.get("event") != "user":
                 continue
-            if (event.get("parse_data") or {}).get("intent", {}).get("name") != "nlu_fallback":
+            if user_intent(event) != "nlu_fallback":
                 break
             misses += 1
         if misses >= turn.policy.limits.fallbacks_before_human:

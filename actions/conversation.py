@@ -80,6 +80,15 @@ class Turn:
                 return event.get("value")
         return self.tracker.get_slot(name)
 
+    def session_slot(self, name: str) -> Any:
+        """The slot's value if this conversation session set it, else None: a value
+        carried over from an earlier session (set before the first message) is not."""
+        events = session_events(self.tracker)
+        first = next((i for i, e in enumerate(events) if e.get("event") == "user"), len(events))
+        values = [e.get("value") for e in [*events[first:], *self.events]
+                  if e.get("event") == "slot" and e.get("name") == name]
+        return values[-1] if values else None
+
     @property
     def conversation_id(self) -> str:
         return self.tracker.sender_id
@@ -123,6 +132,18 @@ class Turn:
 
     def finish(self) -> List[Dict[str, Any]]:
         return self.events
+
+
+def session_events(tracker: Tracker) -> List[Dict[str, Any]]:
+    """The events of the current conversation session: those after its start."""
+    events = list(tracker.events)
+    starts = [i for i, e in enumerate(events) if e.get("event") == "session_started"]
+    return events[starts[-1] + 1:] if starts else events
+
+
+def user_intent(event: Dict[str, Any]) -> str:
+    """The intent of a user event ("" if it has none)."""
+    return str(((event.get("parse_data") or {}).get("intent") or {}).get("name") or "")
 
 
 def handoff_payload(turn: Turn, rule_name: str, order: Optional[Order],

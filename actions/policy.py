@@ -46,6 +46,9 @@ FAQ_TOPICS = (
 )
 
 
+CHANNELS = ("webchat", "whatsapp", "sms", "telegram")
+
+
 class PolicyError(ValueError):
     """The policy files are invalid; the message says which file and key."""
 
@@ -190,6 +193,42 @@ class Knowledge(_Strict):
         return self.answers[topic].strip().format(**policy_facts(policy))
 
 
+class PeakTexts(_Strict):
+    busy: str
+    self_service: str
+    still_need_person: str
+
+
+class PeakPolicy(_Strict):
+    """Peak mode (policy/peak.yml): surge SLA targets, the reasons the bot keeps to its
+    templated flows, and the banner. Whether it is on is decided by the gateway, which
+    tells the bot in each message's metadata (`peak`)."""
+
+    enabled: bool
+    banner: str
+    first_response_seconds: Dict[str, int]
+    templated_reasons: List[str]
+    self_service_buttons: Dict[str, str]
+    texts: PeakTexts
+
+    @validator("first_response_seconds")
+    def _every_channel(cls, value: Dict[str, int]) -> Dict[str, int]:
+        if sorted(value) != sorted(CHANNELS) or any(v <= 0 for v in value.values()):
+            raise ValueError(f"needs exactly the channels {', '.join(CHANNELS)}, each a "
+                             "positive number of seconds")
+        return value
+
+    @root_validator(skip_on_failure=True)
+    def _answerable(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+        buttons = values["self_service_buttons"]
+        unanswerable = [r for r in values["templated_reasons"]
+                        if r not in FAQ_TOPICS and r not in buttons]
+        if unanswerable:
+            raise ValueError(f"templated_reasons {', '.join(unanswerable)} are neither FAQ "
+                             "topics nor have a self_service_buttons entry")
+        return values
+
+
 def policy_facts(policy: EscalationPolicy) -> Dict[str, Any]:
     """The policy values that customer-facing texts may quote."""
     return {
@@ -255,6 +294,29 @@ def load_knowledge(
         except (KeyError, IndexError, ValueError) as error:
             raise PolicyError(f"{path}: answers.{topic}: unknown placeholder {error}") from error
     return knowledge
+
+
+def domain_intents(domain: Path = REPO_ROOT / "domain.yml") -> List[str]:
+    return list(_read_yaml(domain)["intents"])
+
+
+def check_intents(path: Path, named: Any, allowed: Any = ()) -> None:
+    """Intents a policy file names must be the domain's (or `allowed`)."""
+    unknown = sorted(set(named) - set(domain_intents()) - set(allowed))
+    if unknown:
+        raise PolicyError(f"{path}: no such intents in domain.yml: {', '.join(unknown)}")
+
+
+def load_peak_policy(directory: Optional[Path] = None) -> PeakPolicy:
+    path = (directory or policy_dir()) / "peak.yml"
+    peak = parse_yaml_model(PeakPolicy, path)
+    check_intents(path, [*peak.templated_reasons, *peak.self_service_buttons])
+    return peak
+
+
+@lru_cache(maxsize=1)
+def current_peak_policy() -> PeakPolicy:
+    return load_peak_policy()
 
 
 @lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ from aiohttp import WSCloseCode, web
 from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, iso
 from bot.handoff.events import Event
 from bot.handoff.store import Agent, HandoffConflict
+from bot.peak import PeakConfigured, PeakMode
 from bot.settings import REPO_ROOT
 from connectors.outbound import PermanentError, TransientError
 from connectors.privacy import loggable_error
@@ -111,8 +112,39 @@ async def me(request: web.Request, agent: Agent) -> Dict[str, Any]:
 @authenticated
 async def console_config(request: web.Request, agent: Agent) -> Dict[str, Any]:
     desk = request.app[DESK]
+    peak = await _peak(request).state()
     return {"queues": [{"name": n, "label": label} for n, label in desk.teams.items()],
-            "dispositions": list(desk.policy.dispositions), "peak": False}
+            "dispositions": list(desk.policy.dispositions), "peak": peak.on,
+            "peak_banner": peak.banner}
+
+
+def _peak(request: web.Request) -> PeakMode:
+    peak = request.app[DESK].peak
+    if peak is None:
+        raise error_response(web.HTTPNotFound, "peak mode is not configured")
+    return peak
+
+
+@authenticated
+async def peak_state(request: web.Request, agent: Agent) -> Dict[str, Any]:
+    return (await _peak(request).state()).as_json()
+
+
+@authenticated
+async def switch_peak(request: web.Request, agent: Agent) -> Dict[str, Any]:
+    """Admin only: {"on": true|false, "note": "..."}; every console hears of it."""
+    if not agent.admin:
+        raise Forbidden("only the admin switches peak mode")
+    body = await _body(request)
+    if not isinstance(body.get("on"), bool):
+        raise error_response(web.HTTPBadRequest, "'on' must be true or false")
+    try:
+        state = await _peak(request).switch(body["on"], agent.name,
+                                            _text(body, "note", required=False))
+    except PeakConfigured as error:
+        raise HandoffConflict(str(error)) from error
+    await request.app[DESK].bus.publish({"type": "peak.changed", "peak": state.as_json()})
+    return state.as_json()
 
 
 @authenticated
@@ -239,7 +271,10 @@ async def _forward(queue: asyncio.Queue[Event], socket: web.WebSocketResponse) -
             await asyncio.wait({event, leaving}, return_when=asyncio.FIRST_COMPLETED)
             if not event.done():
                 break
-            await socket.send_json(event.result())
+            try:
+                await socket.send_json(event.result())
+            except ConnectionResetError:  # the browser left while the event was on its way
+                break
     finally:
         for task in (leaving, event):
             if task is not None:
@@ -274,6 +309,8 @@ def install_agent_console(app: web.Application, desk: HandoffDesk, admin_token: 
     add = app.router
     add.add_get("/api/me", me)
     add.add_get("/api/config", console_config)
+    add.add_get("/api/peak", peak_state)
+    add.add_post("/api/peak", switch_peak)
     add.add_get("/api/queues", queues)
     add.add_get("/api/handoffs", list_handoffs)
     add.add_get("/api/handoffs/{handoff_id}", get_handoff)

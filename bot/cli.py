@@ -1,11 +1,15 @@
 """The `bot` command: run the system, seed the demo store, validate the policy,
-report NLU quality, manage channels and agents. `bot --help` lists the commands."""
+report NLU quality and the support KPIs, manage channels, agents and peak mode.
+`bot --help` lists the commands."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -36,17 +40,20 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from actions.policy import PolicyError, load_knowledge, load_policy
+    from actions.policy import PolicyError, load_knowledge, load_peak_policy, load_policy
     from bot.gateway import load_channel_policy
     from bot.handoff.policy import load_handoff_policy
     from bot.kpi import load_kpi_policy
+    from bot.monitor import load_monitor_policy
 
     try:
         policy = load_policy()
         load_knowledge(policy=policy)
         channels = load_channel_policy()
+        load_monitor_policy(channels)
         handoff = load_handoff_policy(policy)
         load_kpi_policy()
+        load_peak_policy()
     except PolicyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -83,13 +90,25 @@ def _telegram_set_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
-def _deliveries(args: argparse.Namespace) -> int:
+def _gateway_engine() -> Engine:
+    """The gateway's database, with its tables, also before the gateway ever ran."""
     from actions.store.sql import create_store_engine
-    from bot.records import GatewayRecords
+    from bot.handoff import store as handoff_store
+    from bot.records import metadata as records_metadata
     from bot.settings import load_settings
 
-    engine = create_store_engine(load_settings().gateway_database_url)
-    rows = GatewayRecords(engine).deliveries(status=args.status, limit=args.limit)
+    settings = load_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_store_engine(settings.gateway_database_url)
+    for tables in (records_metadata, handoff_store.metadata):
+        tables.create_all(engine)
+    return engine
+
+
+def _deliveries(args: argparse.Namespace) -> int:
+    from bot.records import GatewayRecords
+
+    rows = GatewayRecords(_gateway_engine()).deliveries(status=args.status, limit=args.limit)
     for row in rows:
         print(f"{row['id']:>6} {row['status']:<9} {row['connector']:<9} attempts={row['attempts']} "
               f"{row['provider_message_id'] or '-'} {row['error']}")
@@ -108,21 +127,14 @@ def _report(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from actions.policy import load_policy
-    from actions.store.sql import create_store_engine
-    from bot.handoff import store as handoff_store
     from bot.handoff.policy import load_handoff_policy
     from bot.kpi import csv_rows, current_kpis, load_kpi_policy, tracker_engine
-    from bot.records import metadata as records_metadata
     from bot.report import weekly_review
     from bot.settings import load_settings
 
     settings = load_settings()
     zone = ZoneInfo(load_handoff_policy(load_policy()).business_hours.timezone)
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    gateway = create_store_engine(settings.gateway_database_url)
-    for tables in (records_metadata, handoff_store.metadata):  # before the gateway ever ran
-        tables.create_all(gateway)
-    kpis, days = current_kpis(gateway, tracker_engine(settings.tracker_database_url),
+    kpis, days = current_kpis(_gateway_engine(), tracker_engine(settings.tracker_database_url),
                               load_kpi_policy(), zone, args.days)
     if args.csv:
         print(csv_rows(row for dimension in ("all", "channel", "intent", "queue")
@@ -132,16 +144,61 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peak(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from actions.policy import load_peak_policy
+    from bot.handoff.store import HandoffStore
+    from bot.peak import PeakConfigured, PeakMode
+    from bot.records import GatewayRecords
+
+    records = GatewayRecords(_gateway_engine())
+    peak = PeakMode(load_peak_policy(), records, HandoffStore(records.engine))
+    try:
+        if args.action == "status":
+            state = asyncio.run(peak.state())
+        else:
+            state = asyncio.run(peak.switch(args.action == "on", "cli", args.note))
+    except PeakConfigured as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        records.close()
+    source = " (policy/peak.yml)" if state.by_config else ""
+    print(f"peak mode is {'on' if state.on else 'off'}{source}"
+          + (f"; switched by {state.changed_by}" if state.changed_by else "")
+          + (f": {state.note}" if state.note else ""))
+    if args.action != "status":
+        print("running gateways follow within 5 s")
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from actions.policy import PolicyError
+    from bot.gateway import load_channel_policy
+    from bot.monitor import load_monitor_policy, run_once
+
+    try:
+        policy = load_monitor_policy(load_channel_policy())
+    except PolicyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    report = asyncio.run(run_once(args.action, policy=policy))
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _agents(args: argparse.Namespace) -> int:
     import time
 
     from actions.policy import load_policy
-    from actions.store.sql import create_store_engine
     from bot.handoff.policy import load_handoff_policy
     from bot.handoff.store import HandoffStore
-    from bot.settings import load_settings
 
-    store = HandoffStore(create_store_engine(load_settings().gateway_database_url))
+    store = HandoffStore(_gateway_engine())
     if args.action == "add":
         escalation = load_policy()
         teams = escalation.teams
@@ -176,6 +233,8 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "deliveries": _deliveries,
     "agents": _agents,
     "report": _report,
+    "peak": _peak,
+    "monitor": _monitor,
 }
 
 
@@ -215,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "(default 7)")
     report.add_argument("--csv", action="store_true",
                         help="the daily KPIs of every group as CSV instead")
+    peak = sub.add_parser("peak", help="peak mode: surge SLA targets, templated bot flows, "
+                                       "banners (README: Peak mode)")
+    peak.add_argument("action", choices=["on", "off", "status"])
+    peak.add_argument("--note", default="", help="why, e.g. 'Black Friday'; kept in the audit")
+    monitor = sub.add_parser("monitor", help="proactive outreach, run once "
+                                             "(README: Proactive outreach)")
+    monitor_sub = monitor.add_subparsers(dest="action", required=True, metavar="ACTION")
+    monitor_sub.add_parser("shipments", help="message customers of late or unscanned orders")
+    monitor_sub.add_parser("products", help="alert the team about SKUs many customers "
+                                            "write about")
     # nlu-report has its own options (bot/nlu_report.py); main() hands them over whole
     sub.add_parser("nlu-report", add_help=False,
                    help="score the model on ../shared/eval (bot nlu-report --help)")

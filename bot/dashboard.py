@@ -11,10 +11,19 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from bot.agent_console import authenticated, bearer_agent, error_response
+from bot.agent_console import DESK, authenticated, bearer_agent, error_response
 from bot.handoff.desk import iso
 from bot.handoff.store import Agent
-from bot.kpi import DIMENSIONS, KpiPolicy, Kpis, csv_rows, current_kpis, tracker_engine
+from bot.kpi import (
+    DIMENSIONS,
+    KpiPolicy,
+    Kpis,
+    csv_rows,
+    current_kpis,
+    day_start,
+    tracker_engine,
+)
+from bot.monitor import recent_alerts
 from bot.records import GatewayRecords
 from bot.settings import REPO_ROOT
 
@@ -62,6 +71,7 @@ class KpiSource:
                                "queues": kpis.backlog_ageing()},
             "worst_breaches": [_handoff(h, kpis.now) for h in kpis.worst_breaches()],
             "oldest_open": [_handoff(h, kpis.now) for h in kpis.oldest_open()],
+            "product_alerts": recent_alerts(self.records.engine, day_start(days[0], self.zone)),
         }
 
     def _csv(self, day_count: int) -> Tuple[str, List[date]]:
@@ -93,7 +103,9 @@ def _days(request: web.Request) -> int:
 
 @authenticated
 async def kpis_json(request: web.Request, agent: Agent) -> Dict[str, Any]:
-    return await request.app[SOURCE].summary(_days(request))
+    summary = await request.app[SOURCE].summary(_days(request))
+    peak = request.app[DESK].peak
+    return {**summary, "peak": (await peak.state()).as_json() if peak else None}
 
 
 async def kpis_csv(request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from aiohttp import web
 from redis import asyncio as aioredis
 from sqlalchemy import text
 
-from actions.policy import load_policy, parse_yaml_model, policy_dir
+from actions.policy import load_peak_policy, load_policy, parse_yaml_model, policy_dir
 from actions.store.sql import Store, create_store_engine, open_store
 from bot.agent_console import install_agent_console
 from bot.dashboard import KpiSource, install_dashboard
@@ -32,6 +32,8 @@ from bot.handoff.store import HandoffStore
 from bot.inbox import Inbox, MemoryInbox, RedisDedupe, RedisInbox
 from bot.kpi import load_kpi_policy
 from bot.metrics import GatewayMetrics, install_metrics
+from bot.monitor import Monitor, load_monitor_policy
+from bot.peak import PeakMode
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
 from bot.router import Router
@@ -50,6 +52,7 @@ STORE = web.AppKey("store", Store)
 ROUTER = web.AppKey("router", Router)
 REDIS: web.AppKey[Optional[aioredis.Redis]] = web.AppKey("redis")
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+MONITOR = web.AppKey("monitor", Monitor)
 
 STATIC_DIR = REPO_ROOT / "bot" / "static"
 
@@ -98,9 +101,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await router.desk.bus.start()
     await router.desk.live.start()
     await router.inbox.start(router.process)
+    await app[MONITOR].start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         app[HTTP] = session
         yield
+    await app[MONITOR].stop()
     await router.inbox.stop()
     await router.desk.live.stop()
     await router.desk.bus.stop()
@@ -138,6 +143,9 @@ async def rest_webhook(request: web.Request) -> web.Response:
     REST has no way to bring an agent's reply later, so it opens no handoff; the bot's
     escalation payload (slots, contact) is internal and is taken out."""
     payload = await _read_rest_message(request)
+    # the gateway, not the caller, says whether it is peak time
+    payload["metadata"] = {**payload["metadata"],
+                           "peak": await request.app[ROUTER].desk.peak_on()}
     try:
         replies: List[Dict[str, Any]] = await request.app[ROUTER].rasa.ask_raw(**payload)
     except BotUnavailable as error:
@@ -216,7 +224,8 @@ def create_app(settings: Optional[Settings] = None,
     live = (RedisLiveQueues(handoffs, records, redis, list(escalation.teams)) if redis
             else LiveQueues(handoffs, records))
     desk = HandoffDesk(handoffs, records, load_handoff_policy(escalation), escalation, store,
-                       RedisEventBus(redis) if redis else EventBus(), live)
+                       RedisEventBus(redis) if redis else EventBus(), live,
+                       PeakMode(load_peak_policy(), records, handoffs))
     metrics = GatewayMetrics(channels)
     router = Router(records, inbox,
                     RasaClient(settings.rasa_url, settings.rasa_timeout_seconds,
@@ -225,6 +234,7 @@ def create_app(settings: Optional[Settings] = None,
 
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, redis
+    app[MONITOR] = Monitor.for_router(router, store, load_monitor_policy(policy))
     app.cleanup_ctx.append(_lifecycle)
     for channel in channels.values():
         channel.install(app, router)

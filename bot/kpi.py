@@ -21,15 +21,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-import yaml
 from pydantic import BaseModel, Extra, conint, validator
 from sqlalchemy.engine import Engine
 
-from actions.policy import PolicyError, parse_yaml_model, policy_dir
+from actions.policy import check_intents, parse_yaml_model, policy_dir
 from actions.store.sql import create_store_engine
 from bot.handoff.store import OPEN, handoffs
 from bot.records import conversations, turns
-from bot.settings import REPO_ROOT
 
 log = logging.getLogger("bot.kpi")
 
@@ -66,15 +64,10 @@ class KpiPolicy(BaseModel):
         return [f"under {bounds[0]} h", *between, f"over {bounds[-1]} h"]
 
 
-def load_kpi_policy(directory: Optional[Path] = None,
-                    domain: Path = REPO_ROOT / "domain.yml") -> KpiPolicy:
+def load_kpi_policy(directory: Optional[Path] = None) -> KpiPolicy:
     path = (directory or policy_dir()) / "kpis.yml"
     policy = parse_yaml_model(KpiPolicy, path)
-    intents = set(yaml.safe_load(domain.read_text())["intents"])
-    unknown = sorted((set(policy.not_reasons) | set(policy.reason_labels))
-                     - intents - {UNSTATED})
-    if unknown:
-        raise PolicyError(f"{path}: no such intents in {domain.name}: {', '.join(unknown)}")
+    check_intents(path, [*policy.not_reasons, *policy.reason_labels], allowed=[UNSTATED])
     return policy
 
 

@@ -131,7 +131,8 @@ class Router:
     async def _ask_bot(self, message: Message) -> List[Reply]:
         """Ask Rasa, retrying with backoff for up to bot_retry_seconds."""
         metadata = {"channel": message.channel, "connector": message.connector,
-                    "attachments": [a.as_dict() for a in message.attachments]}
+                    "attachments": [a.as_dict() for a in message.attachments],
+                    "peak": await self.desk.peak_on()}
         text = message.text or (ATTACHMENT_ONLY_TEXT if message.attachments else "")
         deadline = time.monotonic() + self.policy.bot_retry_seconds
         pause = 0.5

@@ -17,6 +17,7 @@ from bot.handoff.live import LiveQueues
 from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
 from bot.handoff.snapshot import order_snapshot
 from bot.handoff.store import Agent, HandoffConflict, HandoffStore
+from bot.peak import PeakMode
 from bot.records import GatewayRecords
 from connectors.message import Attachment, Button, Delivery, Message, Reply, TranscriptTurn
 from connectors.privacy import mask
@@ -70,7 +71,7 @@ def split_handoff(replies: Sequence[Reply]) -> Tuple[List[Reply], Optional[Dict[
 class HandoffDesk:
     def __init__(self, store: HandoffStore, records: GatewayRecords, policy: HandoffPolicy,
                  escalation: EscalationPolicy, shop: Store, bus: EventBus,
-                 live: Optional[LiveQueues] = None,
+                 live: Optional[LiveQueues] = None, peak: Optional[PeakMode] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.records = records
@@ -79,6 +80,7 @@ class HandoffDesk:
         self.shop = shop
         self.bus = bus
         self.live = live or LiveQueues(store, records)
+        self.peak = peak
         self.clock = clock
         self._send: Optional[Send] = None
         self._download: Optional[Download] = None
@@ -176,8 +178,9 @@ class HandoffDesk:
         """Open the handoff and show it on the consoles; None if the conversation is
         already with a person."""
         now = self.clock()
+        surge = await self.peak.surge_targets() if self.peak is not None else None
         target = self.policy.first_response_seconds(values["queue"], message.channel,
-                                                    values["tier"])
+                                                    values["tier"], surge)
         starts = self.policy.business_hours.next_open(
             datetime.fromtimestamp(now, timezone.utc)).timestamp()
         if not values["customer_contact"] and message.channel in ("sms", "whatsapp"):
@@ -190,9 +193,11 @@ class HandoffDesk:
         })
         if not created:  # already with a person
             return None
-        await self.live.changed(handoff)
-        await self.publish("handoff.opened", handoff)
+        await self.publish("handoff.opened", handoff, await self.live.changed(handoff))
         return handoff
+
+    async def peak_on(self) -> bool:
+        return self.peak is not None and await self.peak.is_on()
 
     async def announce(self, handoff: Dict[str, Any]) -> None:
         """Tell the customer their place in the queue, or when the team is back."""
@@ -320,9 +325,11 @@ class HandoffDesk:
                  "oldest_waiting_at": iso(counts.get(name, empty)["oldest_waiting_at"])}
                 for name, label in self.teams.items()]
 
-    async def record(self, handoff: Dict[str, Any]) -> Dict[str, Any]:
-        """The handoff as agents and the API see it."""
-        position = await self.live.position(handoff) if handoff["status"] == "waiting" else None
+    async def record(self, handoff: Dict[str, Any],
+                     position: Optional[int] = None) -> Dict[str, Any]:
+        """The handoff as agents and the API see it; `position` if already known."""
+        if handoff["status"] == "waiting" and position is None:
+            position = await self.live.position(handoff)
         return await self.records.read(self._record, handoff, position)
 
     def _record(self, handoff: Dict[str, Any], position: Optional[int]) -> Dict[str, Any]:
@@ -340,16 +347,16 @@ class HandoffDesk:
         await self.records.write(self.store.audit, actor, action, handoff["id"], detail,
                                  self.clock())
 
-    async def publish(self, kind: str, handoff: Dict[str, Any]) -> Dict[str, Any]:
-        record = await self.record(handoff)
+    async def publish(self, kind: str, handoff: Dict[str, Any],
+                      position: Optional[int] = None) -> Dict[str, Any]:
+        record = await self.record(handoff, position)
         await self.bus.publish({"type": kind, "handoff": record})
         return record
 
     async def _done(self, agent: Agent, action: str, handoff: Dict[str, Any],
                     detail: Dict[str, Any], event: str) -> Dict[str, Any]:
         await self.audit(agent.name, action, handoff, detail)
-        await self.live.changed(handoff)
-        return await self.publish(event, handoff)
+        return await self.publish(event, handoff, await self.live.changed(handoff))
 
     async def _get(self, handoff_id: int) -> Dict[str, Any]:
         handoff = await self.records.read(self.store.get, handoff_id)

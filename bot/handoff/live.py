@@ -33,8 +33,9 @@ class LiveQueues:
         self.store = store
         self.records = records
 
-    async def changed(self, handoff: Dict[str, Any]) -> None:
-        """A handoff was opened, claimed, transferred or resolved."""
+    async def changed(self, handoff: Dict[str, Any]) -> Optional[int]:
+        """A handoff was opened, claimed, transferred or resolved; its position when it
+        waits, if that came with the update (None: ask `position`)."""
         return None
 
     async def position(self, handoff: Dict[str, Any]) -> int:
@@ -63,18 +64,23 @@ class RedisLiveQueues(LiveQueues):
     def waiting_key(self, queue: str) -> str:
         return f"{self.prefix}:handoff:waiting:{queue}"
 
-    async def changed(self, handoff: Dict[str, Any]) -> None:
+    async def changed(self, handoff: Dict[str, Any]) -> Optional[int]:
+        waiting = handoff["status"] == "waiting"
+        member = _member(handoff["id"])
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                member = _member(handoff["id"])
                 for queue in self.queues:
                     pipe.zrem(self.waiting_key(queue), member)
                 pipe.hdel(self.active_key, member)
                 self._place(pipe, handoff)
-                await pipe.execute()
+                if waiting:  # in the same round trip: under load each one waits its turn
+                    pipe.zrank(self.waiting_key(handoff["queue"]), member)
+                results = await pipe.execute()
         except aioredis.RedisError as error:
             log.warning("live queue state of handoff %s not updated in Redis (%s); the next "
                         "reconciliation mends it", handoff["id"], type(error).__name__)
+            return None
+        return int(results[-1]) + 1 if waiting and results[-1] is not None else None
 
     def _place(self, pipe: Any, handoff: Dict[str, Any]) -> None:
         member = _member(handoff["id"])

@@ -5,14 +5,19 @@ from __future__ import annotations
 import re
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Extra, conint, validator
 
-from actions.policy import EscalationPolicy, PolicyError, parse_yaml_model, policy_dir
+from actions.policy import (
+    CHANNELS,
+    EscalationPolicy,
+    PolicyError,
+    parse_yaml_model,
+    policy_dir,
+)
 
-CHANNELS = ("webchat", "whatsapp", "sms", "telegram")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 PLACEHOLDERS = {"reference", "team", "position", "wait", "opens"}
@@ -148,10 +153,15 @@ class HandoffPolicy(_Strict):
     csat: Csat
     texts: Texts
 
-    def first_response_seconds(self, queue: str, channel: str, tier: int) -> float:
+    def first_response_seconds(self, queue: str, channel: str, tier: int,
+                               surge: Optional[Mapping[str, int]] = None) -> float:
+        """The target of a new handoff; `surge`: peak mode's targets per channel, which
+        replace the channel's and queue's own."""
         by_channel = {**self.sla.first_response_seconds,
                       **self.sla.queue_first_response_seconds.get(queue, {})}
-        base = by_channel.get(channel, max(self.sla.first_response_seconds.values()))
+        if surge is not None:
+            by_channel = dict(surge)
+        base = by_channel.get(channel, max(by_channel.values()))
         return base * self.sla.tier_factor[tier]
 
     def check_queues(self, queues: Dict[str, str], path: Path) -> None:

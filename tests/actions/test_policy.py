@@ -14,14 +14,15 @@ from actions.policy import (
     REQUIRED_RULES,
     PolicyError,
     load_knowledge,
+    load_peak_policy,
     load_policy,
 )
 
 
 @pytest.fixture
 def policy_copy(tmp_path: Path) -> Path:
-    for name in ("escalation.yml", "knowledge.yml", "channels.yml", "handoff.yml"):
-        shutil.copy(DEFAULT_POLICY_DIR / name, tmp_path / name)
+    for path in DEFAULT_POLICY_DIR.glob("*.yml"):
+        shutil.copy(path, tmp_path / path.name)
     return tmp_path
 
 
@@ -77,6 +78,37 @@ def test_knowledge_needs_every_topic_and_known_placeholders(policy_copy):
          lambda d: d["answers"].update(invoice="Within {invoice_days} days"))
     with pytest.raises(PolicyError, match="answers.invoice: unknown placeholder"):
         load_knowledge(policy_copy)
+
+
+def test_shipped_peak_policy_answers_every_templated_reason():
+    peak = load_peak_policy()
+    intents = set(yaml.safe_load((DEFAULT_POLICY_DIR.parent / "domain.yml").read_text())
+                  ["intents"])
+    assert set(peak.templated_reasons) <= intents  # the button payloads are /<intent>
+    assert set(peak.self_service_buttons) <= intents
+    for reason in peak.templated_reasons:
+        assert reason in FAQ_TOPICS or peak.self_service_buttons[reason]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d["templated_reasons"].append("damaged_item"),
+     "templated_reasons damaged_item are neither FAQ topics nor have a self_service_buttons"),
+    (lambda d: d["self_service_buttons"].pop("refund_status"),
+     "templated_reasons refund_status are neither FAQ topics"),
+    (lambda d: d["first_response_seconds"].pop("sms"),
+     "first_response_seconds: needs exactly the channels webchat, whatsapp, sms, telegram"),
+    (lambda d: d["first_response_seconds"].update(webchat=0),
+     "first_response_seconds: needs exactly the channels"),
+    (lambda d: d["texts"].pop("still_need_person"), "texts.still_need_person: field required"),
+    (lambda d: d["self_service_buttons"].update(order_stat="Check"),
+     "no such intents in domain.yml: order_stat"),
+])
+def test_invalid_peak_policy_names_the_key(policy_copy, change, message):
+    edit(policy_copy, "peak.yml", change)
+    with pytest.raises(PolicyError) as error:
+        load_peak_policy(policy_copy)
+    assert "peak.yml" in str(error.value)
+    assert message in str(error.value)
 
 
 @pytest.mark.parametrize("text,rule", [

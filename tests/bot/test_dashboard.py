@@ -1,15 +1,19 @@
 """The dashboard after real conversations through the gateway: its API (agents' tokens,
-the KPIs, the CSV) and the page in headless Chromium (sign in, tiles, charts, the
-oldest open handoff, the CSV download)."""
+the KPIs, product alerts, the CSV) and the page in headless Chromium (sign in, tiles, charts, the
+oldest open handoff, the CSV download, the peak-mode banner)."""
 from __future__ import annotations
 
 import csv
 import io
+import time
+from typing import Any, Dict
 
 from aiohttp.test_utils import TestClient
 
+from bot.gateway import load_channel_policy
+from bot.monitor import SkuContacts, load_monitor_policy, record_alert
 from tests.bot.conftest import ADMIN_TOKEN
-from tests.bot.test_agent_console import agent, ask_for_a_person, bearer
+from tests.bot.test_agent_console import agent, ask_for_a_person, bearer, call, desk_of
 from tests.bot.test_gateway import post_update, sent_texts, until, update
 from tests.browser import Browser
 from tests.provider_api import ProviderAPI
@@ -23,6 +27,11 @@ async def test_the_kpis_for_agents_as_json_and_csv(client: TestClient,
     await until(lambda: len(sent_texts(bot_api, CHAT)) >= 1)
     handoff = await ask_for_a_person(client, bot_api, CHAT + 1, 5001)
     token = await agent(client, "kim", "logistics")
+    desk = desk_of(client)
+    products = load_monitor_policy(load_channel_policy()).products
+    sku = f"SKU-DASH-{int(time.time())}"
+    await desk.records.write(record_alert, desk.records.engine, SkuContacts(
+        sku, "Blue kettle", {f"telegram:{n}" for n in range(6)}), products, time.time())
 
     assert (await client.get("/api/kpis")).status == 401
     assert (await client.get("/api/kpis", params={"days": "0"},
@@ -37,6 +46,8 @@ async def test_the_kpis_for_agents_as_json_and_csv(client: TestClient,
     reasons = {r["reason"]: r for r in data["top_reasons"]}
     assert reasons["order_status"]["label"] == "Where is my order"
     assert any(q["key"] == handoff["queue"] for q in data["period"]["queue"])
+    [alert] = [a for a in data["product_alerts"] if a["sku"] == sku]
+    assert (alert["product"], alert["contacts"]) == ("Blue kettle", 6)
 
     csv_response = await client.get("/api/kpis.csv", params={"days": "7"},
                                     headers=bearer(ADMIN_TOKEN))
@@ -52,6 +63,16 @@ async def test_the_kpis_for_agents_as_json_and_csv(client: TestClient,
 async def test_the_dashboard_in_a_browser(browser: Browser, client: TestClient,
                                           bot_api: ProviderAPI) -> None:
     handoff = await ask_for_a_person(client, bot_api, CHAT + 2, 5100)
+    status, _ = await call(client, "POST", "/api/peak", ADMIN_TOKEN, {"on": True})
+    assert status == 200
+    try:
+        await see_the_dashboard(browser, client, handoff)
+    finally:
+        await call(client, "POST", "/api/peak", ADMIN_TOKEN, {"on": False})
+
+
+async def see_the_dashboard(browser: Browser, client: TestClient,
+                            handoff: Dict[str, Any]) -> None:
     await browser.get(str(client.make_url("/dashboard")))
     await browser.type("#token", "not-a-token")
     await browser.click("#sign-in")
@@ -61,6 +82,9 @@ async def test_the_dashboard_in_a_browser(browser: Browser, client: TestClient,
     await browser.type("#token", ADMIN_TOKEN)
     await browser.click("#sign-in")
     await browser.wait_until("return document.querySelector('#dashboard').dataset.loaded")
+    # peak mode is on: the banner says so
+    assert (await browser.texts("#peak"))[0].startswith("Peak mode")
+    assert await browser.execute("return !document.querySelector('#peak').hidden;")
     conversations = await browser.texts('.tile[data-kpi="conversations"] dd')
     assert int(conversations[0]) >= 1
     # today's bars (the teams' today): conversations and handoffs
@@ -72,6 +96,7 @@ async def test_the_dashboard_in_a_browser(browser: Browser, client: TestClient,
     assert bars == 2
     await browser.wait_for_text("#oldest-open td", handoff["reference"])
     await browser.wait_for_text("#top-reasons td", "Reason not stated")
+    await browser.wait_for_text("#product-alerts td", "Blue kettle")
 
     await browser.execute("document.querySelector('#days').value = '30';"
                           "document.querySelector('#days').dispatchEvent(new Event('change'));")

@@ -137,13 +137,18 @@
     ui.token.focus();
   }
 
+  function showPeak() {
+    ui.peak.textContent = state.config.peak_banner || "Peak mode";
+    ui.peak.hidden = !state.config.peak;
+  }
+
   function showConsole() {
     ui.login.hidden = true;
     ui.loginError.textContent = "";
     ui.console.hidden = false;
     ui.sessionBar.hidden = false;
     ui.agentName.textContent = state.me.agent + (state.me.admin ? " (admin)" : "");
-    ui.peak.hidden = !state.config.peak;
+    showPeak();
     fillSelect(ui.transferQueue, state.config.queues.map((q) => [q.name, q.label || q.name]));
     fillSelect(ui.disposition, state.config.dispositions.map((d) => [d, humanize(d)]));
     renderOpen(null);
@@ -228,6 +233,14 @@
       state.retries = 0;
       setLive("live", "live");
       refreshAll();   // whatever happened while we were not listening
+    } else if (message.type === "monitor.alert" && message.alert) {
+      const a = message.alert;
+      setStatus("Product alert: " + a.contacts + " conversations about " + a.product + " (" + a.sku +
+                ") in " + a.window_hours + " h", "warn");
+    } else if (message.type === "peak.changed" && message.peak) {
+      state.config.peak = message.peak.on;
+      state.config.peak_banner = message.peak.banner;
+      showPeak();
     } else if (message.handoff) {
       upsert(message.handoff, message.type);
     }

@@ -165,6 +165,9 @@
     percent(r.repeat_contact_rate), csat(r.csat_average), percent(r.csat_response_rate)];
 
   function renderTables(data) {
+    table("product-alerts", ["product", "SKU", "conversations", "in", "when"],
+          data.product_alerts.map((a) => [a.product, a.sku, String(a.contacts), a.window_hours + " h",
+                                          new Date(a.fired_at).toLocaleString()]), () => "late");
     table("worst-breaches", ["handoff", "queue", "channel", "late by", "status"],
           data.worst_breaches.map((h) => [h.reference, h.queue, h.channel, duration(h.overdue_seconds), h.status]),
           () => "late");
@@ -187,6 +190,8 @@
     try {
       const response = await api("/api/kpis?days=" + encodeURIComponent($("days").value));
       const data = await response.json();
+      $("peak").hidden = !(data.peak && data.peak.on);
+      if (data.peak) { $("peak").textContent = data.peak.banner; }
       renderTiles(data.period.all[0]);
       renderCharts(data);
       renderTables(data);

@@ -37,6 +37,8 @@ async def test_the_queues_in_redis_follow_every_change(tmp_path: Path, redis_url
         urgent = await escalate(desk, "3", tier=3)
         assert await state(desk) == {"general": [urgent["id"], first["id"], second["id"]]}
         assert await state(desk) == sql_state(desk)
+        # an update of a waiting handoff brings its position in the same round trip
+        assert await live_of(desk).changed(second) == 3
 
         await desk.desk.claim(first["id"], ALICE, ALICE)
         await desk.desk.transfer(second["id"], ALICE, "logistics")
