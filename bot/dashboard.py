@@ -3,9 +3,10 @@ in the console), its data at GET /api/kpis?days=N and the daily KPIs of every gr
 CSV at GET /api/kpis.csv?days=N. Definitions: README "KPIs"."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from datetime import date
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -29,6 +30,8 @@ from bot.settings import REPO_ROOT
 
 DASHBOARD_DIR = REPO_ROOT / "bot" / "static" / "dashboard"
 MAX_DAYS = 366
+CACHE_SECONDS = 60.0
+Result = TypeVar("Result")
 
 
 class KpiSource:
@@ -40,6 +43,18 @@ class KpiSource:
         self.records, self.tracker_url, self.policy, self.zone = (
             records, tracker_url, policy, zone)
         self._tracker: Optional[Engine] = None
+        self._cache: Dict[Tuple[str, int], Tuple[float, Any]] = {}
+
+    def _cached(self, kind: str, days: int, compute: Callable[[int], Result]) -> Result:
+        """What was computed less than CACHE_SECONDS ago: every open dashboard asks each
+        minute, and a month of history takes seconds to read and group."""
+        now = time.monotonic()
+        hit = self._cache.get((kind, days))
+        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            return cast(Result, hit[1])
+        value = compute(days)
+        self._cache[(kind, days)] = (now, value)
+        return value
 
     def _kpis(self, days: int) -> Tuple[Kpis, List[date]]:
         if self._tracker is None:  # Rasa creates its store on its first message
@@ -47,10 +62,10 @@ class KpiSource:
         return current_kpis(self.records.engine, self._tracker, self.policy, self.zone, days)
 
     async def summary(self, days: int) -> Dict[str, Any]:
-        return await self.records.read(self._summary, days)
+        return await self.records.read(self._cached, "summary", days, self._summary)
 
     async def csv(self, days: int) -> Tuple[str, List[date]]:
-        return await self.records.read(self._csv, days)
+        return await self.records.read(self._cached, "csv", days, self._csv)
 
     def _summary(self, day_count: int) -> Dict[str, Any]:
         kpis, days = self._kpis(day_count)

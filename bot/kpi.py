@@ -7,6 +7,7 @@ The computation is pure (lists in, rows out), so every definition is tested on
 constructed histories; `load_history` reads those lists from the databases."""
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import logging
@@ -17,7 +18,7 @@ from collections import defaultdict
 from dataclasses import astuple, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -159,8 +160,8 @@ def _split_contacts(customer_turns: Iterable[CustomerTurn],
 
 def _contact_at(contacts: List[Contact], at: float) -> Optional[Contact]:
     """The contact under way at that time: the last one started by then."""
-    started = [c for c in contacts if c.start <= at]
-    return started[-1] if started else None
+    index = bisect.bisect_right(contacts, at, key=lambda c: c.start)
+    return contacts[index - 1] if index else None
 
 
 def _link_same_issue(contacts: List[Contact]) -> None:
@@ -255,6 +256,16 @@ def _open_at(handoff: Dict[str, Any], moment: float) -> bool:
 
 
 Grouper = Callable[[Contact], str]
+Item = TypeVar("Item")
+# Every time zone's offset from UTC is a whole number of quarter hours.
+QUARTER_HOUR = 900
+
+
+def _bucket(items: Iterable[Item], key: Callable[[Item], str]) -> Dict[str, List[Item]]:
+    grouped: Dict[str, List[Item]] = defaultdict(list)
+    for item in items:
+        grouped[key(item)].append(item)
+    return grouped
 
 
 class Kpis:
@@ -265,9 +276,19 @@ class Kpis:
         self.history, self.policy, self.zone, self.now = history, policy, zone, now
         self.contact_of: Dict[int, Contact] = {
             h["id"]: c for c in history.contacts for h in c.handoffs}
+        self._days: Dict[int, date] = {}
+        self._contacts_by_day: Optional[Dict[date, List[Contact]]] = None
+        self._created_by_day: Optional[Dict[date, List[Dict[str, Any]]]] = None
+        self._open_by_day: Dict[date, List[Dict[str, Any]]] = {}
 
     def day_of(self, moment: float) -> date:
-        return datetime.fromtimestamp(moment, self.zone).date()
+        """The teams' day of a moment, looked up once per quarter hour, not per moment."""
+        block = int(moment // QUARTER_HOUR)
+        day = self._days.get(block)
+        if day is None:
+            day = self._days[block] = datetime.fromtimestamp(
+                block * QUARTER_HOUR, self.zone).date()
+        return day
 
     def day_end(self, day: date) -> float:
         return day_start(day + timedelta(days=1), self.zone)
@@ -293,15 +314,29 @@ class Kpis:
         return lambda contact: contact.channel
 
     def daily(self, days: Sequence[date], dimension: str = "all") -> List[KpiRow]:
+        if self._contacts_by_day is None or self._created_by_day is None:
+            self._contacts_by_day = self._by_day(self.history.contacts, lambda c: c.start)
+            self._created_by_day = self._by_day(self.history.handoffs,
+                                                lambda h: h["created_at"])
         rows: List[KpiRow] = []
         for day in days:
-            end = self.day_end(day)
             rows += self._grouped(
-                day.isoformat(), dimension,
-                [c for c in self.history.contacts if self.day_of(c.start) == day],
-                [h for h in self.history.handoffs if self.day_of(h["created_at"]) == day],
-                [h for h in self.history.handoffs if _open_at(h, end)])
+                day.isoformat(), dimension, self._contacts_by_day.get(day, []),
+                self._created_by_day.get(day, []), self._open_at_end(day))
         return rows
+
+    def _open_at_end(self, day: date) -> List[Dict[str, Any]]:
+        if day not in self._open_by_day:
+            end = self.day_end(day)
+            self._open_by_day[day] = [h for h in self.history.handoffs if _open_at(h, end)]
+        return self._open_by_day[day]
+
+    def _by_day(self, items: Iterable[Item], moment: Callable[[Item], float]
+                ) -> Dict[date, List[Item]]:
+        grouped: Dict[date, List[Item]] = defaultdict(list)
+        for item in items:
+            grouped[self.day_of(moment(item))].append(item)
+        return grouped
 
     def period(self, days: Sequence[date], dimension: str = "all") -> List[KpiRow]:
         """The whole period as one row per group; the backlog is the one open now."""
@@ -316,15 +351,12 @@ class Kpis:
 
     def _grouped(self, label: str, dimension: str, contacts: List[Contact],
                  created: List[Dict[str, Any]], still_open: List[Dict[str, Any]]) -> List[KpiRow]:
-        contact_key, handoff_key = self.contact_key(dimension), self.key_of(dimension)
-        keys = ({contact_key(c) for c in contacts} | {handoff_key(h) for h in created}
-                | {handoff_key(h) for h in still_open})
-        return [kpi_row(label, dimension, key,
-                        [c for c in contacts if contact_key(c) == key],
-                        [h for h in created if handoff_key(h) == key],
-                        sum(1 for h in still_open if handoff_key(h) == key),
-                        self.policy, self.now)
-                for key in sorted(keys)]
+        by_contact = _bucket(contacts, self.contact_key(dimension))
+        handoff_key = self.key_of(dimension)
+        by_created, by_open = _bucket(created, handoff_key), _bucket(still_open, handoff_key)
+        return [kpi_row(label, dimension, key, by_contact.get(key, []), by_created.get(key, []),
+                        len(by_open.get(key, [])), self.policy, self.now)
+                for key in sorted({*by_contact, *by_created, *by_open})]
 
     def handoff_reasons(self, days: Sequence[date]) -> List[Tuple[str, int, Optional[float]]]:
         """(reason code, handoffs, share of the period's conversations), most first."""
