@@ -1,12 +1,14 @@
 """The agent console in headless Chromium, end to end: a customer asks for a person on
 Telegram (a local server answers as the Bot API), the handoff appears live in the open
 console, the agent claims it in the browser and replies, the customer receives the
-reply, writes back (seen live), the agent resolves, and the bot asks for CSAT."""
+reply, writes back (seen live), the agent resolves, and the bot asks for CSAT. Product
+alerts and peak mode reach the open console live too."""
 from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
-from tests.bot.test_agent_console import agent, desk_of
+from tests.bot.conftest import ADMIN_TOKEN
+from tests.bot.test_agent_console import agent, call, desk_of
 from tests.bot.test_gateway import post_update, sent_texts, until, update
 from tests.browser import Browser
 from tests.provider_api import ProviderAPI
@@ -22,6 +24,18 @@ async def test_an_agent_works_a_telegram_handoff_in_the_console(
     await browser.click("#sign-in")
     await browser.wait_for_text("#agent-name", "alice")
     await browser.wait_for_text("#live-status", "live")
+    # the team hears of a product alert and of peak mode live
+    await desk_of(client).bus.publish({"type": "monitor.alert", "alert": {
+        "sku": "KTL-1", "product": "Blue kettle", "contacts": 6, "window_hours": 24}})
+    await browser.wait_for_text("#console-status", "Product alert: 6 conversations about "
+                                                   "Blue kettle (KTL-1) in 24 h")
+    assert (await call(client, "POST", "/api/peak", ADMIN_TOKEN, {"on": True}))[0] == 200
+    try:
+        await browser.wait_until("return !document.querySelector('#peak').hidden")
+        assert (await browser.texts("#peak"))[0].startswith("Peak mode")
+    finally:
+        await call(client, "POST", "/api/peak", ADMIN_TOKEN, {"on": False})
+    await browser.wait_until("return document.querySelector('#peak').hidden")
 
     assert await post_update(client, update(2000, "I want to talk to a human", chat=CHAT)) == 200
     desk = desk_of(client)
