@@ -6,8 +6,9 @@ table shaped as Rasa's SQL tracker store keeps its events): `--contacts` contact
 day over `--days` days, each of 1 to 4 customer messages with a recognised intent,
 15 % of them handed to a person (most answered, resolved and rated). Then it times,
 each `--repeat` times: reading the history (`load_history`), and computing what the
-dashboard shows (`KpiSource`'s summary: per day, per group, reasons, backlog,
-breaches) and the CSV.
+dashboard shows (its summary: per day, per group, reasons, backlog, breaches) and the
+CSV; and how long the gateway's event loop stalls while a summary is computed on a
+thread, against in the dashboard's own KPI process.
 
     .venv/bin/python bench/bench_kpi.py [--days 30] [--contacts 2000] [--repeat 3]
 
@@ -17,6 +18,8 @@ that checkout's bot.kpi with the same data.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import platform
 import random
 import statistics
@@ -24,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
@@ -116,6 +120,45 @@ def timed(work: Callable[[], Any], repeat: int) -> Tuple[List[float], int]:
     return times, peak
 
 
+async def tick(done: asyncio.Event, gaps: List[float]) -> None:
+    """Every millisecond until done; how long each sleep really took, in ms."""
+    last = time.perf_counter()
+    while not done.is_set():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append((now - last) * 1000)
+        last = now
+
+
+async def loop_stalls(source: Any, figures: Tuple[Any, ...]
+                      ) -> List[Tuple[str, float, float, int]]:
+    """What a dashboard's summary does to the gateway's event loop: a 1 ms ticker runs
+    while the summary is computed on a thread (as `records.read` would) and in the
+    dashboard's own process (KpiSource: its first call starts the process, so it is
+    warmed up first)."""
+    from bot.dashboard import compute
+
+    loop = asyncio.get_running_loop()
+    await source._cached("summary", 1)  # start the KPI process
+    results = []
+    with ThreadPoolExecutor(1) as thread:
+        for where, work in (
+                ("on a thread", lambda: loop.run_in_executor(
+                    thread, functools.partial(compute, "summary", *figures))),
+                ("in the KPI process", lambda: source._cached("summary", figures[-1]))):
+            gaps: List[float] = []
+            done = asyncio.Event()
+            ticker = asyncio.create_task(tick(done, gaps))
+            began = time.perf_counter()
+            await work()
+            wall = (time.perf_counter() - began) * 1000
+            done.set()
+            await ticker
+            results.append((where, wall, max(gaps), sum(1 for g in gaps if g > 20)))
+    source.close()
+    return results
+
+
 def commit_of(path: Path) -> str:
     result = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True)
@@ -131,23 +174,22 @@ def main() -> None:
 
     from actions.store.sql import create_store_engine
     from bot import kpi
-    from bot.dashboard import KpiSource
+    from bot.dashboard import KpiSource, compute
     from bot.records import GatewayRecords
 
     code = Path(kpi.__file__).resolve().parent.parent
     zone = ZoneInfo("UTC")
     now = time.time()  # the dashboard's path computes "as of now"
     with tempfile.TemporaryDirectory() as tmp:
-        gateway = create_store_engine(f"sqlite:///{tmp}/gateway.db")
-        tracker = create_store_engine(f"sqlite:///{tmp}/tracker.db")
+        gateway_url, tracker_url = f"sqlite:///{tmp}/gateway.db", f"sqlite:///{tmp}/tracker.db"
+        gateway, tracker = create_store_engine(gateway_url), create_store_engine(tracker_url)
         contacts, turn_count, handoff_count = write_history(
             gateway, tracker, args.days, args.contacts, now)
         policy = kpi.load_kpi_policy()
-        records = GatewayRecords(gateway)
-        source = KpiSource(records, f"sqlite:///{tmp}/tracker.db", policy, zone)
         since = now - args.days * 86400
         history = kpi.load_history(gateway, tracker, since, policy)
         days = kpi.recent_days(now, zone, args.days)
+        figures = (gateway_url, tracker_url, policy, "UTC", args.days)
         rows = [
             ("read the history (load_history)",
              *timed(lambda: kpi.load_history(gateway, tracker, since, policy), args.repeat)),
@@ -155,12 +197,14 @@ def main() -> None:
              *timed(lambda: [kpi.Kpis(history, policy, zone, now).daily(days, d)
                              for d in kpi.DIMENSIONS], args.repeat)),
             ("dashboard summary (GET /api/kpis), read + compute",
-             *timed(lambda: source._summary(args.days), args.repeat)),
+             *timed(lambda: compute("summary", *figures), args.repeat)),
             ("CSV (GET /api/kpis.csv), read + compute",
-             *timed(lambda: source._csv(args.days), args.repeat)),
+             *timed(lambda: compute("csv", *figures), args.repeat)),
         ]
+        records = GatewayRecords(gateway)
+        stalls = asyncio.run(loop_stalls(KpiSource(records, gateway_url, tracker_url, policy,
+                                                   zone), figures))
         records.close()
-
     label = commit_of(code)
     head = (f"Run on {platform.machine()}, Python {platform.python_version()}, "
             f"{datetime.now():%Y-%m-%d %H:%M}, code {label}: `bench/bench_kpi.py --days "
@@ -172,6 +216,10 @@ def main() -> None:
     for step, times, peak in rows:
         table.append(f"| {label} | {step} | {statistics.median(times):.0f} | {min(times):.0f} "
                      f"| {max(times):.0f} | {peak / 1e6:.1f} |")
+    table += ["", "| code | computed | summary wall ms | longest event-loop stall ms | "
+              "event-loop ticks late > 20 ms |", "|---|---|---:|---:|---:|"]
+    for where, wall, longest, late in stalls:
+        table.append(f"| {label} | {where} | {wall:.0f} | {longest:.0f} | {late} |")
     print(head)
     print("\n".join(table))
     RESULTS.parent.mkdir(exist_ok=True)

@@ -3,15 +3,20 @@ in the console), its data at GET /api/kpis?days=N and the daily KPIs of every gr
 CSV at GET /api/kpis.csv?days=N. Definitions: README "KPIs"."""
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from datetime import date
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, cast
+from multiprocessing import get_context
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from actions.store.sql import create_store_engine
 from bot.agent_console import DESK, authenticated, bearer_agent, error_response
 from bot.handoff.desk import iso
 from bot.handoff.store import Agent
@@ -31,68 +36,103 @@ from bot.settings import REPO_ROOT
 DASHBOARD_DIR = REPO_ROOT / "bot" / "static" / "dashboard"
 MAX_DAYS = 366
 CACHE_SECONDS = 60.0
-Result = TypeVar("Result")
 
 
 class KpiSource:
-    """Computes the KPIs on the records' reader threads: reading a month of history
-    and grouping it is too slow for the event loop."""
+    """The dashboard's figures. They are computed in a process of their own: reading and
+    grouping a month of history takes seconds of CPU that, on a thread, would compete
+    with the gateway's event loop for the GIL. Each result is kept for CACHE_SECONDS, and
+    requests that arrive while it is computed wait for the same computation."""
 
-    def __init__(self, records: GatewayRecords, tracker_url: str, policy: KpiPolicy,
-                 zone: ZoneInfo) -> None:
-        self.records, self.tracker_url, self.policy, self.zone = (
-            records, tracker_url, policy, zone)
-        self._tracker: Optional[Engine] = None
-        self._cache: Dict[Tuple[str, int], Tuple[float, Any]] = {}
-
-    def _cached(self, kind: str, days: int, compute: Callable[[int], Result]) -> Result:
-        """What was computed less than CACHE_SECONDS ago: every open dashboard asks each
-        minute, and a month of history takes seconds to read and group."""
-        now = time.monotonic()
-        hit = self._cache.get((kind, days))
-        if hit is not None and now - hit[0] < CACHE_SECONDS:
-            return cast(Result, hit[1])
-        value = compute(days)
-        self._cache[(kind, days)] = (now, value)
-        return value
-
-    def _kpis(self, days: int) -> Tuple[Kpis, List[date]]:
-        if self._tracker is None:  # Rasa creates its store on its first message
-            self._tracker = tracker_engine(self.tracker_url)
-        return current_kpis(self.records.engine, self._tracker, self.policy, self.zone, days)
+    def __init__(self, records: GatewayRecords, gateway_url: str, tracker_url: str,
+                 policy: KpiPolicy, zone: ZoneInfo) -> None:
+        self.records, self.gateway_url, self.tracker_url = records, gateway_url, tracker_url
+        self.policy, self.zone = policy, zone
+        self._pool: Optional[ProcessPoolExecutor] = None
+        self._cache: Dict[Tuple[str, int], Tuple[float, asyncio.Future[Any]]] = {}
 
     async def summary(self, days: int) -> Dict[str, Any]:
-        return await self.records.read(self._cached, "summary", days, self._summary)
+        summary: Dict[str, Any] = await self._cached("summary", days)
+        since = day_start(date.fromisoformat(summary["days"][0]), self.zone)
+        alerts = await self.records.read(recent_alerts, self.records.engine, since)
+        return {**summary, "product_alerts": alerts}
 
     async def csv(self, days: int) -> Tuple[str, List[date]]:
-        return await self.records.read(self._cached, "csv", days, self._csv)
+        return cast(Tuple[str, List[date]], await self._cached("csv", days))
 
-    def _summary(self, day_count: int) -> Dict[str, Any]:
-        kpis, days = self._kpis(day_count)
-        label = self.policy.label
-        return {
-            "zone": self.zone.key, "as_of": iso(kpis.now),
-            "days": [d.isoformat() for d in days],
-            "daily": [asdict(r) for r in kpis.daily(days)],
-            "period": {dimension: [{**asdict(r), "label": label(r.key)
-                                   if dimension == "intent" else r.key}
-                                  for r in kpis.period(days, dimension)]
-                       for dimension in DIMENSIONS},
-            "handoff_reasons": [{"reason": reason, "handoffs": n, "share": share}
-                                for reason, n, share in kpis.handoff_reasons(days)],
-            "top_reasons": [{"reason": reason, "label": label(reason), "conversations": n}
-                            for reason, n in kpis.top_reasons(days)],
-            "backlog_ageing": {"buckets": self.policy.age_buckets(),
-                               "queues": kpis.backlog_ageing()},
-            "worst_breaches": [_handoff(h, kpis.now) for h in kpis.worst_breaches()],
-            "oldest_open": [_handoff(h, kpis.now) for h in kpis.oldest_open()],
-            "product_alerts": recent_alerts(self.records.engine, day_start(days[0], self.zone)),
-        }
+    async def _cached(self, kind: str, days: int) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get((kind, days))
+        if hit is None or now - hit[0] >= CACHE_SECONDS:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"),
+                                                 initializer=_leave_interrupts_to_the_gateway)
+            hit = (now, asyncio.get_running_loop().run_in_executor(
+                self._pool, compute, kind, self.gateway_url, self.tracker_url, self.policy,
+                self.zone.key, days))
+            self._cache[(kind, days)] = hit
+        try:
+            return await asyncio.shield(hit[1])
+        except Exception:
+            self._cache.pop((kind, days), None)  # the next request tries again
+            raise
 
-    def _csv(self, day_count: int) -> Tuple[str, List[date]]:
-        kpis, days = self._kpis(day_count)
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+# in the KPI process
+
+_ENGINES: Dict[str, Engine] = {}
+
+
+def _leave_interrupts_to_the_gateway() -> None:
+    """Ctrl-C reaches the whole process group; the gateway shuts this process down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _engine(url: str, make: Callable[[str], Optional[Engine]]) -> Optional[Engine]:
+    """The process's engines, each made once (the tracker's once Rasa has created it)."""
+    if url not in _ENGINES:
+        engine = make(url)
+        if engine is None:
+            return None
+        _ENGINES[url] = engine
+    return _ENGINES[url]
+
+
+def compute(kind: str, gateway_url: str, tracker_url: str, policy: KpiPolicy, zone_key: str,
+            day_count: int) -> Any:
+    """The dashboard's summary, or its CSV and days, as of now."""
+    gateway = cast(Engine, _engine(gateway_url, create_store_engine))
+    kpis, days = current_kpis(gateway, _engine(tracker_url, tracker_engine), policy,
+                              ZoneInfo(zone_key), day_count)
+    if kind == "csv":
         return csv_rows(row for dimension in DIMENSIONS
                         for row in kpis.daily(days, dimension)), days
+    return summary_of(kpis, days)
+
+
+def summary_of(kpis: Kpis, days: List[date]) -> Dict[str, Any]:
+    label = kpis.policy.label
+    return {
+        "zone": kpis.zone.key, "as_of": iso(kpis.now),
+        "days": [d.isoformat() for d in days],
+        "daily": [asdict(r) for r in kpis.daily(days)],
+        "period": {dimension: [{**asdict(r), "label": label(r.key)
+                               if dimension == "intent" else r.key}
+                              for r in kpis.period(days, dimension)]
+                   for dimension in DIMENSIONS},
+        "handoff_reasons": [{"reason": reason, "handoffs": n, "share": share}
+                            for reason, n, share in kpis.handoff_reasons(days)],
+        "top_reasons": [{"reason": reason, "label": label(reason), "conversations": n}
+                        for reason, n in kpis.top_reasons(days)],
+        "backlog_ageing": {"buckets": kpis.policy.age_buckets(),
+                           "queues": kpis.backlog_ageing()},
+        "worst_breaches": [_handoff(h, kpis.now) for h in kpis.worst_breaches()],
+        "oldest_open": [_handoff(h, kpis.now) for h in kpis.oldest_open()],
+    }
 
 
 def _handoff(handoff: Dict[str, Any], now: float) -> Dict[str, Any]:
@@ -135,9 +175,15 @@ async def dashboard_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(DASHBOARD_DIR / "index.html")
 
 
+async def _close_source(app: web.Application) -> None:
+    app[SOURCE].close()
+
+
 def install_dashboard(app: web.Application, source: KpiSource) -> None:
     """After the agent console, whose tokens it accepts."""
     app[SOURCE] = source
+    # aiosignal's generics disagree with aiohttp 3.9's annotation of on_cleanup
+    app.on_cleanup.append(_close_source)  # type: ignore[arg-type]
     app.router.add_get("/api/kpis", kpis_json)
     app.router.add_get("/api/kpis.csv", kpis_csv)
     app.router.add_get("/dashboard", dashboard_page)

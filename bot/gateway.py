@@ -239,7 +239,8 @@ def create_app(settings: Optional[Settings] = None,
     for channel in channels.values():
         channel.install(app, router)
     install_agent_console(app, desk, settings.agent_api_token)
-    install_dashboard(app, KpiSource(records, settings.tracker_database_url, load_kpi_policy(),
+    install_dashboard(app, KpiSource(records, settings.gateway_database_url,
+                                     settings.tracker_database_url, load_kpi_policy(),
                                      ZoneInfo(desk.policy.business_hours.timezone)))
     app.router.add_post("/webhooks/rest/webhook", rest_webhook)
     app.router.add_get("/health", health)

@@ -115,5 +115,8 @@ async def see_the_dashboard(browser: Browser, client: TestClient) -> None:
     assert text.startswith("day,dimension,key,conversations")
     name = await browser.execute("return document.querySelector('#csv-link').download;")
     assert name.startswith("kpis-") and name.endswith(f"-{today}.csv")
+    # the same tab is signed in to the agent console too
+    await browser.get(str(client.make_url("/agent")))
+    await browser.wait_for_text("#agent-name", "admin")
     errors = [line for line in await browser.console() if line.startswith("SEVERE")]
     assert errors == []

@@ -6,7 +6,6 @@
 (function () {
   "use strict";
 
-  const TOKEN_KEY = "agent.token";
   const SOON_FRACTION = 0.2;          // amber once less than this share of the SLA is left
   const BACKOFF_MIN_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
@@ -94,7 +93,7 @@
     } catch (error) {
       state.token = null;
       if (error.status === 401) {
-        clearToken();
+        agentToken.clear();
         showLogin(fromStorage ? "Your saved token is no longer accepted." : "That token was not accepted.");
       } else {
         showLogin(error.message);
@@ -103,7 +102,7 @@
     } finally {
       ui.signIn.disabled = false;
     }
-    saveToken(token);
+    agentToken.save(token);
     state.me = me;
     state.config = Object.assign({ queues: [], dispositions: [] }, config);
     showConsole();
@@ -114,7 +113,7 @@
   }
 
   function signOut(message) {
-    clearToken();
+    agentToken.clear();
     disconnect();
     state.refreshSeq += 1;   // answers still on their way are for nobody now
     Object.assign(state, { token: null, me: null, openId: null, records: new Map(), drafts: new Map() });
@@ -154,10 +153,6 @@
     renderOpen(null);
   }
 
-  // Storage can be off (private modes, policies): the console then lasts one page view.
-  function readToken() { try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; } }
-  function saveToken(token) { try { sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* see above */ } }
-  function clearToken() { try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* see above */ } }
 
   // ---- loading and merging records -----------------------------------------------
 
@@ -837,7 +832,7 @@
   window.addEventListener("online", () => { if (state.token && !state.socket) connect(); });
   setInterval(tick, 1000);
 
-  const saved = readToken();
+  const saved = agentToken.read();
   if (saved) start(saved, true);
   else showLogin("");
 })();

@@ -4,15 +4,11 @@
 (function () {
   "use strict";
 
-  const TOKEN_KEY = "agent.token";  // the console's: signing in to one signs in to both
   const REFRESH_MS = 60000;
   const SVG = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   const state = { token: null, timer: null };
 
-  function readToken() { try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; } }
-  function saveToken(token) { try { sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* private mode */ } }
-  function clearToken() { try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* private mode */ } }
 
   async function api(path) {
     const response = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
@@ -219,7 +215,7 @@
     state.token = token;
     try {
       const me = await (await api("/api/me")).json();
-      saveToken(token);
+      agentToken.save(token);
       $("agent-name").textContent = me.agent;
       $("login").hidden = true;
       $("dashboard").hidden = false;
@@ -234,7 +230,7 @@
   }
 
   function signOut(message) {
-    clearToken();
+    agentToken.clear();
     clearInterval(state.timer);
     state.token = null;
     $("dashboard").hidden = true;
@@ -253,6 +249,6 @@
   $("csv").addEventListener("click", () => { downloadCsv().catch(() => {
     $("dashboard-status").textContent = "The CSV could not be made; try again.";
   }); });
-  const saved = readToken();
+  const saved = agentToken.read();
   if (saved) { signIn(saved); }
 }());
