@@ -379,7 +379,7 @@ async def test_network_failure_is_failed_and_never_shows_the_token(
     finally:
         await channel.stop()
     assert (delivery.status, delivery.attempts) == ("failed", 5)
-    assert "ConnectError" in delivery.error
+    assert "could not reach the Bot API (ClientConnectorError)" in delivery.error
     assert TOKEN not in delivery.error
 
 
