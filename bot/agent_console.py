@@ -80,7 +80,7 @@ async def bearer_agent(request: web.Request) -> Agent:
 async def _body(request: web.Request) -> Dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError as error:
+    except (ValueError, LookupError) as error:  # LookupError: an unknown charset
         raise error_response(web.HTTPBadRequest, "body must be JSON") from error
     if not isinstance(body, dict):
         raise error_response(web.HTTPBadRequest, "body must be a JSON object")

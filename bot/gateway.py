@@ -122,7 +122,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _read_rest_message(request: web.Request) -> Dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError as error:
+    except (ValueError, LookupError) as error:  # LookupError: an unknown charset
         raise BadRequest("body must be JSON") from error
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")

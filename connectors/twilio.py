@@ -132,7 +132,7 @@ class TwilioChannel(HttpChannel):
             raise malformed(self.name, f"expected a form body, got {request.content_type}")
         try:
             form = _text_fields(await request.post())
-        except ValueError:
+        except (ValueError, LookupError):  # LookupError: an unknown charset
             raise malformed(self.name, "form body cannot be decoded") from None
         if not self._validator.validate(self.signed_url(request), form, signature):
             raise forbidden(self.name, "X-Twilio-Signature does not match")
