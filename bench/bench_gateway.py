@@ -38,6 +38,7 @@ RESULTS = ROOT / "bench" / "results" / "gateway.md"
 TURNS = ("where is my order A1001?", "buyer1@example.com", "thanks")
 TOKEN, SECRET = "123:bench", "bench-secret"
 GATEWAY_PORT, API_PORT = 8091, 8092
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 async def instant_bot(request: web.Request) -> web.Response:
@@ -67,14 +68,20 @@ class BotAPI:
             "chat": {"id": int(chat), "type": "private"}}})
 
     async def start(self) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post(f"/bot{TOKEN}/sendMessage", self.send_message)
-        app.router.add_post("/webhooks/rest/webhook", instant_bot)
-        app.router.add_get("/", instant_bot_status)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", API_PORT).start()
-        return runner
+        return await serve_bot_api(self.send_message, instant_bot)
+
+
+async def serve_bot_api(send_message: Handler, bot: Handler) -> web.AppRunner:
+    """On API_PORT: the fake Bot API's sendMessage, and the instant bot (Rasa's REST
+    webhook, and the `/` Rasa's health check asks)."""
+    app = web.Application()
+    app.router.add_post(f"/bot{TOKEN}/sendMessage", send_message)
+    app.router.add_post("/webhooks/rest/webhook", bot)
+    app.router.add_get("/", instant_bot_status)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", API_PORT).start()
+    return runner
 
 
 def percentile(values: List[float], share: float) -> float:

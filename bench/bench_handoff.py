@@ -63,12 +63,13 @@ from urllib.parse import parse_qs
 import aiohttp
 import yaml
 from aiohttp import web
+
+# bench/ is on the path when a benchmark runs as a script
+from bench_gateway import API_PORT, GATEWAY_PORT, SECRET, TOKEN, serve_bot_api
 from redis import asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "handoff.md"
-TOKEN, SECRET = "123:bench", "bench-secret"
-GATEWAY_PORT, API_PORT = 8091, 8092
 GATEWAY = f"http://127.0.0.1:{GATEWAY_PORT}"
 REDIS_URL = "redis://127.0.0.1:6379/15"
 REAL_BOT_TEXT = "I want to talk to a human"
@@ -96,10 +97,6 @@ def escalation_payload(sender: str) -> List[Dict[str, Any]]:
 async def instant_bot(request: web.Request) -> web.Response:
     body = await request.json()
     return web.json_response(escalation_payload(body["sender"]))
-
-
-async def instant_bot_status(request: web.Request) -> web.Response:
-    return web.Response(text="instant bot")
 
 
 class BotAPI:
@@ -143,14 +140,7 @@ class BotAPI:
         return self.arrivals.get(chat, [])[:count]
 
     async def start(self) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post(f"/bot{TOKEN}/sendMessage", self.send_message)
-        app.router.add_post("/webhooks/rest/webhook", instant_bot)
-        app.router.add_get("/", instant_bot_status)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", API_PORT).start()
-        return runner
+        return await serve_bot_api(self.send_message, instant_bot)
 
 
 class Console:
