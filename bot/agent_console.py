@@ -77,7 +77,8 @@ async def bearer_agent(request: web.Request) -> Agent:
     return agent
 
 
-async def _body(request: web.Request) -> Dict[str, Any]:
+async def json_object(request: web.Request) -> Dict[str, Any]:
+    """The request's JSON object body, or a 400 saying what is wrong with it."""
     try:
         body = await request.json()
     except (ValueError, LookupError) as error:  # LookupError: an unknown charset
@@ -91,8 +92,8 @@ def _text(body: Dict[str, Any], key: str, required: bool = True) -> str:
     value = body.get(key, None if required else "")
     if not isinstance(value, str) or len(value) > MAX_TEXT or (required and not value.strip()):
         kind = "a non-empty string" if required else "a string"
-        raise error_response(web.HTTPBadRequest, f"'{key}' must be {kind} of at most {MAX_TEXT} "
-                                         "characters")
+        raise error_response(web.HTTPBadRequest,
+                             f"'{key}' must be {kind} of at most {MAX_TEXT} characters")
     return value.strip()
 
 
@@ -135,7 +136,7 @@ async def switch_peak(request: web.Request, agent: Agent) -> Dict[str, Any]:
     """Admin only: {"on": true|false, "note": "..."}; every console hears of it."""
     if not agent.admin:
         raise Forbidden("only the admin switches peak mode")
-    body = await _body(request)
+    body = await json_object(request)
     if not isinstance(body.get("on"), bool):
         raise error_response(web.HTTPBadRequest, "'on' must be true or false")
     try:
@@ -168,7 +169,7 @@ async def get_handoff(request: web.Request, agent: Agent) -> Any:
 @authenticated
 async def claim(request: web.Request, agent: Agent) -> Any:
     desk = request.app[DESK]
-    name = _text(await _body(request), "agent")
+    name = _text(await json_object(request), "agent")
     for_agent = agent if name == agent.name else await _named_agent(desk, name)
     return await desk.claim(_handoff_id(request), agent, for_agent)
 
@@ -188,7 +189,7 @@ async def _named_agent(desk: HandoffDesk, name: str) -> Agent:
 
 @authenticated
 async def reply(request: web.Request, agent: Agent) -> Any:
-    text = _text(await _body(request), "text")
+    text = _text(await json_object(request), "text")
     deliveries, record = await request.app[DESK].reply(_handoff_id(request), agent, text)
     return {"deliveries": [{"status": d.status, "error": d.error, "template": d.template}
                            for d in deliveries],
@@ -197,19 +198,19 @@ async def reply(request: web.Request, agent: Agent) -> Any:
 
 @authenticated
 async def note(request: web.Request, agent: Agent) -> Any:
-    text = _text(await _body(request), "text")
+    text = _text(await json_object(request), "text")
     return await request.app[DESK].note(_handoff_id(request), agent, text)
 
 
 @authenticated
 async def transfer(request: web.Request, agent: Agent) -> Any:
-    queue = _text(await _body(request), "queue")
+    queue = _text(await json_object(request), "queue")
     return await request.app[DESK].transfer(_handoff_id(request), agent, queue)
 
 
 @authenticated
 async def resolve(request: web.Request, agent: Agent) -> Any:
-    body = await _body(request)
+    body = await json_object(request)
     return await request.app[DESK].resolve(_handoff_id(request), agent,
                                            _text(body, "disposition"),
                                            _text(body, "note", required=False))
@@ -236,8 +237,8 @@ async def attachment(request: web.Request) -> web.Response:
         raise error_response(web.HTTPNotFound, str(error)) from error
     except (TransientError, PermanentError) as error:
         log.warning("attachment not fetched: %s", loggable_error(error))
-        raise error_response(web.HTTPBadGateway, "the channel did not give the file; try again") \
-            from error
+        raise error_response(web.HTTPBadGateway,
+                             "the channel did not give the file; try again") from error
     shown = found.mime_type.split("/")[0] in ("image", "audio", "video")
     return web.Response(body=data, content_type=found.mime_type or "application/octet-stream",
                         headers={"Content-Disposition": "inline" if shown else "attachment",

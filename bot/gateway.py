@@ -8,7 +8,6 @@ or Redis with REDIS_URL), the records in SQL and the router that processes messa
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from pathlib import Path
@@ -22,7 +21,7 @@ from sqlalchemy import text
 
 from actions.policy import load_peak_policy, load_policy, parse_yaml_model, policy_dir
 from actions.store.sql import Store, create_store_engine, open_store
-from bot.agent_console import install_agent_console
+from bot.agent_console import error_response, install_agent_console, json_object
 from bot.dashboard import KpiSource, install_dashboard
 from bot.handoff.desk import HandoffDesk, is_handoff
 from bot.handoff.events import EventBus, RedisEventBus
@@ -59,11 +58,6 @@ STATIC_DIR = REPO_ROOT / "bot" / "static"
 
 def load_channel_policy(directory: Optional[Path] = None) -> ChannelPolicy:
     return parse_yaml_model(ChannelPolicy, (directory or policy_dir()) / "channels.yml")
-
-
-class BadRequest(web.HTTPBadRequest):
-    def __init__(self, reason: str) -> None:
-        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
 
 
 def webchat_secret(settings: Settings) -> bytes:
@@ -120,20 +114,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _read_rest_message(request: web.Request) -> Dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, LookupError) as error:  # LookupError: an unknown charset
-        raise BadRequest("body must be JSON") from error
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    body = await json_object(request)
     sender, message = body.get("sender"), body.get("message")
     if not isinstance(sender, str) or not sender.strip() or len(sender) > 128:
-        raise BadRequest("'sender' must be a non-empty string of at most 128 characters")
+        raise error_response(web.HTTPBadRequest,
+                             "'sender' must be a non-empty string of at most 128 characters")
     if not isinstance(message, str) or len(message) > 4096:
-        raise BadRequest("'message' must be a string of at most 4096 characters")
+        raise error_response(web.HTTPBadRequest,
+                             "'message' must be a string of at most 4096 characters")
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
-        raise BadRequest("'metadata' must be a JSON object")
+        raise error_response(web.HTTPBadRequest, "'metadata' must be a JSON object")
     return {"sender": sender, "text": message, "metadata": metadata}
 
 
