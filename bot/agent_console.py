@@ -69,9 +69,15 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Str
     return wrapper
 
 
-async def bearer_agent(request: web.Request) -> Agent:
+def bearer_token(request: web.Request) -> Optional[str]:
+    """The token of an `Authorization: Bearer <token>` header, if there is one."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    agent = await agent_for(request.app, token.strip()) if scheme == "Bearer" else None
+    return token.strip() if scheme == "Bearer" else None
+
+
+async def bearer_agent(request: web.Request) -> Agent:
+    token = bearer_token(request)
+    agent = await agent_for(request.app, token) if token is not None else None
     if agent is None:
         raise error_response(web.HTTPUnauthorized, "a valid bearer token is required")
     return agent

@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.agent_console import bearer_token
 from bot.handoff.desk import HandoffDesk
 from connectors.message import Delivery
 
@@ -185,6 +186,5 @@ def install_metrics(app: web.Application, metrics: GatewayMetrics, desk: Handoff
 
 
 def _bearer_matches(request: web.Request, token: str) -> bool:
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    return scheme == "Bearer" and hmac.compare_digest(presented.strip().encode(),
-                                                      token.encode())
+    presented = bearer_token(request)
+    return presented is not None and hmac.compare_digest(presented.encode(), token.encode())
