@@ -128,7 +128,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from actions.policy import load_policy
     from bot.handoff.policy import load_handoff_policy
-    from bot.kpi import csv_rows, current_kpis, load_kpi_policy, tracker_engine
+    from bot.kpi import current_kpis, daily_csv, load_kpi_policy, tracker_engine
     from bot.report import weekly_review
     from bot.settings import load_settings
 
@@ -137,8 +137,7 @@ def _report(args: argparse.Namespace) -> int:
     kpis, days = current_kpis(_gateway_engine(), tracker_engine(settings.tracker_database_url),
                               load_kpi_policy(), zone, args.days)
     if args.csv:
-        print(csv_rows(row for dimension in ("all", "channel", "intent", "queue")
-                       for row in kpis.daily(days, dimension)), end="")
+        print(daily_csv(kpis, days), end="")
     else:
         print(weekly_review(kpis, days))
     return 0

@@ -24,8 +24,8 @@ from bot.kpi import (
     DIMENSIONS,
     KpiPolicy,
     Kpis,
-    csv_rows,
     current_kpis,
+    daily_csv,
     day_start,
     tracker_engine,
 )
@@ -109,8 +109,7 @@ def compute(kind: str, gateway_url: str, tracker_url: str, policy: KpiPolicy, zo
     kpis, days = current_kpis(gateway, _engine(tracker_url, tracker_engine), policy,
                               ZoneInfo(zone_key), day_count)
     if kind == "csv":
-        return csv_rows(row for dimension in DIMENSIONS
-                        for row in kpis.daily(days, dimension)), days
+        return daily_csv(kpis, days), days
     return summary_of(kpis, days)
 
 

@@ -415,12 +415,15 @@ def day_start(day: date, zone: ZoneInfo) -> float:
     return datetime.combine(day, datetime.min.time(), zone).timestamp()
 
 
-def csv_rows(rows: Iterable[KpiRow]) -> str:
+def daily_csv(kpis: Kpis, days: Sequence[date]) -> str:
+    """The daily KPIs of every group, as CSV (what `bot report --csv` and the dashboard's
+    download give)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(KpiRow.columns())
-    for row in rows:
-        writer.writerow(["" if v is None else v for v in astuple(row)])
+    for dimension in DIMENSIONS:
+        for row in kpis.daily(days, dimension):
+            writer.writerow(["" if v is None else v for v in astuple(row)])
     return out.getvalue()
 
 
