@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import string
 import time
 import traceback
@@ -51,12 +50,10 @@ from typing import (
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Extra, conint, validator
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from actions.policy import PolicyError, parse_yaml_model, policy_dir
-from actions.store.sql import Store
+from actions.store.sql import Store, digits_only
 from actions.store.types import (
     ORDER_ID_PATTERN,
     Customer,
@@ -70,7 +67,7 @@ from bot.handoff.desk import Send, iso
 from bot.handoff.events import EventBus
 from bot.handoff.policy import BusinessHours, describe_opening
 from bot.handoff.store import HandoffStore
-from bot.records import GatewayRecords, conversations, turns
+from bot.records import GatewayRecords, conversations, insert_if_absent, turns
 from bot.router import Router
 from bot.settings import Settings
 from connectors.config import ChannelPolicy
@@ -255,12 +252,6 @@ alerts = sa.Table(
 )
 
 
-def _insert_if_absent(db: Connection, table: sa.Table, values: Mapping[str, Any]) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING (SQLite or PostgreSQL): True when inserted."""
-    insert = sqlite_insert if db.dialect.name == "sqlite" else postgresql_insert
-    return bool(db.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount)
-
-
 # --- customers' conversations -----------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -279,7 +270,7 @@ class Conversation:
 def phone_key(text: str) -> Optional[str]:
     """The last 10 digits, so '+1 415 555 0108', '14155550108' and 'whatsapp:+1415…'
     agree; None for what cannot be a phone number."""
-    digits = re.sub(r"\D", "", text or "")
+    digits = digits_only(text)
     return digits[-PHONE_KEY_DIGITS:] if len(digits) >= PHONE_KEY_DIGITS else None
 
 
@@ -451,7 +442,7 @@ def record_alert(engine: Engine, found: SkuContacts, settings: ProductSettings,
         if recent is not None:
             return None
         bucket = int(now // window)
-        if not _insert_if_absent(db, alerts, {
+        if not insert_if_absent(db, alerts, {
             "sku": found.sku, "product": found.product, "window_bucket": bucket,
             "window_hours": settings.window_hours, "contacts": len(found.conversations),
             "threshold": settings.threshold,
@@ -777,7 +768,7 @@ class Outreach:
         claimed: List[str] = []
         with self.records.engine.begin() as db:
             for kind in target.kinds:
-                if _insert_if_absent(db, outreach, {
+                if insert_if_absent(db, outreach, {
                     "kind": kind, "subject": target.subject, "order_id": target.order_id,
                     "sku": target.sku, "customer_id": target.customer.customer_id,
                     "conversation_id": conversation.conversation_id,

@@ -15,7 +15,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -235,8 +235,7 @@ async def _run(executor: ThreadPoolExecutor, method: Callable[..., Result],
 def _first_sighting(db: Connection, key: str, ttl_seconds: float) -> bool:
     """Claim a dedupe key; False when it is already held and not expired."""
     now = time.time()
-    insert = _insert_if_absent(db)(seen_messages).values(key=key, expires_at=now + ttl_seconds)
-    if db.execute(insert.on_conflict_do_nothing()).rowcount:
+    if insert_if_absent(db, seen_messages, {"key": key, "expires_at": now + ttl_seconds}):
         return True
     renewed = db.execute(seen_messages.update().where(
         seen_messages.c.key == key, seen_messages.c.expires_at < now).values(
@@ -244,9 +243,10 @@ def _first_sighting(db: Connection, key: str, ttl_seconds: float) -> bool:
     return bool(renewed.rowcount)
 
 
-def _insert_if_absent(db: Connection) -> Callable[[sa.Table], Any]:
-    """The INSERT … ON CONFLICT DO NOTHING of this database (SQLite or PostgreSQL)."""
-    return sqlite_insert if db.dialect.name == "sqlite" else postgresql_insert
+def insert_if_absent(db: Connection, table: sa.Table, values: Mapping[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING (SQLite or PostgreSQL): True when inserted."""
+    insert = sqlite_insert if db.dialect.name == "sqlite" else postgresql_insert
+    return bool(db.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount)
 
 
 def _turn(row: Any) -> TranscriptTurn:
