@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Type, TypeVar
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Set, Type, TypeVar
 
 import yaml
 from pydantic import BaseModel, Extra, ValidationError, root_validator, validator
@@ -53,13 +54,41 @@ class PolicyError(ValueError):
     """The policy files are invalid; the message says which file and key."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A policy file's section: unknown keys are errors, values are read-only."""
+
     class Config:
         extra = Extra.forbid
         allow_mutation = False
 
 
-class Thresholds(_Strict):
+def check_text(text: str, allowed: Sequence[str], required: Sequence[str] = ()) -> str:
+    """A customer-facing text with `{placeholders}`: only known ones, no format specs,
+    the required ones present, and braces that `str.format` understands."""
+    if not text.strip():
+        raise ValueError("must not be empty")
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as error:
+        raise ValueError(f"is not a valid text ({error}); write a literal brace as {{{{ "
+                         "or }}") from None
+    named: Set[str] = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in allowed:
+            raise ValueError(f"unknown placeholder {{{name}}}; known: "
+                             + ", ".join(f"{{{p}}}" for p in allowed))
+        if spec or conversion:
+            raise ValueError(f"placeholder {{{name}}} takes no format or conversion")
+        named.add(name)
+    missing = [p for p in required if p not in named]
+    if missing:
+        raise ValueError(f"must name {{{missing[0]}}}")
+    return text
+
+
+class Thresholds(StrictModel):
     refund_auto_approve_max: Decimal
     high_value_order: Decimal
     remedy_auto_max: Decimal
@@ -71,7 +100,7 @@ class Thresholds(_Strict):
         return value
 
 
-class Windows(_Strict):
+class Windows(StrictModel):
     return_days: int
     repeat_contact_days: int
     repeat_claims_days: int
@@ -85,7 +114,7 @@ class Windows(_Strict):
         return value
 
 
-class Limits(_Strict):
+class Limits(StrictModel):
     verification_attempts: int
     fallbacks_before_human: int
     prior_claims_for_review: int
@@ -97,11 +126,11 @@ class Limits(_Strict):
         return value
 
 
-class Refunds(_Strict):
+class Refunds(StrictModel):
     days_to_show: int
 
 
-class Remedies(_Strict):
+class Remedies(StrictModel):
     damaged_item: List[Remedy]
     wrong_item: List[Remedy]
     lost: List[Remedy]
@@ -113,11 +142,11 @@ class Remedies(_Strict):
         return value
 
 
-class Tier(_Strict):
+class Tier(StrictModel):
     team_reply: str
 
 
-class Rule(_Strict):
+class Rule(StrictModel):
     reason: str
     tier: int
     team: str
@@ -136,7 +165,7 @@ class Rule(_Strict):
         return value
 
 
-class EscalationPolicy(_Strict):
+class EscalationPolicy(StrictModel):
     version: Literal[1]
     currency: str
     thresholds: Thresholds
@@ -177,7 +206,7 @@ class EscalationPolicy(_Strict):
         return None
 
 
-class Knowledge(_Strict):
+class Knowledge(StrictModel):
     """FAQ answers, one per topic; `{placeholders}` are filled from the policy."""
 
     answers: Dict[str, str]
@@ -193,13 +222,13 @@ class Knowledge(_Strict):
         return self.answers[topic].strip().format(**policy_facts(policy))
 
 
-class PeakTexts(_Strict):
+class PeakTexts(StrictModel):
     busy: str
     self_service: str
     still_need_person: str
 
 
-class PeakPolicy(_Strict):
+class PeakPolicy(StrictModel):
     """Peak mode (policy/peak.yml): surge SLA targets, the reasons the bot keeps to its
     templated flows, and the banner. Whether it is on is decided by the gateway, which
     tells the bot in each message's metadata (`peak`)."""

@@ -22,10 +22,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Extra, conint, validator
+from pydantic import conint, validator
 from sqlalchemy.engine import Engine
 
-from actions.policy import check_intents, parse_yaml_model, policy_dir
+from actions.policy import StrictModel, check_intents, parse_yaml_model, policy_dir
 from actions.store.sql import create_store_engine
 from bot.handoff.store import OPEN, handoffs
 from bot.records import conversations, turns
@@ -38,17 +38,13 @@ DIMENSIONS = ("all", "channel", "intent", "queue")
 NO_QUEUE = "bot"
 
 
-class KpiPolicy(BaseModel):
+class KpiPolicy(StrictModel):
     contact_gap_minutes: conint(gt=0)  # type: ignore[valid-type]
     containment_window_hours: conint(gt=0)  # type: ignore[valid-type]
     repeat_window_days: conint(gt=0)  # type: ignore[valid-type]
     backlog_age_hours: List[conint(gt=0)]  # type: ignore[valid-type]
     not_reasons: List[str]
     reason_labels: Dict[str, str] = {}
-
-    class Config:
-        extra = Extra.forbid
-        allow_mutation = False
 
     @validator("backlog_age_hours")
     def _ascending(cls, value: List[int]) -> List[int]:

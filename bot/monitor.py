@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import string
 import time
 import traceback
 from collections import defaultdict
@@ -49,10 +48,10 @@ from typing import (
 )
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Extra, conint, validator
+from pydantic import conint, validator
 from sqlalchemy.engine import Engine
 
-from actions.policy import PolicyError, parse_yaml_model, policy_dir
+from actions.policy import PolicyError, StrictModel, check_text, parse_yaml_model, policy_dir
 from actions.store.sql import Store, digits_only
 from actions.store.types import (
     ORDER_ID_PATTERN,
@@ -115,39 +114,7 @@ RESULTS: Tuple[Result, ...] = ("sent", "template", "already_messaged", "no_conve
 
 # --- policy (policy/monitor.yml) --------------------------------------------------------
 
-class _Strict(BaseModel):
-    class Config:
-        extra = Extra.forbid
-        allow_mutation = False
-
-
-def check_text(text: str, allowed: Sequence[str], required: Sequence[str] = ()) -> str:
-    """A customer-facing text with `{placeholders}`: only known ones, no format specs,
-    the required ones present, and braces that `str.format` understands."""
-    if not text.strip():
-        raise ValueError("must not be empty")
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as error:
-        raise ValueError(f"is not a valid text ({error}); write a literal brace as {{{{ "
-                         "or }}") from None
-    named: Set[str] = set()
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if name not in allowed:
-            raise ValueError(f"unknown placeholder {{{name}}}; known: "
-                             + ", ".join(f"{{{p}}}" for p in allowed))
-        if spec or conversion:
-            raise ValueError(f"placeholder {{{name}}} takes no format or conversion")
-        named.add(name)
-    missing = [p for p in required if p not in named]
-    if missing:
-        raise ValueError(f"must name {{{missing[0]}}}")
-    return text
-
-
-class ShipmentTexts(_Strict):
+class ShipmentTexts(StrictModel):
     late: str
     no_scan: str
 
@@ -156,7 +123,7 @@ class ShipmentTexts(_Strict):
         return check_text(value, SHIPMENT_PLACEHOLDERS, ("order_id",))
 
 
-class ShipmentSettings(_Strict):
+class ShipmentSettings(StrictModel):
     enabled: bool
     every_minutes: conint(ge=1)  # type: ignore[valid-type]
     late_after_days: conint(ge=1)  # type: ignore[valid-type]
@@ -165,7 +132,7 @@ class ShipmentSettings(_Strict):
     texts: ShipmentTexts
 
 
-class ProductTexts(_Strict):
+class ProductTexts(StrictModel):
     buyers: str
 
     @validator("*")
@@ -173,7 +140,7 @@ class ProductTexts(_Strict):
         return check_text(value, BUYER_PLACEHOLDERS)
 
 
-class ProductSettings(_Strict):
+class ProductSettings(StrictModel):
     enabled: bool
     every_minutes: conint(ge=1)  # type: ignore[valid-type]
     # one contact is not a pattern
@@ -184,7 +151,7 @@ class ProductSettings(_Strict):
     texts: ProductTexts
 
 
-class MonitorPolicy(_Strict):
+class MonitorPolicy(StrictModel):
     version: Literal[1]
     only_in_business_hours: bool
     whatsapp_window_closed_template: str

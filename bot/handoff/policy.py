@@ -8,28 +8,24 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Extra, conint, validator
+from pydantic import conint, validator
 
 from actions.policy import (
     CHANNELS,
     EscalationPolicy,
     PolicyError,
+    StrictModel,
+    check_text,
     parse_yaml_model,
     policy_dir,
 )
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
-PLACEHOLDERS = {"reference", "team", "position", "wait", "opens"}
+PLACEHOLDERS = ("reference", "team", "position", "wait", "opens")
 
 
-class _Strict(BaseModel):
-    class Config:
-        extra = Extra.forbid
-        allow_mutation = False
-
-
-class Sla(_Strict):
+class Sla(StrictModel):
     first_response_seconds: Dict[str, conint(gt=0)]  # type: ignore[valid-type]
     queue_first_response_seconds: Dict[str, Dict[str, conint(gt=0)]] = {}  # type: ignore[valid-type]
     tier_factor: Dict[int, float]
@@ -49,7 +45,7 @@ class Sla(_Strict):
         return value
 
 
-class BusinessHours(_Strict):
+class BusinessHours(StrictModel):
     timezone: str
     days: Dict[str, str]
 
@@ -104,17 +100,17 @@ def _clock(minutes: int) -> time:
     return time.max if minutes == 1440 else time(minutes // 60, minutes % 60)
 
 
-class QueueTier(_Strict):
+class QueueTier(StrictModel):
     queue: str
     tier: conint(ge=1, le=3)  # type: ignore[valid-type]
 
 
-class WaitEstimate(_Strict):
+class WaitEstimate(StrictModel):
     sample: conint(ge=1)  # type: ignore[valid-type]
     min_sample: conint(ge=1)  # type: ignore[valid-type]
 
 
-class Csat(_Strict):
+class Csat(StrictModel):
     answer_within_hours: conint(gt=0)  # type: ignore[valid-type]
     options: List[str]
 
@@ -125,7 +121,7 @@ class Csat(_Strict):
         return value
 
 
-class Texts(_Strict):
+class Texts(StrictModel):
     queued: str
     queued_after_hours: str
     still_waiting: str
@@ -135,13 +131,10 @@ class Texts(_Strict):
 
     @validator("*")
     def _known_placeholders(cls, value: str) -> str:
-        unknown = set(re.findall(r"{(\w*)}", value)) - PLACEHOLDERS
-        if unknown:
-            raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}}")
-        return value
+        return check_text(value, PLACEHOLDERS)
 
 
-class HandoffPolicy(_Strict):
+class HandoffPolicy(StrictModel):
     version: conint(ge=1, le=1)  # type: ignore[valid-type]
     sla: Sla
     business_hours: BusinessHours
