@@ -52,7 +52,7 @@ from pydantic import conint, validator
 from sqlalchemy.engine import Engine
 
 from actions.policy import PolicyError, StrictModel, check_text, parse_yaml_model, policy_dir
-from actions.store.sql import Store, digits_only
+from actions.store.sql import Store, create_tables, digits_only
 from actions.store.types import (
     ORDER_ID_PATTERN,
     Customer,
@@ -553,7 +553,7 @@ class Outreach:
         self.bus = bus
         self.hours = hours
         self.clock = clock
-        metadata.create_all(records.engine)
+        create_tables(metadata, records.engine)
 
     @classmethod
     def for_router(cls, router: Router, shop: Store, policy: MonitorPolicy) -> Outreach:

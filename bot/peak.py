@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Optional
 import sqlalchemy as sa
 
 from actions.policy import PeakPolicy
+from actions.store.sql import create_tables
 from bot.handoff.store import HandoffStore
 from bot.handoff.store import metadata as handoff_metadata
 from bot.records import GatewayRecords
@@ -51,7 +52,7 @@ class PeakMode:
     def __init__(self, policy: PeakPolicy, records: GatewayRecords, store: HandoffStore,
                  clock: Callable[[], float] = time.time) -> None:
         self.policy, self.records, self.store, self.clock = policy, records, store, clock
-        handoff_metadata.create_all(records.engine, tables=[peak_switch])
+        create_tables(handoff_metadata, records.engine, only=[peak_switch])
         self._state: Optional[PeakState] = None
         self._read_at = float("-inf")
 

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from actions.store.sql import create_tables
 from connectors.message import (
     Attachment,
     Button,
@@ -92,7 +93,7 @@ STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 class GatewayRecords:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         self.inbound_since_purge = 0
         writers = 1 if engine.dialect.name == "sqlite" else 8
         self.writers = ThreadPoolExecutor(writers, thread_name_prefix="records-write")

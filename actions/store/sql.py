@@ -590,7 +590,7 @@ class Store:
     def reset_schema(self) -> None:
         """Drop and recreate every table (tests, demo resets)."""
         metadata.drop_all(self.engine)
-        metadata.create_all(self.engine)
+        create_tables(metadata, self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -621,6 +621,21 @@ def create_store_engine(url: str) -> Engine:
     return sa.create_engine(url, future=True, pool_pre_ping=True)
 
 
+# any fixed number: the advisory lock every process takes to create tables
+SCHEMA_LOCK = 7_415_296
+
+
+def create_tables(tables: sa.MetaData, engine: Engine,
+                  only: Optional[list[sa.Table]] = None) -> None:
+    """Create what is missing. Several processes starting at once on PostgreSQL take
+    turns, or both would find a table missing and the second would fail creating it."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": SCHEMA_LOCK})
+        tables.create_all(connection, tables=only)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -632,7 +647,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def open_store(url: Optional[str] = None, clock: Clock = utc_now) -> Store:
     """Open (and create the tables of) the store at `url`, DATABASE_URL or var/store.db."""
     engine = create_store_engine(url or default_url())
-    metadata.create_all(engine)
+    create_tables(metadata, engine)
     return Store(
         engine=engine,
         orders=SqlOrders(engine, clock),

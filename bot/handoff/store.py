@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from actions.store.sql import create_tables
+
 metadata = sa.MetaData()
 
 OPEN = ("waiting", "active")
@@ -111,7 +113,7 @@ def _row(row: Any) -> Dict[str, Any]:
 class HandoffStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     # handoffs
 

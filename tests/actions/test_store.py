@@ -481,3 +481,35 @@ def test_seed_is_fast(store: Store, now: datetime) -> None:
     started = time.perf_counter()
     assert seed_demo_store(store, now) == 216
     assert time.perf_counter() - started < 2.0
+
+
+def test_processes_starting_at_once_on_postgresql_create_the_tables_once(
+        postgres_url: str) -> None:
+    """Gateways and the action server start together on an empty database: each creates
+    what is missing, in turn, instead of two finding a table missing and one failing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from actions.store.sql import create_store_engine, create_tables
+
+    schema = f"race_{int(time.time() * 1000) % 10**9}"
+    url = sa.engine.make_url(postgres_url).update_query_dict(
+        {"options": f"-csearch_path={schema}"})
+    admin = create_store_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    engines = [create_store_engine(url.render_as_string(hide_password=False))
+               for _ in range(6)]
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            list(pool.map(lambda engine: create_tables(metadata, engine), engines))
+        with admin.connect() as connection:
+            created = set(connection.execute(sa.text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+                {"s": schema}).scalars())
+        assert created == set(metadata.tables)
+    finally:
+        for engine in engines:
+            engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
