@@ -28,7 +28,7 @@ from bot.handoff.events import EventBus, RedisEventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore
-from bot.inbox import Inbox, MemoryInbox, RedisDedupe, RedisInbox
+from bot.inbox import Inbox, MemoryInbox, RedisInbox
 from bot.kpi import load_kpi_policy
 from bot.metrics import GatewayMetrics, install_metrics
 from bot.monitor import Monitor, load_monitor_policy
@@ -174,14 +174,15 @@ async def _redis_up(redis: Optional[aioredis.Redis]) -> Optional[bool]:
 
 async def health(request: web.Request) -> web.Response:
     settings, session = request.app[SETTINGS], request.app[HTTP]
-    rasa_up, actions_up, redis_up = await asyncio.gather(
-        _component_up(session, f"{settings.rasa_url}/"),
+    actions_up, redis_up, *rasa_up = await asyncio.gather(
         _component_up(session, settings.action_health_url),
         _redis_up(request.app[REDIS]),
+        *(_component_up(session, f"{url}/") for url in settings.rasa_urls),
     )
     components: Dict[str, Any] = {
         "gateway": True,
-        "rasa": rasa_up,
+        # one instance up is enough to serve: the client passes over the others
+        "rasa": any(rasa_up),
         "action_server": actions_up,
         "store": await asyncio.to_thread(_store_up, request.app[STORE]),
     }
@@ -208,8 +209,7 @@ def create_app(settings: Optional[Settings] = None,
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
     inbox: Inbox = MemoryInbox()
     if redis is not None:
-        inbox = RedisInbox(redis)
-    dedupe = RedisDedupe(redis, policy.dedupe_hours * 3600) if redis is not None else None
+        inbox = RedisInbox(redis, policy.dedupe_hours * 3600)
     escalation = load_policy()
     handoffs = HandoffStore(records.engine)
     live = (RedisLiveQueues(handoffs, records, redis, list(escalation.teams)) if redis
@@ -219,9 +219,9 @@ def create_app(settings: Optional[Settings] = None,
                        PeakMode(load_peak_policy(), records, handoffs))
     metrics = GatewayMetrics(channels)
     router = Router(records, inbox,
-                    RasaClient(settings.rasa_url, settings.rasa_timeout_seconds,
-                               settings.action_health_url),
-                    channels, policy, desk, dedupe, metrics)
+                    RasaClient(settings.rasa_urls, settings.rasa_timeout_seconds,
+                               settings.action_health_url, policy.bot_requests_in_flight),
+                    channels, policy, desk, metrics)
 
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, redis

@@ -1,22 +1,30 @@
 """Inbound queues: each accepted message is kept and processed in order, one at a time
-per conversation; and the Redis dedupe of provider retries.
+per conversation.
 
 Two implementations of one small interface:
 - `MemoryInbox` (embedded default, one gateway process): a queue and a worker task per
-  busy conversation.
+  busy conversation. Provider retries are recognised later, when the message is
+  recorded in SQL.
 - `RedisInbox` (REDIS_URL, any number of gateway processes): a Redis list per
   conversation, a lock per conversation so exactly one process drains it, and a sweep
-  that picks up conversations left behind by a process that stopped.
+  that picks up conversations left behind by a process that stopped. It refuses
+  provider retries itself: the dedupe key and the message are written in one step, so
+  a message is never marked seen without being kept.
+
+A message whose processing meets an outage of the database or Redis is retried until
+they are back; any other failure concerns that message only and is passed over.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 import uuid
 from dataclasses import asdict
-from typing import Any, Awaitable, Callable, Coroutine, Dict, Optional, Protocol
+from typing import Any, Awaitable, Callable, Coroutine, Dict, Optional, Protocol, Tuple, Type
 
+import sqlalchemy.exc
 from redis import asyncio as aioredis
 
 from connectors.message import Attachment, Message
@@ -27,29 +35,18 @@ Process = Callable[[Message], Awaitable[None]]
 
 
 class Inbox(Protocol):
-    async def enqueue(self, message: Message) -> None:
-        """Keep the message; it is processed after the conversation's earlier ones."""
+    # whether enqueue() itself refuses provider retries
+    refuses_duplicates: bool
+
+    async def enqueue(self, message: Message) -> bool:
+        """Keep the message; it is processed after the conversation's earlier ones.
+        False when it is a provider retry of a message already kept."""
 
     async def start(self, process: Process) -> None:
         ...
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         ...
-
-
-class RedisDedupe:
-    """Provider message ids seen within `seconds`, as Redis keys that expire. (Without
-    Redis, the dedupe key is written in the same SQL transaction as the message.)"""
-
-    def __init__(self, redis: aioredis.Redis, seconds: float, prefix: str = "gw") -> None:
-        self.redis = redis
-        self.seconds = max(1, int(seconds))
-        self.prefix = prefix
-
-    async def claim(self, message: Message) -> bool:
-        """True the first time this message id is seen; False for a provider retry."""
-        return bool(await self.redis.set(f"{self.prefix}:seen:{message.dedupe_key}", "1",
-                                         nx=True, ex=self.seconds))
 
 
 class _ConversationWorkers:
@@ -86,20 +83,23 @@ class _ConversationWorkers:
 
 
 class MemoryInbox:
+    refuses_duplicates = False
+
     def __init__(self) -> None:
         self.queues: Dict[str, asyncio.Queue[Message]] = {}
         self.workers = _ConversationWorkers()
         self.process: Optional[Process] = None
 
-    async def enqueue(self, message: Message) -> None:
+    async def enqueue(self, message: Message) -> bool:
         self.queues.setdefault(message.conversation_id, asyncio.Queue()).put_nowait(message)
         self.workers.ensure(message.conversation_id, self._drain)
+        return True
 
     async def _drain(self, conversation_id: str) -> None:
         queue = self.queues[conversation_id]
         assert self.process is not None, "enqueue() before start()"
         while not queue.empty():  # in memory: finish the queue even when stopping
-            await process_guarded(self.process, queue.get_nowait())
+            await process_guarded(self.process, queue.get_nowait(), self.workers)
         del self.queues[conversation_id]
 
     async def start(self, process: Process) -> None:
@@ -109,6 +109,15 @@ class MemoryInbox:
         await self.workers.stop(grace_seconds)
 
 
+# the message, the pending mark and the dedupe key in one step, the key last: a script
+# that fails midway keeps what it wrote before
+_KEEP_ONCE = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+redis.call('rpush', KEYS[2], ARGV[2])
+redis.call('sadd', KEYS[3], ARGV[3])
+redis.call('set', KEYS[1], '1', 'EX', ARGV[1])
+return 1
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -127,30 +136,43 @@ class RedisInbox:
 
     LOCK_MS = 30_000
     SWEEP_SECONDS = 2.0
+    refuses_duplicates = True
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "gw") -> None:
+    def __init__(self, redis: aioredis.Redis, dedupe_seconds: float,
+                 prefix: str = "gw") -> None:
         self.redis = redis
+        self.dedupe_seconds = max(1, int(dedupe_seconds))
         self.prefix = prefix
         self.pending = f"{prefix}:inbox:pending"
         self.workers = _ConversationWorkers()
         self.process: Optional[Process] = None
         self.sweeper: Optional[asyncio.Task[None]] = None
+        self.keep_once = redis.register_script(_KEEP_ONCE)
         self.release = redis.register_script(_RELEASE)
         self.renew = redis.register_script(_RENEW)
 
     def _queue(self, conversation_id: str) -> str:
         return f"{self.prefix}:inbox:{conversation_id}"
 
-    async def enqueue(self, message: Message) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self._queue(message.conversation_id), encode(message))
-            pipe.sadd(self.pending, message.conversation_id)
-            await pipe.execute()
-        self.workers.ensure(message.conversation_id, self._drain)
+    async def enqueue(self, message: Message) -> bool:
+        kept = await self.keep_once(
+            keys=[f"{self.prefix}:seen:{message.dedupe_key}",
+                  self._queue(message.conversation_id), self.pending],
+            args=[self.dedupe_seconds, encode(message), message.conversation_id])
+        if kept:
+            self.workers.ensure(message.conversation_id, self._drain)
+        return bool(kept)
 
     async def _drain(self, conversation_id: str) -> None:
         """Process while we hold the lock; after releasing, look again, because a
         message pushed while another process held the lock is ours to pick up."""
+        try:
+            await self._drain_while_held(conversation_id)
+        except aioredis.RedisError as error:
+            # the message stays at the head of its queue; the sweep comes back for it
+            log.warning("inbox paused, Redis failed: %s", type(error).__name__)
+
+    async def _drain_while_held(self, conversation_id: str) -> None:
         queue, lock = self._queue(conversation_id), f"{self.prefix}:lock:{conversation_id}"
         while True:
             token = uuid.uuid4().hex
@@ -179,7 +201,7 @@ class RedisInbox:
                 except (ValueError, TypeError, KeyError):
                     log.error("dropping an undecodable inbox entry in %s", queue)
                 else:
-                    await process_guarded(self.process, message)
+                    await process_guarded(self.process, message, self.workers)
                 await self.redis.lpop(queue)
         finally:
             keepalive.cancel()
@@ -210,15 +232,38 @@ class RedisInbox:
         await self.workers.stop(grace_seconds)
 
 
-async def process_guarded(process: Process, message: Message) -> None:
-    """A message whose processing fails is logged and passed over, so the rest of its
-    conversation still flows. Only the error's type is logged: database errors quote
-    the statement's parameters, which hold the customer's text."""
-    try:
-        await process(message)
-    except Exception as error:  # whatever went wrong, it concerns this message only
-        log.error("processing %s message %s failed: %s", message.connector,
-                  message.message_id, type(error).__name__)
+# errors of the infrastructure, which pass: the message waits for it, not the bin
+OUTAGES: Tuple[Type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, aioredis.ConnectionError,
+    aioredis.TimeoutError)
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.5, 5.0
+# longer than any outage worth waiting for; past it the error is not an outage
+OUTAGE_PATIENCE_SECONDS = 600.0
+
+
+async def process_guarded(process: Process, message: Message,
+                          workers: _ConversationWorkers) -> None:
+    """Process the message; while the database or Redis is out, try again (until the
+    gateway stops). A message that fails otherwise is logged and passed over, so the
+    rest of its conversation still flows. Only the error's type is logged: database
+    errors quote the statement's parameters, which hold the customer's text."""
+    pause = RETRY_FIRST_SECONDS
+    give_up = time.monotonic() + OUTAGE_PATIENCE_SECONDS
+    while True:
+        try:
+            await process(message)
+            return
+        except OUTAGES as error:
+            if workers.stopping or time.monotonic() > give_up:
+                raise
+            log.warning("processing %s message %s met an outage (%s); retrying in %.1fs",
+                        message.connector, message.message_id, type(error).__name__, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RETRY_MAX_SECONDS)
+        except Exception as error:  # whatever went wrong, it concerns this message only
+            log.error("processing %s message %s failed: %s", message.connector,
+                      message.message_id, type(error).__name__)
+            return
 
 
 def encode(message: Message) -> str:

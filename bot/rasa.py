@@ -1,9 +1,12 @@
 """Talking to Rasa over HTTP, through its REST channel: the only way the gateway
-reaches the bot (DESIGN.md)."""
+reaches the bot (DESIGN.md). With several Rasa instances (RASA_URL lists them, comma
+separated), each conversation goes to one of them, and to the next when that one
+refuses connections; Rasa's lock store keeps any instance safe for any conversation."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List, Optional
+import zlib
+from typing import Any, Dict, List, Optional, Tuple
 
 import aiohttp
 
@@ -15,9 +18,13 @@ class BotUnavailable(Exception):
 
 
 class RasaClient:
-    def __init__(self, rasa_url: str, timeout_seconds: float,
-                 action_health_url: str = "") -> None:
-        self.url = f"{rasa_url}/webhooks/rest/webhook"
+    def __init__(self, rasa_urls: Tuple[str, ...], timeout_seconds: float,
+                 action_health_url: str = "", in_flight: int = 8) -> None:
+        if not rasa_urls:
+            raise ValueError("at least one Rasa URL is needed")
+        self.urls = tuple(f"{url}/webhooks/rest/webhook" for url in rasa_urls)
+        # a burst waits here, not in Rasa, where it would run into the timeout
+        self.slots = {url: asyncio.Semaphore(in_flight) for url in self.urls}
         self.action_health_url = action_health_url
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: Optional[aiohttp.ClientSession] = None
@@ -35,16 +42,28 @@ class RasaClient:
     async def ask_raw(self, sender: str, text: str,
                       metadata: Dict[str, Any]) -> List[Dict[str, Any]]:
         payload = {"sender": sender, "message": text, "metadata": metadata}
-        try:
-            async with self.session.post(self.url, json=payload) as response:
-                if response.status != 200:
-                    raise BotUnavailable(f"HTTP {response.status}")
-                replies = await response.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
-            raise BotUnavailable(type(error).__name__) from error
-        if not isinstance(replies, list):
-            raise BotUnavailable("answer is not a list")
-        return replies
+        for url in self._preferred(sender):
+            try:
+                async with self.slots[url], self.session.post(url, json=payload) as response:
+                    if response.status != 200:
+                        raise BotUnavailable(f"HTTP {response.status}")
+                    replies = await response.json()
+            except aiohttp.ClientConnectorError as error:
+                # nothing reached this instance, so the next one can take the turn
+                unreachable = error
+                continue
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+                raise BotUnavailable(type(error).__name__) from error
+            if not isinstance(replies, list):
+                raise BotUnavailable("answer is not a list")
+            return replies
+        raise BotUnavailable(type(unreachable).__name__) from unreachable
+
+    def _preferred(self, sender: str) -> Tuple[str, ...]:
+        """Every instance, starting at the conversation's own, so its turns meet a
+        warm tracker cache and seldom wait on the lock store."""
+        start = zlib.crc32(sender.encode()) % len(self.urls)
+        return self.urls[start:] + self.urls[:start]
 
     async def ask(self, sender: str, text: str, metadata: Dict[str, Any]) -> List[Reply]:
         """The bot's replies. Rasa answers an empty list when a custom action failed

@@ -9,8 +9,11 @@ import logging
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from aiohttp import web
+from redis import asyncio as aioredis
+
 from bot.handoff.desk import HandoffDesk, split_handoff
-from bot.inbox import Inbox, RedisDedupe
+from bot.inbox import Inbox
 from bot.metrics import GatewayMetrics
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
@@ -37,11 +40,9 @@ ATTACHMENT_ONLY_TEXT = "[attachment]"
 class Router:
     def __init__(self, records: GatewayRecords, inbox: Inbox, rasa: RasaClient,
                  channels: Mapping[str, Channel], policy: ChannelPolicy,
-                 desk: HandoffDesk, dedupe: Optional[RedisDedupe] = None,
-                 metrics: Optional[GatewayMetrics] = None) -> None:
+                 desk: HandoffDesk, metrics: Optional[GatewayMetrics] = None) -> None:
         self.records = records
         self.inbox = inbox
-        self.dedupe = dedupe
         self.rasa = rasa
         self.channels: Dict[str, Channel] = dict(channels)
         self.policy = policy
@@ -54,11 +55,14 @@ class Router:
     async def accept(self, message: Message) -> bool:
         """Queue the message and return, so the webhook is acknowledged at once. With
         Redis, a provider retry is refused here; without it, it is recognised when the
-        message is recorded, as processing starts (see `process`)."""
-        if self.dedupe is not None and not await self.dedupe.claim(message):
-            return False
-        await self.inbox.enqueue(message)
-        return True
+        message is recorded, as processing starts (see `process`). When the message
+        cannot be kept, the provider is told to try again later (503)."""
+        try:
+            return await self.inbox.enqueue(message)
+        except aioredis.RedisError as error:
+            log.error("a %s message could not be kept (Redis: %s); the sender is asked to "
+                      "retry", message.connector, type(error).__name__)
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from error
 
     async def record_status(self, update: StatusUpdate) -> None:
         self.metrics.status_reported(update.connector, update.status)
@@ -97,7 +101,8 @@ class Router:
     # processing, called by the inbox one message at a time per conversation
 
     async def process(self, message: Message) -> None:
-        dedupe_seconds = None if self.dedupe is not None else self.policy.dedupe_hours * 3600
+        dedupe_seconds = (None if self.inbox.refuses_duplicates
+                          else self.policy.dedupe_hours * 3600)
         new, handoff = await self.records.write(self._arrive, message, dedupe_seconds)
         if not new:
             log.info("%s message %s is a duplicate; not processed again", message.connector,

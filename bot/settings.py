@@ -5,6 +5,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,12 +40,21 @@ class Settings:
                 or f"sqlite:///{self.var_dir / 'gateway.db'}")
 
     @property
+    def rasa_urls(self) -> Tuple[str, ...]:
+        """RASA_URL may list several instances, comma separated."""
+        return tuple(url.strip().rstrip("/") for url in self.rasa_url.split(",") if url.strip())
+
+    @property
     def rasa_port(self) -> int:
-        return int(self.rasa_url.rsplit(":", 1)[1].split("/")[0])
+        return port_of(self.rasa_urls[0])
 
     @property
     def action_port(self) -> int:
-        return int(self.action_server_url.rsplit(":", 1)[1].split("/")[0])
+        return port_of(self.action_server_url)
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 def load_settings() -> Settings:

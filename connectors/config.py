@@ -60,6 +60,7 @@ class ChannelPolicy(_Strict):
     retry: RetrySettings
     dedupe_hours: confloat(gt=0)  # type: ignore[valid-type]
     bot_retry_seconds: confloat(ge=0, le=3600)  # type: ignore[valid-type]
+    bot_requests_in_flight: conint(ge=1, le=1000)  # type: ignore[valid-type]
     rates: Rates
     whatsapp: WhatsAppSettings
     texts: Texts

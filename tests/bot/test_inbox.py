@@ -9,9 +9,11 @@ from typing import AsyncIterator, Dict, List
 
 import pytest
 import pytest_asyncio
+import sqlalchemy.exc
 from redis import asyncio as aioredis
 
-from bot.inbox import MemoryInbox, RedisDedupe, RedisInbox
+import bot.inbox
+from bot.inbox import MemoryInbox, RedisInbox
 from connectors.message import Attachment, Message
 
 
@@ -74,7 +76,7 @@ async def test_two_redis_inboxes_keep_order_with_no_overlap_or_loss(
         redis: aioredis.Redis, prefix: str) -> None:
     """Two gateway processes take messages of the same conversations alternately."""
     processor = Processor()
-    inboxes = [RedisInbox(redis, prefix=prefix), RedisInbox(redis, prefix=prefix)]
+    inboxes = [RedisInbox(redis, 60, prefix=prefix), RedisInbox(redis, 60, prefix=prefix)]
     for inbox in inboxes:
         await inbox.start(processor)
     for number in range(30):
@@ -91,7 +93,7 @@ async def test_two_redis_inboxes_keep_order_with_no_overlap_or_loss(
 
 async def test_a_message_left_by_a_stopped_process_is_processed_by_another(
         redis: aioredis.Redis, prefix: str) -> None:
-    stopping = RedisInbox(redis, prefix=prefix)
+    stopping = RedisInbox(redis, 60, prefix=prefix)
     blocked = asyncio.Event()
 
     async def never_finishes(msg: Message) -> None:
@@ -106,7 +108,7 @@ async def test_a_message_left_by_a_stopped_process_is_processed_by_another(
     await redis.set(f"{prefix}:lock:test:alice", "crashed-process", px=300)
 
     processor = Processor()
-    survivor = RedisInbox(redis, prefix=prefix)
+    survivor = RedisInbox(redis, 60, prefix=prefix)
     survivor.SWEEP_SECONDS = 0.1
     await survivor.start(processor)
     await processor.wait_for(1)
@@ -114,12 +116,29 @@ async def test_a_message_left_by_a_stopped_process_is_processed_by_another(
     assert processor.done == {"alice": ["1"]}
 
 
-async def test_redis_dedupe_key_expires(redis: aioredis.Redis, prefix: str) -> None:
-    dedupe = RedisDedupe(redis, 1, prefix=prefix)
-    assert await dedupe.claim(message("alice", 1))
-    assert not await dedupe.claim(message("alice", 1))
-    assert await dedupe.claim(message("alice", 2))
+async def test_a_provider_retry_is_refused_until_its_key_expires(
+        redis: aioredis.Redis, prefix: str) -> None:
+    inbox, processor = RedisInbox(redis, 1, prefix=prefix), Processor()
+    await inbox.start(processor)
+    assert await inbox.enqueue(message("alice", 1))
+    assert not await inbox.enqueue(message("alice", 1))
+    assert await inbox.enqueue(message("alice", 2))
     assert 0 < await redis.ttl(f"{prefix}:seen:test:alice-1") <= 1
+    await processor.wait_for(2)
+    await inbox.stop()
+    assert processor.done == {"alice": ["1", "2"]}
+
+
+async def test_a_message_is_never_marked_seen_without_being_kept(
+        redis: aioredis.Redis, prefix: str) -> None:
+    """The dedupe key and the queue entry are one step: when the push cannot happen
+    (here the queue key holds another type), neither does the key, so the provider's
+    retry is taken."""
+    inbox = RedisInbox(redis, 60, prefix=prefix)
+    await redis.set(f"{prefix}:inbox:test:alice", "not a list")
+    with pytest.raises(aioredis.ResponseError):
+        await inbox.enqueue(message("alice", 1))
+    assert not await redis.exists(f"{prefix}:seen:test:alice-1")
 
 
 async def test_a_message_that_fails_does_not_stop_its_conversation() -> None:
@@ -137,3 +156,26 @@ async def test_a_message_that_fails_does_not_stop_its_conversation() -> None:
     await processor.wait_for(3)
     await inbox.stop()
     assert processor.done == {"alice": ["1", "3", "4"]}
+
+
+@pytest.mark.parametrize("outage", [
+    sqlalchemy.exc.OperationalError("UPDATE", {}, ConnectionRefusedError()),
+    aioredis.ConnectionError("Connection refused"),
+])
+async def test_a_message_waits_out_an_outage_and_keeps_its_place(
+        outage: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bot.inbox, "RETRY_FIRST_SECONDS", 0.01)
+    processor, failures = Processor(), [outage, outage]
+
+    async def out_for_a_while(msg: Message) -> None:
+        if msg.text == "2" and failures:
+            raise failures.pop()
+        await processor(msg)
+
+    inbox = MemoryInbox()
+    await inbox.start(out_for_a_while)
+    for number in range(1, 5):
+        await inbox.enqueue(message("alice", number))
+    await processor.wait_for(4)
+    await inbox.stop()
+    assert processor.done == {"alice": ["1", "2", "3", "4"]}

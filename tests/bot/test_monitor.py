@@ -187,7 +187,7 @@ async def gateway(tmp_path: Path, shop: Store, now: datetime, channels: Dict[str
     bus = EventBus()
     desk = HandoffDesk(store, records, load_handoff_policy(escalation), escalation, shop, bus,
                        LiveQueues(store, records), clock=clock)
-    router = Router(records, MemoryInbox(), RasaClient("http://127.0.0.1:9", 1.0), channels,
+    router = Router(records, MemoryInbox(), RasaClient(("http://127.0.0.1:9",), 1.0), channels,
                     channels_policy or channel_policy(), desk)
     for channel in channels.values():
         await channel.start()

@@ -39,7 +39,7 @@ async def ask(client: RasaClient) -> list:
 async def test_replies_pass_through(rasa: ProviderAPI) -> None:
     answering(rasa, [{"recipient_id": "telegram:1", "text": "Hi!",
                       "buttons": [{"title": "Track", "payload": "/order_status"}]}])
-    [reply] = await ask(RasaClient(rasa.url, 5, f"http://127.0.0.1:{free_port()}/health"))
+    [reply] = await ask(RasaClient((rasa.url,), 5, f"http://127.0.0.1:{free_port()}/health"))
     assert reply.text == "Hi!" and reply.buttons[0].payload == "/order_status"
 
 
@@ -47,7 +47,7 @@ async def test_silence_while_the_action_server_is_down_is_unavailable(
         rasa: ProviderAPI) -> None:
     answering(rasa, [])
     with pytest.raises(BotUnavailable, match="action server"):
-        await ask(RasaClient(rasa.url, 5, f"http://127.0.0.1:{free_port()}/health"))
+        await ask(RasaClient((rasa.url,), 5, f"http://127.0.0.1:{free_port()}/health"))
 
 
 async def test_silence_with_the_action_server_up_is_the_bots_answer(rasa: ProviderAPI) -> None:
@@ -57,10 +57,46 @@ async def test_silence_with_the_action_server_up_is_the_bots_answer(rasa: Provid
         return web.json_response({"status": "ok"})
 
     rasa.answer("GET", "/health", healthy)
-    assert await ask(RasaClient(rasa.url, 5, f"{rasa.url}/health")) == []
+    assert await ask(RasaClient((rasa.url,), 5, f"{rasa.url}/health")) == []
 
 
 async def test_an_error_answer_is_unavailable(rasa: ProviderAPI) -> None:
     rasa.fail_next("POST", WEBHOOK, web.Response(status=500))
     with pytest.raises(BotUnavailable, match="HTTP 500"):
-        await ask(RasaClient(rasa.url, 5))
+        await ask(RasaClient((rasa.url,), 5))
+
+
+async def test_a_conversation_keeps_to_one_instance_of_several() -> None:
+    instances = [await ProviderAPI().start() for _ in range(2)]
+    try:
+        for api in instances:
+            answering(api, [{"recipient_id": "x", "text": api.url}])
+        client = RasaClient(tuple(api.url for api in instances), 5)
+        for sender in ("telegram:1", "telegram:2", "telegram:3", "telegram:4"):
+            first = await client.ask(sender, "hello", {})
+            assert await client.ask(sender, "again", {}) == first
+        await client.close()
+        # the senders are spread: both instances served some of them
+        assert all(api.requests for api in instances)
+    finally:
+        for api in instances:
+            await api.stop()
+
+
+async def test_an_instance_that_refuses_connections_is_passed_over(rasa: ProviderAPI) -> None:
+    answering(rasa, [{"recipient_id": "x", "text": "from the live one"}])
+    down = f"http://127.0.0.1:{free_port()}"
+    client = RasaClient((down, rasa.url), 5)
+    try:
+        for sender in ("telegram:1", "telegram:2", "telegram:3"):
+            [reply] = await client.ask(sender, "hello", {})
+            assert reply.text == "from the live one"
+    finally:
+        await client.close()
+
+
+async def test_when_every_instance_refuses_the_bot_is_unavailable() -> None:
+    client = RasaClient((f"http://127.0.0.1:{free_port()}",
+                         f"http://127.0.0.1:{free_port()}"), 5)
+    with pytest.raises(BotUnavailable, match="ClientConnectorError"):
+        await ask(client)
