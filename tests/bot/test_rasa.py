@@ -3,6 +3,7 @@ does: replies pass through; an error or a silence while the action server is dow
 the bot being unavailable (so the message goes to a person, not nowhere)."""
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator
 
 import pytest
@@ -100,3 +101,26 @@ async def test_when_every_instance_refuses_the_bot_is_unavailable() -> None:
                          f"http://127.0.0.1:{free_port()}"), 5)
     with pytest.raises(BotUnavailable, match="ClientConnectorError"):
         await ask(client)
+
+
+async def test_a_burst_waits_in_the_gateway_with_few_requests_in_flight(
+        rasa: ProviderAPI) -> None:
+    in_flight, most = 0, 0
+
+    async def slow(request: RecordedRequest) -> web.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return web.json_response([{"recipient_id": "x", "text": "ok"}])
+
+    rasa.answer("POST", WEBHOOK, slow)
+    client = RasaClient((rasa.url,), 5, in_flight=3)
+    try:
+        answers = await asyncio.gather(*(client.ask(f"telegram:{n}", "hi", {})
+                                         for n in range(12)))
+    finally:
+        await client.close()
+    assert [reply.text for [reply] in answers] == ["ok"] * 12
+    assert most == 3
