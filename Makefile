@@ -2,10 +2,14 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup train validate seed lint nlu-report bench
+.PHONY: run run-prod test setup train validate seed lint nlu-report bench
 
 run: setup
 	$(BIN)/bot run
+
+# the production shape from local processes: PostgreSQL and Redis (README: Production)
+run-prod: setup
+	$(BIN)/bot run-prod
 
 test: setup
 	scripts/test.sh

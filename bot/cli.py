@@ -30,6 +30,28 @@ def _run(args: argparse.Namespace) -> int:
     return run_system(train=not args.no_train, seed=not args.no_seed)
 
 
+def _run_prod(args: argparse.Namespace) -> int:
+    from bot.launcher import run_production
+
+    return run_production(args.instances, train=not args.no_train, seed=not args.no_seed)
+
+
+def _balance(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+
+    from bot.balancer import parse_backend, serve
+
+    try:
+        backends = [parse_backend(backend) for backend in args.backends]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.host, args.port, backends))
+    return 0
+
+
 def _seed(args: argparse.Namespace) -> int:
     from actions.store.seed import seed_demo_store
     from actions.store.sql import open_store
@@ -92,7 +114,7 @@ def _telegram_set_webhook(args: argparse.Namespace) -> int:
 
 def _gateway_engine() -> Engine:
     """The gateway's database, with its tables, also before the gateway ever ran."""
-    from actions.store.sql import create_store_engine
+    from actions.store.sql import create_store_engine, create_tables
     from bot.handoff import store as handoff_store
     from bot.records import metadata as records_metadata
     from bot.settings import load_settings
@@ -101,7 +123,7 @@ def _gateway_engine() -> Engine:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     engine = create_store_engine(settings.gateway_database_url)
     for tables in (records_metadata, handoff_store.metadata):
-        tables.create_all(engine)
+        create_tables(tables, engine)
     return engine
 
 
@@ -230,6 +252,8 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
     "telegram": _telegram_set_webhook,
     "deliveries": _deliveries,
+    "run-prod": _run_prod,
+    "balance": _balance,
     "agents": _agents,
     "report": _report,
     "peak": _peak,
@@ -243,7 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train if needed, seed, start every component (make run)")
     run.add_argument("--no-train", action="store_true", help="use the newest model as it is")
     run.add_argument("--no-seed", action="store_true", help="keep the store's current data")
+    run_prod = sub.add_parser("run-prod", help="the production shape from local processes on "
+                                               "PostgreSQL and Redis (make run-prod)")
+    run_prod.add_argument("--instances", type=_positive, default=2,
+                          help="Rasa instances and gateway processes (default 2)")
+    run_prod.add_argument("--no-train", action="store_true", help="use the newest model as it is")
+    run_prod.add_argument("--no-seed", action="store_true", help="keep the store's current data")
     sub.add_parser("serve", help="start only the gateway (port $GATEWAY_PORT, default 8080)")
+    balance = sub.add_parser("balance", help="spread one port's connections over gateways "
+                                             "(run-prod's front door)")
+    balance.add_argument("backends", nargs="+", metavar="HOST:PORT", help="the gateways")
+    balance.add_argument("--host", default="0.0.0.0")
+    balance.add_argument("--port", type=int, default=8080)
     seed = sub.add_parser("seed", help="reset the demo store to its seeded state")
     seed.add_argument("--database-url", help="default: $DATABASE_URL, else var/store.db")
     sub.add_parser("validate", help="check the policy files in policy/")

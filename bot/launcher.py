@@ -10,14 +10,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
+from urllib.parse import urlsplit
 
-from bot.settings import REPO_ROOT, Settings, load_settings, local_secret
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bot.settings import REPO_ROOT, Settings, load_settings, local_secret, port_of
 
 BIN = Path(sys.executable).parent
 ADMIN_TOKEN_FILE = "agent-admin.token"
 STARTUP_TIMEOUT_SECONDS = 180
+RESTARTS_PER_MINUTE = 3
 
 
 def rasa_command(*args: str) -> List[str]:
@@ -39,22 +45,52 @@ def train_if_changed(env: Dict[str, str]) -> None:
     subprocess.run(rasa_command("train", "--quiet"), cwd=REPO_ROOT, env=env, check=True)
 
 
-def start_components(settings: Settings, env: Dict[str, str]) -> Dict[str, subprocess.Popen]:
+@dataclass(frozen=True)
+class Component:
+    name: str
+    command: List[str]
+    ready_url: str
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+def components(settings: Settings) -> List[Component]:
+    """The embedded shape: one action server, one Rasa, one gateway."""
+    return [
+        action_server(settings),
+        rasa_instance("rasa", settings.rasa_urls[0], "endpoints.yml"),
+        gateway("gateway", settings.gateway_port),
+    ]
+
+
+def action_server(settings: Settings) -> Component:
+    return Component("action server",
+                     rasa_command("run", "actions", "--actions", "actions",
+                                  "--port", str(settings.action_port)),
+                     settings.action_health_url)
+
+
+def rasa_instance(name: str, url: str, endpoints: str) -> Component:
+    return Component(name, rasa_command("run", "--model", "models", "--port", str(port_of(url)),
+                                        "--endpoints", endpoints, "--credentials",
+                                        "credentials.yml", "--interface", "127.0.0.1"),
+                     f"{url}/")
+
+
+def gateway(name: str, port: int, **env: str) -> Component:
+    return Component(name, [sys.executable, "-m", "bot", "serve"],
+                     f"http://127.0.0.1:{port}/health", {"GATEWAY_PORT": str(port), **env})
+
+
+def start_components(settings: Settings, env: Dict[str, str],
+                     parts: List[Component]) -> Dict[str, subprocess.Popen]:
     logs = settings.var_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    commands = {
-        "action server": rasa_command("run", "actions", "--actions", "actions",
-                                      "--port", str(settings.action_port)),
-        "rasa": rasa_command("run", "--model", "models", "--port", str(settings.rasa_port),
-                             "--endpoints", "endpoints.yml", "--credentials", "credentials.yml",
-                             "--interface", "127.0.0.1"),
-        "gateway": [sys.executable, "-m", "bot", "serve"],
-    }
     processes = {}
-    for name, command in commands.items():
-        log_file = (logs / f"{name.replace(' ', '_')}.log").open("ab")
-        processes[name] = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
+    for part in parts:
+        log_file = (logs / f"{part.name.replace(' ', '_')}.log").open("ab")
+        processes[part.name] = subprocess.Popen(
+            part.command, cwd=REPO_ROOT, env={**env, **part.env}, stdout=log_file,
+            stderr=subprocess.STDOUT, start_new_session=True)
     return processes
 
 
@@ -66,17 +102,21 @@ def healthy(url: str) -> bool:
         return False
 
 
-def wait_until_healthy(settings: Settings, processes: Dict[str, subprocess.Popen]) -> None:
-    url = f"http://127.0.0.1:{settings.gateway_port}/health"
+def wait_until_healthy(settings: Settings, parts: List[Component],
+                       processes: Dict[str, subprocess.Popen]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while not healthy(url):
+    waiting = list(parts)
+    while waiting:
+        waiting = [part for part in waiting if not healthy(part.ready_url)]
         dead = [name for name, p in processes.items() if p.poll() is not None]
         if dead:
             raise RuntimeError(f"{', '.join(dead)} stopped during start-up; see "
                                f"{settings.var_dir / 'logs'}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"not healthy after {STARTUP_TIMEOUT_SECONDS}s: {url}")
-        time.sleep(0.5)
+            raise RuntimeError(f"not healthy after {STARTUP_TIMEOUT_SECONDS}s: "
+                               f"{', '.join(part.name for part in waiting)}")
+        if waiting:
+            time.sleep(0.5)
 
 
 def stop(processes: Dict[str, subprocess.Popen]) -> None:
@@ -93,21 +133,27 @@ def stop(processes: Dict[str, subprocess.Popen]) -> None:
 
 def run_system(train: bool = True, seed: bool = True) -> int:
     settings = load_settings()
-    env = child_environment(settings)
+    return launch(settings, child_environment(settings), components(settings), train, seed)
+
+
+def launch(settings: Settings, env: Dict[str, str], parts: List[Component], train: bool,
+           seed: bool, restart: bool = False) -> int:
+    """Start the parts and watch them. With `restart`, a part that exits is started
+    again (as a container platform would), unless it keeps exiting."""
     if train:
         train_if_changed(env)
     if seed:
         from actions.store.seed import seed_demo_store
         from actions.store.sql import open_store
 
-        count = seed_demo_store(open_store())
+        count = seed_demo_store(open_store(env.get("DATABASE_URL") or None))
         print(f"demo store seeded: {count} orders")
-    processes = start_components(settings, env)
+    processes = start_components(settings, env, parts)
     # explicit for both: a process started in the background inherits SIGINT ignored
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
     try:
-        wait_until_healthy(settings, processes)
+        wait_until_healthy(settings, parts, processes)
         base = f"http://localhost:{settings.gateway_port}"
         print(f"ready: web chat {base}/ , agent console {base}/agent , dashboard "
               f"{base}/dashboard , REST channel {base}/webhooks/rest/webhook, health "
@@ -118,13 +164,15 @@ def run_system(train: bool = True, seed: bool = True) -> int:
               "agents with 'bot agents add'; channel webhooks: see README, 'Channels'",
               flush=True)
         print("logs in var/logs/; press Ctrl-C to stop", flush=True)
-        return _supervise(processes)
+        return _supervise(settings, env, parts, processes, restart)
     except KeyboardInterrupt:
         return 0
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C while stopping
         stop(processes)
         print("stopped", flush=True)
 
@@ -133,12 +181,108 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _supervise(processes: Dict[str, subprocess.Popen]) -> int:
-    """Wait; if any component dies, stop the rest and say which one."""
+def _supervise(settings: Settings, env: Dict[str, str], parts: List[Component],
+               processes: Dict[str, subprocess.Popen], restart: bool) -> int:
+    """Wait; when a part dies, start it again or, without `restart` or when it keeps
+    dying, stop the rest and say which one."""
+    exits: Dict[str, List[float]] = {}
     while True:
-        for name, process in processes.items():
-            code: Optional[int] = process.poll()
-            if code is not None:
-                print(f"error: {name} exited with code {code}; see var/logs/", file=sys.stderr)
+        for part in parts:
+            code: Optional[int] = processes[part.name].poll()
+            if code is None:
+                continue
+            recent = [t for t in exits.get(part.name, []) if t > time.monotonic() - 60]
+            exits[part.name] = recent + [time.monotonic()]
+            if not restart or len(recent) >= RESTARTS_PER_MINUTE:
+                print(f"error: {part.name} exited with code {code}; see var/logs/",
+                      file=sys.stderr)
                 return 1
+            print(f"{part.name} exited with code {code}; starting it again", flush=True)
+            processes.update(start_components(settings, env, [part]))
         time.sleep(1)
+
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def run_production(instances: int, train: bool = True, seed: bool = True) -> int:
+    """`bot run-prod`: the production shape from local processes, on PostgreSQL and Redis:
+    one action server, `instances` Rasa instances and gateways, and the balancer on
+    the public port."""
+    settings = load_settings()
+    try:
+        env = production_environment(settings, instances)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return launch(settings, env, production_components(settings, instances), train, seed,
+                  restart=True)
+
+
+def production_environment(settings: Settings, instances: int) -> Dict[str, str]:
+    """The children's environment: the databases (created when missing) and Redis, and
+    the variables endpoints.production.yml gives Rasa, derived from their URLs."""
+    env = child_environment(settings)
+    env.setdefault("DATABASE_URL", f"{LOCAL_POSTGRES}/store_support")
+    env.setdefault("TRACKER_DATABASE_URL", f"{LOCAL_POSTGRES}/store_support_tracker")
+    env.setdefault("REDIS_URL", LOCAL_REDIS)
+    for name in ("DATABASE_URL", "TRACKER_DATABASE_URL"):
+        if not env[name].startswith("postgresql"):
+            raise ValueError(f"{name} must be a postgresql:// URL for the production shape")
+        ensure_database(env[name])
+    tracker = make_url(env["TRACKER_DATABASE_URL"])
+    redis = urlsplit(env["REDIS_URL"])
+    env.update(TRACKER_DB_HOST=tracker.host or "127.0.0.1",
+               TRACKER_DB_PORT=str(tracker.port or 5432),
+               TRACKER_DB_NAME=tracker.database or "", TRACKER_DB_USER=tracker.username or "",
+               TRACKER_DB_PASSWORD=tracker.password or "", TRACKER_DB_LOGIN_DB="postgres",
+               LOCK_REDIS_HOST=redis.hostname or "127.0.0.1",
+               LOCK_REDIS_PORT=str(redis.port or 6379),
+               LOCK_REDIS_DB=redis.path.strip("/") or "0")
+    env["RASA_URL"] = ",".join(production_rasa_urls(settings, instances))
+    # A Rasa instance that dies mid-turn leaves its conversation's lock for this long
+    # (Rasa's default is 60 s, longer than the gateway retries the bot). The gateway
+    # already sends each conversation one message at a time.
+    env.setdefault("TICKET_LOCK_LIFETIME", "10")
+    return env
+
+
+def production_rasa_urls(settings: Settings, instances: int) -> List[str]:
+    """RASA_URL's instances when it lists several, else consecutive ports from its one."""
+    if len(settings.rasa_urls) > 1:
+        return list(settings.rasa_urls)
+    first = settings.rasa_urls[0]
+    base, port = first.rsplit(":", 1)[0], port_of(first)
+    return [f"{base}:{port + i}" for i in range(instances)]
+
+
+def production_components(settings: Settings, instances: int) -> List[Component]:
+    rasa_urls = production_rasa_urls(settings, instances)
+    gateway_ports = [settings.gateway_port + 1 + i for i in range(instances)]
+    balancer = Component(
+        "balancer",
+        [sys.executable, "-m", "bot", "balance", "--host", settings.gateway_host, "--port",
+         str(settings.gateway_port), *(f"127.0.0.1:{port}" for port in gateway_ports)],
+        f"http://127.0.0.1:{settings.gateway_port}/health")
+    return [action_server(settings),
+            *(rasa_instance(f"rasa {i + 1}", url, "endpoints.production.yml")
+              for i, url in enumerate(rasa_urls)),
+            *(gateway(f"gateway {i + 1}", port, GATEWAY_HOST="127.0.0.1")
+              for i, port in enumerate(gateway_ports)),
+            balancer]
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database of `url` when it does not exist yet."""
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres", query={}),
+                          isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                        {"name": target.database}).first()
+            if not exists:
+                connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        admin.dispose()
