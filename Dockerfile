@@ -1,0 +1,49 @@
+# One image for the three Python services of docker-compose.yml; they differ only by
+# command:
+#   action server  rasa run actions --actions actions --port 5055
+#   rasa           rasa run --model models --port 5005 --endpoints endpoints.production.yml --credentials credentials.yml
+#   gateway        bot serve                                   (the default command)
+#
+# The model is trained here, at build time, so every container of an image runs the same
+# model and none trains at start-up: changing data/, domain.yml or config.yml means
+# rebuilding (`docker compose build`).
+#
+# Python 3.10: Rasa 3.6 supports 3.8 to 3.10 and pyproject.toml pins >=3.10,<3.11.
+# requirements.txt is the pinned lock of the development .venv (every package has a
+# manylinux x86_64 wheel for CPython 3.10: no compiler needed; tensorflow-text 2.12 has
+# no arm64 Linux wheel, so build for linux/amd64).
+FROM python:3.10-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    RASA_TELEMETRY_ENABLED=false \
+    PYTHONPATH=/app
+
+WORKDIR /app
+
+# the dependencies first, in their own layer: code changes do not reinstall them
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+
+# the project (see .dockerignore), installed editable like scripts/setup.sh does, so the
+# code stays in /app: the gateway finds policy/ and bot/static/ beside its modules
+COPY . .
+RUN pip install --no-deps -e . \
+    && rasa train --quiet --out models \
+    && rm -rf .rasa \
+    && ls models/*.tar.gz
+
+# a non-root user (Docker sets HOME from its passwd entry); the code and the model stay
+# root-owned, read-only to the services; only var/ (the gateway's local files, unused
+# when everything is configured by environment) is its own
+RUN useradd --create-home --home-dir /home/app --uid 10001 --user-group app \
+    && mkdir -p /app/var \
+    && chown app:app /app/var
+USER app
+
+# gateway (public), Rasa (internal), action server (internal)
+EXPOSE 8080 5005 5055
+
+CMD ["bot", "serve"]
