@@ -28,6 +28,7 @@ from bot.handoff.events import EventBus, RedisEventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore
+from bot.inbound_limit import InboundCounter, MemoryInboundCounter, RedisInboundCounter
 from bot.inbox import Inbox, MemoryInbox, RedisInbox
 from bot.kpi import load_kpi_policy
 from bot.metrics import GatewayMetrics, install_metrics
@@ -208,8 +209,10 @@ def create_app(settings: Optional[Settings] = None,
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
     inbox: Inbox = MemoryInbox()
+    inbound: InboundCounter = MemoryInboundCounter(policy.inbound_limit.per_seconds)
     if redis is not None:
         inbox = RedisInbox(redis, policy.dedupe_hours * 3600)
+        inbound = RedisInboundCounter(redis, policy.inbound_limit.per_seconds)
     escalation = load_policy()
     handoffs = HandoffStore(records.engine)
     live = (RedisLiveQueues(handoffs, records, redis, list(escalation.teams)) if redis
@@ -221,7 +224,7 @@ def create_app(settings: Optional[Settings] = None,
     router = Router(records, inbox,
                     RasaClient(settings.rasa_urls, settings.rasa_timeout_seconds,
                                settings.action_health_url, policy.bot_requests_in_flight),
-                    channels, policy, desk, metrics)
+                    channels, policy, desk, metrics, inbound)
 
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, redis

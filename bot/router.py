@@ -13,6 +13,7 @@ from aiohttp import web
 from redis import asyncio as aioredis
 
 from bot.handoff.desk import HandoffDesk, split_handoff
+from bot.inbound_limit import InboundCounter, MemoryInboundCounter
 from bot.inbox import Inbox
 from bot.metrics import GatewayMetrics
 from bot.rasa import BotUnavailable, RasaClient
@@ -40,9 +41,11 @@ ATTACHMENT_ONLY_TEXT = "[attachment]"
 class Router:
     def __init__(self, records: GatewayRecords, inbox: Inbox, rasa: RasaClient,
                  channels: Mapping[str, Channel], policy: ChannelPolicy,
-                 desk: HandoffDesk, metrics: Optional[GatewayMetrics] = None) -> None:
+                 desk: HandoffDesk, metrics: Optional[GatewayMetrics] = None,
+                 inbound: Optional[InboundCounter] = None) -> None:
         self.records = records
         self.inbox = inbox
+        self.inbound = inbound or MemoryInboundCounter(policy.inbound_limit.per_seconds)
         self.rasa = rasa
         self.channels: Dict[str, Channel] = dict(channels)
         self.policy = policy
@@ -108,7 +111,7 @@ class Router:
             log.info("%s message %s is a duplicate; not processed again", message.connector,
                      message.message_id)
             return
-        if await self.desk.takes(message, handoff):
+        if await self.desk.takes(message, handoff) or await self._over_limit(message):
             return
         try:
             replies, escalation = split_handoff(await self._ask_bot(message))
@@ -124,6 +127,21 @@ class Router:
         self.metrics.processed(message.connector, message.received_at)
         if opened is not None:
             await self.desk.announce(opened)
+
+    async def _over_limit(self, message: Message) -> bool:
+        """Past the sender's inbound limit: recorded already, not for the bot; the first
+        message over it is answered with a notice, the rest in the window not at all."""
+        count = await self.inbound.count(message.conversation_id)
+        allowed = self.policy.inbound_limit.messages
+        if count <= allowed:
+            return False
+        if count == allowed + 1:
+            log.warning("%s %s is over the inbound limit (%d in %.0fs); not passed to the bot",
+                        message.connector, mask(message.sender), allowed,
+                        self.policy.inbound_limit.per_seconds)
+            await self.deliver(message.connector, message.sender,
+                               [Reply(text=self.policy.texts.too_many_messages)])
+        return True
 
     def _arrive(self, message: Message,
                 dedupe_seconds: Optional[float]) -> Tuple[bool, Optional[Dict[str, Any]]]:

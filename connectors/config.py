@@ -53,6 +53,12 @@ class WhatsAppSettings(_Strict):
 
 class Texts(_Strict):
     bot_unavailable: str
+    too_many_messages: str
+
+
+class InboundLimit(_Strict):
+    messages: conint(ge=1)  # type: ignore[valid-type]
+    per_seconds: confloat(gt=0, le=86400)  # type: ignore[valid-type]
 
 
 class ChannelPolicy(_Strict):
@@ -61,6 +67,7 @@ class ChannelPolicy(_Strict):
     dedupe_hours: confloat(gt=0)  # type: ignore[valid-type]
     bot_retry_seconds: confloat(ge=0, le=3600)  # type: ignore[valid-type]
     bot_requests_in_flight: conint(ge=1, le=1000)  # type: ignore[valid-type]
+    inbound_limit: InboundLimit
     rates: Rates
     whatsapp: WhatsAppSettings
     texts: Texts

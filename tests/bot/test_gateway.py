@@ -148,6 +148,34 @@ async def test_when_the_bot_stays_down_the_customer_is_told_and_handed_to_a_pers
         await client.close()
 
 
+async def test_a_sender_over_the_inbound_limit_is_recorded_not_answered(
+        rasa_stack: RasaStack, bot_api: ProviderAPI) -> None:
+    """Past `inbound_limit.messages`, a sender's messages are kept in the transcript but
+    not passed to the bot; the sender hears once why; others are not affected."""
+    base = load_channel_policy()
+    policy = base.copy(update={"inbound_limit": base.inbound_limit.copy(
+        update={"messages": 3, "per_seconds": 3600})})
+    client = await gateway(rasa_stack.rasa_url, rasa_stack, bot_api, policy)
+    flooder, other = CHAT + 7 + int(time.time()) % 1000, CHAT + 2007 + int(time.time()) % 1000
+    try:
+        for number in range(7):
+            assert await post_update(client, update(flooder * 100 + number, "thanks",
+                                                    flooder)) == 200
+        assert await post_update(client, update(other * 100, "thanks", other)) == 200
+        router = client.server.app[ROUTER]
+        await until(lambda: len(sent_texts(bot_api, other)) == 1)
+        await until(lambda: len(sent_texts(bot_api, flooder)) == 4)
+        await asyncio.sleep(0.5)  # time for a wrong fifth send to show
+        transcript = await router.transcript(f"telegram:{flooder}")
+        replies = sent_texts(bot_api, flooder)
+        assert len(replies) == 4, replies
+        assert replies[3] == policy.texts.too_many_messages
+        assert len(set(replies[:3])) == 1 and "welcome" in replies[0].lower()
+        assert [t.role for t in transcript].count("customer") == 7
+    finally:
+        await client.close()
+
+
 async def test_two_gateways_on_redis_answer_one_conversation_in_order(
         rasa_stack: RasaStack, bot_api: ProviderAPI, redis_url: str) -> None:
     """The turns of one conversation arrive alternately at two gateway processes that
