@@ -8,6 +8,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
+from connectors.privacy import install_log_redaction
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -326,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    install_log_redaction()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["nlu-report"]:
         from bot.nlu_report import run

@@ -8,6 +8,7 @@ server cannot be reached the PostgreSQL variants are skipped, with the reason.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +27,15 @@ import sqlalchemy as sa
 from actions.store.seed import seed_demo_store
 from actions.store.sql import Store, open_store
 from tests.provider_api import free_port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def unredacted_logs() -> None:
+    """Importing actions or components redacts every log record of the process, as in
+    the action server and Rasa; the tests check what our own code logs, so they see
+    records as written (tests/bot/test_log_privacy.py covers the redaction)."""
+    logging.setLogRecordFactory(logging.LogRecord)
+
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
