@@ -3,8 +3,11 @@ Rasa and the gateway, wait until /health says every part is up, and stop them al
 cleanly on Ctrl-C."""
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,11 +15,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 from bot.settings import REPO_ROOT, Settings, load_settings, local_secret, port_of
 
@@ -273,16 +276,45 @@ def production_components(settings: Settings, instances: int) -> List[Component]
             balancer]
 
 
+def consecutive_free_ports(count: int) -> int:
+    """The first of `count` free ports in a row, for a shape started elsewhere (tests,
+    benchmarks). Below the kernel's ephemeral range (32768 and up): the parts bind
+    them only seconds later, and meanwhile an outgoing connection could take one."""
+    while True:
+        first = random.randrange(20_000, 32_000)
+        if not any(port_open(first + i) for i in range(count)):
+            return first
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def ensure_database(url: str) -> None:
     """Create the PostgreSQL database of `url` when it does not exist yet."""
+    with _server(url) as (connection, name):
+        exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                    {"name": name}).first()
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+
+def drop_database(url: str) -> None:
+    """Drop the PostgreSQL database of `url`, connections and all (tests, benchmarks)."""
+    with _server(url) as (connection, name):
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def _server(url: str) -> Iterator[Tuple[Connection, str]]:
+    """A connection to the server of `url` (its `postgres` database, outside any
+    transaction: CREATE and DROP DATABASE need that), and the database `url` names."""
     target = make_url(url)
     admin = create_engine(target.set(database="postgres", query={}),
                           isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                        {"name": target.database}).first()
-            if not exists:
-                connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+            yield connection, target.database or ""
     finally:
         admin.dispose()

@@ -146,12 +146,19 @@ def background(command: List[str], env: Dict[str, str], log: Path,
         wait_for(ready_url, process, log)
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen, signum: int = signal.SIGTERM,
+               seconds: float = 5) -> None:
+    """Signal the process's group (it was started in a session of its own), then kill
+    what is left after `seconds`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signum)
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -15,17 +14,14 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from ..conftest import REPO_ROOT
+from bot.launcher import port_open
+
+from ..conftest import REPO_ROOT, stop_group
 
 GATEWAY = "http://127.0.0.1:8080"
 # var/ keeps Rasa's trackers between runs: each run talks as new customers
 RUN = uuid.uuid4().hex[:8]
 PORTS = (8080, 5005, 5055)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def say(sender: str, message: str) -> List[Dict[str, Any]]:
@@ -60,12 +56,8 @@ def make_run(trained_model) -> Iterator[subprocess.Popen]:
     assert any(line.startswith("ready:") for line in output), "".join(output)
     process.output = output  # type: ignore[attr-defined]
     yield process
-    if process.poll() is None:  # a test failed before the Ctrl-C test: stop it the same way
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    # when a test failed before the Ctrl-C test: stop it the same way
+    stop_group(process, signal.SIGINT, 60)
 
 
 def test_health_reports_every_component(make_run):

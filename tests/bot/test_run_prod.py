@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import random
 import shutil
 import signal
 import socket
@@ -29,7 +28,8 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from tests.conftest import POSTGRES_URL, REPO_ROOT
+from bot.launcher import consecutive_free_ports, drop_database, port_open
+from tests.conftest import POSTGRES_URL, REPO_ROOT, stop_group
 from tests.connectors.test_telegram import TOKEN
 from tests.provider_api import free_port
 
@@ -161,7 +161,7 @@ class RedisServer:
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
              "--dir", str(self.directory)], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not _port_open(self.port):
+        while not port_open(self.port):
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
 
@@ -169,21 +169,6 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()  # a clean shutdown: the append-only file is complete
             self.process.wait(10)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def consecutive_free_ports(count: int) -> int:
-    """The first of `count` free ports in a row, below the kernel's ephemeral range
-    (32768 and up): the parts bind them only seconds later, and meanwhile an outgoing
-    connection could take an ephemeral one."""
-    while True:
-        first = random.randrange(20_000, 32_000)
-        if not any(_port_open(first + i) for i in range(count)):
-            return first
 
 
 @dataclass
@@ -213,14 +198,6 @@ def listener_pid(port: int) -> int:
 
 def _database(url: str, name: str) -> str:
     return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_databases(names: Sequence[str]) -> None:
-    admin = sa.create_engine(_database(POSTGRES_URL, "postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        for name in names:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -263,15 +240,11 @@ def shape(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
             time.sleep(0.5)
         yield shape
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process, signal.SIGINT, 60)
         redis.stop()
         api.stop()
-        _drop_databases(names)
+        for name in names:
+            drop_database(_database(POSTGRES_URL, name))
 
 
 def _logs(var: Path) -> str:
@@ -483,6 +456,6 @@ def test_ctrl_c_stops_every_part(shape: Shape) -> None:
              *(int(url.rsplit(":", 1)[1]) for url in [shape.public, *shape.gateways])]
     os.killpg(shape.process.pid, signal.SIGINT)
     assert shape.process.wait(60) == 0
-    assert not [port for port in ports if _port_open(port)]
+    assert not [port for port in ports if port_open(port)]
     assert "stopped" in "".join(shape.output)
 
