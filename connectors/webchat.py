@@ -41,6 +41,10 @@ log = logging.getLogger("connectors.webchat")
 
 CHANNEL = "webchat"
 SOCKETIO_PATH = "socket.io"
+# Engine.IO 4 over polling: packets are separated by \x1e; a client sends close (1),
+# pong (3), message (4), noop (6), or a base64 binary message (b)
+PACKET_SEPARATOR = "\x1e"
+CLIENT_PACKET_TYPES = frozenset("1346b")
 STATIC_PREFIX = "/webchat/"
 
 MAX_TEXT_CHARS = 4096
@@ -211,11 +215,28 @@ class WebChatChannel(Channel):
 
         self.sio.on("session_request", on_session_request)
         self.sio.on("user_uttered", on_user_uttered)
-        self.sio.attach(app, socketio_path=SOCKETIO_PATH)
+        # as sio.attach() would route it, but a polling POST is checked first
+        path = f"/{SOCKETIO_PATH}/"
+        app.router.add_get(path, self.sio.handle_request)
+        app.router.add_route("OPTIONS", path, self.sio.handle_request)
+        app.router.add_post(path, self._polling_post)
         app.router.add_get("/", page)
         app.router.add_static(STATIC_PREFIX, self._static_dir)
         # aiohttp 3.9's signal annotation does not match aiosignal 1.4's ParamSpec one.
         app.on_shutdown.append(self._close_sockets)  # type: ignore[arg-type]
+
+    async def _polling_post(self, request: web.Request) -> web.StreamResponse:
+        """Packets a client sends on a polling session, checked before Engine.IO sees
+        them: python-engineio 4 closes the session on an open or ping packet from a
+        client and never answers that POST, which leaves the request hanging and the
+        session in memory."""
+        body = await request.read()
+        packets = body.decode("utf-8", errors="replace").split(PACKET_SEPARATOR)
+        if any(packet[:1] not in CLIENT_PACKET_TYPES for packet in packets):
+            return web.Response(status=400, text="not a packet a client sends")
+        response: web.StreamResponse = await self.sio.handle_request(
+            _WithBody(request, body))
+        return response
 
     async def start(self) -> None:
         # The Redis listener starts with the first socket; nothing to open before.
@@ -333,3 +354,22 @@ class WebChatChannel(Channel):
             await socket.close(wait=False)
             socket.queue.put_nowait(None)
         self.sio.eio.sockets.clear()
+
+
+class _BodyAlreadyRead:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def read(self, length: int = -1) -> bytes:
+        return self.body
+
+
+class _WithBody:
+    """The request as Engine.IO reads it (`content`), with the body already read."""
+
+    def __init__(self, request: web.Request, body: bytes) -> None:
+        self._request = request
+        self.content = _BodyAlreadyRead(body)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 from urllib.parse import quote, urlencode
 
+import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
@@ -365,10 +366,6 @@ async def test_socketio_session_with_random_packets(gateway: Gateway,
                                                     packets: List[str]) -> None:
     """A real engine.io polling session, then random packets (never a user message)."""
     assume(not any("user_uttered" in packet for packet in packets))
-    # A packet a client must not send (open "0", ping "2") makes python-engineio close
-    # the session and hold the POST until a poll that it then refuses: the request hangs
-    # (a library limitation, reported; not a 5xx). Those are left out here.
-    assume(not any(packet[:1] in ("0", "2") for packet in packets))
     async with gateway.client.get("/socket.io/?EIO=4&transport=polling") as response:
         assert response.status == 200
         handshake = json.loads((await response.text())[1:])
@@ -378,6 +375,19 @@ async def test_socketio_session_with_random_packets(gateway: Gateway,
 
 
 # -- regressions found by the fuzzing ----------------------------------------------------
+
+@pytest.mark.parametrize("packet", ["0", "2", "2probe", "5", ""])
+async def test_a_packet_no_client_sends_is_refused_and_the_session_lives_on(
+        gateway: Gateway, packet: str) -> None:
+    """python-engineio 4 closes a polling session on an open or ping packet from a
+    client and never answers that POST (the request hung, the session stayed in
+    memory). The gateway refuses such a POST itself; the session goes on."""
+    async with gateway.client.get("/socket.io/?EIO=4&transport=polling") as response:
+        handshake = json.loads((await response.text())[1:])
+    path = f"/socket.io/?EIO=4&transport=polling&sid={handshake['sid']}"
+    refused = gateway.request("POST", path, data=f"40\x1e{packet}".encode())
+    assert await asyncio.wait_for(refused, timeout=5) == 400
+    assert await asyncio.wait_for(gateway.request("POST", path, data=b"40"), timeout=5) == 200
 
 async def test_an_unknown_charset_is_a_400_not_a_500(gateway: Gateway) -> None:
     """aiohttp raises LookupError (not ValueError) decoding a body whose Content-Type
