@@ -3,6 +3,7 @@ shown, then gives what the request needs (a new address, a photo)."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Tracker
@@ -134,6 +135,12 @@ class ValidateOrderForm(FormValidationAction):
         order_id, contact = turn.slot("order_id"), turn.slot("contact")
         if not order_id or not contact:
             return turn.finish()
+        if _guessed_too_often(turn, order_id):
+            # as if this conversation used up its tries: the form stops, a person is offered
+            turn.set("verification_failures", turn.policy.limits.verification_attempts)
+            turn.set("order_id", None)
+            turn.set("contact", None)
+            return turn.finish()
         order = turn.store.orders.get_order(order_id)
         if order is not None and contact_matches(order, contact):
             turn.set("verified_contact", normalize_contact(contact))
@@ -143,9 +150,28 @@ class ValidateOrderForm(FormValidationAction):
             turn.set("contact", None)
             return turn.finish()
         failures = (turn.slot("verification_failures") or 0) + 1
+        turn.store.contacts.record(_failures_key(order_id), VERIFICATION_FAILED,
+                                   turn.conversation_id)
         turn.set("verification_failures", failures)
         turn.set("order_id", None)
         turn.set("contact", None)
         if failures < turn.policy.limits.verification_attempts:
             turn.say("utter_verification_failed")
         return turn.finish()
+
+
+# failed identity checks are kept in the contact log, keyed by order
+VERIFICATION_FAILED = "verification_failed"
+
+
+def _failures_key(order_id: str) -> str:
+    return f"order:{order_id}"
+
+
+def _guessed_too_often(turn: Turn, order_id: str) -> bool:
+    """Wrong contacts for this order from any conversation within the window reach
+    the limit (an order that does not exist is counted the same way)."""
+    since = turn.now - timedelta(days=turn.policy.windows.verification_failures_days)
+    failures = turn.store.contacts.count_since(_failures_key(order_id), VERIFICATION_FAILED,
+                                               since, excluding_conversation="")
+    return failures >= turn.policy.limits.order_verification_failures

@@ -106,6 +106,7 @@ class Windows(StrictModel):
     repeat_claims_days: int
     stuck_after_days_without_scan: int
     trace_wait_days: int
+    verification_failures_days: int
 
     @validator("*")
     def _positive(cls, value: int) -> int:
@@ -116,6 +117,7 @@ class Windows(StrictModel):
 
 class Limits(StrictModel):
     verification_attempts: int
+    order_verification_failures: int
     fallbacks_before_human: int
     prior_claims_for_review: int
 

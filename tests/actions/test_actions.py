@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Dict, Optional
 
@@ -112,6 +113,43 @@ async def test_third_failure_ends_the_form_and_offers_a_person(actions_store):
         {"pending_offer": "human:identity_not_verified"}, intent="affirm"))
     assert escalated.responses == ["utter_escalated"]
     assert escalation(escalated)["reason_code"] == "identity_unverified"
+
+
+async def validate_as(sender: str, slots: Dict[str, Any], new: Dict[str, Any]) -> Outcome:
+    events = [{"event": "user", "text": "", "parse_data": {}}] + [
+        {"event": "slot", "name": name, "value": value} for name, value in new.items()]
+    return await run_action(ValidateOrderForm(), make_tracker(
+        {**slots, **new}, intent="inform", events=events, sender=sender))
+
+
+async def test_guesses_from_many_conversations_lock_the_order_for_the_bot(actions_store):
+    """Each new conversation has its own tries; the order has a limit over them all.
+    Past it, not even the right contact verifies it with the bot: a person does."""
+    limit = current_policy().limits.order_verification_failures
+    for guess in range(limit):
+        wrong = await validate_as(f"guesser-{guess}", {"order_id": "A1001"},
+                                  {"contact": f"guess{guess}@example.com"})
+        assert wrong.slot("verification_failures") == 1
+    locked = await validate_as("owner", {"order_id": "A1001"},
+                               {"contact": "buyer1@example.com"})
+    assert locked.slot("verified_contact") is None
+    assert locked.slot("verification_failures") == current_policy().limits.verification_attempts
+    assert locked.slot("requested_slot") is None and locked.messages == []
+    offered = await run_action(ActionResolveRequest(), make_tracker(
+        {"verification_failures": 3, "request": "order_status"}, sender="owner"))
+    assert offered.responses == ["utter_verification_offer_human"]
+    # other orders are not affected
+    other = await validate_as("owner", {"order_id": "A1003"},
+                              {"contact": "buyer2@example.com"})
+    assert other.slot("verified_contact") == "buyer2@example.com"
+    # the guesses age out of the window
+    with actions_store.engine.begin() as db:
+        db.execute(sa.text("UPDATE contact_events SET created_at = :old WHERE "
+                           "customer_key = 'order:A1001'"),
+                   {"old": datetime.now(timezone.utc) - timedelta(days=2)})
+    again = await validate_as("owner", {"order_id": "A1001"},
+                              {"contact": "buyer1@example.com"})
+    assert again.slot("verified_contact") == "buyer1@example.com"
 
 
 async def test_another_customers_order_asks_for_its_own_contact(actions_store):
