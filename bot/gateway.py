@@ -40,6 +40,7 @@ from bot.router import Router
 from bot.settings import REPO_ROOT, Settings, load_settings, local_secret
 from connectors.channel import Channel
 from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
+from connectors.outbound import memory_limiters, redis_limiters
 from connectors.telegram import TelegramChannel
 from connectors.twilio import TwilioChannel
 from connectors.webchat import WebChatChannel
@@ -67,16 +68,20 @@ def webchat_secret(settings: Settings) -> bytes:
 
 
 def build_channels(credentials: ChannelCredentials, policy: ChannelPolicy,
-                   settings: Settings) -> Dict[str, Channel]:
+                   settings: Settings, redis: Optional[aioredis.Redis] = None
+                   ) -> Dict[str, Channel]:
+    """The channels that have credentials. With Redis, the providers' rate limits are
+    kept by all gateway processes together."""
+    limiters = redis_limiters(redis) if redis is not None else memory_limiters
     channels: Dict[str, Channel] = {"webchat": WebChatChannel(
         webchat_secret(settings), STATIC_DIR / "webchat", settings.redis_url or None)}
     if credentials.twilio:
         channels["twilio"] = TwilioChannel(credentials.twilio, policy,
-                                           credentials.public_base_url)
+                                           credentials.public_base_url, limiters)
     if credentials.whatsapp:
-        channels["whatsapp"] = WhatsAppChannel(credentials.whatsapp, policy)
+        channels["whatsapp"] = WhatsAppChannel(credentials.whatsapp, policy, limiters)
     if credentials.telegram:
-        channels["telegram"] = TelegramChannel(credentials.telegram, policy)
+        channels["telegram"] = TelegramChannel(credentials.telegram, policy, limiters)
     return channels
 
 
@@ -201,11 +206,11 @@ def create_app(settings: Optional[Settings] = None,
     """The gateway app. `channels` defaults to those the environment configures."""
     settings = settings or load_settings()
     policy = policy or load_channel_policy()
+    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
     if channels is None:
-        channels = build_channels(credentials_from_env(os.environ), policy, settings)
+        channels = build_channels(credentials_from_env(os.environ), policy, settings, redis)
         report_channels(channels, os.environ)
     store = open_store(settings.database_url or None)
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
     inbox: Inbox = MemoryInbox()

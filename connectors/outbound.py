@@ -12,9 +12,10 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Mapping, Optional
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Protocol
 
 import aiohttp
+from redis import asyncio as aioredis
 
 from connectors.message import Delivery
 from connectors.privacy import loggable_error
@@ -55,9 +56,14 @@ class Rate:
     burst: int = 1
 
 
-class RateLimiter:
-    """Token buckets by key (a recipient, a sending number). `acquire` waits, in
-    arrival order, until the key may send again."""
+class RateLimiter(Protocol):
+    async def acquire(self, key: str) -> None:
+        """Wait until `key` (a recipient, a sending number, "all") may send again."""
+
+
+class MemoryRateLimiter:
+    """Token buckets by key, in this process. `acquire` waits, in arrival order, until
+    the key may send again."""
 
     def __init__(self, rate: Rate) -> None:
         self.rate = rate
@@ -82,6 +88,65 @@ class RateLimiter:
             return 0.0
         self._buckets[key] = (tokens, now)
         return (1 - tokens) / self.rate.per_second
+
+
+# GCRA on Redis's own clock: the key holds the theoretical arrival time (ms) of the
+# next message; a message may go when that is no more than `tolerance` ahead of now.
+# Returns how long to wait (ms), or 0 after taking the slot.
+_GCRA = """
+local clock = redis.call('time')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = math.max(tonumber(redis.call('get', KEYS[1]) or now), now)
+local wait = tat - now - tolerance
+if wait > 0 then return math.ceil(wait) end
+redis.call('set', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
+return 0
+"""
+
+
+class RedisRateLimiter:
+    """The same limit shared by every gateway process through Redis, so two gateways
+    together keep a provider's documented rate. While Redis cannot be reached, each
+    process keeps the limit on its own (MemoryRateLimiter)."""
+
+    def __init__(self, redis: aioredis.Redis, name: str, rate: Rate,
+                 prefix: str = "gw") -> None:
+        self.script = redis.register_script(_GCRA)
+        self.prefix = f"{prefix}:rate:{name}"
+        self.interval_ms = 1000 / rate.per_second
+        self.tolerance_ms = self.interval_ms * (rate.burst - 1)
+        self.local = MemoryRateLimiter(rate)
+        self._locks: Dict[str, asyncio.Lock] = {}
+
+    async def acquire(self, key: str) -> None:
+        # in arrival order within this process, as the memory limiter
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            while True:
+                try:
+                    wait_ms = await self.script(keys=[f"{self.prefix}:{key}"],
+                                                args=[self.interval_ms, self.tolerance_ms])
+                except aioredis.RedisError as error:
+                    log.warning("rate limit %s kept in this process: Redis %s", self.prefix,
+                                type(error).__name__)
+                    await self.local.acquire(key)
+                    return
+                if wait_ms <= 0:
+                    return
+                await asyncio.sleep(wait_ms / 1000)
+
+
+Limiters = Callable[[str, Rate], RateLimiter]
+
+
+def memory_limiters(name: str, rate: Rate) -> RateLimiter:
+    """Rate limiters of one gateway process (the embedded default)."""
+    return MemoryRateLimiter(rate)
+
+
+def redis_limiters(redis: aioredis.Redis) -> Limiters:
+    """Rate limiters that every gateway process sharing `redis` keeps together."""
+    return lambda name, rate: RedisRateLimiter(redis, name, rate)
 
 
 Attempt = Callable[[], Awaitable[str]]

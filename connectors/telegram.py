@@ -63,7 +63,13 @@ from telegram.warnings import PTBDeprecationWarning
 from connectors.channel import Channel, ChannelContext, forbidden, malformed
 from connectors.config import ChannelPolicy, TelegramCredentials
 from connectors.message import Attachment, AttachmentKind, Button, Delivery, Message, Reply
-from connectors.outbound import PermanentError, RateLimiter, TransientError, deliver
+from connectors.outbound import (
+    Limiters,
+    PermanentError,
+    TransientError,
+    deliver,
+    memory_limiters,
+)
 from connectors.privacy import mask
 from connectors.render import split_text
 
@@ -100,13 +106,14 @@ class TelegramSetupError(RuntimeError):
 class TelegramChannel(Channel):
     name = CHANNEL
 
-    def __init__(self, credentials: TelegramCredentials, policy: ChannelPolicy) -> None:
+    def __init__(self, credentials: TelegramCredentials, policy: ChannelPolicy,
+                 limiters: Limiters = memory_limiters) -> None:
         self._secret = credentials.secret_token.encode()
         self._token = credentials.bot_token
         self._bot = _new_bot(credentials)
         self._retry = policy.retry.policy()
-        self._per_chat = RateLimiter(policy.rates.telegram_per_chat.rate())
-        self._overall = RateLimiter(policy.rates.telegram_overall.rate())
+        self._per_chat = limiters("telegram_per_chat", policy.rates.telegram_per_chat.rate())
+        self._overall = limiters("telegram_overall", policy.rates.telegram_overall.rate())
         self._answers: Set[asyncio.Task[Delivery]] = set()
 
     def install(self, app: web.Application, context: ChannelContext) -> None:

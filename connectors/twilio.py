@@ -37,7 +37,14 @@ from connectors.message import (
     Reply,
     StatusUpdate,
 )
-from connectors.outbound import PermanentError, RateLimiter, deliver, fetch, post
+from connectors.outbound import (
+    Limiters,
+    PermanentError,
+    deliver,
+    fetch,
+    memory_limiters,
+    post,
+)
 from connectors.privacy import mask
 from connectors.render import numbered_options, split_text
 
@@ -75,13 +82,15 @@ class TwilioChannel(HttpChannel):
     name = "twilio"
 
     def __init__(self, credentials: TwilioCredentials, policy: ChannelPolicy,
-                 public_base_url: str = "") -> None:
+                 public_base_url: str = "", limiters: Limiters = memory_limiters) -> None:
         self.credentials = credentials
         self.public_base_url = public_base_url.rstrip("/")
         self._validator = RequestValidator(credentials.auth_token)
         self._retry = policy.retry.policy()
-        self._sms_limiter = RateLimiter(policy.rates.twilio_sms_per_sender.rate())
-        self._whatsapp_limiter = RateLimiter(policy.rates.twilio_whatsapp_per_sender.rate())
+        self._sms_limiter = limiters("twilio_sms_per_sender",
+                                     policy.rates.twilio_sms_per_sender.rate())
+        self._whatsapp_limiter = limiters("twilio_whatsapp_per_sender",
+                                          policy.rates.twilio_whatsapp_per_sender.rate())
 
     # -- inbound -----------------------------------------------------------------------
 

@@ -40,7 +40,14 @@ from connectors.message import (
     Reply,
     StatusUpdate,
 )
-from connectors.outbound import PermanentError, RateLimiter, deliver, fetch, post
+from connectors.outbound import (
+    Limiters,
+    PermanentError,
+    deliver,
+    fetch,
+    memory_limiters,
+    post,
+)
 from connectors.privacy import mask
 from connectors.render import numbered_options, split_text
 
@@ -206,12 +213,15 @@ class WhatsAppChannel(HttpChannel):
 
     name = CHANNEL
 
-    def __init__(self, credentials: WhatsAppCredentials, policy: ChannelPolicy) -> None:
+    def __init__(self, credentials: WhatsAppCredentials, policy: ChannelPolicy,
+                 limiters: Limiters = memory_limiters) -> None:
         self.credentials = credentials
         self.policy = policy
         self._retry = policy.retry.policy()
-        self._per_number = RateLimiter(policy.rates.whatsapp_per_number.rate())
-        self._per_recipient = RateLimiter(policy.rates.whatsapp_per_recipient.rate())
+        self._per_number = limiters("whatsapp_per_number",
+                                    policy.rates.whatsapp_per_number.rate())
+        self._per_recipient = limiters("whatsapp_per_recipient",
+                                       policy.rates.whatsapp_per_recipient.rate())
 
     # --- inbound ---------------------------------------------------------------------
 
