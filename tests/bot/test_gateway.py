@@ -22,7 +22,7 @@ from bot.settings import load_settings
 from connectors.config import ChannelPolicy, TwilioCredentials
 from connectors.telegram import SECRET_HEADER, TelegramChannel
 from connectors.twilio import TwilioChannel
-from tests.conftest import RasaStack
+from tests.conftest import RASA, RasaStack, background
 from tests.connectors import test_twilio as twilio_test
 from tests.connectors.test_telegram import API, SECRET, credentials
 from tests.provider_api import ProviderAPI, RecordedRequest, free_port
@@ -50,10 +50,13 @@ async def until(condition: Any, seconds: float = 30) -> None:
 
 
 async def gateway(rasa_url: str, stack: RasaStack, bot_api: ProviderAPI,
-                  policy: ChannelPolicy, redis_url: str = "") -> TestClient:
+                  policy: ChannelPolicy, redis_url: str = "",
+                  action_server_url: str = "") -> TestClient:
     settings = dataclasses.replace(load_settings(), rasa_url=rasa_url,
                                    database_url=stack.database_url, var_dir=stack.var_dir,
-                                   redis_url=redis_url)
+                                   redis_url=redis_url,
+                                   action_server_url=action_server_url
+                                   or stack.action_server_url)
     channel = TelegramChannel(credentials(bot_api.url), policy)
     client = TestClient(TestServer(create_app(settings, {"telegram": channel}, policy)))
     await client.start_server()
@@ -146,6 +149,36 @@ async def test_when_the_bot_stays_down_the_customer_is_told_and_handed_to_a_pers
         assert len(sent_texts(bot_api, chat)) == 2, "the second message was not for the bot"
     finally:
         await client.close()
+
+
+async def test_with_the_action_server_down_the_customer_is_told_and_handed_to_a_person(
+        rasa_stack: RasaStack, trained_model: Path, bot_api: ProviderAPI,
+        tmp_path: Path) -> None:
+    """A real Rasa whose action server is down answers a message that needs an action
+    with nothing; the gateway sees the action server's health fail and, after its
+    retries, apologises and opens a handoff."""
+    dead_actions = f"http://127.0.0.1:{free_port()}/webhook"
+    port = free_port()
+    env = rasa_stack.env(ACTION_SERVER_URL=dead_actions,
+                         RASA_TRACKER_DB=str(tmp_path / "tracker.db"))
+    with background([str(RASA), "run", "--model", str(trained_model), "--port", str(port),
+                     "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
+                    env, tmp_path / "rasa.log", f"http://127.0.0.1:{port}/"):
+        policy = load_channel_policy().copy(update={"bot_retry_seconds": 1.0})
+        client = await gateway(f"http://127.0.0.1:{port}", rasa_stack, bot_api, policy,
+                               action_server_url=dead_actions)
+        chat = CHAT + 4007 + int(time.time()) % 1000
+        try:
+            assert await post_update(client, update(chat * 10, "where is my order A1001?",
+                                                    chat)) == 200
+            await until(lambda: len(sent_texts(bot_api, chat)) == 2)
+            apology, queued = sent_texts(bot_api, chat)
+            assert apology == policy.texts.bot_unavailable
+            desk = client.app[ROUTER].desk
+            handoff = await desk.records.read(desk.store.open_for, f"telegram:{chat}")
+            assert handoff is not None and handoff["reason_code"] == "bot_unavailable"
+        finally:
+            await client.close()
 
 
 async def test_a_sender_over_the_inbound_limit_is_recorded_not_answered(
