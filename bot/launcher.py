@@ -1,6 +1,9 @@
-"""`bot run`: train if the data changed, seed the demo store, start the action server,
-Rasa and the gateway, wait until /health says every part is up, and stop them all
-cleanly on Ctrl-C."""
+"""`bot run` and `bot run-prod`: train if the data changed, seed the demo store, start
+the parts, wait until each says it is up, watch them, and stop them all cleanly on
+Ctrl-C.
+
+`bot run` is the embedded shape (one action server, Rasa and gateway on SQLite);
+`bot run-prod` the production shape on PostgreSQL and Redis (README, "Production")."""
 from __future__ import annotations
 
 import contextlib
@@ -54,6 +57,8 @@ class Component:
     command: List[str]
     ready_url: str
     env: Dict[str, str] = field(default_factory=dict)
+    # parts of a later wave start once the earlier waves are up
+    wave: int = 0
 
 
 def components(settings: Settings) -> List[Component]:
@@ -72,11 +77,11 @@ def action_server(settings: Settings) -> Component:
                      settings.action_health_url)
 
 
-def rasa_instance(name: str, url: str, endpoints: str) -> Component:
+def rasa_instance(name: str, url: str, endpoints: str, wave: int = 0) -> Component:
     return Component(name, rasa_command("run", "--model", "models", "--port", str(port_of(url)),
                                         "--endpoints", endpoints, "--credentials",
                                         "credentials.yml", "--interface", "127.0.0.1"),
-                     f"{url}/")
+                     f"{url}/", wave=wave)
 
 
 def gateway(name: str, port: int, **env: str) -> Component:
@@ -151,12 +156,15 @@ def launch(settings: Settings, env: Dict[str, str], parts: List[Component], trai
 
         count = seed_demo_store(open_store(env.get("DATABASE_URL") or None))
         print(f"demo store seeded: {count} orders")
-    processes = start_components(settings, env, parts)
+    processes: Dict[str, subprocess.Popen] = {}
     # explicit for both: a process started in the background inherits SIGINT ignored
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
     try:
-        wait_until_healthy(settings, parts, processes)
+        for wave in sorted({part.wave for part in parts}):
+            started = [part for part in parts if part.wave == wave]
+            processes.update(start_components(settings, env, started))
+            wait_until_healthy(settings, started, processes)
         base = f"http://localhost:{settings.gateway_port}"
         print(f"ready: web chat {base}/ , agent console {base}/agent , dashboard "
               f"{base}/dashboard , REST channel {base}/webhooks/rest/webhook, health "
@@ -269,7 +277,9 @@ def production_components(settings: Settings, instances: int) -> List[Component]
          str(settings.gateway_port), *(f"127.0.0.1:{port}" for port in gateway_ports)],
         f"http://127.0.0.1:{settings.gateway_port}/health")
     return [action_server(settings),
-            *(rasa_instance(f"rasa {i + 1}", url, "endpoints.production.yml")
+            # the first Rasa creates its tables alone: Rasa does not guard against two
+            # creating them at once
+            *(rasa_instance(f"rasa {i + 1}", url, "endpoints.production.yml", wave=min(i, 1))
               for i, url in enumerate(rasa_urls)),
             *(gateway(f"gateway {i + 1}", port, GATEWAY_HOST="127.0.0.1")
               for i, port in enumerate(gateway_ports)),
