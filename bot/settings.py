@@ -79,10 +79,19 @@ def load_settings() -> Settings:
 
 
 def local_secret(var_dir: Path, name: str) -> str:
-    """A random secret kept (owner-only) in var/, for running without configuration."""
+    """A random secret kept (owner-only) in var/, for running without configuration.
+    Several processes starting at once (run-prod's gateways) agree on one: the file
+    appears whole, by a link that fails when another process linked first."""
     path = var_dir / name
     if not path.exists():
         var_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+        draft = var_dir / f".{name}.{secrets.token_hex(8)}"
+        draft.write_text(secrets.token_hex(32))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
