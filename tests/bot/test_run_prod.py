@@ -106,12 +106,16 @@ class CuttableProxy:
         self.lock = threading.Lock()
 
     def mend(self) -> None:
-        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        listener = socket.create_server(("127.0.0.1", self.port))
         self.listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut(self) -> None:
         assert self.listener is not None
+        # shutdown wakes the thread blocked in accept(); close alone would leave the
+        # socket listening until that accept returned
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         with self.lock:
             for connection in self.connections:
