@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Awaitable, Callable, Dict, List, Tuple
+from typing import Awaitable, Callable, Dict, List, Sequence, Tuple
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -108,16 +108,20 @@ async def telegram_conversation(session: aiohttp.ClientSession, api: BotAPI,
         await asyncio.sleep(0.3)  # the rest of this turn's replies
 
 
-async def rest_conversation(session: aiohttp.ClientSession, url: str,
-                            turns: List[float]) -> None:
+async def rest_conversation(session: aiohttp.ClientSession, url: str, turns: List[float],
+                            texts: Sequence[str] = TURNS) -> int:
+    """One customer's conversation on a REST channel: each turn's latency goes into
+    `turns`; returns how many replies came."""
     sender = f"bench-{uuid.uuid4().hex[:10]}"
-    for text in TURNS:
+    replies = 0
+    for text in texts:
         started = time.perf_counter()
         async with session.post(url, json={"sender": sender, "message": text}) as answer:
             answer.raise_for_status()
-            await answer.json()
+            replies += len(await answer.json())
         turns.append((time.perf_counter() - started) * 1000)
         await asyncio.sleep(0.3)  # the same pacing as the channel run
+    return replies
 
 
 # fresh ids each run: the gateway remembers ids it has seen for days (dedupe)
@@ -125,7 +129,7 @@ UPDATE_IDS = itertools.count(uuid.uuid4().int % 2**40)
 
 
 async def run_concurrently(count: int, concurrency: int,
-                           make: Callable[[int], Awaitable[None]]) -> float:
+                           make: Callable[[int], Awaitable[object]]) -> float:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(index: int) -> None:

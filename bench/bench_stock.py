@@ -331,16 +331,7 @@ TABLE_HEAD = ["| target | concurrency | p50 ms | p99 ms | turns/s | conversation
 
 async def rest_conversation(session: aiohttp.ClientSession, url: str, texts: Sequence[str],
                             run: Run) -> None:
-    """bench_gateway.rest_conversation with the script as a parameter, counting replies."""
-    sender = f"bench-{uuid.uuid4().hex[:10]}"
-    for text in texts:
-        started = time.perf_counter()
-        async with session.post(url, json={"sender": sender, "message": text}) as answer:
-            answer.raise_for_status()
-            body = await answer.json()
-        run.turns_ms.append((time.perf_counter() - started) * 1000)
-        run.replies += len(body)
-        await asyncio.sleep(PAUSE_SECONDS)
+    run.replies += await gw.rest_conversation(session, url, run.turns_ms, texts)
 
 
 class TelegramAPI(gw.BotAPI):
