@@ -42,9 +42,10 @@ log = logging.getLogger("connectors.webchat")
 CHANNEL = "webchat"
 SOCKETIO_PATH = "socket.io"
 # Engine.IO 4 over polling: packets are separated by \x1e; a client sends close (1),
-# pong (3), message (4), noop (6), or a base64 binary message (b)
+# pong (3), message (4) or a base64 binary message (b). Noop (6) comes only from a
+# server, and python-engineio treats one from a client as an unknown packet.
 PACKET_SEPARATOR = "\x1e"
-CLIENT_PACKET_TYPES = frozenset("1346b")
+CLIENT_PACKET_TYPES = frozenset("134b")
 STATIC_PREFIX = "/webchat/"
 
 MAX_TEXT_CHARS = 4096
@@ -227,10 +228,13 @@ class WebChatChannel(Channel):
 
     async def _polling_post(self, request: web.Request) -> web.StreamResponse:
         """Packets a client sends on a polling session, checked before Engine.IO sees
-        them: python-engineio 4 closes the session on an open or ping packet from a
-        client and never answers that POST, which leaves the request hanging and the
-        session in memory."""
+        them: on a packet it does not expect from a client (open, ping, noop) or a
+        body over its buffer size, python-engineio 4 closes the session waiting for
+        a queue no one reads, and never answers that POST, which leaves the request
+        hanging and the session in memory."""
         body = await request.read()
+        if len(body) > MAX_PACKET_BYTES:
+            return web.Response(status=413, text="packets too large")
         packets = body.decode("utf-8", errors="replace").split(PACKET_SEPARATOR)
         if any(packet[:1] not in CLIENT_PACKET_TYPES for packet in packets):
             return web.Response(status=400, text="not a packet a client sends")

@@ -29,7 +29,7 @@ from connectors.config import TwilioCredentials
 from connectors.message import Message
 from connectors.telegram import SECRET_HEADER, TelegramChannel
 from connectors.twilio import TwilioChannel
-from connectors.webchat import WebChatChannel
+from connectors.webchat import MAX_PACKET_BYTES, WebChatChannel
 from connectors.whatsapp import WhatsAppChannel
 from tests.connectors import test_twilio as twilio_test
 from tests.connectors import test_whatsapp as whatsapp_test
@@ -376,11 +376,11 @@ async def test_socketio_session_with_random_packets(gateway: Gateway,
 
 # -- regressions found by the fuzzing ----------------------------------------------------
 
-@pytest.mark.parametrize("packet", ["0", "2", "2probe", "5", ""])
+@pytest.mark.parametrize("packet", ["0", "2", "2probe", "5", "6", ""])
 async def test_a_packet_no_client_sends_is_refused_and_the_session_lives_on(
         gateway: Gateway, packet: str) -> None:
-    """python-engineio 4 closes a polling session on an open or ping packet from a
-    client and never answers that POST (the request hung, the session stayed in
+    """python-engineio 4 closes a polling session on an open, ping or noop packet from
+    a client and never answers that POST (the request hung, the session stayed in
     memory). The gateway refuses such a POST itself; the session goes on."""
     async with gateway.client.get("/socket.io/?EIO=4&transport=polling") as response:
         handshake = json.loads((await response.text())[1:])
@@ -388,6 +388,19 @@ async def test_a_packet_no_client_sends_is_refused_and_the_session_lives_on(
     refused = gateway.request("POST", path, data=f"40\x1e{packet}".encode())
     assert await asyncio.wait_for(refused, timeout=5) == 400
     assert await asyncio.wait_for(gateway.request("POST", path, data=b"40"), timeout=5) == 200
+
+async def test_a_polling_body_over_the_buffer_size_is_refused_and_the_session_lives_on(
+        gateway: Gateway) -> None:
+    """python-engineio 4 closes the session on a body over its buffer size the same
+    way, waiting for a queue no one reads, and never answers."""
+    async with gateway.client.get("/socket.io/?EIO=4&transport=polling") as response:
+        handshake = json.loads((await response.text())[1:])
+    path = f"/socket.io/?EIO=4&transport=polling&sid={handshake['sid']}"
+    too_large = b"4" + b"x" * MAX_PACKET_BYTES
+    refused = gateway.request("POST", path, data=too_large)
+    assert await asyncio.wait_for(refused, timeout=5) == 413
+    assert await asyncio.wait_for(gateway.request("POST", path, data=b"40"), timeout=5) == 200
+
 
 async def test_an_unknown_charset_is_a_400_not_a_500(gateway: Gateway) -> None:
     """aiohttp raises LookupError (not ValueError) decoding a body whose Content-Type
