@@ -86,6 +86,15 @@ agents = sa.Table(
 
 JSON_COLUMNS = ("slots", "order_snapshot", "actions_attempted", "summary")
 
+# `routing` runs it for every customer message, so it is built once (see bot/records.py)
+_ROUTING = sa.select(handoffs).where(
+    handoffs.c.conversation_id == sa.bindparam("conversation"),
+    sa.or_(handoffs.c.status.in_(OPEN),
+           sa.and_(handoffs.c.status == "resolved",
+                   handoffs.c.csat_asked_at >= sa.bindparam("csat_since"),
+                   handoffs.c.csat_score.is_(None))),
+).order_by(handoffs.c.id.desc()).limit(1)
+
 
 class HandoffConflict(Exception):
     """The handoff is not in a state that allows this (e.g. already claimed)."""
@@ -221,14 +230,9 @@ class HandoffStore:
         """The handoff that decides where a customer's message goes, in one read: the
         open one, else a resolved one whose CSAT question (asked since `csat_since`)
         awaits its answer."""
-        c = handoffs.c
-        awaiting_csat = sa.and_(c.status == "resolved", c.csat_asked_at >= csat_since,
-                                c.csat_score.is_(None))
-        query = sa.select(handoffs).where(
-            c.conversation_id == conversation_id, sa.or_(c.status.in_(OPEN), awaiting_csat),
-        ).order_by(c.id.desc()).limit(1)
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_ROUTING, {"conversation": conversation_id,
+                                          "csat_since": csat_since}).first()
             return _row(row) if row else None
 
     def record_csat(self, handoff_id: int, score: Optional[int], now: float) -> None:
