@@ -216,7 +216,7 @@ def create_app(settings: Optional[Settings] = None,
     inbox: Inbox = MemoryInbox()
     inbound: InboundCounter = MemoryInboundCounter(policy.inbound_limit.per_seconds)
     if redis is not None:
-        inbox = RedisInbox(redis, policy.dedupe_hours * 3600)
+        inbox = RedisInbox(redis, records, policy.dedupe_hours * 3600)
         inbound = RedisInboundCounter(redis, policy.inbound_limit.per_seconds)
     escalation = load_policy()
     handoffs = HandoffStore(records.engine)

@@ -9,7 +9,9 @@ Two implementations of one small interface:
   conversation, a lock per conversation so exactly one process drains it, and a sweep
   that picks up conversations left behind by a process that stopped. It refuses
   provider retries itself: the dedupe key and the message are written in one step, so
-  a message is never marked seen without being kept.
+  a message is never marked seen without being kept. While Redis is unreachable,
+  messages wait in a spool in the gateway's SQL records and move to Redis, oldest
+  first, when it is back: not every provider sends a webhook again (Twilio does not).
 
 A message whose processing meets an outage of the database or Redis is retried until
 they are back; any other failure concerns that message only and is passed over.
@@ -27,11 +29,16 @@ from typing import Any, Awaitable, Callable, Coroutine, Dict, Optional, Protocol
 import sqlalchemy.exc
 from redis import asyncio as aioredis
 
+from bot.records import GatewayRecords
 from connectors.message import Attachment, Message
 
 log = logging.getLogger("bot.inbox")
 
 Process = Callable[[Message], Awaitable[None]]
+
+
+class InboxUnavailable(Exception):
+    """The message could not be kept: the sender should send it again later."""
 
 
 class Inbox(Protocol):
@@ -40,7 +47,8 @@ class Inbox(Protocol):
 
     async def enqueue(self, message: Message) -> bool:
         """Keep the message; it is processed after the conversation's earlier ones.
-        False when it is a provider retry of a message already kept."""
+        False when it is a provider retry of a message already kept. Raises
+        InboxUnavailable when it cannot be kept."""
 
     async def start(self, process: Process) -> None:
         ...
@@ -136,11 +144,13 @@ class RedisInbox:
 
     LOCK_MS = 30_000
     SWEEP_SECONDS = 2.0
+    SPOOL_BATCH = 100
     refuses_duplicates = True
 
-    def __init__(self, redis: aioredis.Redis, dedupe_seconds: float,
+    def __init__(self, redis: aioredis.Redis, spool: GatewayRecords, dedupe_seconds: float,
                  prefix: str = "gw") -> None:
         self.redis = redis
+        self.spool = spool
         self.dedupe_seconds = max(1, int(dedupe_seconds))
         self.prefix = prefix
         self.pending = f"{prefix}:inbox:pending"
@@ -150,11 +160,33 @@ class RedisInbox:
         self.keep_once = redis.register_script(_KEEP_ONCE)
         self.release = redis.register_script(_RELEASE)
         self.renew = redis.register_script(_RENEW)
+        # Set while the spool holds messages (this process spooled them, or its sweep
+        # found them there): later ones join them, so none overtakes them. The lock
+        # orders spooling against moving them to Redis.
+        self.spooling = False
+        self.spool_lock = asyncio.Lock()
 
     def _queue(self, conversation_id: str) -> str:
         return f"{self.prefix}:inbox:{conversation_id}"
 
     async def enqueue(self, message: Message) -> bool:
+        if self.spooling:
+            async with self.spool_lock:
+                if self.spooling:
+                    await self._spool(message)
+                    return True
+        try:
+            return await self._keep(message)
+        except REDIS_OUTAGES as error:
+            log.warning("Redis cannot take a %s message (%s); it waits in the spool",
+                        message.connector, type(error).__name__)
+            async with self.spool_lock:
+                await self._spool(message)
+            return True
+        except aioredis.RedisError as error:
+            raise InboxUnavailable(f"Redis refused the message: {error}") from error
+
+    async def _keep(self, message: Message) -> bool:
         kept = await self.keep_once(
             keys=[f"{self.prefix}:seen:{message.dedupe_key}",
                   self._queue(message.conversation_id), self.pending],
@@ -162,6 +194,30 @@ class RedisInbox:
         if kept:
             self.workers.ensure(message.conversation_id, self._drain)
         return bool(kept)
+
+    async def _spool(self, message: Message) -> None:
+        try:
+            await self.spool.write(self.spool.spool, encode(message))
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise InboxUnavailable("neither Redis nor the spool can keep the message") \
+                from error
+        self.spooling = True
+
+    async def _unspool(self) -> None:
+        """Move spooled messages to Redis, oldest first; provider retries among them are
+        refused there as usual. Raises a Redis or database error when one is still out,
+        leaving the rest for the next sweep."""
+        async with self.spool_lock:
+            while batch := await self.spool.read(self.spool.spooled, self.SPOOL_BATCH):
+                # perhaps spooled by another process: newer messages wait behind them here too
+                self.spooling = True
+                for spool_id, raw in batch:
+                    try:
+                        await self._keep(decode(raw))
+                    except (ValueError, TypeError, KeyError):
+                        log.error("dropping an undecodable spooled message")
+                    await self.spool.write(self.spool.unspool, spool_id)
+            self.spooling = False
 
     async def _drain(self, conversation_id: str) -> None:
         """Process while we hold the lock; after releasing, look again, because a
@@ -214,12 +270,13 @@ class RedisInbox:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(self.SWEEP_SECONDS)
             try:
+                await self._unspool()
                 for member in await self.redis.smembers(self.pending):
                     self.workers.ensure(member.decode(), self._drain)
-            except aioredis.RedisError as error:
+            except (aioredis.RedisError, sqlalchemy.exc.SQLAlchemyError) as error:
                 log.warning("inbox sweep failed: %s", type(error).__name__)
+            await asyncio.sleep(self.SWEEP_SECONDS)
 
     async def start(self, process: Process) -> None:
         self.process = process
@@ -233,9 +290,10 @@ class RedisInbox:
 
 
 # errors of the infrastructure, which pass: the message waits for it, not the bin
+REDIS_OUTAGES: Tuple[Type[BaseException], ...] = (aioredis.ConnectionError,
+                                                  aioredis.TimeoutError)
 OUTAGES: Tuple[Type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, aioredis.ConnectionError,
-    aioredis.TimeoutError)
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, *REDIS_OUTAGES)
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.5, 5.0
 # longer than any outage worth waiting for; past it the error is not an outage
 OUTAGE_PATIENCE_SECONDS = 600.0

@@ -15,7 +15,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -85,6 +85,14 @@ seen_messages = sa.Table(
     "seen_messages", metadata,
     sa.Column("key", sa.String(300), primary_key=True),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+# Messages the Redis inbox could not take while Redis was down, oldest first (bot/inbox.py)
+inbox_spool = sa.Table(
+    "inbox_spool", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
 )
 
 # The statements every message runs are built once: building one with SQLAlchemy costs
@@ -225,6 +233,23 @@ class GatewayRecords:
             query = query.where(deliveries.c.status == status)
         with self.engine.connect() as db:
             return [dict(row._mapping) for row in db.execute(query)]
+
+    # the inbox's spool
+
+    def spool(self, encoded_message: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(inbox_spool.insert(), {"message": encoded_message, "at": time.time()})
+
+    def spooled(self, limit: int) -> List[Tuple[int, str]]:
+        """The oldest spooled messages, with their ids to `unspool` them."""
+        query = sa.select(inbox_spool.c.id, inbox_spool.c.message).order_by(
+            inbox_spool.c.id).limit(limit)
+        with self.engine.connect() as db:
+            return [(row.id, row.message) for row in db.execute(query)]
+
+    def unspool(self, spool_id: int) -> None:
+        with self.engine.begin() as db:
+            db.execute(inbox_spool.delete().where(inbox_spool.c.id == spool_id))
 
     # opt-outs
 

@@ -10,11 +10,10 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from aiohttp import web
-from redis import asyncio as aioredis
 
 from bot.handoff.desk import HandoffDesk, split_handoff
 from bot.inbound_limit import InboundCounter, MemoryInboundCounter
-from bot.inbox import Inbox
+from bot.inbox import Inbox, InboxUnavailable
 from bot.metrics import GatewayMetrics
 from bot.rasa import BotUnavailable, RasaClient
 from bot.records import GatewayRecords
@@ -62,9 +61,9 @@ class Router:
         cannot be kept, the provider is told to try again later (503)."""
         try:
             return await self.inbox.enqueue(message)
-        except aioredis.RedisError as error:
-            log.error("a %s message could not be kept (Redis: %s); the sender is asked to "
-                      "retry", message.connector, type(error).__name__)
+        except InboxUnavailable as error:
+            log.error("a %s message could not be kept (%s); the sender is asked to retry",
+                      message.connector, type(error.__cause__).__name__)
             raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from error
 
     async def record_status(self, update: StatusUpdate) -> None:

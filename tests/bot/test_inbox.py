@@ -1,11 +1,12 @@
 """Inbound queues: each conversation processed in order and one message at a time,
 also with two gateway processes sharing Redis, and nothing lost when a process stops
-in the middle; the Redis dedupe keys expire."""
+in the middle or Redis is down; the Redis dedupe keys expire."""
 from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import AsyncIterator, Dict, List
+from pathlib import Path
+from typing import AsyncIterator, Dict, Iterator, List
 
 import pytest
 import pytest_asyncio
@@ -13,8 +14,11 @@ import sqlalchemy.exc
 from redis import asyncio as aioredis
 
 import bot.inbox
-from bot.inbox import MemoryInbox, RedisInbox
+from actions.store.sql import create_store_engine
+from bot.inbox import InboxUnavailable, MemoryInbox, RedisInbox
+from bot.records import GatewayRecords, inbox_spool
 from connectors.message import Attachment, Message
+from tests.redis_server import RedisServer, needs_redis_server
 
 
 def message(conversation: str, number: int, message_id: str = "") -> Message:
@@ -48,6 +52,14 @@ class Processor:
             await asyncio.sleep(0.01)
 
 
+@pytest.fixture
+def records(tmp_path: Path) -> Iterator[GatewayRecords]:
+    """The gateway's records, where the Redis inbox spools while Redis is down."""
+    kept = GatewayRecords(create_store_engine(f"sqlite:///{tmp_path / 'gateway.db'}"))
+    yield kept
+    kept.close()
+
+
 @pytest_asyncio.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(redis_url)
@@ -73,10 +85,10 @@ async def test_memory_inbox_orders_each_conversation() -> None:
 
 
 async def test_two_redis_inboxes_keep_order_with_no_overlap_or_loss(
-        redis: aioredis.Redis, prefix: str) -> None:
+        redis: aioredis.Redis, records: GatewayRecords, prefix: str) -> None:
     """Two gateway processes take messages of the same conversations alternately."""
     processor = Processor()
-    inboxes = [RedisInbox(redis, 60, prefix=prefix), RedisInbox(redis, 60, prefix=prefix)]
+    inboxes = [RedisInbox(redis, records, 60, prefix=prefix) for _ in range(2)]
     for inbox in inboxes:
         await inbox.start(processor)
     for number in range(30):
@@ -92,8 +104,8 @@ async def test_two_redis_inboxes_keep_order_with_no_overlap_or_loss(
 
 
 async def test_a_message_left_by_a_stopped_process_is_processed_by_another(
-        redis: aioredis.Redis, prefix: str) -> None:
-    stopping = RedisInbox(redis, 60, prefix=prefix)
+        redis: aioredis.Redis, records: GatewayRecords, prefix: str) -> None:
+    stopping = RedisInbox(redis, records, 60, prefix=prefix)
     blocked = asyncio.Event()
 
     async def never_finishes(msg: Message) -> None:
@@ -108,7 +120,7 @@ async def test_a_message_left_by_a_stopped_process_is_processed_by_another(
     await redis.set(f"{prefix}:lock:test:alice", "crashed-process", px=300)
 
     processor = Processor()
-    survivor = RedisInbox(redis, 60, prefix=prefix)
+    survivor = RedisInbox(redis, records, 60, prefix=prefix)
     survivor.SWEEP_SECONDS = 0.1
     await survivor.start(processor)
     await processor.wait_for(1)
@@ -117,8 +129,8 @@ async def test_a_message_left_by_a_stopped_process_is_processed_by_another(
 
 
 async def test_a_provider_retry_is_refused_until_its_key_expires(
-        redis: aioredis.Redis, prefix: str) -> None:
-    inbox, processor = RedisInbox(redis, 1, prefix=prefix), Processor()
+        redis: aioredis.Redis, records: GatewayRecords, prefix: str) -> None:
+    inbox, processor = RedisInbox(redis, records, 1, prefix=prefix), Processor()
     await inbox.start(processor)
     assert await inbox.enqueue(message("alice", 1))
     assert not await inbox.enqueue(message("alice", 1))
@@ -130,15 +142,109 @@ async def test_a_provider_retry_is_refused_until_its_key_expires(
 
 
 async def test_a_message_is_never_marked_seen_without_being_kept(
-        redis: aioredis.Redis, prefix: str) -> None:
+        redis: aioredis.Redis, records: GatewayRecords, prefix: str) -> None:
     """The dedupe key and the queue entry are one step: when the push cannot happen
     (here the queue key holds another type), neither does the key, so the provider's
     retry is taken."""
-    inbox = RedisInbox(redis, 60, prefix=prefix)
+    inbox = RedisInbox(redis, records, 60, prefix=prefix)
     await redis.set(f"{prefix}:inbox:test:alice", "not a list")
-    with pytest.raises(aioredis.ResponseError):
+    with pytest.raises(InboxUnavailable):
         await inbox.enqueue(message("alice", 1))
     assert not await redis.exists(f"{prefix}:seen:test:alice-1")
+
+
+# -- while Redis is down: the spool --------------------------------------------------
+
+@pytest.fixture
+def spool(store_url: str) -> Iterator[GatewayRecords]:
+    """The records on SQLite and on PostgreSQL, with an empty spool."""
+    kept = GatewayRecords(create_store_engine(store_url))
+    with kept.engine.begin() as db:
+        db.execute(inbox_spool.delete())
+    yield kept
+    kept.close()
+
+
+@pytest_asyncio.fixture
+async def down_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A Redis server of the test's own, not started yet."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@needs_redis_server
+async def test_messages_arriving_while_redis_is_down_are_spooled_and_processed_after(
+        down_redis: RedisServer, spool: GatewayRecords, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept (so the webhook is answered 200: Twilio would not send it again), then
+    processed in order once Redis is back, with no one restarting anything."""
+    monkeypatch.setattr(RedisInbox, "SWEEP_SECONDS", 0.1)
+    redis = aioredis.from_url(down_redis.url)
+    inbox, processor = RedisInbox(redis, spool, 60, prefix=prefix), Processor()
+    await inbox.start(processor)
+    for sent in (message("alice", 1), message("bob", 1), message("alice", 2)):
+        assert await inbox.enqueue(sent)
+    await asyncio.sleep(0.3)
+    assert processor.done == {} and len(spool.spooled(10)) == 3
+
+    await asyncio.to_thread(down_redis.start)
+    await processor.wait_for(3)
+    assert processor.done == {"alice": ["1", "2"], "bob": ["1"]}
+    assert spool.spooled(10) == [] and not inbox.spooling
+    assert not await inbox.enqueue(message("alice", 2)), "a provider retry, refused as usual"
+    assert await inbox.enqueue(message("alice", 3))
+    await processor.wait_for(4)
+    await inbox.stop()
+    await redis.close()
+    assert processor.done == {"alice": ["1", "2", "3"], "bob": ["1"]}
+
+
+@needs_redis_server
+async def test_a_message_arriving_as_redis_returns_waits_behind_the_spooled_ones(
+        down_redis: RedisServer, spool: GatewayRecords, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis is back before the spool is moved: a new message joins the spool rather
+    than overtake it, in the process that spooled and in another that saw the spool
+    as it swept. Processes that stop with messages spooled leave them to the next
+    one, which moves them as it starts."""
+    monkeypatch.setattr(RedisInbox, "SWEEP_SECONDS", 3600)
+    redis = aioredis.from_url(down_redis.url)
+    processor = Processor()
+    spooling, other = (RedisInbox(redis, spool, 60, prefix=prefix) for _ in range(2))
+    await spooling.start(processor)
+    assert await spooling.enqueue(message("alice", 1))
+    await other.start(processor)  # its first sweep finds alice's message, Redis still down
+    await asyncio.sleep(0.2)
+    await asyncio.to_thread(down_redis.start)
+    assert await spooling.enqueue(message("alice", 2))
+    assert await other.enqueue(message("alice", 3))
+    assert [decode_text(raw) for _, raw in spool.spooled(10)] == ["1", "2", "3"]
+    await spooling.stop()
+    await other.stop()
+
+    successor = RedisInbox(redis, spool, 60, prefix=prefix)
+    await successor.start(processor)
+    await processor.wait_for(3)
+    await successor.stop()
+    await redis.close()
+    assert processor.done == {"alice": ["1", "2", "3"]} and spool.spooled(10) == []
+
+
+@needs_redis_server
+async def test_when_neither_redis_nor_the_spool_can_keep_a_message_the_inbox_says_so(
+        down_redis: RedisServer, records: GatewayRecords, prefix: str) -> None:
+    """The router answers the webhook 503 then, and the provider sends it again."""
+    inbox_spool.drop(records.engine)
+    redis = aioredis.from_url(down_redis.url)
+    inbox = RedisInbox(redis, records, 60, prefix=prefix)
+    with pytest.raises(InboxUnavailable):
+        await inbox.enqueue(message("alice", 1))
+    await redis.close()
+
+
+def decode_text(raw: str) -> str:
+    return bot.inbox.decode(raw).text
 
 
 @pytest.mark.parametrize(("failure", "processed"), [

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from bot.launcher import consecutive_free_ports, drop_database, port_open
 from tests.conftest import POSTGRES_URL, REPO_ROOT, stop_group
 from tests.connectors.test_telegram import TOKEN
 from tests.provider_api import free_port
+from tests.redis_server import RedisServer, needs_redis_server
 
 SECRET = "prod-shape-secret"
 ADMIN = "prod-shape-admin-token"
@@ -44,8 +44,7 @@ CONVERSATIONS = 200
 CHAT_IDS = itertools.count(700_000_000 + uuid.uuid4().int % 100_000_000)
 UPDATE_IDS = itertools.count(uuid.uuid4().int % 2**40)
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is not installed")
+pytestmark = needs_redis_server
 
 
 class ThreadedBotAPI:
@@ -151,30 +150,6 @@ def _copy(source: socket.socket, sink: socket.socket) -> None:
                 end.shutdown(socket.SHUT_RDWR)
 
 
-class RedisServer:
-    """A Redis of the shape's own, keeping an append-only file as production would."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: Optional[subprocess.Popen] = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not port_open(self.port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # a clean shutdown: the append-only file is complete
-            self.process.wait(10)
-
-
 @dataclass
 class Shape:
     process: subprocess.Popen
@@ -223,7 +198,7 @@ def shape(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
            "ACTION_SERVER_URL": f"http://127.0.0.1:{action}/webhook",
            "DATABASE_URL": _database(str(through_proxy), names[0]),
            "TRACKER_DATABASE_URL": _database(str(through_proxy), names[1]),
-           "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+           "REDIS_URL": redis.url,
            "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_SECRET_TOKEN": SECRET,
            "TELEGRAM_API_BASE_URL": f"http://127.0.0.1:{api.port}",
            "AGENT_API_TOKEN": ADMIN}
