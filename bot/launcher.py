@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
@@ -250,7 +250,8 @@ def production_environment(settings: Settings, instances: int) -> Dict[str, str]
                TRACKER_DB_PASSWORD=tracker.password or "", TRACKER_DB_LOGIN_DB="postgres",
                LOCK_REDIS_HOST=redis.hostname or "127.0.0.1",
                LOCK_REDIS_PORT=str(redis.port or 6379),
-               LOCK_REDIS_DB=redis.path.strip("/") or "0")
+               LOCK_REDIS_DB=redis.path.strip("/") or "0",
+               LOCK_REDIS_PASSWORD=unquote(redis.password or ""))
     env["RASA_URL"] = ",".join(production_rasa_urls(settings, instances))
     # A Rasa instance that dies mid-turn leaves its conversation's lock for this long
     # (Rasa's default is 60 s, longer than the gateway retries the bot). The gateway

@@ -1,6 +1,6 @@
 """A Redis server of a test's own, which the test can stop and start again (a shared
 one cannot be restarted under other tests). It keeps an append-only file, as in
-production, so what it held survives a clean restart."""
+production, so what it held survives a clean restart, and may require a password."""
 from __future__ import annotations
 
 import shutil
@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Optional
+from urllib.parse import quote
 
 import pytest
 
@@ -19,20 +20,23 @@ needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None,
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str = "") -> None:
         self.directory = directory
+        self.password = password
         self.port = free_port()
         self.process: Optional[subprocess.Popen] = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        password = ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL)
+             "--dir", str(self.directory), *password], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not port_open(self.port):
             assert time.monotonic() < deadline, "redis-server did not start"

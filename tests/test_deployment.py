@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Set
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -28,9 +29,11 @@ PRODUCTION_ENDPOINTS = "endpoints.production.yml"
 PYTHON_SERVICES = ("action-server", "rasa", "gateway")
 SERVICES = ("postgres", "redis", *PYTHON_SERVICES)
 # secrets the operator must give (environment or .env): compose refuses to start without
-REQUIRED_SECRETS = {"POSTGRES_PASSWORD", "AGENT_API_TOKEN", "WEBCHAT_SECRET", "METRICS_TOKEN"}
+REQUIRED_SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "AGENT_API_TOKEN", "WEBCHAT_SECRET",
+                    "METRICS_TOKEN"}
 # what an operator's .env holds, for resolving the file as compose would
-OPERATOR_ENV = {"POSTGRES_PASSWORD": "pg-secret", "AGENT_API_TOKEN": "admin-secret",
+OPERATOR_ENV = {"POSTGRES_PASSWORD": "pg-secret", "REDIS_PASSWORD": "redis-secret",
+                "AGENT_API_TOKEN": "admin-secret",
                 "WEBCHAT_SECRET": "webchat-secret", "METRICS_TOKEN": "metrics-secret"}
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_SID$")
 # a value that is one variable, required (:?) or passed through empty (:-), no literal
@@ -285,11 +288,21 @@ def test_services_find_each_other(services: Dict[str, Dict[str, Any]],
     assert rasa["ACTION_SERVER_URL"] == gateway["ACTION_SERVER_URL"] == action_url
     assert gateway["RASA_URL"] == f"http://rasa:{rasa_port}"
     assert rasa["TRACKER_DB_HOST"] == "postgres" and rasa["LOCK_REDIS_HOST"] == "redis"
-    assert gateway["REDIS_URL"].startswith("redis://redis:6379/")
+    redis = urlsplit(gateway["REDIS_URL"])
+    assert (redis.hostname, redis.port) == ("redis", 6379)
     published = [str(port) for port in resolved["gateway"]["ports"]]
     assert [port.rsplit(":", 1)[1] for port in published] == [gateway["GATEWAY_PORT"]]
     for name in ("postgres", "redis", "rasa", "action-server"):
         assert not resolved[name].get("ports"), f"{name} is internal: no published port"
+
+
+def test_redis_requires_the_password_the_gateway_and_rasa_use(
+        resolved: Dict[str, Dict[str, Any]]) -> None:
+    password = OPERATOR_ENV["REDIS_PASSWORD"]
+    assert option(command(resolved["redis"]), "--requirepass") == password
+    assert environment(resolved["redis"])["REDISCLI_AUTH"] == password
+    assert urlsplit(environment(resolved["gateway"])["REDIS_URL"]).password == password
+    assert environment(resolved["rasa"])["LOCK_REDIS_PASSWORD"] == password
 
 
 def test_the_databases_are_the_ones_postgres_creates(
@@ -384,7 +397,7 @@ def test_secrets_are_required_from_the_environment(
             if SECRET_NAME.search(variable):
                 assert SECRET_REFERENCE.fullmatch(value), f"{name}: {variable} is written out"
             for password in re.findall(r"://[^:/@\s]+:([^@\s]+)@", value):
-                assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]*\}", password), (
+                assert re.fullmatch(r"\$\{(POSTGRES|REDIS)_PASSWORD:\?[^}]*\}", password), (
                     f"{name}: {variable} carries a password")
     for secret in sorted(REQUIRED_SECRETS):
         without = {key: value for key, value in OPERATOR_ENV.items() if key != secret}

@@ -2,8 +2,8 @@
 balancer, on PostgreSQL and Redis, spoken to on Telegram as customers would, under load
 and through faults: a Rasa instance killed, Redis restarted, PostgreSQL cut off.
 
-The shape runs on its own Redis server (with an append-only file, as in production) so
-it can be restarted, and reaches PostgreSQL through a proxy the tests can cut. The
+The shape runs on its own Redis server (with an append-only file and a password, as in
+production) so it can be restarted, and reaches PostgreSQL through a proxy the tests can cut. The
 Telegram Bot API is a local server in a thread that records each chat's replies."""
 from __future__ import annotations
 
@@ -183,7 +183,9 @@ def _database(url: str, name: str) -> str:
 def shape(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
           postgres_url: str) -> Iterator[Shape]:
     var = tmp_path_factory.mktemp("run_prod")
-    api, redis = ThreadedBotAPI(), RedisServer(var)
+    # a password as production's, with characters a URL must quote: the gateways and
+    # Rasa's lock store must all unquote it from REDIS_URL
+    api, redis = ThreadedBotAPI(), RedisServer(var, password="prod/shape:redis@pass")
     api.start()
     redis.start()
     pg_port = sa.engine.make_url(POSTGRES_URL).port or 5432
