@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import statistics
@@ -27,7 +28,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Awaitable, Callable, Dict, List, Sequence, Tuple
+from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -171,18 +172,24 @@ def start_gateway(rasa_url: str) -> subprocess.Popen:
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-async def wait_until_up(url: str, answering: bool = False) -> None:
-    """Until `url` answers 200 (or, with `answering`, answers at all)."""
+async def wait_until_up(url: str, answering: bool = False, seconds: float = 60,
+                        process: Optional[subprocess.Popen] = None,
+                        log: Optional[Path] = None) -> None:
+    """Until `url` answers 200 (or, with `answering`, answers at all). With `process`,
+    fails at once when it exits, quoting the tail of its `log`."""
+    deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            try:
-                async with session.get(url) as answer:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                tail = log.read_text()[-3000:] if log else ""
+                raise SystemExit(f"{url}: its process exited with {process.returncode}:\n{tail}")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as answer:
                     if answer.status == 200 or answering:
                         return
-            except aiohttp.ClientError:
-                pass
             await asyncio.sleep(0.2)
-    raise SystemExit(f"{url} is not up: start the system with `make run` first")
+    raise SystemExit(f"{url} did not come up in {seconds:.0f} s: is the system running "
+                     "(`make run`)?")
 
 
 ROW_HEAD = ["| bot | concurrency | webhook ack p50 ms | ack p99 ms | turn via Telegram "

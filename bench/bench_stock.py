@@ -107,11 +107,21 @@ class Processes:
     def start(self, name: str, command: List[str], cwd: Path,
               env: Dict[str, str]) -> subprocess.Popen:
         LOGS.mkdir(parents=True, exist_ok=True)
-        with (LOGS / f"{name.replace(' ', '_')}.log").open("w") as log:
+        with self.log(name).open("w") as log:
             process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.started[name] = process
         return process
+
+    @staticmethod
+    def log(name: str) -> Path:
+        return LOGS / f"{name.replace(' ', '_')}.log"
+
+    async def wait_ready(self, url: str, name: str) -> None:
+        """Until `url` answers 200; fails at once, with its log's tail, if the process
+        started as `name` exits first."""
+        await gw.wait_until_up(url, seconds=300, process=self.started[name],
+                               log=self.log(name))
 
     def adopt(self, name: str, process: subprocess.Popen) -> None:
         self.started[name] = process
@@ -192,25 +202,6 @@ def cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-async def wait_ready(url: str, process: subprocess.Popen, name: str,
-                     seconds: float = 300) -> None:
-    """Until `url` answers 200; fails at once, with the log's tail, if the process dies.
-    (bench_gateway.wait_until_up gives up after ~60 s and does not watch a process.)"""
-    deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log = LOGS / f"{name.replace(' ', '_')}.log"
-                raise SystemExit(f"{name} exited with {process.returncode}:\n"
-                                 + log.read_text()[-3000:])
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as answer:
-                    if answer.status == 200:
-                        return
-            await asyncio.sleep(0.5)
-    raise SystemExit(f"{name}: {url} did not come up in {seconds:.0f} s")
 
 
 def child_env(**extra: str) -> Dict[str, str]:
@@ -527,7 +518,7 @@ async def run_stock(processes: Processes, model: Path, args: argparse.Namespace,
                                           str(port), "--interface", "127.0.0.1",
                                           "--credentials", "credentials.yml", *extra],
                            PROJECT, env)
-    await wait_ready(f"http://127.0.0.1:{port}/", rasa, "rasa stock")
+    await processes.wait_ready(f"http://127.0.0.1:{port}/", "rasa stock")
     url = f"http://127.0.0.1:{port}/webhooks/rest/webhook"
     watched = {"rasa stock": rasa.pid}
     results.runs += await measure_levels(
@@ -564,8 +555,8 @@ async def run_ours(processes: Processes, model: Path, args: argparse.Namespace,
                                          str(rasa_port), "--interface", "127.0.0.1",
                                          "--endpoints", "endpoints.yml", "--credentials",
                                          "credentials.yml"], ROOT, env)
-    await wait_ready(f"http://127.0.0.1:{action_port}/health", actions, "action server")
-    await wait_ready(f"{rasa_url}/", rasa, "rasa ours")
+    await processes.wait_ready(f"http://127.0.0.1:{action_port}/health", "action server")
+    await processes.wait_ready(f"{rasa_url}/", "rasa ours")
     watched = {"rasa ours": rasa.pid, "action server": actions.pid}
 
     rasa_rest = f"{rasa_url}/webhooks/rest/webhook"
@@ -633,8 +624,8 @@ async def run_production_shape(processes: Processes, args: argparse.Namespace,
     shape = processes.start("run-prod", [str(BIN / "bot"), "run-prod", "--no-train"], ROOT,
                             env)
     try:
-        await wait_ready(f"http://127.0.0.1:{public + 2}/health", shape, "run-prod")
-        await wait_ready(f"http://127.0.0.1:{rasa + 1}/", shape, "run-prod")
+        await processes.wait_ready(f"http://127.0.0.1:{public + 2}/health", "run-prod")
+        await processes.wait_ready(f"http://127.0.0.1:{rasa + 1}/", "run-prod")
         url = f"http://127.0.0.1:{public}/webhooks/rest/webhook"
         results.runs += await measure_levels(
             "(c, 2+2) run-prod shape, balancer REST",
