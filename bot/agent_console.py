@@ -8,6 +8,7 @@ import functools
 import hmac
 import json
 import logging
+import re
 import weakref
 from typing import Any, Awaitable, Callable, Dict, Optional
 
@@ -29,6 +30,7 @@ SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("socket
 CONSOLE_DIR = REPO_ROOT / "bot" / "static" / "agent"
 STATUSES = ("waiting", "active", "resolved")
 MAX_TEXT = 4096
+HANDOFF_ID = re.compile(r"[1-9][0-9]{0,17}")  # below 2**63
 # WebSocket close code for a bad token (4000-4999 are the application's own).
 UNAUTHORIZED_CLOSE = 4401
 FIRST_FRAME_SECONDS = 10
@@ -104,10 +106,12 @@ def _text(body: Dict[str, Any], key: str, required: bool = True) -> str:
 
 
 def _handoff_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["handoff_id"])
-    except ValueError as error:
-        raise error_response(web.HTTPNotFound, "no such handoff") from error
+    """Digits only, and few enough for a 64-bit column: int() takes ' 1', '1_0' and any
+    size, and a database refuses a number past its integer type."""
+    raw = request.match_info["handoff_id"]
+    if not HANDOFF_ID.fullmatch(raw):
+        raise error_response(web.HTTPNotFound, "no such handoff")
+    return int(raw)
 
 
 @authenticated

@@ -402,6 +402,18 @@ async def test_a_polling_body_over_the_buffer_size_is_refused_and_the_session_li
     assert await asyncio.wait_for(gateway.request("POST", path, data=b"40"), timeout=5) == 200
 
 
+@pytest.mark.parametrize("handoff_id", ["999999999999999999999999999999", "1_0", "%201",
+                                        "-1", "0"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_handoff_id_that_is_not_plain_digits_of_a_64_bit_size_is_a_404(
+        gateway: Gateway, handoff_id: str, method: str) -> None:
+    """int() takes any size (SQLite then raised OverflowError: a 500), and ' 1' or '1_0'
+    as numbers."""
+    path = f"/api/handoffs/{handoff_id}" + ("/notes" if method == "POST" else "")
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert await gateway.request(method, path, headers=headers, json={"text": "x"}) == 404
+
+
 async def test_an_unknown_charset_is_a_400_not_a_500(gateway: Gateway) -> None:
     """aiohttp raises LookupError (not ValueError) decoding a body whose Content-Type
     names an unknown charset: the REST channel, the agent API and Twilio's form all
