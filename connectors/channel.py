@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import logging
-from typing import List, Optional, Protocol, Sequence
+from typing import Any, Dict, List, Optional, Protocol, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -131,3 +132,14 @@ def malformed(channel: str, reason: str) -> web.HTTPBadRequest:
     """A webhook we cannot parse: logged (without the payload) and answered 400."""
     log.warning("%s webhook malformed: %s", channel, reason)
     return web.HTTPBadRequest(text=f"malformed: {reason}\n")
+
+
+def json_object_body(channel: str, body: bytes) -> Dict[str, Any]:
+    """A webhook's body as a JSON object; raises `malformed` when it is not one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise malformed(channel, "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise malformed(channel, "body is not a JSON object")
+    return data

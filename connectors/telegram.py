@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import re
 import warnings
@@ -60,7 +59,7 @@ from telegram.error import (
 from telegram.request import BaseRequest, RequestData
 from telegram.warnings import PTBDeprecationWarning
 
-from connectors.channel import Channel, ChannelContext, forbidden, malformed
+from connectors.channel import Channel, ChannelContext, forbidden, json_object_body, malformed
 from connectors.config import ChannelPolicy, TelegramCredentials
 from connectors.message import Attachment, AttachmentKind, Button, Delivery, Message, Reply
 from connectors.outbound import (
@@ -155,12 +154,7 @@ class TelegramChannel(Channel):
             raise forbidden(CHANNEL, f"wrong {SECRET_HEADER}")
 
     def _parse(self, body: bytes) -> Update:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise malformed(CHANNEL, "body is not JSON") from None
-        if not isinstance(data, dict):
-            raise malformed(CHANNEL, "body is not a JSON object")
+        data = json_object_body(CHANNEL, body)
         try:
             update = Update.de_json(data, self._bot)
         except (TypeError, ValueError, KeyError, AttributeError):

@@ -27,6 +27,7 @@ from connectors.channel import (
     ChannelContext,
     HttpChannel,
     forbidden,
+    json_object_body,
     malformed,
     with_chosen_option,
 )
@@ -244,9 +245,12 @@ class WhatsAppChannel(HttpChannel):
         body = await request.read()
         if not self._signed(body, request.headers.get(SIGNATURE_HEADER, "")):
             raise forbidden(CHANNEL, f"bad or missing {SIGNATURE_HEADER}")
+        # parsed here, not by pydantic: it takes a top-level list of pairs for an object
+        # and then raises TypeError on a key that is not a string
+        notification = json_object_body(CHANNEL, body)
         try:
-            events = _events(_Notification.parse_raw(body), self.credentials.api_base_url)
-        except ValueError as error:  # pydantic's ValidationError and bad JSON alike
+            events = _events(_Notification.parse_obj(notification), self.credentials.api_base_url)
+        except ValueError as error:  # pydantic's ValidationError and ours alike
             raise malformed(CHANNEL, _reason(error)) from None
         for received in events.messages:
             message = received.message
