@@ -207,17 +207,21 @@ class RedisInbox:
         """Move spooled messages to Redis, oldest first; provider retries among them are
         refused there as usual. Raises a Redis or database error when one is still out,
         leaving the rest for the next sweep."""
-        async with self.spool_lock:
-            while batch := await self.spool.read(self.spool.spooled, self.SPOOL_BATCH):
-                # perhaps spooled by another process: newer messages wait behind them here too
-                self.spooling = True
+        while True:
+            # A batch at a time, so a message arriving meanwhile joins the spool's end
+            # rather than wait for all of it. Found here, the spool may be another
+            # process's: newer messages wait behind it in this one too.
+            async with self.spool_lock:
+                batch = await self.spool.read(self.spool.spooled, self.SPOOL_BATCH)
+                self.spooling = bool(batch)
+                if not batch:
+                    return
                 for spool_id, raw in batch:
                     try:
                         await self._keep(decode(raw))
                     except (ValueError, TypeError, KeyError):
                         log.error("dropping an undecodable spooled message")
                     await self.spool.write(self.spool.unspool, spool_id)
-            self.spooling = False
 
     async def _drain(self, conversation_id: str) -> None:
         """Process while we hold the lock; after releasing, look again, because a

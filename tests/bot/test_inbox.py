@@ -178,8 +178,10 @@ async def test_messages_arriving_while_redis_is_down_are_spooled_and_processed_a
         down_redis: RedisServer, spool: GatewayRecords, prefix: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Kept (so the webhook is answered 200: Twilio would not send it again), then
-    processed in order once Redis is back, with no one restarting anything."""
+    processed in order once Redis is back, with no one restarting anything; moved one
+    batch at a time."""
     monkeypatch.setattr(RedisInbox, "SWEEP_SECONDS", 0.1)
+    monkeypatch.setattr(RedisInbox, "SPOOL_BATCH", 2)
     redis = aioredis.from_url(down_redis.url)
     inbox, processor = RedisInbox(redis, spool, 60, prefix=prefix), Processor()
     await inbox.start(processor)
