@@ -165,8 +165,8 @@ def spool(store_url: str) -> Iterator[GatewayRecords]:
     kept.close()
 
 
-@pytest_asyncio.fixture
-async def down_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+@pytest.fixture
+def down_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis server of the test's own, not started yet."""
     server = RedisServer(tmp_path)
     yield server
