@@ -24,7 +24,18 @@ import logging
 import time
 import uuid
 from dataclasses import asdict
-from typing import Any, Awaitable, Callable, Coroutine, Dict, Optional, Protocol, Tuple, Type
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    Tuple,
+    Type,
+)
 
 import sqlalchemy.exc
 from redis import asyncio as aioredis
@@ -156,7 +167,7 @@ class RedisInbox:
         self.pending = f"{prefix}:inbox:pending"
         self.workers = _ConversationWorkers()
         self.process: Optional[Process] = None
-        self.sweeper: Optional[asyncio.Task[None]] = None
+        self.sweepers: List[asyncio.Task[None]] = []
         self.keep_once = redis.register_script(_KEEP_ONCE)
         self.release = redis.register_script(_RELEASE)
         self.renew = redis.register_script(_RENEW)
@@ -272,24 +283,30 @@ class RedisInbox:
             await asyncio.sleep(self.LOCK_MS / 3000)
             await self.renew(keys=[lock], args=[token, self.LOCK_MS])
 
-    async def _sweep(self) -> None:
+    async def _pick_up_pending(self) -> None:
+        for member in await self.redis.smembers(self.pending):
+            self.workers.ensure(member.decode(), self._drain)
+
+    async def _sweep(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         while True:
             try:
-                await self._unspool()
-                for member in await self.redis.smembers(self.pending):
-                    self.workers.ensure(member.decode(), self._drain)
+                await step()
             except (aioredis.RedisError, sqlalchemy.exc.SQLAlchemyError) as error:
-                log.warning("inbox sweep failed: %s", type(error).__name__)
+                log.warning("inbox %s failed: %s", what, type(error).__name__)
             await asyncio.sleep(self.SWEEP_SECONDS)
 
     async def start(self, process: Process) -> None:
+        """Two sweeps, each on its own: one picks up conversations left pending in
+        Redis, one moves the spool from the database, so an outage of either, or a
+        read hanging on it, holds up only its own."""
         self.process = process
-        self.sweeper = asyncio.create_task(self._sweep())
+        self.sweepers = [asyncio.create_task(self._sweep(self._pick_up_pending, "sweep")),
+                         asyncio.create_task(self._sweep(self._unspool, "spool move"))]
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
-        if self.sweeper:
-            self.sweeper.cancel()
-            await asyncio.gather(self.sweeper, return_exceptions=True)
+        for sweeper in self.sweepers:
+            sweeper.cancel()
+        await asyncio.gather(*self.sweepers, return_exceptions=True)
         await self.workers.stop(grace_seconds)
 
 
