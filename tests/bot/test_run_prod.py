@@ -118,6 +118,10 @@ class CuttableProxy:
         self.listener.close()
         with self.lock:
             for connection in self.connections:
+                # shutdown first: close alone, while a copying thread is in recv(), sends
+                # nothing, and the gateway's query would wait forever on a live socket
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
                 connection.close()
             self.connections.clear()
 
