@@ -618,7 +618,11 @@ def create_store_engine(url: str) -> Engine:
                                   connect_args={"timeout": 30, "check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, future=True, pool_pre_ping=True)
+    # TCP keepalives (libpq's): a query on a connection whose peer dropped off the
+    # network fails within about 25 s instead of waiting for the kernel's two hours
+    return sa.create_engine(url, future=True, pool_pre_ping=True, connect_args={
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+        "keepalives_count": 3})
 
 
 # any fixed number: the advisory lock every process takes to create tables
