@@ -112,6 +112,9 @@ class MemoryInbox:
     async def enqueue(self, message: Message) -> bool:
         self.queues.setdefault(message.conversation_id, asyncio.Queue()).put_nowait(message)
         self.workers.ensure(message.conversation_id, self._drain)
+        # The worker starts now, not after the webhook is answered: its first trip to
+        # the records' thread then overlaps the answer (bench/results/gateway.md).
+        await asyncio.sleep(0)
         return True
 
     async def _drain(self, conversation_id: str) -> None:

@@ -84,6 +84,17 @@ async def test_memory_inbox_orders_each_conversation() -> None:
     assert processor.overlaps == 0
 
 
+async def test_memory_inbox_starts_processing_before_the_webhook_is_answered() -> None:
+    """Processing starts inside enqueue, so its first wait (a trip to the records'
+    thread) overlaps the webhook's answer instead of following it."""
+    inbox, processor = MemoryInbox(), Processor()
+    await inbox.start(processor)
+    await inbox.enqueue(message("alice", 1))
+    assert processor.busy == {"test:alice"}
+    await processor.wait_for(1)
+    await inbox.stop()
+
+
 async def test_two_redis_inboxes_keep_order_with_no_overlap_or_loss(
         redis: aioredis.Redis, records: GatewayRecords, prefix: str) -> None:
     """Two gateway processes take messages of the same conversations alternately."""
