@@ -122,7 +122,7 @@ class Router:
         else:
             opened = await self.desk.escalate(message, escalation) if escalation else None
         # consoles see a new handoff before any send, which may wait on rate limits
-        await self.deliver(message.connector, message.sender, replies)
+        await self.answer(message, replies)
         self.metrics.processed(message.connector, message.received_at)
         if opened is not None:
             await self.desk.announce(opened)
@@ -138,8 +138,7 @@ class Router:
             log.warning("%s %s is over the inbound limit (%d in %.0fs); not passed to the bot",
                         message.connector, mask(message.sender), allowed,
                         self.policy.inbound_limit.per_seconds)
-            await self.deliver(message.connector, message.sender,
-                               [Reply(text=self.policy.texts.too_many_messages)])
+            await self.answer(message, [Reply(text=self.policy.texts.too_many_messages)])
         return True
 
     def _arrive(self, message: Message,
@@ -173,14 +172,19 @@ class Router:
             raise PermanentError(f"channel {connector} is off")
         return await channel.download(reference)
 
+    async def answer(self, message: Message, replies: Sequence[Reply]) -> List[Delivery]:
+        """The bot's replies to a customer's message, sent back on its channel."""
+        return await self.deliver(message.connector, message.sender, replies,
+                                  answering=message)
+
     async def deliver(self, connector: str, recipient: str, replies: Sequence[Reply],
-                      role: str = "bot") -> List[Delivery]:
+                      role: str = "bot", answering: Optional[Message] = None) -> List[Delivery]:
         """Send replies on the customer's channel and record them and their outcome."""
         channel = self.channels.get(connector)
         if channel is None:
             outcomes = [Delivery("failed", error=f"channel {connector} is off")] * len(replies)
         else:
-            outcomes = await channel.send(recipient, replies, self)
+            outcomes = await channel.send(recipient, replies, self, answering=answering)
         self.metrics.sent(connector, outcomes)
         await self.records.write(self.records.record_sent, f"{connector}:{recipient}", connector,
                                 replies, outcomes, role)

@@ -72,10 +72,12 @@ class Channel(abc.ABC):
         """Add this channel's webhook routes to the gateway app, bound to `context`."""
 
     @abc.abstractmethod
-    async def send(self, recipient: str, replies: Sequence[Reply],
-                   context: ChannelContext) -> List[Delivery]:
+    async def send(self, recipient: str, replies: Sequence[Reply], context: ChannelContext,
+                   answering: Optional[Message] = None) -> List[Delivery]:
         """Render and send the replies to one recipient, in order; one Delivery per
-        provider message. Never raises for a provider failure: it is a Delivery."""
+        provider message. Never raises for a provider failure: it is a Delivery.
+        `answering` is the recipient's message these replies answer, when they do: what
+        it tells (when the customer wrote, to which store number) needs no lookup."""
 
     @abc.abstractmethod
     async def start(self) -> None:

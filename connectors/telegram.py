@@ -201,10 +201,12 @@ class TelegramChannel(Channel):
 
     # -- outbound ------------------------------------------------------------------
 
-    async def send(self, recipient: str, replies: Sequence[Reply],
-                   context: ChannelContext) -> List[Delivery]:
+    async def send(self, recipient: str, replies: Sequence[Reply], context: ChannelContext,
+                   answering: Optional[Message] = None) -> List[Delivery]:
         outgoing = [item for reply in replies for item in _render(reply)]
-        if await self._blocked(recipient, context):
+        # A chat that blocked the bot cannot write to it, so an answer needs no check; if
+        # it blocks the bot meanwhile, Telegram refuses the send and that is recorded.
+        if answering is None and await self._blocked(recipient, context):
             return [Delivery("blocked", error="the chat blocked the bot") for _ in outgoing]
         await _remember_hashed(f"{CHANNEL}:{recipient}", replies, context)
         deliveries: List[Delivery] = []

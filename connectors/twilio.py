@@ -184,13 +184,14 @@ class TwilioChannel(HttpChannel):
 
     # -- outbound ----------------------------------------------------------------------
 
-    async def send(self, recipient: str, replies: Sequence[Reply],
-                   context: ChannelContext) -> List[Delivery]:
+    async def send(self, recipient: str, replies: Sequence[Reply], context: ChannelContext,
+                   answering: Optional[Message] = None) -> List[Delivery]:
         if await context.opted_out_since(self.name, recipient) is not None:
             log.info("twilio send to %s blocked: opted out", mask(recipient))
             return [Delivery("blocked", error="recipient opted out") for _ in replies]
         conversation_id = f"{self.name}:{recipient}"
-        sender = await context.store_address(conversation_id)
+        sender = (answering.store_address if answering is not None
+                  else await context.store_address(conversation_id))
         if not sender:
             log.warning("twilio send to %s failed: no store number", mask(recipient))
             return [Delivery("failed", error="no store number: the customer never wrote to us")

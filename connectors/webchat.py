@@ -267,8 +267,8 @@ class WebChatChannel(Channel):
             # redis 4.6 leaves the pool's sockets open unless told.
             await redis.close(close_connection_pool=True)
 
-    async def send(self, recipient: str, replies: Sequence[Reply],
-                   context: ChannelContext) -> List[Delivery]:
+    async def send(self, recipient: str, replies: Sequence[Reply], context: ChannelContext,
+                   answering: Optional[Message] = None) -> List[Delivery]:
         deliveries = []
         for reply in replies:
             for event in render_reply(reply):

@@ -273,14 +273,16 @@ class WhatsAppChannel(HttpChannel):
 
     # --- outbound --------------------------------------------------------------------
 
-    async def send(self, recipient: str, replies: Sequence[Reply],
-                   context: ChannelContext) -> List[Delivery]:
+    async def send(self, recipient: str, replies: Sequence[Reply], context: ChannelContext,
+                   answering: Optional[Message] = None) -> List[Delivery]:
         if not replies:
             return []
         if await context.opted_out_since(CHANNEL, recipient) is not None:
             return [Delivery("blocked", error="opted out") for _ in replies]
         conversation = f"{CHANNEL}:{recipient}"
-        if not _window_open(await context.last_inbound_at(conversation)):
+        wrote = (answering.received_at if answering is not None
+                 else await context.last_inbound_at(conversation))
+        if not _window_open(wrote):
             return await self._send_window_closed(recipient, replies)
         deliveries: List[Delivery] = []
         for reply in replies:

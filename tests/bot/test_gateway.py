@@ -71,8 +71,17 @@ async def post_update(client: TestClient, body: Dict[str, Any]) -> int:
 
 
 async def test_a_telegram_message_is_answered_by_the_bot_once(
-        rasa_stack: RasaStack, bot_api: ProviderAPI) -> None:
+        rasa_stack: RasaStack, bot_api: ProviderAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     client = await gateway(rasa_stack.rasa_url, rasa_stack, bot_api, load_channel_policy())
+    router = client.app[ROUTER]
+    block_lookups: List[str] = []
+    look_up = router.opted_out_since
+
+    async def counted(connector: str, address: str) -> Any:
+        block_lookups.append(address)
+        return await look_up(connector, address)
+
+    monkeypatch.setattr(router, "opted_out_since", counted)
     try:
         started = time.monotonic()
         assert await post_update(client, update(1, "where is my order")) == 200
@@ -82,7 +91,7 @@ async def test_a_telegram_message_is_answered_by_the_bot_once(
         await asyncio.sleep(0.5)
         replies = sent_texts(bot_api)
         assert len(replies) == 1 and "order number" in replies[0].lower()
-        router = client.app[ROUTER]
+        assert block_lookups == [], "the answer to a message looked up whether it may send"
         turns = await router.transcript(f"telegram:{CHAT}")
         assert [(t.role, t.text) for t in turns] == [
             ("customer", "where is my order"), ("bot", replies[0])]

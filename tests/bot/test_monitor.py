@@ -98,8 +98,8 @@ class RecordingChannel(Channel):
     def install(self, app: web.Application, context: ChannelContext) -> None:
         return None
 
-    async def send(self, recipient: str, replies: Sequence[Reply],
-                   context: ChannelContext) -> List[Delivery]:
+    async def send(self, recipient: str, replies: Sequence[Reply], context: ChannelContext,
+                   answering: Optional[Message] = None) -> List[Delivery]:
         self.sent.extend((recipient, reply.text) for reply in replies)
         return [Delivery("sent", f"{self.name}-{len(self.sent)}", attempts=1) for _ in replies]
 

@@ -24,7 +24,7 @@ from telegram.error import (
 )
 
 from connectors.config import RateSettings, TelegramCredentials
-from connectors.message import Attachment, Button, Reply
+from connectors.message import Attachment, Button, Message, Reply
 from connectors.outbound import PermanentError, TransientError
 from connectors.telegram import (
     SECRET_HEADER,
@@ -367,6 +367,26 @@ async def test_blocked_bot_stops_sending_until_the_customer_writes(
     assert [d.status for d in await channel.send(str(CHAT_ID), [Reply("four")], context)] == [
         "sent"]
     assert await context.opted_out_since("telegram", str(CHAT_ID)) is None
+
+
+async def test_an_answer_to_what_the_chat_just_wrote_is_sent_without_a_block_lookup(
+        channel: TelegramChannel, context: RecordingContext, bot_api: ProviderAPI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat that blocked the bot cannot write to it, so a reply to its message needs
+    no trip to the database; a send of our own (an agent's) still looks."""
+    asked: List[str] = []
+
+    async def opted_out_since(connector: str, address: str) -> None:
+        asked.append(address)
+
+    monkeypatch.setattr(context, "opted_out_since", opted_out_since)
+    wrote = Message(connector="telegram", channel="telegram", sender=str(CHAT_ID),
+                    message_id="10012", text="where is my order?")
+    [answer] = await channel.send(str(CHAT_ID), [Reply("On its way.")], context,
+                                  answering=wrote)
+    assert (answer.status, asked) == ("sent", [])
+    [own] = await channel.send(str(CHAT_ID), [Reply("An agent is here.")], context)
+    assert (own.status, asked) == ("sent", [str(CHAT_ID)])
 
 
 async def test_network_failure_is_failed_and_never_shows_the_token(

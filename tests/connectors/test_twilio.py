@@ -342,6 +342,17 @@ async def test_start_does_not_call_twilio(harness: Harness) -> None:
     assert harness.api.requests == []
 
 
+async def test_an_answer_comes_from_the_store_number_the_customer_wrote_to(
+        harness: Harness) -> None:
+    """Taken from the answered message, not looked up (the context knows none here)."""
+    wrote = Message(connector="twilio", channel="whatsapp", sender=WA_CUSTOMER,
+                    message_id="SM1", text="where is my order?", store_address=WA_STORE)
+    [delivery] = await harness.channel.send(WA_CUSTOMER, [Reply("On its way.")],
+                                            harness.context, answering=wrote)
+    assert delivery.status == "sent"
+    assert [r.form["From"] for r in harness.messages_api()] == [[WA_STORE]]
+
+
 async def test_reply_is_posted_from_the_store_number_with_basic_auth(harness: Harness) -> None:
     await harness.post(inbound())
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from connectors.config import RateSettings, WhatsAppCredentials
-from connectors.message import Attachment, Button, Delivery, Reply
+from connectors.message import Attachment, Button, Delivery, Message, Reply
 from connectors.outbound import PermanentError
 from connectors.whatsapp import SERVICE_WINDOW_SECONDS, WhatsAppChannel
 from tests.connectors.conftest import RecordingContext, channel_policy, serving
@@ -461,6 +461,18 @@ async def test_window_closed_sends_only_the_template(
         Delivery("sent", "wamid.SENT1", attempts=1, template="support_follow_up"),
         Delivery("blocked", error="outside the 24-hour window"),
         Delivery("blocked", error="outside the 24-hour window")]
+
+
+async def test_an_answer_takes_the_window_from_the_message_it_answers(
+        channel: WhatsAppChannel, context: RecordingContext, graph: ProviderAPI) -> None:
+    """No lookup of the customer's last message (the context knows none here, which
+    would close the window): the answered one was written just now."""
+    wrote = Message(connector="whatsapp", channel="whatsapp", sender=CUSTOMER,
+                    message_id="wamid.IN1", text="where is my order?")
+    [delivery] = await channel.send(CUSTOMER, [Reply("On its way.")], context,
+                                    answering=wrote)
+    assert delivery.status == "sent"
+    assert sent(graph) == [envelope(type="text", text={"body": "On its way."})]
 
 
 async def test_opted_out_customer_gets_nothing(channel: WhatsAppChannel,
