@@ -9,8 +9,10 @@ reply arrives at sendMessage. Each customer runs the verified order-status
 conversation (3 turns, custom actions querying the store).
 
 Rasa's own latency varies by more than the gateway costs, so the overhead is measured
-apart: the same runs against an instant bot (a local REST endpoint that answers at
-once), where a turn's whole time is the gateway's work plus two local HTTP hops.
+apart: the same runs against an instant bot (bench/instant_bot.py: Rasa's REST channel
+answered at once, in a process of its own as Rasa is), where a turn's whole time is the
+gateway's work plus the local HTTP hops, and calling the bot straight costs one hop
+there and back, as calling Rasa does.
 
     .venv/bin/python bench/bench_gateway.py [--conversations 50] [--concurrency 1 50]
 Prints a table and writes bench/results/gateway.md.
@@ -28,7 +30,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -38,17 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "gateway.md"
 TURNS = ("where is my order A1001?", "buyer1@example.com", "thanks")
 TOKEN, SECRET = "123:bench", "bench-secret"
-GATEWAY_PORT, API_PORT = 8091, 8092
+GATEWAY_PORT, API_PORT, INSTANT_BOT_PORT = 8091, 8092, 8093
 Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-async def instant_bot(request: web.Request) -> web.Response:
-    body = await request.json()
-    return web.json_response([{"recipient_id": body["sender"], "text": "ok"}])
-
-
-async def instant_bot_status(request: web.Request) -> web.Response:
-    return web.Response(text="instant bot")
 
 
 class BotAPI:
@@ -69,16 +62,21 @@ class BotAPI:
             "chat": {"id": int(chat), "type": "private"}}})
 
     async def start(self) -> web.AppRunner:
-        return await serve_bot_api(self.send_message, instant_bot)
+        return await serve_bot_api(self.send_message)
 
 
-async def serve_bot_api(send_message: Handler, bot: Handler) -> web.AppRunner:
-    """On API_PORT: the fake Bot API's sendMessage, and the instant bot (Rasa's REST
+async def bot_status(request: web.Request) -> web.Response:
+    return web.Response(text="bot")
+
+
+async def serve_bot_api(send_message: Handler, bot: Optional[Handler] = None) -> web.AppRunner:
+    """On API_PORT: the fake Bot API's sendMessage and, when given, a bot (Rasa's REST
     webhook, and the `/` Rasa's health check asks)."""
     app = web.Application()
     app.router.add_post(f"/bot{TOKEN}/sendMessage", send_message)
-    app.router.add_post("/webhooks/rest/webhook", bot)
-    app.router.add_get("/", instant_bot_status)
+    if bot is not None:
+        app.router.add_post("/webhooks/rest/webhook", bot)
+        app.router.add_get("/", bot_status)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", API_PORT).start()
@@ -172,6 +170,21 @@ def start_gateway(rasa_url: str) -> subprocess.Popen:
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+@contextlib.asynccontextmanager
+async def instant_bot() -> AsyncIterator[str]:
+    """bench/instant_bot.py in a process of its own, as Rasa is; yields its URL once it
+    answers."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "instant_bot.py"),
+                                str(INSTANT_BOT_PORT)])
+    url = f"http://127.0.0.1:{INSTANT_BOT_PORT}"
+    try:
+        await wait_until_up(f"{url}/", process=process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 async def wait_until_up(url: str, answering: bool = False, seconds: float = 60,
                         process: Optional[subprocess.Popen] = None,
                         log: Optional[Path] = None) -> None:
@@ -235,7 +248,8 @@ async def main_async(args: argparse.Namespace) -> List[str]:
     try:
         if not args.instant_only:
             rows += await run_against(api, "Rasa + actions", rasa_url, args)
-        rows += await run_against(api, "instant bot", f"http://127.0.0.1:{API_PORT}", args)
+        async with instant_bot() as instant_bot_url:
+            rows += await run_against(api, "instant bot", instant_bot_url, args)
     finally:
         await runner.cleanup()
     return rows
