@@ -228,7 +228,7 @@ def create_app(settings: Optional[Settings] = None,
     metrics = GatewayMetrics(channels)
     router = Router(records, inbox,
                     RasaClient(settings.rasa_urls, settings.rasa_timeout_seconds,
-                               settings.action_health_url, policy.bot_requests_in_flight),
+                               policy.bot_requests_in_flight),
                     channels, policy, desk, metrics, inbound)
 
     app = web.Application(client_max_size=1024 * 1024)

@@ -19,13 +19,12 @@ class BotUnavailable(Exception):
 
 class RasaClient:
     def __init__(self, rasa_urls: Tuple[str, ...], timeout_seconds: float,
-                 action_health_url: str = "", in_flight: int = 8) -> None:
+                 in_flight: int = 8) -> None:
         if not rasa_urls:
             raise ValueError("at least one Rasa URL is needed")
         self.urls = tuple(f"{url}/webhooks/rest/webhook" for url in rasa_urls)
         # a burst waits here, not in Rasa, where it would run into the timeout
         self.slots = {url: asyncio.Semaphore(in_flight) for url in self.urls}
-        self.action_health_url = action_health_url
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: Optional[aiohttp.ClientSession] = None
 
@@ -66,20 +65,10 @@ class RasaClient:
         return self.urls[start:] + self.urls[:start]
 
     async def ask(self, sender: str, text: str, metadata: Dict[str, Any]) -> List[Reply]:
-        """The bot's replies. Rasa answers an empty list when a custom action failed
-        (it logs the error and goes on), so an empty answer while the action server is
-        down means the bot could not do its work."""
-        replies = await self.ask_raw(sender, text, metadata)
-        if not replies and self.action_health_url and not await self._actions_up():
-            raise BotUnavailable("the action server is down")
-        return [reply_from_rasa(raw) for raw in replies]
-
-    async def _actions_up(self) -> bool:
-        try:
-            async with self.session.get(self.action_health_url) as response:
-                return response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            return False
+        """The bot's replies. Rasa answers a turn that failed (its conversation could
+        not be read or saved, a custom action failed) with 503 and keeps nothing of it
+        (components/whole_turns.py), so asking again is safe."""
+        return [reply_from_rasa(raw) for raw in await self.ask_raw(sender, text, metadata)]
 
 
 def reply_from_rasa(raw: Dict[str, Any]) -> Reply:

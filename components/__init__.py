@@ -1,8 +1,10 @@
-# Rasa imports this package when it loads the model: its action-result check is made
-# cheap (action_validation.py), and its logs carry no email, phone number or street
-# address whole.
-from components import action_validation
+# Rasa imports this package when it starts its REST channel (credentials.yml) and when
+# it loads the model: its action-result check is made cheap (action_validation.py), a
+# turn is kept whole or not at all (whole_turns.py), and its logs carry no email, phone
+# number or street address whole.
+from components import action_validation, whole_turns
 from connectors.privacy import install_log_redaction
 
 action_validation.install()
+whole_turns.install()
 install_log_redaction()

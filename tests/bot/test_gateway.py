@@ -166,7 +166,7 @@ async def test_with_the_action_server_down_the_customer_is_told_and_handed_to_a_
         rasa_stack: RasaStack, trained_model: Path, bot_api: ProviderAPI,
         tmp_path: Path) -> None:
     """A real Rasa whose action server is down answers a message that needs an action
-    with nothing; the gateway sees the action server's health fail and, after its
+    with 503 (the turn failed and is not kept); the gateway asks again and, after its
     retries, apologises and opens a handoff."""
     dead_actions = f"http://127.0.0.1:{free_port()}/webhook"
     port = free_port()

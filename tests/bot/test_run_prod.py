@@ -8,18 +8,16 @@ Telegram Bot API is a local server in a thread that records each chat's replies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -32,6 +30,7 @@ from tests.conftest import POSTGRES_URL, REPO_ROOT, stop_group
 from tests.connectors.test_telegram import TOKEN
 from tests.provider_api import free_port
 from tests.redis_server import RedisServer, needs_redis_server
+from tests.tcp_proxy import CuttableProxy
 
 SECRET = "prod-shape-secret"
 ADMIN = "prod-shape-admin-token"
@@ -91,67 +90,6 @@ class ThreadedBotAPI:
     def replies(self, chat: int) -> List[str]:
         with self.lock:
             return list(self.texts.get(str(chat), []))
-
-
-class CuttableProxy:
-    """A TCP proxy to PostgreSQL. `cut()` drops every connection and refuses new ones
-    until `mend()`, as when the database host drops off the network."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.connections: List[socket.socket] = []
-        self.listener: Optional[socket.socket] = None
-        self.lock = threading.Lock()
-
-    def mend(self) -> None:
-        listener = socket.create_server(("127.0.0.1", self.port))
-        self.listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        assert self.listener is not None
-        # shutdown wakes the thread blocked in accept(); close alone would leave the
-        # socket listening until that accept returned
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        with self.lock:
-            for connection in self.connections:
-                # shutdown first: close alone, while a copying thread is in recv(), sends
-                # nothing, and the gateway's query would wait forever on a live socket
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-                connection.close()
-            self.connections.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.connections += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_copy, args=(source, sink), daemon=True).start()
-
-
-def _copy(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while chunk := source.recv(65536):
-            sink.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        for end in (source, sink):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass
