@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy import text
 
 from actions.policy import load_peak_policy, load_policy, parse_yaml_model, policy_dir
@@ -200,13 +202,28 @@ async def health(request: web.Request) -> web.Response:
                              status=status)
 
 
+# A pooled Redis connection idle longer than this is checked with a PING before use.
+REDIS_IDLE_CHECK_SECONDS = 1.0
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    """A Redis client whose idle connections are checked before use and opened again
+    when the check fails. After a Redis restart every idle pooled connection is dead,
+    and without the check the first command on each failed, though Redis was up: a
+    message went to the spool and could be overtaken by the conversation's next one,
+    which another gateway put straight into Redis. A command itself is never sent
+    twice: a message would be popped twice."""
+    return aioredis.from_url(url, health_check_interval=REDIS_IDLE_CHECK_SECONDS,
+                             retry=Retry(NoBackoff(), 1))
+
+
 def create_app(settings: Optional[Settings] = None,
                channels: Optional[Dict[str, Channel]] = None,
                policy: Optional[ChannelPolicy] = None) -> web.Application:
     """The gateway app. `channels` defaults to those the environment configures."""
     settings = settings or load_settings()
     policy = policy or load_channel_policy()
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = connect_redis(settings.redis_url) if settings.redis_url else None
     if channels is None:
         channels = build_channels(credentials_from_env(os.environ), policy, settings, redis)
         report_channels(channels, os.environ)

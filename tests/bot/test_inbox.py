@@ -13,8 +13,10 @@ import pytest_asyncio
 import sqlalchemy.exc
 from redis import asyncio as aioredis
 
+import bot.gateway
 import bot.inbox
 from actions.store.sql import create_store_engine
+from bot.gateway import connect_redis
 from bot.inbox import InboxUnavailable, MemoryInbox, RedisInbox
 from bot.records import GatewayRecords, inbox_spool
 from connectors.message import Attachment, Message
@@ -248,6 +250,34 @@ async def test_a_message_arriving_as_redis_returns_waits_behind_the_spooled_ones
     await successor.stop()
     await redis.close()
     assert processor.done == {"alice": ["1", "2", "3"]} and spool.spooled(10) == []
+
+
+@needs_redis_server
+async def test_after_a_redis_restart_idle_connections_send_no_message_to_the_spool(
+        down_redis: RedisServer, spool: GatewayRecords, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pooled connection died with the restart; each is checked and opened again
+    before use, so Redis takes the messages: none waits in the spool, where the
+    conversation's next message, taken by another gateway, could overtake it."""
+    monkeypatch.setattr(bot.gateway, "REDIS_IDLE_CHECK_SECONDS", 0.1)
+    await asyncio.to_thread(down_redis.start)
+    redis = connect_redis(down_redis.url)
+    inbox, processor = RedisInbox(redis, spool, 60, prefix=prefix), Processor()
+    await inbox.start(processor)
+    conversations = [f"c{n}" for n in range(5)]
+    # at once, so the pool holds several connections
+    await asyncio.gather(*(inbox.enqueue(message(c, 1)) for c in conversations))
+    await processor.wait_for(len(conversations))
+
+    await asyncio.to_thread(down_redis.stop)
+    await asyncio.to_thread(down_redis.start)
+    await asyncio.sleep(0.3)
+    assert all(await asyncio.gather(*(inbox.enqueue(message(c, 2)) for c in conversations)))
+    assert spool.spooled(10) == [] and not inbox.spooling
+    await processor.wait_for(2 * len(conversations))
+    await inbox.stop()
+    await redis.close()
+    assert processor.done == {c: ["1", "2"] for c in conversations}
 
 
 @needs_redis_server
