@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from actions.store.sql import create_tables
+from bot.records import DriverStatement, driver_cursor
 
 metadata = sa.MetaData()
 
@@ -86,10 +87,11 @@ agents = sa.Table(
 
 JSON_COLUMNS = ("slots", "order_snapshot", "actions_attempted", "summary")
 
-# `routing` runs it for every customer message, so it is built once (see bot/records.py)
+# `routing` runs it for every customer message, on the DBAPI cursor (bot/records.py's
+# DriverStatement), which takes no expanding IN
 _ROUTING = sa.select(handoffs).where(
     handoffs.c.conversation_id == sa.bindparam("conversation"),
-    sa.or_(handoffs.c.status.in_(OPEN),
+    sa.or_(*(handoffs.c.status == status for status in OPEN),
            sa.and_(handoffs.c.status == "resolved",
                    handoffs.c.csat_asked_at >= sa.bindparam("csat_since"),
                    handoffs.c.csat_score.is_(None))),
@@ -113,7 +115,10 @@ def hash_token(token: str) -> str:
 
 
 def _row(row: Any) -> Dict[str, Any]:
-    values = dict(row._mapping)
+    return _from_columns(dict(row._mapping))
+
+
+def _from_columns(values: Dict[str, Any]) -> Dict[str, Any]:
     for column in JSON_COLUMNS:
         values[column] = json.loads(values[column])
     return values
@@ -123,6 +128,7 @@ class HandoffStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         create_tables(metadata, engine)
+        self._routing = DriverStatement(_ROUTING, engine.dialect)
 
     # handoffs
 
@@ -230,10 +236,11 @@ class HandoffStore:
         """The handoff that decides where a customer's message goes, in one read: the
         open one, else a resolved one whose CSAT question (asked since `csat_since`)
         awaits its answer."""
-        with self.engine.connect() as conn:
-            row = conn.execute(_ROUTING, {"conversation": conversation_id,
-                                          "csat_since": csat_since}).first()
-            return _row(row) if row else None
+        with driver_cursor(self.engine) as cursor:
+            row = self._routing.run(cursor, {"conversation": conversation_id,
+                                             "csat_since": csat_since}).fetchone()
+            names = [column[0] for column in cursor.description]
+        return _from_columns(dict(zip(names, row, strict=True))) if row else None
 
     def record_csat(self, handoff_id: int, score: Optional[int], now: float) -> None:
         """Store the answer; None means the customer moved on, so stop waiting for it."""

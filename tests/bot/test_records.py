@@ -1,5 +1,6 @@
 """The gateway's SQL records, on SQLite and PostgreSQL: transcript order, delivery
-statuses that never go backwards, opt-outs, offered options, dedupe keys."""
+statuses that never go backwards, opt-outs, offered options, dedupe keys, and the
+errors of the statements run on the driver's cursor."""
 from __future__ import annotations
 
 import time
@@ -8,9 +9,11 @@ from typing import Iterator
 import pytest
 import sqlalchemy as sa
 
-from actions.store.sql import open_store
-from bot.records import GatewayRecords, metadata, seen_messages
+from actions.store.sql import create_store_engine, open_store
+from bot.handoff.store import HandoffStore
+from bot.records import GatewayRecords, metadata, seen_messages, turns
 from connectors.message import Attachment, Button, Delivery, Message, Reply, StatusUpdate
+from tests.tcp_proxy import CuttableProxy
 
 CONVERSATION = "twilio:+15550001111"
 
@@ -113,3 +116,46 @@ def test_expired_dedupe_keys_are_purged(records: GatewayRecords) -> None:
         keys = db.execute(sa.select(seen_messages.c.key)).scalars().all()
     assert len(keys) == 1 and keys[0].startswith("twilio:SM")
     assert records.inbound_since_purge == 0
+
+
+def test_a_message_whose_record_fails_is_not_claimed_and_the_error_is_sqlalchemys(
+        records: GatewayRecords) -> None:
+    """The inbox tells an outage (which it waits out) from a failure by SQLAlchemy's
+    error types, also for the statements run on the driver's cursor; and a record that
+    failed half-way left no dedupe key behind, so the message asked again is new."""
+    message = inbound("my parcel 7731 never came", time.time())
+    turns.drop(records.engine)
+    with pytest.raises(sa.exc.DBAPIError) as failed:
+        records.record_inbound(message, dedupe_seconds=60)
+    assert message.text not in str(failed.value), "the error quotes no customer's words"
+    turns.create(records.engine)
+    assert records.record_inbound(message, dedupe_seconds=60)
+    assert [turn.text for turn in records.transcript(CONVERSATION)] == [message.text]
+
+
+def test_postgresql_out_of_reach_is_an_operational_error_and_passes(
+        postgres_url: str) -> None:
+    """Cut off, recording a message and reading its handoff raise OperationalError (an
+    outage); back, they work again on fresh connections."""
+    server = sa.engine.make_url(postgres_url)
+    proxy = CuttableProxy(server.port or 5432)
+    proxy.mend()
+    engine = create_store_engine(
+        server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
+    records, handoffs = GatewayRecords(engine), HandoffStore(engine)
+    with engine.begin() as db:
+        db.execute(seen_messages.delete())
+    try:
+        assert records.record_inbound(inbound("hi", time.time()), dedupe_seconds=60)
+        proxy.cut()
+        later = inbound("A1001", time.time())
+        with pytest.raises(sa.exc.OperationalError):
+            records.record_inbound(later, dedupe_seconds=60)
+        with pytest.raises(sa.exc.OperationalError):
+            handoffs.routing(CONVERSATION, csat_since=0.0)
+        proxy.mend()
+        assert records.record_inbound(later, dedupe_seconds=60)
+        assert handoffs.routing(CONVERSATION, csat_since=0.0) is None
+    finally:
+        proxy.cut()
+        records.close()
