@@ -199,7 +199,7 @@ class GatewayRecords:
             conversations.insert(), dialect,
             ["conversation_id", "offered_options", *_INBOUND_COLUMNS])
         self._add_customer_turn = DriverStatement(
-            turns.insert(), dialect, ["conversation_id", "role", "text", "extras", "at"])
+            _ADD_TURNS, dialect, ["conversation_id", "role", "text", "extras", "at"])
         writers = 1 if engine.dialect.name == "sqlite" else 8
         self.writers = ThreadPoolExecutor(writers, thread_name_prefix="records-write")
         self.readers = ThreadPoolExecutor(4, thread_name_prefix="records-read")
