@@ -274,8 +274,9 @@ def main() -> None:
         f"{args.conversations} conversations of {len(TURNS)} turns each per row; a turn on "
         "Telegram is measured from the webhook POST to the first reply reaching the Bot "
         "API; 'REST straight to the bot' runs the same conversations against the bot "
-        "itself. With the instant bot, the difference of medians is the gateway's own "
-        "overhead.\n\n"
+        "itself. The three take turns in rounds of the concurrency (at 1, conversation "
+        "by conversation). With the instant bot, the difference of medians is the "
+        "gateway's own overhead.\n\n"
         + "\n".join(rows) + "\n")
 
 
