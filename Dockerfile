@@ -1,6 +1,6 @@
 # One image for the three Python services of docker-compose.yml; they differ only by
 # command:
-#   action server  rasa run actions --actions actions --port 5055
+#   action server  python -m actions.server --actions actions --port 5055
 #   rasa           rasa run --model models --port 5005 --endpoints endpoints.production.yml --credentials credentials.yml
 #   gateway        bot serve                                   (the default command)
 #

@@ -2,15 +2,10 @@
 request handlers (actions/requests.py) or the escalation policy."""
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from datetime import timedelta
-from typing import Any, Dict, List, Optional
+from typing import Optional
 
-from rasa_sdk import Action, Tracker
-from rasa_sdk.executor import CollectingDispatcher
-from rasa_sdk.types import DomainDict
-
-from actions.conversation import Turn, session_events, user_intent
+from actions.conversation import Turn, TurnAction, session_events, user_intent
 from actions.policy import FAQ_TOPICS, current_knowledge, current_peak_policy, current_policy
 from actions.requests import HANDLERS, confirm_cancel, grant_remedy, return_item
 from actions.store.types import Order
@@ -21,33 +16,19 @@ current_knowledge()
 current_peak_policy()
 
 
-class TurnAction(Action, ABC):
-    """An action whose work is `act(turn)`; it always returns the turn's events."""
-
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Dict[str, Any]]:
-        turn = Turn(dispatcher, tracker)
-        self.act(turn)
-        return turn.finish()
-
-    @abstractmethod
-    def act(self, turn: Turn) -> None: ...
-
-
 def latest_intent(turn: Turn) -> str:
     return str(turn.tracker.latest_message.get("intent", {}).get("name") or "")
 
 
 class ActionResolveRequest(TurnAction):
-    """Runs when the order form is done: the customer is verified (or gave up)."""
+    """Runs when the order form is done: the customer is verified, or used up this
+    session's tries (which stay used up: the session offers a person from then on)."""
 
     def name(self) -> str:
         return "action_resolve_request"
 
     def act(self, turn: Turn) -> None:
         order = turn.verified_order()
-        turn.set("verification_failures", 0)
         if order is None:
             turn.offer("human:identity_not_verified", "utter_verification_offer_human")
         else:

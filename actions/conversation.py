@@ -2,22 +2,23 @@
 slot changes and escalation, behind one small `Turn` object."""
 from __future__ import annotations
 
-import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Dict, Iterable, List, Optional
 
-from rasa_sdk import Tracker
+from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
 
+from actions.identity import belongs_to, normalize_phone, proven_contact
 from actions.policy import EscalationPolicy, current_policy, policy_facts
 from actions.store.sql import Store, open_store
 from actions.store.types import Order, normalize_order_id
 
-EMAIL_PATTERN = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 HOUSEKEEPING_ACTIONS = frozenset({"action_listen", "action_session_start"})
 
 
@@ -25,27 +26,6 @@ HOUSEKEEPING_ACTIONS = frozenset({"action_listen", "action_session_start"})
 def shared_store() -> Store:
     """One store (and connection pool) per action-server process."""
     return open_store()
-
-
-def normalize_contact(text: Optional[str]) -> Optional[str]:
-    """An email (lower-cased) or a phone number (digits only), or None."""
-    if not text:
-        return None
-    email = EMAIL_PATTERN.search(text)
-    if email:
-        return email.group(0).lower()
-    digits = re.sub(r"\D", "", text)
-    return digits if 7 <= len(digits) <= 15 else None
-
-
-def contact_matches(order: Order, contact: Optional[str]) -> bool:
-    wanted = normalize_contact(contact)
-    if wanted is None:
-        return False
-    customer = order.customer
-    if "@" in wanted:
-        return customer.email.lower() == wanted
-    return re.sub(r"\D", "", customer.phone).endswith(wanted[-10:])
 
 
 def day(value: date | datetime) -> str:
@@ -94,14 +74,28 @@ class Turn:
         return self.tracker.sender_id
 
     def verified_order(self) -> Optional[Order]:
-        """The order in the slots, only if the contact given matches it."""
+        """The order in the slots, only while this conversation's proof of identity
+        holds and covers it (actions/identity.py). Every action reads orders here."""
+        contact = self.proven_contact()
         order_id = normalize_order_id(self.slot("order_id") or "")
-        if order_id is None:
+        if contact is None or order_id is None:
             return None
         order = self.store.orders.get_order(order_id)
-        if order is None or not contact_matches(order, self.slot("contact")):
+        if order is None or not belongs_to(order, contact, self.region):
             return None
         return order
+
+    def proven_contact(self) -> Optional[str]:
+        return proven_contact(self.slot, self.now, self.policy.identity)
+
+    def channel_phone(self) -> Optional[str]:
+        """The sender's phone number when the channel proved it (WhatsApp), else None."""
+        metadata = self.tracker.latest_message.get("metadata") or {}
+        return normalize_phone(str(metadata.get("proven_phone") or ""), self.region)
+
+    @property
+    def region(self) -> str:
+        return self.policy.identity.default_phone_region
 
     def offer(self, kind: str, response: str, **facts: Any) -> None:
         """Ask a yes/no question; action_confirm_offer / _decline_offer act on it."""
@@ -132,6 +126,20 @@ class Turn:
 
     def finish(self) -> List[Dict[str, Any]]:
         return self.events
+
+
+class TurnAction(Action, ABC):
+    """An action whose work is `act(turn)`; it always returns the turn's events."""
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[Dict[str, Any]]:
+        turn = Turn(dispatcher, tracker)
+        self.act(turn)
+        return turn.finish()
+
+    @abstractmethod
+    def act(self, turn: Turn) -> None: ...
 
 
 def session_events(tracker: Tracker) -> List[Dict[str, Any]]:

@@ -1,177 +1,123 @@
-"""The order form: the customer proves who they are before any order detail is
-shown, then gives what the request needs (a new address, a photo)."""
+"""Who the customer is: what proves it, for how long, and how many wrong proofs a
+conversation session, a sender and an order get.
+
+A proof is an order number with the email address or phone number on that order, or,
+on WhatsApp, the number WhatsApp itself proved (the gateway passes it as the
+message's `proven_phone`). Emails compare case-insensitively after trimming; phone
+numbers compare whole, as E.164, never by their last digits.
+
+A proof is kept in two slots, `verified_contact` and `verified_at`; it holds for
+`identity.verification_ttl_minutes` and never beyond the conversation session (slots
+do not carry over into a new session). Only `prove` sets them.
+"""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Callable, Optional
 
-from rasa_sdk import Tracker
-from rasa_sdk.executor import CollectingDispatcher
-from rasa_sdk.forms import FormValidationAction
-from rasa_sdk.types import DomainDict
+import phonenumbers
 
-from actions.conversation import Turn, contact_matches, normalize_contact
-from actions.store.types import Address, Order, OrderStatus, normalize_order_id
+from actions.policy import Identity
+from actions.store.types import ContactLog, Order
 
-URL_PATTERN = re.compile(r"https?://\S+")
-NO_PHOTO_PATTERN = re.compile(
-    r"\b(no|none|not|don'?t|can'?t|cannot|without|skip|threw|thrown)\b", re.IGNORECASE
-)
-POSTAL_CODE_PATTERN = re.compile(r"\b(\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}|\d{4,6})\b",
-                                 re.IGNORECASE)
+EMAIL_PATTERN = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# failed proofs in the contact log, keyed by order and by sender
+PROOF_FAILED = "verification_failed"
 
 
-def parse_address(text: str, name: str) -> Optional[Address]:
-    """'12 Oak Street, Springfield, 62704[, US]' -> Address, or None when a part is missing."""
-    parts = [p.strip() for p in re.split(r"[,\n]", text or "") if p.strip()]
-    street = parts[0] if parts else ""
-    if len(parts) < 2 or not re.search(r"\d", street) or not re.search(r"[A-Za-z]{2,}", street):
+def normalize_email(text: str) -> Optional[str]:
+    found = EMAIL_PATTERN.search(text or "")
+    return found.group(0).strip().lower() if found else None
+
+
+def normalize_phone(text: str, region: str) -> Optional[str]:
+    """The number in E.164 ('+14155550101'), or None when it is not a valid number
+    (too short, no area code). Without a country code it is read in `region`."""
+    try:
+        number = phonenumbers.parse(text or "", region)
+    except phonenumbers.NumberParseException:
         return None
-    postal = POSTAL_CODE_PATTERN.search(" ".join(parts[1:]))
-    if postal is None:
+    if not phonenumbers.is_valid_number(number):
         return None
-    rest = [p.replace(postal.group(0), "").strip() for p in parts[1:]]
-    rest = [p for p in rest if p]
-    if not rest or not re.search(r"[A-Za-z]{2,}", rest[0]):
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_contact(text: Optional[str], region: str) -> Optional[str]:
+    """An email (lower-cased) or a phone number (E.164), or None."""
+    if not text or not text.strip():
         return None
-    country = rest[1] if len(rest) > 1 else "US"
-    return Address(name=name, line1=parts[0], city=rest[0], postal_code=postal.group(0).upper(),
-                   country=country)
+    return normalize_email(text) or normalize_phone(text, region)
 
 
-def photo_from_message(tracker: Tracker, text: str) -> Optional[str]:
-    """The URL of an image the customer sent (attachment or link), 'none' if they
-    have none, or None if this message is neither."""
-    metadata = tracker.latest_message.get("metadata") or {}
-    for attachment in metadata.get("attachments") or []:
-        if str(attachment.get("type", "")).startswith("image") and attachment.get("url"):
-            return str(attachment["url"])
-    link = URL_PATTERN.search(text or "")
-    if link:
-        return link.group(0)
-    if tracker.latest_message.get("intent", {}).get("name") == "deny" or NO_PHOTO_PATTERN.search(
-        text or ""
-    ):
-        return "none"
-    return None
+def belongs_to(order: Order, contact: Optional[str], region: str) -> bool:
+    """Whether a normalised contact is the email or phone number on the order."""
+    if not contact:
+        return False
+    customer = order.customer
+    if "@" in contact:
+        return customer.email.strip().lower() == contact
+    return normalize_phone(customer.phone, region) == contact
 
 
-IDENTITY_SLOTS = ("order_id", "contact")
+def proof_holds(verified_at: Any, now: datetime, policy: Identity) -> bool:
+    """Whether a proof made at `verified_at` (epoch seconds) still holds."""
+    if not isinstance(verified_at, int | float):
+        return False
+    age = now.timestamp() - float(verified_at)
+    return 0 <= age <= policy.verification_ttl_minutes * 60
 
 
-def extra_slots(request: Optional[str], order: Order) -> List[str]:
-    if request == "change_address" and order.can_be_changed:
-        return ["new_address"]
-    if request in ("damaged_item", "wrong_item") and order.status is OrderStatus.DELIVERED:
-        return ["photo"]
-    return []
+class Proof(Enum):
+    VERIFIED = "verified"
+    WRONG = "wrong"
+    # this sender has used up its tries: nothing was checked
+    REFUSED = "refused"
 
 
-class ValidateOrderForm(FormValidationAction):
-    def name(self) -> str:
-        return "validate_order_form"
+@dataclass(frozen=True)
+class ProofCheck:
+    """Checks a proof for an order and keeps count of the wrong ones, per sender and
+    per order, in the store's contact log (shared by every action-server process)."""
 
-    async def required_slots(
-        self,
-        domain_slots: List[str],
-        dispatcher: CollectingDispatcher,
-        tracker: Tracker,
-        domain: DomainDict,
-    ) -> List[str]:
-        turn = Turn(dispatcher, tracker)
-        failures = tracker.get_slot("verification_failures") or 0
-        if failures >= turn.policy.limits.verification_attempts:
-            return []
-        order = turn.verified_order()
-        if order is None:
-            return list(IDENTITY_SLOTS)
-        return list(IDENTITY_SLOTS) + extra_slots(tracker.get_slot("request"), order)
+    contacts: ContactLog
+    policy: Identity
+    now: datetime
 
-    def validate_order_id(
-        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> Dict[str, Any]:
-        order_id = normalize_order_id(str(value or ""))
-        if order_id is None:
-            dispatcher.utter_message(response="utter_invalid_order_id")
-        return {"order_id": order_id}
+    def check(self, order: Optional[Order], contact: str, sender: str) -> Proof:
+        """`order` is None when no order has the number given: a wrong proof like any
+        other, so an answer never tells whether an order exists."""
+        if self._failures(_sender_key(sender)) >= self.policy.attempts_per_sender:
+            return Proof.REFUSED
+        if order is not None and belongs_to(order, contact, self.policy.default_phone_region):
+            return Proof.VERIFIED
+        return Proof.WRONG
 
-    def validate_contact(
-        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> Dict[str, Any]:
-        contact = normalize_contact(str(value or ""))
-        if contact is None:
-            dispatcher.utter_message(response="utter_invalid_contact")
-        return {"contact": contact}
+    def record_failure(self, order_id: str, sender: str) -> bool:
+        """Count a wrong proof; True when the order is being guessed (past its limit)."""
+        for key in (_order_key(order_id), _sender_key(sender)):
+            self.contacts.record(key, PROOF_FAILED, sender)
+        return self._failures(_order_key(order_id)) > self.policy.attempts_per_order
 
-    def validate_new_address(
-        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> Dict[str, Any]:
-        if parse_address(str(value or ""), name="") is None:
-            dispatcher.utter_message(response="utter_invalid_address")
-            return {"new_address": None}
-        return {"new_address": str(value).strip()}
-
-    def validate_photo(
-        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> Dict[str, Any]:
-        photo = photo_from_message(tracker, str(value or ""))
-        if photo is None:
-            dispatcher.utter_message(response="utter_invalid_photo")
-        return {"photo": photo}
-
-    async def get_validation_events(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Dict[str, Any]]:
-        events = await super().get_validation_events(dispatcher, tracker, domain)
-        turn = Turn(dispatcher, tracker, events=list(events))
-        return self._check_identity(turn)
-
-    @staticmethod
-    def _check_identity(turn: Turn) -> List[Dict[str, Any]]:
-        """Once both an order id and a contact are known, they must belong together.
-
-        A mismatch says nothing about whether the order exists."""
-        order_id, contact = turn.slot("order_id"), turn.slot("contact")
-        if not order_id or not contact:
-            return turn.finish()
-        if _guessed_too_often(turn, order_id):
-            # as if this conversation used up its tries: the form stops, a person is offered
-            turn.set("verification_failures", turn.policy.limits.verification_attempts)
-            turn.set("order_id", None)
-            turn.set("contact", None)
-            return turn.finish()
-        order = turn.store.orders.get_order(order_id)
-        if order is not None and contact_matches(order, contact):
-            turn.set("verified_contact", normalize_contact(contact))
-            return turn.finish()
-        if normalize_contact(contact) == turn.slot("verified_contact"):
-            # A new order that isn't the verified customer's: ask for its own contact.
-            turn.set("contact", None)
-            return turn.finish()
-        failures = (turn.slot("verification_failures") or 0) + 1
-        turn.store.contacts.record(_failures_key(order_id), VERIFICATION_FAILED,
-                                   turn.conversation_id)
-        turn.set("verification_failures", failures)
-        turn.set("order_id", None)
-        turn.set("contact", None)
-        if failures < turn.policy.limits.verification_attempts:
-            turn.say("utter_verification_failed")
-        return turn.finish()
+    def _failures(self, key: str) -> int:
+        since = self.now - timedelta(hours=self.policy.failures_window_hours)
+        return self.contacts.count_since(key, PROOF_FAILED, since, excluding_conversation="")
 
 
-# failed identity checks are kept in the contact log, keyed by order
-VERIFICATION_FAILED = "verification_failed"
-
-
-def _failures_key(order_id: str) -> str:
+def _order_key(order_id: str) -> str:
     return f"order:{order_id}"
 
 
-def _guessed_too_often(turn: Turn, order_id: str) -> bool:
-    """Wrong contacts for this order from any conversation within the window reach
-    the limit (an order that does not exist is counted the same way)."""
-    since = turn.now - timedelta(days=turn.policy.windows.verification_failures_days)
-    failures = turn.store.contacts.count_since(_failures_key(order_id), VERIFICATION_FAILED,
-                                               since, excluding_conversation="")
-    return failures >= turn.policy.limits.order_verification_failures
+def _sender_key(sender: str) -> str:
+    return f"sender:{sender}"
+
+
+SlotReader = Callable[[str], Any]
+
+
+def proven_contact(slot: SlotReader, now: datetime, policy: Identity) -> Optional[str]:
+    """The contact this conversation proved, while the proof holds."""
+    contact = slot("verified_contact")
+    return contact if contact and proof_holds(slot("verified_at"), now, policy) else None

@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Set, Type, TypeVar
 
+import phonenumbers
 import yaml
 from pydantic import BaseModel, Extra, ValidationError, root_validator, validator
 
@@ -47,7 +48,8 @@ FAQ_TOPICS = (
 )
 
 
-CHANNELS = ("webchat", "whatsapp", "sms", "telegram")
+# what customers write on (a Message.channel): SLA targets are set for each
+CHANNELS = ("webchat", "whatsapp", "sms", "telegram", "rest")
 
 
 class PolicyError(ValueError):
@@ -106,7 +108,6 @@ class Windows(StrictModel):
     repeat_claims_days: int
     stuck_after_days_without_scan: int
     trace_wait_days: int
-    verification_failures_days: int
 
     @validator("*")
     def _positive(cls, value: int) -> int:
@@ -116,8 +117,6 @@ class Windows(StrictModel):
 
 
 class Limits(StrictModel):
-    verification_attempts: int
-    order_verification_failures: int
     fallbacks_before_human: int
     prior_claims_for_review: int
 
@@ -125,6 +124,53 @@ class Limits(StrictModel):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+
+class Identity(StrictModel):
+    """What proves a customer's identity to the bot, for how long, and how many wrong
+    proofs a conversation session, a sender and an order get."""
+
+    verification_ttl_minutes: float = 30
+    default_phone_region: str
+    failures_window_hours: int
+    attempts_per_session: int
+    attempts_per_sender: int
+    attempts_per_order: int
+    slowdown_seconds: float
+    orders_listed: int
+
+    @validator("default_phone_region")
+    def _known_region(cls, value: str) -> str:
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"'{value}' is not a region code phone numbers know (e.g. US, "
+                             "GB, DE)")
+        return value
+
+    @validator("verification_ttl_minutes")
+    def _positive_minutes(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0 minutes")
+        return value
+
+    @validator("failures_window_hours", "attempts_per_session", "attempts_per_sender",
+               "attempts_per_order")
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @validator("slowdown_seconds")
+    def _short_pause(cls, value: float) -> float:
+        # the bot answers within Rasa's turn; the gateway waits 10 s for it
+        if not 0 <= value <= 5:
+            raise ValueError("must be between 0 and 5 seconds")
+        return value
+
+    @validator("orders_listed")
+    def _list_size(cls, value: int) -> int:
+        if not 1 <= value <= 10:
+            raise ValueError("must be from 1 to 10 (a WhatsApp list holds 10)")
         return value
 
 
@@ -173,6 +219,7 @@ class EscalationPolicy(StrictModel):
     thresholds: Thresholds
     windows: Windows
     limits: Limits
+    identity: Identity
     refunds: Refunds
     remedies: Remedies
     repeat_contact_issues: List[str]

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Callable, Dict, Optional
 
 from actions.conversation import Turn, day, money
-from actions.identity import parse_address
+from actions.order_form import parse_address
 from actions.store.types import (
     DeliveryException,
     Order,

@@ -40,6 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "gateway.md"
 TURNS = ("where is my order A1001?", "buyer1@example.com", "thanks")
 TOKEN, SECRET = "123:bench", "bench-secret"
+# the bench gateway's REST channel token (Rasa's own REST channel takes none)
+REST_TOKEN = "bench-rest-token"
+REST_AUTH = {"Authorization": f"Bearer {REST_TOKEN}"}
 GATEWAY_PORT, API_PORT, INSTANT_BOT_PORT = 8091, 8092, 8093
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -108,14 +111,16 @@ async def telegram_conversation(session: aiohttp.ClientSession, api: BotAPI,
 
 
 async def rest_conversation(session: aiohttp.ClientSession, url: str, turns: List[float],
-                            texts: Sequence[str] = TURNS) -> int:
+                            texts: Sequence[str] = TURNS,
+                            headers: Optional[Dict[str, str]] = None) -> int:
     """One customer's conversation on a REST channel: each turn's latency goes into
     `turns`; returns how many replies came."""
     sender = f"bench-{uuid.uuid4().hex[:10]}"
     replies = 0
     for text in texts:
         started = time.perf_counter()
-        async with session.post(url, json={"sender": sender, "message": text}) as answer:
+        async with session.post(url, json={"sender": sender, "message": text},
+                                headers=headers) as answer:
             answer.raise_for_status()
             replies += len(await answer.json())
         turns.append((time.perf_counter() - started) * 1000)
@@ -157,7 +162,7 @@ async def measure(api: BotAPI, rasa_url: str, conversations: int,
                 session, api, next(chats), figures["ack"], figures["telegram"]))
             await run_concurrently(size, size, lambda _: rest_conversation(
                 session, f"http://127.0.0.1:{GATEWAY_PORT}/webhooks/rest/webhook",
-                figures["gateway_rest"]))
+                figures["gateway_rest"], headers=REST_AUTH))
             await run_concurrently(size, size, lambda _: rest_conversation(
                 session, f"{rasa_url}/webhooks/rest/webhook", figures["rasa"]))
     overhead = statistics.median(figures["telegram"]) - statistics.median(figures["rasa"])
@@ -167,6 +172,7 @@ async def measure(api: BotAPI, rasa_url: str, conversations: int,
 def start_gateway(rasa_url: str) -> subprocess.Popen:
     env = {**os.environ, "GATEWAY_PORT": str(GATEWAY_PORT), "GATEWAY_HOST": "127.0.0.1",
            "RASA_URL": rasa_url, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_SECRET_TOKEN": SECRET,
+           "REST_API_TOKEN": REST_TOKEN,
            "TELEGRAM_API_BASE_URL": f"http://127.0.0.1:{API_PORT}"}
     log = (ROOT / "var" / "logs").joinpath("bench_gateway.log")
     log.parent.mkdir(parents=True, exist_ok=True)

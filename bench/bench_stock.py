@@ -69,6 +69,8 @@ RESULTS = ROOT / "bench" / "results" / "stock.md"
 BIN = Path(sys.executable).parent
 RASA = str(BIN / "rasa")
 PY_SPY = BIN / "py-spy"
+# the secret Rasa sends our action server (endpoints.yml)
+ACTION_SERVER_TOKEN = "bench-action-token"
 STOCK_TURNS = ("hello", "I am sad", "yes")
 PAUSE_SECONDS = 0.3  # between a customer's turns, as bench_gateway.py
 PROFILE_RATE = 100  # py-spy samples per second
@@ -321,8 +323,8 @@ TABLE_HEAD = ["| target | concurrency | p50 ms | p99 ms | turns/s | conversation
 
 
 async def rest_conversation(session: aiohttp.ClientSession, url: str, texts: Sequence[str],
-                            run: Run) -> None:
-    run.replies += await gw.rest_conversation(session, url, run.turns_ms, texts)
+                            run: Run, headers: Optional[Dict[str, str]] = None) -> None:
+    run.replies += await gw.rest_conversation(session, url, run.turns_ms, texts, headers)
 
 
 class TelegramAPI(gw.BotAPI):
@@ -546,11 +548,13 @@ async def run_ours(processes: Processes, model: Path, args: argparse.Namespace,
                 "GATEWAY_DATABASE_URL": f"sqlite:///{RUN / 'gateway.db'}",
                 "ACTION_SERVER_URL": f"http://127.0.0.1:{action_port}/webhook",
                 "RASA_TRACKER_DB": str(RUN / "rasa_tracker.db"),
-                "RASA_TELEMETRY_ENABLED": "false", "REDIS_URL": ""}
+                "RASA_TELEMETRY_ENABLED": "false", "REDIS_URL": "",
+                "ACTION_SERVER_TOKEN": ACTION_SERVER_TOKEN}
     os.environ.update(settings)  # bench_gateway.start_gateway passes os.environ on
     env = child_env()
-    actions = processes.start("action server", [RASA, "run", "actions", "--actions", "actions",
-                                                "--port", str(action_port)], ROOT, env)
+    actions = processes.start("action server", [str(BIN / "python"), "-m", "actions.server",
+                                                "--actions", "actions", "--port",
+                                                str(action_port)], ROOT, env)
     rasa = processes.start("rasa ours", [RASA, "run", "--model", str(model), "--port",
                                          str(rasa_port), "--interface", "127.0.0.1",
                                          "--endpoints", "endpoints.yml", "--credentials",
@@ -589,7 +593,8 @@ async def run_ours(processes: Processes, model: Path, args: argparse.Namespace,
         gateway_rest = f"http://127.0.0.1:{gw.GATEWAY_PORT}/webhooks/rest/webhook"
         results.runs += await measure_levels(
             "(c, REST) full stack, gateway REST",
-            lambda s, r: rest_conversation(s, gateway_rest, gw.TURNS, r), args, watched)
+            lambda s, r: rest_conversation(s, gateway_rest, gw.TURNS, r, gw.REST_AUTH), args,
+            watched)
         results.memory["rasa (b) ours, after (c)"] = rss_mb(rasa.pid)
         results.memory["action server"] = rss_mb(actions.pid)
         results.memory["gateway"] = rss_mb(gateway.pid)
@@ -620,7 +625,7 @@ async def run_production_shape(processes: Processes, args: argparse.Namespace,
                     DATABASE_URL=f"{LOCAL_POSTGRES}/{names[0]}",
                     TRACKER_DATABASE_URL=f"{LOCAL_POSTGRES}/{names[1]}",
                     REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3"),
-                    GATEWAY_DATABASE_URL="")
+                    GATEWAY_DATABASE_URL="", REST_API_TOKEN=gw.REST_TOKEN)
     shape = processes.start("run-prod", [str(BIN / "bot"), "run-prod", "--no-train"], ROOT,
                             env)
     try:
@@ -629,7 +634,7 @@ async def run_production_shape(processes: Processes, args: argparse.Namespace,
         url = f"http://127.0.0.1:{public}/webhooks/rest/webhook"
         results.runs += await measure_levels(
             "(c, 2+2) run-prod shape, balancer REST",
-            lambda s, r: rest_conversation(s, url, gw.TURNS, r), args,
+            lambda s, r: rest_conversation(s, url, gw.TURNS, r, gw.REST_AUTH), args,
             {"run-prod (all parts)": shape.pid})
         results.memory["run-prod: all parts (2 Rasa, 2 gateways, actions, balancer)"] = (
             rss_mb(shape.pid))

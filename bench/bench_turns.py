@@ -1,7 +1,8 @@
 """Turn latency of whole conversations, through the gateway and straight to Rasa.
 
 Needs the system running (`make run`). Each simulated customer runs the verified
-order-status conversation (3 turns, custom actions querying the store).
+order-status conversation (3 turns, custom actions querying the store). The gateway's
+REST channel takes REST_API_TOKEN, else the token `make run` keeps in var/.
 
     .venv/bin/python bench/bench_turns.py [--conversations 40] [--concurrency 1 10]
 Prints a table and writes bench/results/turns.md.
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 import uuid
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 import aiohttp
 
@@ -23,14 +25,25 @@ TARGETS = {
     "gateway (8080)": "http://127.0.0.1:8080/webhooks/rest/webhook",
     "rasa REST (5005)": "http://127.0.0.1:5005/webhooks/rest/webhook",
 }
-RESULTS = Path(__file__).resolve().parent / "results" / "turns.md"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "turns.md"
+
+
+def auth(url: str) -> Optional[Dict[str, str]]:
+    """The gateway's REST channel wants its token; Rasa's own takes none."""
+    if ":8080/" not in url:
+        return None
+    token = os.environ.get("REST_API_TOKEN") or \
+        (ROOT / "var" / "rest-api.token").read_text().strip()
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def conversation(session: aiohttp.ClientSession, url: str, latencies: List[float]) -> None:
     sender = f"bench-{uuid.uuid4().hex[:10]}"
     for text in TURNS:
         started = time.perf_counter()
-        async with session.post(url, json={"sender": sender, "message": text}) as response:
+        async with session.post(url, json={"sender": sender, "message": text},
+                                headers=auth(url)) as response:
             await response.json()
             response.raise_for_status()
         latencies.append((time.perf_counter() - started) * 1000)

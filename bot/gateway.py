@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional
+from typing import Any, AsyncIterator, Dict, Mapping, Optional
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -23,9 +23,9 @@ from sqlalchemy import text
 
 from actions.policy import load_peak_policy, load_policy, parse_yaml_model, policy_dir
 from actions.store.sql import Store, create_store_engine, open_store
-from bot.agent_console import error_response, install_agent_console, json_object
+from bot.agent_console import install_agent_console
 from bot.dashboard import KpiSource, install_dashboard
-from bot.handoff.desk import HandoffDesk, is_handoff
+from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus, RedisEventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
@@ -36,13 +36,14 @@ from bot.kpi import load_kpi_policy
 from bot.metrics import GatewayMetrics, install_metrics
 from bot.monitor import Monitor, load_monitor_policy
 from bot.peak import PeakMode
-from bot.rasa import BotUnavailable, RasaClient
+from bot.rasa import RasaClient
 from bot.records import GatewayRecords
 from bot.router import Router
-from bot.settings import REPO_ROOT, Settings, load_settings, local_secret
+from bot.settings import REPO_ROOT, REST_TOKEN_FILE, Settings, load_settings, local_secret
 from connectors.channel import Channel
 from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
 from connectors.outbound import memory_limiters, redis_limiters
+from connectors.rest import RestChannel
 from connectors.telegram import TelegramChannel
 from connectors.twilio import TwilioChannel
 from connectors.webchat import WebChatChannel
@@ -69,14 +70,21 @@ def webchat_secret(settings: Settings) -> bytes:
     return (settings.webchat_secret or local_secret(settings.var_dir, "webchat.secret")).encode()
 
 
+def rest_api_token(settings: Settings) -> str:
+    """REST_API_TOKEN, else a random one kept in var/ (`make run` prints how to use it)."""
+    return settings.rest_api_token or local_secret(settings.var_dir, REST_TOKEN_FILE)
+
+
 def build_channels(credentials: ChannelCredentials, policy: ChannelPolicy,
                    settings: Settings, redis: Optional[aioredis.Redis] = None
                    ) -> Dict[str, Channel]:
     """The channels that have credentials. With Redis, the providers' rate limits are
     kept by all gateway processes together."""
     limiters = redis_limiters(redis) if redis is not None else memory_limiters
-    channels: Dict[str, Channel] = {"webchat": WebChatChannel(
-        webchat_secret(settings), STATIC_DIR / "webchat", settings.redis_url or None)}
+    channels: Dict[str, Channel] = {
+        "webchat": WebChatChannel(webchat_secret(settings), STATIC_DIR / "webchat",
+                                  settings.redis_url or None),
+        "rest": RestChannel(rest_api_token(settings))}
     if credentials.twilio:
         channels["twilio"] = TwilioChannel(credentials.twilio, policy,
                                            credentials.public_base_url, limiters)
@@ -119,39 +127,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await redis.close(close_connection_pool=True)
     app[STORE].close()
     router.records.close()
-
-
-async def _read_rest_message(request: web.Request) -> Dict[str, Any]:
-    body = await json_object(request)
-    sender, message = body.get("sender"), body.get("message")
-    if not isinstance(sender, str) or not sender.strip() or len(sender) > 128:
-        raise error_response(web.HTTPBadRequest,
-                             "'sender' must be a non-empty string of at most 128 characters")
-    if not isinstance(message, str) or len(message) > 4096:
-        raise error_response(web.HTTPBadRequest,
-                             "'message' must be a string of at most 4096 characters")
-    metadata = body.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise error_response(web.HTTPBadRequest, "'metadata' must be a JSON object")
-    return {"sender": sender, "text": message, "metadata": metadata}
-
-
-async def rest_webhook(request: web.Request) -> web.Response:
-    """Rasa's REST channel contract: {sender, message} in, the list of replies out.
-    The caller waits for the answer, so a bot outage is a 503 to retry, not a queue.
-    REST has no way to bring an agent's reply later, so it opens no handoff; the bot's
-    escalation payload (slots, contact) is internal and is taken out."""
-    payload = await _read_rest_message(request)
-    # the gateway, not the caller, says whether it is peak time
-    payload["metadata"] = {**payload["metadata"],
-                           "peak": await request.app[ROUTER].desk.peak_on()}
-    try:
-        replies: List[Dict[str, Any]] = await request.app[ROUTER].rasa.ask_raw(**payload)
-    except BotUnavailable as error:
-        log.error("rasa did not answer a REST message: %s", error)
-        return web.json_response(
-            {"error": "the assistant is unavailable, please try again shortly"}, status=503)
-    return web.json_response([r for r in replies if not is_handoff(r.get("custom"))])
 
 
 async def _component_up(session: aiohttp.ClientSession, url: str) -> bool:
@@ -258,7 +233,6 @@ def create_app(settings: Optional[Settings] = None,
     install_dashboard(app, KpiSource(records, settings.gateway_database_url,
                                      settings.tracker_database_url, load_kpi_policy(),
                                      ZoneInfo(desk.policy.business_hours.timezone)))
-    app.router.add_post("/webhooks/rest/webhook", rest_webhook)
     app.router.add_get("/health", health)
     install_metrics(app, metrics, desk, settings.metrics_token)
     return app

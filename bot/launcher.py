@@ -24,7 +24,15 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
 
-from bot.settings import REPO_ROOT, Settings, load_settings, local_secret, port_of
+from bot.settings import (
+    ACTION_TOKEN_FILE,
+    REPO_ROOT,
+    REST_TOKEN_FILE,
+    Settings,
+    load_settings,
+    local_secret,
+    port_of,
+)
 
 BIN = Path(sys.executable).parent
 ADMIN_TOKEN_FILE = "agent-admin.token"
@@ -42,6 +50,9 @@ def child_environment(settings: Settings) -> Dict[str, str]:
     env.setdefault("ACTION_SERVER_URL", settings.action_server_url)
     env.setdefault("RASA_TRACKER_DB", str(settings.var_dir / "rasa_tracker.db"))
     env.setdefault("AGENT_API_TOKEN", local_secret(settings.var_dir, ADMIN_TOKEN_FILE))
+    env.setdefault("REST_API_TOKEN", local_secret(settings.var_dir, REST_TOKEN_FILE))
+    # Rasa sends it to the action server, which refuses requests without it
+    env.setdefault("ACTION_SERVER_TOKEN", local_secret(settings.var_dir, ACTION_TOKEN_FILE))
     return env
 
 
@@ -71,9 +82,10 @@ def components(settings: Settings) -> List[Component]:
 
 
 def action_server(settings: Settings) -> Component:
+    """rasa_sdk's server on loopback, refusing requests without Rasa's secret."""
     return Component("action server",
-                     rasa_command("run", "actions", "--actions", "actions",
-                                  "--port", str(settings.action_port)),
+                     [sys.executable, "-m", "actions.server", "--actions", "actions",
+                      "--port", str(settings.action_port)],
                      settings.action_health_url)
 
 
@@ -174,6 +186,7 @@ def launch(settings: Settings, env: Dict[str, str], parts: List[Component], trai
         print(f"agent console and dashboard: sign in with the admin token in {token}, or add "
               "agents with 'bot agents add'; channel webhooks: see README, 'Channels'",
               flush=True)
+        print(f"REST channel: {rest_example(base, settings.var_dir)}", flush=True)
         print("logs in var/logs/; press Ctrl-C to stop", flush=True)
         return _supervise(settings, env, parts, processes, restart)
     except KeyboardInterrupt:
@@ -186,6 +199,14 @@ def launch(settings: Settings, env: Dict[str, str], parts: List[Component], trai
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C while stopping
         stop(processes)
         print("stopped", flush=True)
+
+
+def rest_example(base: str, var_dir: Path) -> str:
+    """A ready curl line for the REST channel, naming where its token is."""
+    token = ("$REST_API_TOKEN" if os.environ.get("REST_API_TOKEN")
+             else f"$(cat {var_dir / REST_TOKEN_FILE})")
+    return (f"curl -s {base}/webhooks/rest/webhook -H \"Authorization: Bearer {token}\" "
+            """-d '{"sender": "me", "message": "where is my order A1001?"}'""")
 
 
 def _interrupt(signum: int, frame: object) -> None:

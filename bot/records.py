@@ -286,6 +286,16 @@ class GatewayRecords:
                               .order_by(turns.c.at, turns.c.id)).all()
         return [_turn(row) for row in rows]
 
+    def issued_payloads(self, conversation_id: str, recent: int = 10) -> List[str]:
+        """The button payloads of the conversation's latest turns that the gateway sent
+        (the bot's, an agent's): the only `/intent` texts a customer may send."""
+        query = (sa.select(turns.c.extras).where(turns.c.conversation_id == conversation_id,
+                                                 turns.c.role != "customer")
+                 .order_by(turns.c.at.desc(), turns.c.id.desc()).limit(recent))
+        with self.engine.connect() as db:
+            extras = [json.loads(row.extras or "{}") for row in db.execute(query)]
+        return [button["payload"] for extra in extras for button in extra.get("buttons", [])]
+
     def conversation(self, conversation_id: str) -> Optional[Dict[str, Any]]:
         with self.engine.connect() as db:
             row = db.execute(_CONVERSATION, {"conversation": conversation_id}).first()

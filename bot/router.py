@@ -35,6 +35,8 @@ log = logging.getLogger("bot.router")
 # What the bot receives for a message that is only attachments (a photo): text that
 # no intent claims, so a form waiting for a photo takes it as the slot value.
 ATTACHMENT_ONLY_TEXT = "[attachment]"
+# Rasa reads a text that starts with this as an intent with entities, not as words.
+INTENT_SYNTAX_PREFIX = "/"
 
 
 class Router:
@@ -65,6 +67,11 @@ class Router:
             log.error("a %s message could not be kept (%s); the sender is asked to retry",
                       message.connector, type(error.__cause__).__name__)
             raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from error
+
+    async def process_now(self, message: Message) -> None:
+        """For a caller that waits for the answer (REST): processed here and now, one
+        request per conversation at a time (the channel sees to it)."""
+        await self.process(message)
 
     async def record_status(self, update: StatusUpdate) -> None:
         self.metrics.status_reported(update.connector, update.status)
@@ -154,7 +161,9 @@ class Router:
         metadata = {"channel": message.channel, "connector": message.connector,
                     "attachments": [a.as_dict() for a in message.attachments],
                     "peak": await self.desk.peak_on()}
-        text = message.text or (ATTACHMENT_ONLY_TEXT if message.attachments else "")
+        if message.proven_phone:
+            metadata["proven_phone"] = message.proven_phone
+        text = await self._text_for_bot(message)
         deadline = time.monotonic() + self.policy.bot_retry_seconds
         pause = 0.5
         while True:
@@ -165,6 +174,23 @@ class Router:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+    async def _text_for_bot(self, message: Message) -> str:
+        """The customer's words as words: a text in Rasa's intent syntax
+        (`/intent{"entity": ...}`) passes only when it is the payload of a button the
+        gateway sent this conversation; otherwise its leading slashes are dropped, so
+        nobody can type an intent, an entity or an escalation rule."""
+        text = message.text or (ATTACHMENT_ONLY_TEXT if message.attachments else "")
+        if not text.lstrip().startswith(INTENT_SYNTAX_PREFIX):
+            return text
+        issued = await self.records.read(self.records.issued_payloads,
+                                         message.conversation_id)
+        if text.strip() in issued:
+            return text.strip()
+        log.info("%s %s typed intent syntax; passed to the bot as words", message.connector,
+                 mask(message.sender))
+        # nothing but slashes: a question mark, which the bot asks to rephrase
+        return text.lstrip().lstrip(INTENT_SYNTAX_PREFIX).lstrip() or "?"
 
     async def download(self, connector: str, reference: str) -> bytes:
         channel = self.channels.get(connector)

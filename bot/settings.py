@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# the secrets `make run` makes in var/ when the environment gives none
+REST_TOKEN_FILE = "rest-api.token"
+ACTION_TOKEN_FILE = "action-server.token"
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Settings:
     gateway_database_override: str
     agent_api_token: str
     metrics_token: str
+    rest_api_token: str
     # Rasa's tracker store, where the KPIs find each message's intent
     tracker_database_url: str
 
@@ -73,6 +77,7 @@ def load_settings() -> Settings:
         gateway_database_override=env.get("GATEWAY_DATABASE_URL", ""),
         agent_api_token=env.get("AGENT_API_TOKEN", ""),
         metrics_token=env.get("METRICS_TOKEN", ""),
+        rest_api_token=env.get("REST_API_TOKEN", ""),
         tracker_database_url=env.get("TRACKER_DATABASE_URL") or
         f"sqlite:///{env.get('RASA_TRACKER_DB') or var_dir / 'rasa_tracker.db'}",
     )

@@ -36,6 +36,10 @@ class ChannelContext(Protocol):
         once to be a duplicate (the same connector and message id seen before). A
         duplicate may also be recognised later and is then not processed."""
 
+    async def process_now(self, message: Message) -> None:
+        """Process the message in this process and return once it is answered, for a
+        channel whose caller waits for the answer (REST). Webhooks use `accept`."""
+
     async def record_status(self, update: StatusUpdate) -> None:
         """Record a provider status callback for a message we sent."""
 

@@ -48,6 +48,7 @@ class Message:
     profile_name: str = ""
     store_address: str = ""
     received_at: float = field(default_factory=time.time)
+    proven_phone: str = ""
 
     @property
     def conversation_id(self) -> str:

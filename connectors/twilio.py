@@ -268,6 +268,8 @@ def parse_message(form: Mapping[str, str]) -> Message:
         attachments=(*_media(form), *_location(form)),
         profile_name=form.get("ProfileName", ""),
         store_address=store_address,
+        # WhatsApp proves its senders' numbers; an SMS From can be spoofed on some routes
+        proven_phone=sender.removeprefix(WHATSAPP_PREFIX) if is_whatsapp(sender) else "",
     )
 
 

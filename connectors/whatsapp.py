@@ -392,6 +392,8 @@ def _messages(value: _MessagesValue, media_base_url: str) -> List[_Received]:
             profile_name=names.get(inbound.sender, ""),
             store_address=value.metadata.phone_number_id,
             received_at=_sent_at(inbound.timestamp),
+            # a wa_id is the number WhatsApp verified, with its country code, without '+'
+            proven_phone=f"+{inbound.sender}" if inbound.sender.isdigit() else "",
         )
         messages.append(_Received(message, typed=inbound.type == "text"))
     return messages

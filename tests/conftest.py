@@ -89,6 +89,13 @@ def store(store_url: str, now: datetime) -> Iterator[Store]:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RASA = REPO_ROOT / ".venv" / "bin" / "rasa"
+PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+# the secret Rasa sends the action server (endpoints.yml) in the tests' stacks
+ACTION_SERVER_TOKEN = "action-server-token-for-tests"
+
+
+def action_server_command(port: int) -> List[str]:
+    return [str(PYTHON), "-m", "actions.server", "--actions", "actions", "--port", str(port)]
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +126,7 @@ class RasaStack:
     def env(self, **extra: str) -> Dict[str, str]:
         return {**os.environ, "RASA_URL": self.rasa_url,
                 "ACTION_SERVER_URL": self.action_server_url,
+                "ACTION_SERVER_TOKEN": ACTION_SERVER_TOKEN,
                 "DATABASE_URL": self.database_url, "VAR_DIR": str(self.var_dir),
                 "REDIS_URL": "", **extra}
 
@@ -161,11 +169,11 @@ def stop_group(process: subprocess.Popen, signum: int = signal.SIGTERM,
             os.killpg(process.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def rasa_stack(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
-               now: datetime) -> Iterator[RasaStack]:
-    """Rasa on the trained model and the action server on a seeded SQLite store."""
-    var = tmp_path_factory.mktemp("rasa_stack")
+@contextlib.contextmanager
+def start_rasa_stack(model: Path, var: Path, now: datetime,
+                     **extra_env: str) -> Iterator[RasaStack]:
+    """Rasa (on loopback, as `make run` starts it) on `model` and the action server on a
+    seeded SQLite store in `var`; `extra_env` (POLICY_DIR, say) goes to both."""
     database_url = f"sqlite:///{var / 'store.db'}"
     seeded = open_store(database_url)
     seed_demo_store(seeded, now)
@@ -173,21 +181,34 @@ def rasa_stack(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
     rasa_port, action_port = free_port(), free_port()
     stack = RasaStack(f"http://127.0.0.1:{rasa_port}",
                       f"http://127.0.0.1:{action_port}/webhook", database_url, var)
-    env = stack.env(RASA_TRACKER_DB=str(stack.tracker_db))
-    bin_dir = REPO_ROOT / ".venv" / "bin"
-    with background([str(bin_dir / "rasa"), "run", "actions", "--port", str(action_port)],
+    env = stack.env(RASA_TRACKER_DB=str(stack.tracker_db), **extra_env)
+    with background(action_server_command(action_port),
                     env, var / "actions.log", f"http://127.0.0.1:{action_port}/health"), \
-         background([str(RASA), "run", "--model", str(trained_model), "--port",
-                     str(rasa_port), "--endpoints", "endpoints.yml", "--credentials",
-                     "credentials.yml"], env, var / "rasa.log", f"{stack.rasa_url}/"):
+         background([str(RASA), "run", "--model", str(model), "--port",
+                     str(rasa_port), "--interface", "127.0.0.1", "--endpoints",
+                     "endpoints.yml", "--credentials", "credentials.yml"], env,
+                    var / "rasa.log", f"{stack.rasa_url}/"):
         yield stack
 
 
 @pytest.fixture(scope="session")
+def rasa_stack(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
+               now: datetime) -> Iterator[RasaStack]:
+    """Rasa on the trained model and the action server on a seeded SQLite store."""
+    with start_rasa_stack(trained_model, tmp_path_factory.mktemp("rasa_stack"), now) as stack:
+        yield stack
+
+
+LIVE_REST_TOKEN = "rest-token-for-the-live-gateway"
+
+
+@pytest.fixture(scope="session")
 def live_gateway(rasa_stack: RasaStack) -> Iterator[str]:
-    """`bot serve` on a free port in front of `rasa_stack`: its base URL."""
+    """`bot serve` on a free port in front of `rasa_stack`: its base URL. Its REST
+    channel takes LIVE_REST_TOKEN."""
     port = free_port()
-    env = rasa_stack.env(GATEWAY_PORT=str(port), GATEWAY_HOST="127.0.0.1")
+    env = rasa_stack.env(GATEWAY_PORT=str(port), GATEWAY_HOST="127.0.0.1",
+                         REST_API_TOKEN=LIVE_REST_TOKEN)
     with background([str(REPO_ROOT / ".venv" / "bin" / "bot"), "serve"], env,
                     rasa_stack.var_dir / "gateway.log", f"http://127.0.0.1:{port}/health"):
         yield f"http://127.0.0.1:{port}"

@@ -30,11 +30,12 @@ PYTHON_SERVICES = ("action-server", "rasa", "gateway")
 SERVICES = ("postgres", "redis", *PYTHON_SERVICES)
 # secrets the operator must give (environment or .env): compose refuses to start without
 REQUIRED_SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "AGENT_API_TOKEN", "WEBCHAT_SECRET",
-                    "METRICS_TOKEN"}
+                    "METRICS_TOKEN", "REST_API_TOKEN", "ACTION_SERVER_TOKEN"}
 # what an operator's .env holds, for resolving the file as compose would
 OPERATOR_ENV = {"POSTGRES_PASSWORD": "pg-secret", "REDIS_PASSWORD": "redis-secret",
                 "AGENT_API_TOKEN": "admin-secret",
-                "WEBCHAT_SECRET": "webchat-secret", "METRICS_TOKEN": "metrics-secret"}
+                "WEBCHAT_SECRET": "webchat-secret", "METRICS_TOKEN": "metrics-secret",
+                "REST_API_TOKEN": "rest-secret", "ACTION_SERVER_TOKEN": "action-secret"}
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_SID$")
 # a value that is one variable, required (:?) or passed through empty (:-), no literal
 SECRET_REFERENCE = re.compile(r"\$\{[A-Z_][A-Z0-9_]*(?::\?[^}]*|:-)\}")
@@ -253,8 +254,8 @@ def test_python_services_run_one_image_with_their_own_command(
     images = {(str(services[name].get("build")), services[name].get("image"))
               for name in PYTHON_SERVICES}
     assert len(images) == 1
-    assert command(services["action-server"])[:5] == ["rasa", "run", "actions", "--actions",
-                                                      "actions"]
+    assert command(services["action-server"])[:5] == ["python", "-m", "actions.server",
+                                                      "--actions", "actions"]
     assert command(services["gateway"]) == ["bot", "serve"]
 
 
@@ -294,6 +295,29 @@ def test_services_find_each_other(services: Dict[str, Dict[str, Any]],
     assert [port.rsplit(":", 1)[1] for port in published] == [gateway["GATEWAY_PORT"]]
     for name in ("postgres", "redis", "rasa", "action-server"):
         assert not resolved[name].get("ports"), f"{name} is internal: no published port"
+
+
+def test_only_the_gateway_faces_the_public_and_rasa_cannot_reach_out(
+        compose: Dict[str, Any], resolved: Dict[str, Dict[str, Any]]) -> None:
+    networks = compose["networks"]
+    assert networks["internal"] == {"internal": True}
+    on = {name: set(service["networks"]) for name, service in resolved.items()}
+    assert on["rasa"] == on["postgres"] == on["redis"] == {"internal"}
+    assert on["gateway"] == {"internal", "edge"}
+    assert on["action-server"] == {"internal", "egress"}
+    assert not {"edge", "egress"} & {name for name, config in networks.items()
+                                     if (config or {}).get("internal")}
+
+
+def test_rasa_and_the_action_server_share_the_actions_secret(
+        resolved: Dict[str, Dict[str, Any]]) -> None:
+    rasa, actions = environment(resolved["rasa"]), environment(resolved["action-server"])
+    assert rasa["ACTION_SERVER_TOKEN"] == actions["ACTION_SERVER_TOKEN"] == "action-secret"
+    endpoints = yaml.safe_load((REPO_ROOT / PRODUCTION_ENDPOINTS).read_text())
+    assert endpoints["action_endpoint"]["headers"] == {
+        "Authorization": "Bearer ${ACTION_SERVER_TOKEN}"}
+    # the container's interfaces, so that Rasa can reach it over the internal network
+    assert actions["ACTION_SERVER_HOST"] == "0.0.0.0"
 
 
 def test_redis_requires_the_password_the_gateway_and_rasa_use(

@@ -360,13 +360,13 @@ class SqlOrders(_System):
         return found[0] if found else None
 
     def orders_for_contact(self, contact: str) -> list[Order]:
-        """Orders (newest first) of the customer with this email or phone number."""
+        """Orders (newest first) of the customer with this email or E.164 phone number
+        (`phone_digits` holds the number's E.164 digits), compared whole."""
         contact = (contact or "").strip()
         if "@" in contact:
             match = sa.func.lower(customers.c.email) == contact.lower()
-        elif len(digits := digits_only(contact)) >= 10:  # also without the country code
-            match = sa.or_(customers.c.phone_digits == digits,
-                           customers.c.phone_digits.like(f"%{digits}"))
+        elif contact.startswith("+") and (digits := digits_only(contact)):
+            match = customers.c.phone_digits == digits
         else:
             return []
         with self._engine.connect() as conn:

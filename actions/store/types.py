@@ -171,7 +171,9 @@ class StoreError(Exception):
 class OrderSystem(Protocol):
     def get_order(self, order_id: str) -> Optional[Order]: ...
 
-    def orders_for_contact(self, contact: str) -> list[Order]: ...
+    def orders_for_contact(self, contact: str) -> list[Order]:
+        """Orders, newest first, of the customer with this email or E.164 number."""
+        ...
 
     def orders_since(self, since: datetime,
                      status: Optional[OrderStatus] = None) -> list[Order]:

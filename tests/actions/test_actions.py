@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+import time
 from decimal import Decimal
 from typing import Any, Dict, Optional
 
@@ -18,7 +18,7 @@ from actions.actions import (
     ActionHandleComplaint,
     ActionResolveRequest,
 )
-from actions.identity import ValidateOrderForm, parse_address
+from actions.order_form import ActionAskOrderId, ValidateOrderForm, parse_address
 from actions.policy import current_policy
 from actions.store.sql import Store
 from actions.store.types import OrderStatus
@@ -34,17 +34,24 @@ EMAILS = {
 }
 
 
+def proven(order_id: str, contact: Optional[str] = None, ago: float = 0) -> Dict[str, Any]:
+    """The slots of a conversation that proved `contact` (the order's email) `ago`
+    seconds ago and asks about `order_id` (slots injected: the proof itself is tested
+    through the form below and end to end in tests/bot/test_identity.py)."""
+    contact = contact or EMAILS[order_id]
+    return {"order_id": order_id, "contact": contact, "verified_contact": contact,
+            "verified_at": time.time() - ago}
+
+
 async def resolve(request: str, order_id: str, sender: str = "customer-1",
                   **slots: Any) -> Outcome:
-    tracker = make_tracker({"order_id": order_id, "contact": EMAILS[order_id],
-                            "verified_contact": EMAILS[order_id], "request": request, **slots},
-                           sender=sender)
+    tracker = make_tracker({**proven(order_id), "request": request, **slots}, sender=sender)
     return await run_action(ActionResolveRequest(), tracker)
 
 
 async def confirm(order_id: str, offer: str, **slots: Any) -> Outcome:
-    tracker = make_tracker({"order_id": order_id, "contact": EMAILS[order_id],
-                            "pending_offer": offer, **slots}, intent="affirm")
+    tracker = make_tracker({**proven(order_id), "pending_offer": offer, **slots},
+                           intent="affirm")
     return await run_action(ActionConfirmOffer(), tracker)
 
 
@@ -78,15 +85,29 @@ async def validate(slots: Dict[str, Any], new: Dict[str, Any]) -> Outcome:
 
 async def test_matching_contact_verifies_and_asks_nothing_more(actions_store):
     outcome = await validate({"order_id": "A1001", "request": "order_status"},
-                             {"contact": "BUYER1@example.com"})
+                             {"contact": "  BUYER1@example.com "})
     assert outcome.slot("verified_contact") == "buyer1@example.com"
+    assert time.time() - outcome.slot("verified_at") < 5
     assert outcome.slot("requested_slot") is None
     assert outcome.messages == []
 
 
-async def test_phone_on_the_order_verifies_too(actions_store):
-    outcome = await validate({"order_id": "a 1001"}, {"contact": "+1 (415) 555-0101"})
-    assert outcome.slot("verified_contact") == "14155550101"
+@pytest.mark.parametrize("phone", ["+1 (415) 555-0101", "415 555 0101", "+14155550101"])
+async def test_the_whole_phone_number_on_the_order_verifies(actions_store, phone):
+    outcome = await validate({"order_id": "a 1001"}, {"contact": phone})
+    assert outcome.slot("verified_contact") == "+14155550101"
+
+
+@pytest.mark.parametrize("phone", ["5550101", "555-0101", "0101"])
+async def test_the_last_digits_of_a_phone_number_are_no_proof(actions_store, phone):
+    outcome = await validate({"order_id": "A1001"}, {"contact": phone})
+    assert outcome.slot("verified_contact") is None
+    assert outcome.responses == ["utter_invalid_contact"]
+
+
+async def test_another_number_with_the_same_last_digits_is_no_proof(actions_store):
+    outcome = await validate({"order_id": "A1001"}, {"contact": "+44 20 4155 50101"})
+    assert outcome.slot("verified_contact") is None
 
 
 async def test_mismatch_reveals_nothing_about_the_order(actions_store):
@@ -109,6 +130,7 @@ async def test_third_failure_ends_the_form_and_offers_a_person(actions_store):
         {"verification_failures": 3, "request": "order_status"}))
     assert resolved.responses == ["utter_verification_offer_human"]
     assert resolved.slot("pending_offer") == "human:identity_not_verified"
+    assert resolved.slot("verification_failures") is None  # the session stays out of tries
     escalated = await run_action(ActionConfirmOffer(), make_tracker(
         {"pending_offer": "human:identity_not_verified"}, intent="affirm"))
     assert escalated.responses == ["utter_escalated"]
@@ -122,46 +144,94 @@ async def validate_as(sender: str, slots: Dict[str, Any], new: Dict[str, Any]) -
         {**slots, **new}, intent="inform", events=events, sender=sender))
 
 
-async def test_guesses_from_many_conversations_lock_the_order_for_the_bot(actions_store):
-    """Each new conversation has its own tries; the order has a limit over them all.
-    Past it, not even the right contact verifies it with the bot: a person does."""
-    limit = current_policy().limits.order_verification_failures
-    for guess in range(limit):
+async def test_guesses_at_an_order_cost_guessers_their_tries_but_never_lock_out_its_buyer(
+        actions_store):
+    identity = current_policy().identity
+    for guess in range(identity.attempts_per_order):
         wrong = await validate_as(f"guesser-{guess}", {"order_id": "A1001"},
                                   {"contact": f"guess{guess}@example.com"})
         assert wrong.slot("verification_failures") == 1
-    locked = await validate_as("owner", {"order_id": "A1001"},
-                               {"contact": "buyer1@example.com"})
-    assert locked.slot("verified_contact") is None
-    assert locked.slot("verification_failures") == current_policy().limits.verification_attempts
-    assert locked.slot("requested_slot") is None and locked.messages == []
-    offered = await run_action(ActionResolveRequest(), make_tracker(
-        {"verification_failures": 3, "request": "order_status"}, sender="owner"))
-    assert offered.responses == ["utter_verification_offer_human"]
-    # other orders are not affected
-    other = await validate_as("owner", {"order_id": "A1003"},
-                              {"contact": "buyer2@example.com"})
-    assert other.slot("verified_contact") == "buyer2@example.com"
-    # the guesses age out of the window
-    with actions_store.engine.begin() as db:
-        db.execute(sa.text("UPDATE contact_events SET created_at = :old WHERE "
-                           "customer_key = 'order:A1001'"),
-                   {"old": datetime.now(timezone.utc) - timedelta(days=2)})
-    again = await validate_as("owner", {"order_id": "A1001"},
-                              {"contact": "buyer1@example.com"})
-    assert again.slot("verified_contact") == "buyer1@example.com"
+    # past the order's limit, one wrong guess ends a new conversation's tries at once,
+    # and is answered only after the slowdown
+    started = time.monotonic()
+    guessed = await validate_as("guesser-late", {"order_id": "A1001"},
+                                {"contact": "late@example.com"})
+    assert time.monotonic() - started >= identity.slowdown_seconds
+    assert guessed.slot("verification_failures") == identity.attempts_per_session
+    assert guessed.messages == []  # no "try again": a person is offered next
+    # the buyer, from a conversation of their own, still proves it at once
+    started = time.monotonic()
+    owner = await validate_as("owner", {"order_id": "A1001"}, {"contact": "buyer1@example.com"})
+    assert owner.slot("verified_contact") == "buyer1@example.com"
+    assert time.monotonic() - started < identity.slowdown_seconds
+
+
+async def test_a_sender_past_its_limit_has_nothing_checked(actions_store):
+    identity = current_policy().identity
+    for guess in range(identity.attempts_per_sender):
+        await validate_as("prober", {"order_id": f"A10{10 + guess}"},
+                          {"contact": f"probe{guess}@example.com"})
+    refused = await validate_as("prober", {"order_id": "A1001"},
+                                {"contact": "buyer1@example.com"})
+    assert refused.slot("verified_contact") is None
+    assert refused.slot("verification_failures") == identity.attempts_per_session
+    # the order is not locked for anyone else
+    owner = await validate_as("owner", {"order_id": "A1001"}, {"contact": "buyer1@example.com"})
+    assert owner.slot("verified_contact") == "buyer1@example.com"
 
 
 async def test_another_customers_order_asks_for_its_own_contact(actions_store):
-    outcome = await validate({"contact": "buyer1@example.com",
-                              "verified_contact": "buyer1@example.com"}, {"order_id": "A1003"})
+    outcome = await validate(proven("A1001"), {"order_id": "A1003"})
     assert outcome.slot("contact") is None
     assert outcome.slot("verification_failures") is None  # not a failed try
     assert outcome.messages == []
 
 
+async def test_a_proof_expires_and_the_customer_is_asked_again(actions_store):
+    ttl = current_policy().identity.verification_ttl_minutes * 60
+    fresh = await run_action(ActionResolveRequest(), make_tracker(
+        {**proven("A1001", ago=ttl - 60), "request": "order_status"}))
+    assert fresh.responses == ["utter_status_in_transit"]
+    stale = {**proven("A1001", ago=ttl + 60), "request": "order_status"}
+    shown = await run_action(ActionResolveRequest(), make_tracker(stale))
+    assert "1Z999AA10123456784" not in str(shown.messages)
+    asked = await validate(stale, {})
+    assert asked.slot("verified_contact") is None and asked.slot("contact") is None
+    assert asked.responses == ["utter_verification_expired"]
+    assert asked.slot("requested_slot") == "contact"
+
+
+async def test_whatsapps_proven_number_verifies_without_asking(actions_store):
+    events = [{"event": "user", "text": "", "parse_data": {}},
+              {"event": "slot", "name": "order_id", "value": "A1001"}]
+    tracker = make_tracker({"order_id": "A1001", "request": "order_status"}, intent="inform",
+                           events=events, metadata={"proven_phone": "+14155550101"})
+    outcome = await run_action(ValidateOrderForm(), tracker)
+    assert outcome.slot("verified_contact") == "+14155550101"
+    assert outcome.slot("requested_slot") is None and outcome.messages == []
+    # someone else's order: that number proves nothing, the order's contact is asked
+    other = make_tracker({"order_id": "A1003"}, intent="inform", events=[
+        {"event": "user", "text": "", "parse_data": {}},
+        {"event": "slot", "name": "order_id", "value": "A1003"}],
+        metadata={"proven_phone": "+14155550101"})
+    asked = await run_action(ValidateOrderForm(), other)
+    assert asked.slot("verified_contact") is None
+    assert asked.slot("requested_slot") == "contact"
+
+
+async def test_whatsapp_customers_pick_from_their_recent_orders(actions_store):
+    listed = await run_action(ActionAskOrderId(), make_tracker(
+        metadata={"proven_phone": "+14155550107"}))
+    buttons = listed.facts("utter_which_order")["buttons"]
+    assert [b["title"] for b in buttons] == ["#A1012 Electric kettle", "#A1013 Ceramic mug set",
+                                             "#A1014 Everyday cookbook"]
+    assert buttons[0]["payload"] == '/inform{"order_id":"A1012"}'
+    plain = await run_action(ActionAskOrderId(), make_tracker())
+    assert plain.responses == ["utter_ask_order_id"]
+
+
 async def test_resolve_never_shows_an_unverified_order(actions_store):
-    tracker = make_tracker({"order_id": "A1001", "contact": "buyer2@example.com",
+    tracker = make_tracker({"order_id": "A1001", "contact": "buyer1@example.com",
                             "request": "order_status"})
     outcome = await run_action(ActionResolveRequest(), tracker)
     assert "1Z999AA10123456784" not in str(outcome.messages)
@@ -178,8 +248,7 @@ async def test_form_asks_for_a_new_address_only_when_the_order_can_change(action
 
 
 async def test_photo_from_an_attachment_a_link_or_none(actions_store):
-    slots = {"order_id": "A1002", "contact": "buyer1@example.com", "request": "damaged_item",
-             "requested_slot": "photo"}
+    slots = {**proven("A1002"), "request": "damaged_item", "requested_slot": "photo"}
 
     def events() -> list:  # rasa_sdk appends to the list it is given
         return [{"event": "user", "text": "", "parse_data": {}},
@@ -399,8 +468,7 @@ async def test_damaged_item_offers_the_policy_remedies_and_grants_one(actions_st
     offer = outcome.facts("utter_offer_remedy")
     assert [b["title"] for b in offer["buttons"]] == ["A replacement", "A refund", "Store credit"]
     chosen = await run_action(ActionChooseRemedy(), make_tracker(
-        {"order_id": "A1002", "contact": "buyer1@example.com",
-         "pending_offer": "remedy:damaged_item", "remedy": "replacement"},
+        {**proven("A1002"), "pending_offer": "remedy:damaged_item", "remedy": "replacement"},
         intent="choose_remedy"))
     replacement_id = chosen.facts("utter_remedy_replacement")["replacement_id"]
     replacement = actions_store.orders.get_order(replacement_id)
@@ -438,8 +506,7 @@ async def test_escalation_hands_over_reason_tier_rule(actions_store, intent, tex
 
 
 async def test_escalation_keeps_the_verified_order(actions_store):
-    tracker = make_tracker({"order_id": "A1003", "contact": "buyer2@example.com"},
-                           intent="human_handoff")
+    tracker = make_tracker(proven("A1003"), intent="human_handoff")
     assert escalation(await run_action(ActionEscalate(), tracker))["order_id"] == "A1003"
     unverified = make_tracker({"order_id": "A1003", "contact": "buyer1@example.com"},
                               intent="human_handoff", sender="other")
@@ -463,8 +530,8 @@ def conversation_so_far(last_text: str) -> list:
 
 
 async def test_handoff_payload_of_a_verified_customer(actions_store):
-    tracker = make_tracker({"order_id": "A1003", "contact": "buyer2@example.com",
-                            "verified_contact": "buyer2@example.com", "request": "order_status",
+    slots = proven("A1003")
+    tracker = make_tracker({**slots, "request": "order_status",
                             "pending_offer": "cancel"}, intent="human_handoff",
                            text="I want a person", events=conversation_so_far("I want a person"))
     outcome = await run_action(ActionEscalate(), tracker)
@@ -481,9 +548,7 @@ async def test_handoff_payload_of_a_verified_customer(actions_store):
                     "next": policy.rule("customer_request").next_step,
                     "eta": policy.tiers[1].team_reply},
         # pending_offer is gone: the escalation cleared it in this run
-        "slots": {"order_id": "A1003", "contact": "buyer2@example.com",
-                  "verified_contact": "buyer2@example.com", "request": "order_status",
-                  "verification_failures": 0.0},
+        "slots": {**slots, "request": "order_status", "verification_failures": 0.0},
         "actions_attempted": ["order_form", "action_resolve_request", "action_answer_faq"],
     }
 

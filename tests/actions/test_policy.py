@@ -38,6 +38,7 @@ def test_shipped_policy_is_complete():
     assert set(REQUIRED_RULES) <= set(policy.rules)
     assert {rule.tier for rule in policy.rules.values()} == {1, 2, 3}
     assert policy.windows.return_days == 30
+    assert policy.identity.verification_ttl_minutes == 30
     knowledge = load_knowledge(policy=policy)
     for topic in FAQ_TOPICS:
         assert "{" not in knowledge.answer(topic, policy)
@@ -55,6 +56,12 @@ def test_shipped_policy_is_complete():
      "rules.complaint.team: 'marketing' is not one of the teams"),
     (lambda d: d["remedies"].update(lost=["voucher"]), "remedies.lost.0"),
     (lambda d: d["trigger_phrases"].update(chargeback=[]), "trigger_phrases.chargeback"),
+    (lambda d: d["identity"].update(default_phone_region="XX"),
+     "identity.default_phone_region: 'XX' is not a region code"),
+    (lambda d: d["identity"].update(slowdown_seconds=30),
+     "identity.slowdown_seconds: must be between 0 and 5"),
+    (lambda d: d["identity"].update(attempts_per_order=0),
+     "identity.attempts_per_order: must be at least 1"),
 ])
 def test_invalid_escalation_policy_names_the_key(policy_copy, change, message):
     edit(policy_copy, "escalation.yml", change)
@@ -129,9 +136,9 @@ def test_bot_validate_reports_a_broken_policy(policy_copy, monkeypatch, capsys):
 
     monkeypatch.setenv("POLICY_DIR", str(policy_copy))
     assert main(["validate"]) == 0
-    edit(policy_copy, "escalation.yml", lambda d: d["limits"].update(verification_attempts=0))
+    edit(policy_copy, "escalation.yml", lambda d: d["identity"].update(attempts_per_session=0))
     assert main(["validate"]) == 1
-    assert "limits.verification_attempts: must be at least 1" in capsys.readouterr().err
+    assert "identity.attempts_per_session: must be at least 1" in capsys.readouterr().err
 
 
 def test_bot_validate_reports_a_broken_channel_policy(policy_copy, monkeypatch, capsys):

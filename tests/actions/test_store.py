@@ -236,15 +236,15 @@ def test_orders_for_email_any_case_newest_first(store: Store, contact: str) -> N
     assert [o.order_id for o in store.orders.orders_for_contact(contact)] == ["A1001", "A1002"]
 
 
-@pytest.mark.parametrize("contact", ["+1 415 555 0107", "+1-415-555-0107", "14155550107",
-                                     "+14155550107", "(415) 555-0107"])
-def test_orders_for_phone_by_digits(store: Store, contact: str) -> None:
-    found = store.orders.orders_for_contact(contact)
+def test_orders_for_an_e164_phone_number(store: Store) -> None:
+    found = store.orders.orders_for_contact("+14155550107")
     assert [o.order_id for o in found] == ["A1012", "A1013", "A1014"]
 
 
 @pytest.mark.parametrize("contact", ["nobody@example.com", "buyer1@example.co", "555",
-                                     "+1 415 555 0199", "", "hello"])
+                                     "+14155550199", "", "hello",
+                                     # numbers are compared whole, never by their end
+                                     "4155550107", "5550107", "+4155550107"])
 def test_orders_for_unknown_contact(store: Store, contact: str) -> None:
     assert store.orders.orders_for_contact(contact) == []
 

@@ -16,6 +16,7 @@ from bot.settings import load_settings
 from connectors.telegram import TelegramChannel
 from tests.browser import Browser, unavailable
 from tests.conftest import RasaStack
+from tests.connectors import test_twilio as twilio_test
 from tests.connectors.test_telegram import API, TOKEN, credentials, sent_message
 from tests.provider_api import ProviderAPI, RecordedRequest
 
@@ -46,6 +47,22 @@ async def bot_api() -> AsyncIterator[ProviderAPI]:
     api.answer("POST", f"{API}/answerCallbackQuery", true)
     api.answer("POST", f"{API}/getFile", get_file)
     api.answer("GET", f"/file/bot{TOKEN}/photos/file_1.jpg", file_bytes)
+    yield api
+    await api.stop()
+
+
+@pytest_asyncio.fixture
+async def twilio_api() -> AsyncIterator[ProviderAPI]:
+    api = await ProviderAPI().start()
+    sids = iter(range(1, 10_000))
+
+    async def create_message(request: RecordedRequest) -> web.Response:
+        form = request.form
+        return web.json_response({"sid": f"SM{next(sids):032d}", "status": "queued",
+                                  "to": form["To"][0], "from": form["From"][0],
+                                  "body": form.get("Body", [""])[0]}, status=201)
+
+    api.answer("POST", twilio_test.MESSAGES_PATH, create_message)
     yield api
     await api.stop()
 

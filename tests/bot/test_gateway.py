@@ -247,22 +247,6 @@ async def test_two_gateways_on_redis_answer_one_conversation_in_order(
             await client.close()
 
 
-@pytest_asyncio.fixture
-async def twilio_api() -> AsyncIterator[ProviderAPI]:
-    api = await ProviderAPI().start()
-    sids = iter(range(1, 10_000))
-
-    async def create_message(request: RecordedRequest) -> web.Response:
-        form = request.form
-        return web.json_response({"sid": f"SM{next(sids):032d}", "status": "queued",
-                                  "to": form["To"][0], "from": form["From"][0],
-                                  "body": form.get("Body", [""])[0]}, status=201)
-
-    api.answer("POST", twilio_test.MESSAGES_PATH, create_message)
-    yield api
-    await api.stop()
-
-
 async def test_an_sms_customer_picks_a_numbered_option_and_the_bot_acts_on_it(
         rasa_stack: RasaStack, twilio_api: ProviderAPI) -> None:
     """Buttons become numbered options on SMS; "1" is the first button's payload."""
@@ -324,7 +308,7 @@ async def test_channels_without_credentials_are_off_and_say_so_and_the_gateway_s
         health = await client.get("/health")
         body = await health.json()
         assert health.status == 503 and body["rasa"] is False
-        assert body["channels"] == ["telegram", "webchat"]
+        assert body["channels"] == ["rest", "telegram", "webchat"]
         assert (await client.post("/webhooks/twilio", data={"Body": "hi"})).status == 404
         assert (await client.post("/webhooks/telegram", json={},
                                   headers={SECRET_HEADER: "wrong"})).status == 403

@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from connectors.privacy import install_log_redaction, redact
-from tests.conftest import RasaStack
+from tests.conftest import LIVE_REST_TOKEN, RasaStack
 
 SAID = {
     "email": "buyer1@example.com",
@@ -74,7 +74,8 @@ def test_no_log_of_rasa_the_actions_or_the_gateway_carries_what_a_customer_said(
         request = urllib.request.Request(
             f"{live_gateway}/webhooks/rest/webhook", method="POST",
             data=json.dumps({"sender": sender, "message": text}).encode(),
-            headers={"Content-Type": "application/json"})
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {LIVE_REST_TOKEN}"})
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
     logs = {name: (rasa_stack.var_dir / name).read_text()

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.gateway import create_app, load_channel_policy
 from bot.handoff.store import handoffs
 from bot.settings import Settings, load_settings
+from connectors.rest import RestChannel
 from connectors.telegram import SECRET_HEADER, TelegramChannel
 from tests.bot.test_agent_console import agent, ask_for_a_person, call, desk_of
 from tests.bot.test_gateway import post_update, sent_texts, update
@@ -28,6 +29,7 @@ from tests.connectors.test_telegram import API, SECRET, credentials
 from tests.provider_api import ProviderAPI, free_port
 
 METRICS_TOKEN = "metrics-token-for-tests"
+REST_TOKEN = "rest-token-for-metrics-tests"
 
 Key = Tuple[str, FrozenSet[Tuple[str, str]]]
 Samples = Dict[Key, float]
@@ -82,8 +84,9 @@ async def offline(bot_api: ProviderAPI) -> AsyncIterator[
 
     def make(settings: Settings) -> TestClient:
         policy = load_channel_policy()
-        channel = TelegramChannel(credentials(bot_api.url), policy)
-        client = TestClient(TestServer(create_app(settings, {"telegram": channel}, policy)))
+        channels = {"telegram": TelegramChannel(credentials(bot_api.url), policy),
+                    "rest": RestChannel(REST_TOKEN)}
+        client = TestClient(TestServer(create_app(settings, channels, policy)))
         clients.append(client)
         return client
 
@@ -135,7 +138,9 @@ async def test_refused_and_malformed_webhooks_count_with_their_status(
                               headers={SECRET_HEADER: SECRET})).status == 400
     assert (await client.post("/webhooks/telegram", data=b"[]",
                               headers={SECRET_HEADER: SECRET})).status == 400
-    assert (await client.post("/webhooks/rest/webhook", data=b"nope")).status == 400
+    assert (await client.post("/webhooks/rest/webhook", data=b"nope", headers={
+        "Authorization": f"Bearer {REST_TOKEN}"})).status == 400
+    assert (await client.post("/webhooks/rest/webhook", data=b"nope")).status == 401
     # a path no route matches is not counted: callers cannot invent label values
     assert (await client.post("/webhooks/invented", data=b"x")).status == 404
     after = await scrape(client)
@@ -144,7 +149,8 @@ async def test_refused_and_malformed_webhooks_count_with_their_status(
         return (value(after, "gateway_webhook_requests_total", channel=channel, code=code)
                 - value(before, "gateway_webhook_requests_total", channel=channel, code=code))
 
-    assert (rise("telegram", "403"), rise("telegram", "400"), rise("rest", "400")) == (1, 2, 1)
+    assert (rise("telegram", "403"), rise("telegram", "400"), rise("rest", "400"),
+            rise("rest", "401")) == (1, 2, 1, 1)
     assert rise("telegram", "200") == 0
     assert value(after, "gateway_webhook_duration_seconds_count", channel="telegram") == 3
     channels = {dict(labels).get("channel") for _, labels in after} - {None}

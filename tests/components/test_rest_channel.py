@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.launcher import drop_database, ensure_database
-from tests.conftest import POSTGRES_URL, RASA, RasaStack, background
+from tests.conftest import ACTION_SERVER_TOKEN, POSTGRES_URL, RASA, RasaStack, background
 from tests.provider_api import free_port
 from tests.tcp_proxy import CuttableProxy
 
@@ -48,6 +48,7 @@ def rasa(trained_model: Path, rasa_stack: RasaStack, postgres_url: str,
     endpoints = var / "endpoints.yml"
     endpoints.write_text(
         f"action_endpoint:\n  url: http://127.0.0.1:{actions.port}{action_server.path}\n"
+        f"  headers:\n    Authorization: Bearer {ACTION_SERVER_TOKEN}\n"
         "tracker_store:\n  type: SQL\n  dialect: postgresql\n  url: 127.0.0.1\n"
         f"  port: {database.port}\n  db: {sa.engine.make_url(database_url).database}\n"
         f"  username: {server.username or 'postgres'}\n  password: '{server.password or ''}'\n")

@@ -148,6 +148,8 @@ async def test_whatsapp_sender_marks_the_whatsapp_channel(harness: Harness) -> N
     assert message.conversation_id == f"twilio:{WA_CUSTOMER}"
     assert message.store_address == WA_STORE
     assert message.profile_name == "Ada"
+    # WhatsApp verified the number: the bot may take it as proof of identity
+    assert message.proven_phone == "+14155238886"
 
 
 @pytest.mark.parametrize("signature", [

@@ -159,6 +159,8 @@ async def test_signed_text_message_is_accepted(client: TestClient,
     assert message.profile_name == "Sheena Nelson"
     assert message.store_address == PHONE_NUMBER_ID
     assert message.conversation_id == CONVERSATION
+    # the wa_id is the number WhatsApp verified: proof of identity for the bot
+    assert message.proven_phone == f"+{CUSTOMER}"
 
 
 @pytest.mark.parametrize("header", [
