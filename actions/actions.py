@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Optional
 
-from actions.conversation import Turn, TurnAction, session_events, user_intent
+from actions.conversation import Question, Turn, TurnAction, session_events, user_intent
+from actions.guarded import Change, carry_out, propose
+from actions.order_form import gave_no_order_number
 from actions.policy import FAQ_TOPICS, current_knowledge, current_peak_policy, current_policy
-from actions.requests import HANDLERS, confirm_cancel, grant_remedy, return_item
+from actions.requests import HANDLERS, choose_remedy, offer_remedies
 from actions.store.types import Order
 
 # Validate the policy files when the action server starts, not at the first customer.
@@ -29,15 +31,17 @@ class ActionResolveRequest(TurnAction):
 
     def act(self, turn: Turn) -> None:
         order = turn.verified_order()
-        if order is None:
-            turn.offer("human:identity_not_verified", "utter_verification_offer_human")
+        if order is None and gave_no_order_number(turn):
+            turn.offer_person("identity_not_verified", "utter_no_order_number")
+        elif order is None:
+            turn.offer_person("identity_not_verified", "utter_verification_offer_human")
         else:
             turn.set("pending_offer", None)
             request = turn.slot("request") or "order_status"
             if not self._repeat_contact(turn, request, order):
                 HANDLERS[request](turn, order)
         # the next request starts afresh; order, contact and verification carry over
-        for slot in ("request", "new_address", "photo"):
+        for slot in ("request", "new_address", "photo", "order_id_misses"):
             turn.set(slot, None)
 
     @staticmethod
@@ -59,25 +63,41 @@ class ActionResolveRequest(TurnAction):
 
 
 class ActionConfirmOffer(TurnAction):
-    """The customer said yes to the question the bot asked last."""
+    """The customer said yes to the question the bot asked last. Only a yes given as the
+    very next message counts (Turn.answers); a later one gets the question again."""
 
     def name(self) -> str:
         return "action_confirm_offer"
 
     def act(self, turn: Turn) -> None:
-        offer = turn.slot("pending_offer") or ""
+        question = turn.question()
         turn.set("pending_offer", None)
-        order = turn.verified_order()
-        if offer.startswith("human:"):
-            turn.escalate(offer.split(":", 1)[1], order, "Customer accepted the offer of a person.")
-        elif offer == "cancel" and order:
-            confirm_cancel(turn, order)
-        elif offer == "return" and order:
-            return_item(turn, order)
-        elif offer.startswith("remedy:") and order:
-            grant_remedy(turn, order, offer.split(":", 1)[1], None)
-        else:
+        if question is None:
             turn.say("utter_ok")
+        elif not turn.answers(question) or question.kind == "remedy":
+            ask_again(turn, question)  # a yes to a choice of remedies chooses none
+        elif question.kind == "person":
+            turn.escalate(question.rule, turn.verified_order(),
+                          "Customer accepted the offer of a person.")
+        else:
+            carry_out(turn, question)
+
+
+def ask_again(turn: Turn, question: Question) -> None:
+    """A question the customer answered too late, or not with what it asks for: nothing
+    is done; it is asked again, on the order's state now."""
+    if question.kind == "person":
+        turn.offer_person(question.rule, "utter_offer_person")
+        return
+    turn.say("utter_question_expired")
+    order = turn.verified_order()
+    change = Change.from_question(question)
+    if order is None or order.order_id != question.order_id:
+        return
+    if question.kind == "remedy":
+        offer_remedies(turn, order, question.problem)
+    elif change is not None:
+        propose(turn, change, order)
 
 
 class ActionDeclineOffer(TurnAction):
@@ -85,11 +105,12 @@ class ActionDeclineOffer(TurnAction):
         return "action_decline_offer"
 
     def act(self, turn: Turn) -> None:
-        offer = turn.slot("pending_offer")
+        question = turn.question()
         turn.set("pending_offer", None)
-        order_id = turn.slot("order_id")
-        if offer == "cancel" and order_id:
-            turn.say("utter_cancel_kept", order_id=order_id)
+        if question is not None and question.change.get("kind") == "cancel":
+            turn.say("utter_cancel_kept", order_id=question.order_id)
+        elif question is not None and question.kind == "write":
+            turn.say("utter_nothing_changed")
         else:
             turn.say("utter_anything_else")
 
@@ -99,12 +120,15 @@ class ActionChooseRemedy(TurnAction):
         return "action_choose_remedy"
 
     def act(self, turn: Turn) -> None:
-        offer = turn.slot("pending_offer") or ""
+        question = turn.question()
+        turn.set("pending_offer", None)
         order = turn.verified_order()
-        if not offer.startswith("remedy:") or order is None:
+        if question is None or question.kind != "remedy" or order is None:
             turn.say("utter_ok")
-            return
-        grant_remedy(turn, order, offer.split(":", 1)[1], turn.slot("remedy"))
+        elif not turn.answers(question):
+            ask_again(turn, question)
+        else:
+            choose_remedy(turn, order, question.problem, turn.slot("remedy"))
 
 
 class ActionAnswerFaq(TurnAction):
@@ -225,6 +249,6 @@ class ActionFallback(TurnAction):
                 break
             misses += 1
         if misses >= turn.policy.limits.fallbacks_before_human:
-            turn.offer("human:bot_not_understanding", "utter_offer_human_after_fallback")
+            turn.offer_person("bot_not_understanding", "utter_offer_human_after_fallback")
         else:
             turn.say("utter_rephrase")

@@ -2,12 +2,13 @@
 slot changes and escalation, behind one small `Turn` object."""
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -20,6 +21,34 @@ from actions.store.sql import Store, open_store
 from actions.store.types import Order, normalize_order_id
 
 HOUSEKEEPING_ACTIONS = frozenset({"action_listen", "action_session_start"})
+
+QuestionKind = Literal["write", "person", "remedy"]
+
+
+@dataclass(frozen=True)
+class Question:
+    """The yes/no question (or choice) the bot asked last, kept in the slot
+    `pending_offer` until answered: a write to carry out (actions/guarded.py), a person
+    to bring in, or remedies to choose from. `turn` counts the customer's messages when
+    it was asked: only the very next one answers it."""
+
+    kind: QuestionKind
+    turn: int
+    at: float
+    order_id: str = ""
+    change: Dict[str, Any] = field(default_factory=dict)
+    rule: str = ""
+    problem: str = ""
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def decode(cls, value: Any) -> Optional[Question]:
+        try:
+            return cls(**json.loads(value))
+        except (TypeError, ValueError):
+            return None
 
 
 @lru_cache(maxsize=1)
@@ -48,8 +77,13 @@ class Turn:
     events: List[EventType] = field(default_factory=list)
 
     def say(self, response: str, **facts: Any) -> None:
+        self._utter(response, (), facts)
+
+    def _utter(self, response: str, buttons: Sequence[Dict[str, str]],
+               facts: Mapping[str, Any]) -> None:
         values = {**policy_facts(self.policy), **facts}
-        self.dispatcher.utter_message(response=response, **{k: str(v) for k, v in values.items()})
+        self.dispatcher.utter_message(response=response, buttons=list(buttons),
+                                      **{k: str(v) for k, v in values.items()})
 
     def set(self, slot: str, value: Any) -> None:
         self.events.append(SlotSet(slot, value))
@@ -97,10 +131,34 @@ class Turn:
     def region(self) -> str:
         return self.policy.identity.default_phone_region
 
-    def offer(self, kind: str, response: str, **facts: Any) -> None:
-        """Ask a yes/no question; action_confirm_offer / _decline_offer act on it."""
-        self.set("pending_offer", kind)
-        self.say(response, **facts)
+    def ask(self, kind: QuestionKind, response: str,
+            facts: Optional[Mapping[str, Any]] = None, *,
+            buttons: Sequence[Dict[str, str]] = (), order_id: str = "",
+            change: Optional[Mapping[str, Any]] = None, rule: str = "",
+            problem: str = "") -> None:
+        """Ask a question (its yes/no buttons are the response's, in domain.yml, unless
+        `buttons` are given); action_confirm_offer, _decline_offer and _choose_remedy act
+        on the answer. The response may name `{order_id}`."""
+        question = Question(kind, self.customer_turns(), self.now.timestamp(), order_id,
+                            dict(change or {}), rule, problem)
+        self.set("pending_offer", question.encode())
+        self._utter(response, buttons, {"order_id": order_id, **(facts or {})})
+
+    def offer_person(self, rule: str, response: str) -> None:
+        self.ask("person", response, rule=rule)
+
+    def question(self) -> Optional[Question]:
+        return Question.decode(self.slot("pending_offer"))
+
+    def answers(self, question: Question) -> bool:
+        """Whether this message answers the question: it is the customer's very next
+        message, within the policy's window. Any other turn withdrew the question."""
+        age = self.now.timestamp() - question.at
+        return (self.customer_turns() == question.turn + 1
+                and 0 <= age <= self.policy.writes.confirm_within_minutes * 60)
+
+    def customer_turns(self) -> int:
+        return sum(1 for event in self.tracker.events if event.get("event") == "user")
 
     def current_slots(self) -> Dict[str, Any]:
         """Every slot that has a value once this run's changes are applied."""

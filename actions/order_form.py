@@ -59,6 +59,20 @@ def photo_from_message(tracker: Tracker, text: str) -> Optional[str]:
 
 
 IDENTITY_SLOTS = ("order_id", "contact")
+# A text that is only a number, as typed when asked for the order number: "1001", "#1001"
+BARE_ORDER_NUMBER = re.compile(r"\s*(?:order\s*(?:number|no\.?)?\s*)?#?\s*(\d{4,8})\s*[.!]?\s*",
+                               re.IGNORECASE)
+# texts that were not an order number before the bot stops asking and offers a person
+ORDER_ID_TRIES = 2
+
+
+def order_number(text: str, letter: str) -> Optional[str]:
+    """The order number in the text: 'A1001' as typed, or '1001' read as the store's
+    letter and those digits."""
+    found = normalize_order_id(text)
+    if found is None and (bare := BARE_ORDER_NUMBER.fullmatch(text or "")):
+        found = f"{letter}{bare.group(1)}"
+    return found
 
 
 def extra_slots(request: Optional[str], order: Order) -> List[str]:
@@ -81,7 +95,7 @@ class ValidateOrderForm(FormValidationAction):
         domain: DomainDict,
     ) -> List[str]:
         turn = Turn(dispatcher, tracker)
-        if out_of_tries(turn):
+        if out_of_tries(turn) or gave_no_order_number(turn):
             return []
         order = turn.verified_order()
         if order is None:
@@ -91,10 +105,14 @@ class ValidateOrderForm(FormValidationAction):
     def validate_order_id(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> Dict[str, Any]:
-        order_id = normalize_order_id(str(value or ""))
-        if order_id is None:
+        turn = Turn(dispatcher, tracker)
+        order_id = order_number(str(value or ""), turn.policy.identity.order_number_letter)
+        if order_id is not None:
+            return {"order_id": order_id, "order_id_misses": None}
+        misses = (tracker.get_slot("order_id_misses") or 0) + 1
+        if misses < ORDER_ID_TRIES:
             dispatcher.utter_message(response="utter_invalid_order_id")
-        return {"order_id": order_id}
+        return {"order_id": None, "order_id_misses": misses}
 
     def validate_contact(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -136,6 +154,11 @@ def out_of_tries(turn: Turn) -> bool:
     """This session used up its wrong proofs: the form stops and a person is offered."""
     failures = turn.slot("verification_failures") or 0
     return bool(failures >= turn.policy.identity.attempts_per_session)
+
+
+def gave_no_order_number(turn: Turn) -> bool:
+    """No order number after ORDER_ID_TRIES texts: the form stops, a person is offered."""
+    return not turn.slot("order_id") and (turn.slot("order_id_misses") or 0) >= ORDER_ID_TRIES
 
 
 def check_identity(turn: Turn) -> float:

@@ -35,6 +35,8 @@ REQUIRED_RULES = (
     "fraud_repeat_claims",
     "chargeback",
     "safety_legal",
+    "store_refused",
+    "write_unconfirmed",
 )
 FAQ_TOPICS = (
     "return_policy",
@@ -133,6 +135,7 @@ class Identity(StrictModel):
 
     verification_ttl_minutes: float = 30
     default_phone_region: str
+    order_number_letter: str = "A"
     failures_window_hours: int
     attempts_per_session: int
     attempts_per_sender: int
@@ -145,6 +148,12 @@ class Identity(StrictModel):
         if value not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"'{value}' is not a region code phone numbers know (e.g. US, "
                              "GB, DE)")
+        return value
+
+    @validator("order_number_letter")
+    def _one_letter(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]", value):
+            raise ValueError("must be one capital letter, like A")
         return value
 
     @validator("verification_ttl_minutes")
@@ -176,6 +185,16 @@ class Identity(StrictModel):
 
 class Refunds(StrictModel):
     days_to_show: int
+
+
+class Writes(StrictModel):
+    confirm_within_minutes: float
+
+    @validator("confirm_within_minutes")
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0 minutes")
+        return value
 
 
 class Remedies(StrictModel):
@@ -220,6 +239,7 @@ class EscalationPolicy(StrictModel):
     windows: Windows
     limits: Limits
     identity: Identity
+    writes: Writes
     refunds: Refunds
     remedies: Remedies
     repeat_contact_issues: List[str]

@@ -1,23 +1,29 @@
-"""What the bot does for each request about a verified order, one function each.
+"""What the bot does for each request about a verified order, one function each, and
+the writes those requests may lead to.
 
 Every function reads the store, acts within the escalation policy and replies with
-responses from domain.yml; anything outside the policy goes to a person.
+responses from domain.yml; anything outside the policy goes to a person. Reading never
+writes: a write is proposed, and made only through actions/guarded.py.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 from actions.conversation import Turn, day, money
+from actions.guarded import Change, Explain, Found, propose
 from actions.order_form import parse_address
 from actions.store.types import (
+    Address,
+    CarrierClaim,
     DeliveryException,
     Order,
     OrderStatus,
     RefundStatus,
     ReturnStatus,
     Shipment,
+    WriteRecord,
 )
 
 REMEDY_TITLES = {
@@ -25,9 +31,14 @@ REMEDY_TITLES = {
     "refund": "A refund",
     "store_credit": "Store credit",
 }
-# Claims a customer makes (the fraud rule counts these), unlike a carrier trace or a
-# parcel the carrier itself declared lost.
+# What the customer reports, as the claim kind the store records (the fraud rule counts
+# these claims), unlike a carrier trace.
+CLAIM_OF_PROBLEM = {"not_received": "not_received", "damaged_item": "damaged",
+                    "wrong_item": "wrong_item", "lost": "lost"}
 CUSTOMER_CLAIMS = ("not_received", "damaged", "wrong_item")
+# The writes that put a problem right: one per order and problem.
+REMEDY_KINDS = ("refund", "replacement")
+PAYMENT_METHODS = {"store_credit": "store credit"}
 RETURN_STATE_RESPONSES = {
     ReturnStatus.LABEL_ISSUED: "utter_return_label_issued",
     ReturnStatus.IN_TRANSIT: "utter_return_in_transit",
@@ -58,13 +69,17 @@ def shipment_facts(shipment: Shipment) -> Dict[str, str]:
     }
 
 
+def last_scan(shipment: Shipment) -> datetime:
+    return shipment.latest_event.time if shipment.latest_event else shipment.shipped_at
+
+
 def delivery_exception(turn: Turn, order: Order, shipment: Shipment) -> DeliveryException:
     """The carrier's exception, or 'stuck' when the parcel has not been scanned for
     longer than the policy allows, or 'delayed' when the promised date passed."""
     if shipment.exception is not DeliveryException.NONE or order.status is not OrderStatus.SHIPPED:
         return shipment.exception
-    last_scan = shipment.latest_event.time if shipment.latest_event else shipment.shipped_at
-    if turn.now - last_scan > timedelta(days=turn.policy.windows.stuck_after_days_without_scan):
+    if turn.now - last_scan(shipment) > timedelta(
+            days=turn.policy.windows.stuck_after_days_without_scan):
         return DeliveryException.STUCK
     if turn.now.date() > order.promised_date:
         return DeliveryException.DELAYED
@@ -72,16 +87,15 @@ def delivery_exception(turn: Turn, order: Order, shipment: Shipment) -> Delivery
 
 
 def fraud_rule(turn: Turn, order: Order) -> Optional[str]:
-    """The fraud rule a claim on this order fires, if any."""
+    """The fraud rule a claim on this order fires, if any. Earlier claims count on every
+    order of the customer, this one included."""
     high_value = order.total >= turn.policy.thresholds.high_value_order
     if high_value and order.shipping_address != order.billing_address:
         return "fraud_address_mismatch"
     since = turn.now - timedelta(days=turn.policy.windows.repeat_claims_days)
-    earlier = [
-        claim
-        for claim in turn.store.delivery.claims_by_customer(order.customer.customer_id, since)
-        if claim.order_id != order.order_id and claim.kind in CUSTOMER_CLAIMS
-    ]
+    earlier = [claim for claim in
+               turn.store.delivery.claims_by_customer(order.customer.customer_id, since)
+               if claim.kind in CUSTOMER_CLAIMS]
     if len(earlier) >= turn.policy.limits.prior_claims_for_review:
         return "fraud_repeat_claims"
     return None
@@ -95,17 +109,293 @@ def escalate_if_fraud(turn: Turn, order: Order, claim: str) -> bool:
     return rule is not None
 
 
-def offer_remedies(turn: Turn, order: Order, problem: str) -> None:
-    choices = getattr(turn.policy.remedies, problem)
-    turn.set("pending_offer", f"remedy:{problem}")
-    turn.dispatcher.utter_message(
-        response="utter_offer_remedy",
-        buttons=[
-            {"title": REMEDY_TITLES[remedy], "payload": f'/choose_remedy{{"remedy":"{remedy}"}}'}
-            for remedy in choices
-        ],
-        order_id=order.order_id,
-    )
+def paid_less_refunded(turn: Turn, order: Order) -> Decimal:
+    refunded = sum((r.amount for r in turn.store.returns.refunds(order.order_id)), Decimal("0"))
+    return max(order.total - refunded, Decimal("0"))
+
+
+def payment_method_name(order: Order, method: str = "original_payment") -> str:
+    return PAYMENT_METHODS.get(method, order.payment_method)
+
+
+# --- the writes ----------------------------------------------------------------------------
+
+
+class CancelOrder(Change):
+    kind = "cancel"
+
+    def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
+        if order.status is OrderStatus.PAID:
+            return None
+        return lambda: _not_cancellable(turn, order)
+
+    def ask(self, turn: Turn, order: Order) -> None:
+        items = ", ".join(f"{i.quantity} x {i.name}" for i in order.items)
+        turn.ask("write", "utter_confirm_cancel",
+                 {"items": items, "total": money(order.total),
+                  "payment_method": order.payment_method}, **self.question_fields())
+
+    def apply(self, turn: Turn, order: Order, key: str) -> None:
+        turn.store.orders.cancel_order(order.order_id, reason=f"customer request [{key}]")
+
+    def find(self, turn: Turn, key: str) -> Optional[Found]:
+        order = turn.store.orders.get_order(self.order_id)
+        if order is None or order.status is not OrderStatus.CANCELLED:
+            return None
+        refund = turn.store.returns.get_refund(self.order_id)
+        if refund is None:
+            return {"reference": "", "amount": "", "payment_method": ""}
+        return {"reference": refund.refund_id, "amount": money(refund.amount),
+                "payment_method": payment_method_name(order, refund.method)}
+
+    def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
+        if found.get("amount"):
+            turn.say("utter_cancelled", order_id=order.order_id, amount=found["amount"],
+                     payment_method=found["payment_method"], refund_id=found["reference"])
+        else:
+            turn.say("utter_cancelled_nothing_paid", order_id=order.order_id)
+
+
+class ChangeAddress(Change):
+    kind = "change_address"
+
+    @property
+    def address(self) -> Address:
+        return Address(**{name: self.params.get(name, "") for name in
+                          ("name", "line1", "line2", "city", "postal_code", "country")})
+
+    def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
+        if order.can_be_changed:
+            return None
+        return lambda: _address_not_changeable(turn, order)
+
+    def ask(self, turn: Turn, order: Order) -> None:
+        turn.ask("write", "utter_confirm_address", {"address": self.address.one_line()},
+                 **self.question_fields())
+
+    def apply(self, turn: Turn, order: Order, key: str) -> None:
+        turn.store.orders.change_shipping_address(order.order_id, self.address)
+
+    def find(self, turn: Turn, key: str) -> Optional[Found]:
+        order = turn.store.orders.get_order(self.order_id)
+        if order is None or order.shipping_address != self.address:
+            return None
+        return {"reference": "", "address": order.shipping_address.one_line()}
+
+    def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
+        turn.say("utter_address_changed", order_id=order.order_id, address=found["address"])
+
+
+class CreateReturn(Change):
+    kind = "return"
+
+    def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
+        if turn.store.returns.get_return(order.order_id):
+            return lambda: return_status(turn, order)
+        facts = {"order_id": order.order_id}
+        if order.status is OrderStatus.CANCELLED:
+            return lambda: turn.say("utter_nothing_to_return", **facts)
+        if order.status is not OrderStatus.DELIVERED:
+            return lambda: turn.say("utter_return_not_delivered", **facts)
+        if not _within_return_window(turn, order):
+            return lambda: _not_eligible(turn, "utter_return_not_eligible_window",
+                                         delivered_on=day(order.delivered_at or order.placed_at),
+                                         **facts)
+        if not any(item.returnable for item in order.items):
+            return lambda: _not_eligible(turn, "utter_return_not_eligible_items", **facts)
+        return None
+
+    def ask(self, turn: Turn, order: Order) -> None:
+        items = ", ".join(f"{i.quantity} x {i.name}" for i in order.items if i.returnable)
+        turn.ask("write", "utter_confirm_return",
+                 {"items": items, "amount": money(_returnable_amount(order)),
+                  "payment_method": order.payment_method}, **self.question_fields())
+
+    def apply(self, turn: Turn, order: Order, key: str) -> None:
+        turn.store.returns.create_return(order.order_id, reason=self.params.get("reason", ""))
+
+    def find(self, turn: Turn, key: str) -> Optional[Found]:
+        record = turn.store.returns.get_return(self.order_id)
+        if record is None:
+            return None
+        return {"reference": record.rma_id, "label_url": record.label_url}
+
+    def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
+        shipment = turn.store.delivery.get_shipment(order.order_id)
+        turn.say("utter_return_created", order_id=order.order_id, rma_id=found["reference"],
+                 label_url=found["label_url"], carrier=shipment.carrier if shipment else "UPS",
+                 amount=money(_returnable_amount(order)), payment_method=order.payment_method)
+
+
+class Remedy(Change):
+    """A refund, store credit or replacement that puts a problem right: one per order
+    and problem. The customer's claim is recorded with it (the fraud rule counts it)."""
+
+    @property
+    def problem(self) -> str:
+        return self.params.get("problem", "")
+
+    def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
+        earlier = remedy_given(turn, order.order_id, self.problem)
+        if earlier is not None:
+            return lambda: _remedy_already_given(turn, order, earlier)
+        return None
+
+    def record_claim(self, turn: Turn, order: Order) -> None:
+        claim = CLAIM_OF_PROBLEM.get(self.problem)
+        if claim and not _claim_of(turn, order.order_id, claim):
+            turn.store.delivery.open_claim(order.order_id, claim)
+
+
+class Refund(Remedy):
+    """A refund to the payment method, or store credit (`method`)."""
+
+    kind = "refund"
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.params["amount"])
+
+    def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
+        if self.amount > paid_less_refunded(turn, order):
+            return lambda: refund_status(turn, order)
+        return super().refusal(turn, order)
+
+    def ask(self, turn: Turn, order: Order) -> None:
+        method = self.params.get("method", "original_payment")
+        response = "utter_confirm_store_credit" if method == "store_credit" else \
+            "utter_confirm_refund"
+        turn.ask("write", response, {"amount": money(self.amount),
+                                     "payment_method": payment_method_name(order, method)},
+                 **self.question_fields())
+
+    def apply(self, turn: Turn, order: Order, key: str) -> None:
+        self.record_claim(turn, order)
+        turn.store.returns.create_refund(order.order_id, self.amount,
+                                         f"{self.params.get('reason', '')} [{key}]",
+                                         method=self.params.get("method", "original_payment"))
+
+    def find(self, turn: Turn, key: str) -> Optional[Found]:
+        refund = next((r for r in turn.store.returns.refunds(self.order_id)
+                       if f"[{key}]" in r.reason), None)
+        if refund is None:
+            return None
+        return {"reference": refund.refund_id, "amount": money(refund.amount),
+                "method": refund.method, "status": refund.status.value}
+
+    def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
+        response = "utter_remedy_store_credit" if found["method"] == "store_credit" else \
+            "utter_refund_created"
+        turn.say(response, order_id=order.order_id, amount=found["amount"],
+                 refund_id=found["reference"],
+                 payment_method=payment_method_name(order, found["method"]))
+
+
+class Replacement(Remedy):
+    kind = "replacement"
+
+    def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
+        sent = turn.store.orders.replacement_of(order.order_id)
+        if sent is not None:
+            return lambda: turn.say("utter_replacement_already", order_id=order.order_id,
+                                    replacement_id=sent.order_id,
+                                    sent_on=day(sent.placed_at))
+        return super().refusal(turn, order)
+
+    def ask(self, turn: Turn, order: Order) -> None:
+        items = ", ".join(f"{i.quantity} x {i.name}" for i in order.items)
+        turn.ask("write", "utter_confirm_replacement", {"items": items},
+                 **self.question_fields())
+
+    def apply(self, turn: Turn, order: Order, key: str) -> None:
+        self.record_claim(turn, order)
+        turn.store.orders.create_replacement(order.order_id, f"{self.problem} [{key}]")
+
+    def find(self, turn: Turn, key: str) -> Optional[Found]:
+        sent = turn.store.orders.replacement_of(self.order_id)
+        return {"reference": sent.order_id} if sent else None
+
+    def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
+        turn.say("utter_remedy_replacement", replacement_id=found["reference"])
+
+
+class OpenClaim(Change):
+    """A trace of a stuck parcel, or a claim for one shown delivered but not received."""
+
+    kind = "claim"
+    ASKED = {"trace": "utter_offer_trace", "not_received": "utter_offer_claim"}
+    OPENED = {"trace": "utter_trace_opened", "not_received": "utter_claim_opened"}
+    OPEN = {"trace": "utter_trace_open", "not_received": "utter_claim_open"}
+
+    @property
+    def claim(self) -> str:
+        return self.params["claim"]
+
+    def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
+        existing = _claim_of(turn, order.order_id, self.claim)
+        if existing is None:
+            return None
+        return lambda: self._say(turn, order, self.OPEN[self.claim], existing.claim_id,
+                                 existing.created_at)
+
+    def ask(self, turn: Turn, order: Order) -> None:
+        turn.ask("write", self.ASKED[self.claim], self._facts(turn, order, turn.now),
+                 **self.question_fields())
+
+    def apply(self, turn: Turn, order: Order, key: str) -> None:
+        turn.store.delivery.open_claim(order.order_id, self.claim)
+
+    def find(self, turn: Turn, key: str) -> Optional[Found]:
+        claim = _claim_of(turn, self.order_id, self.claim)
+        if claim is None:
+            return None
+        return {"reference": claim.claim_id, "opened_at": claim.created_at.isoformat()}
+
+    def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
+        self._say(turn, order, self.OPENED[self.claim], found["reference"],
+                  datetime.fromisoformat(found["opened_at"]))
+
+    def _say(self, turn: Turn, order: Order, response: str, claim_id: str,
+             opened: datetime) -> None:
+        turn.say(response, claim_id=claim_id, opened_on=day(opened),
+                 **self._facts(turn, order, opened))
+
+    @staticmethod
+    def _facts(turn: Turn, order: Order, opened: datetime) -> Dict[str, str]:
+        shipment = turn.store.delivery.get_shipment(order.order_id)
+        facts = {"order_id": order.order_id,
+                 "trace_until": day(add_business_days(opened, turn.policy.windows.trace_wait_days))}
+        if shipment is not None:
+            facts.update(carrier=shipment.carrier, last_scan=day(last_scan(shipment)),
+                         delivered_on=day(shipment.delivered_at or order.placed_at))
+        return facts
+
+
+def _claim_of(turn: Turn, order_id: str, kind: str) -> Optional[CarrierClaim]:
+    return next((c for c in turn.store.delivery.claims_for_order(order_id) if c.kind == kind),
+                None)
+
+
+def remedy_given(turn: Turn, order_id: str, problem: str) -> Optional[WriteRecord]:
+    """The remedy the bot already gave for this order and problem, if any."""
+    return next((w for w in turn.store.writes.for_order(order_id)
+                 if w.status == "done" and w.kind in REMEDY_KINDS
+                 and w.params.get("problem") == problem), None)
+
+
+def _remedy_already_given(turn: Turn, order: Order, earlier: WriteRecord) -> None:
+    what = (f"replacement order {earlier.reference}" if earlier.kind == "replacement" else
+            f"{earlier.after.get('amount', '')} {order.currency} "
+            f"{'store credit' if earlier.params.get('method') == 'store_credit' else 'refund'}"
+            f" ({earlier.reference})")
+    turn.say("utter_remedy_already", order_id=order.order_id, what=what,
+             given_on=day(earlier.finished_at or earlier.created_at))
+    turn.offer_person("not_eligible", "utter_offer_human")
+
+
+def _not_eligible(turn: Turn, response: str, **facts: str) -> None:
+    turn.say(response, **facts)
+    turn.offer_person("not_eligible", "utter_offer_human")
 
 
 # --- where is my order, delivery problems ---------------------------------------------------
@@ -125,15 +415,17 @@ def order_status(turn: Turn, order: Order) -> None:
 
 
 def _status_without_shipment(turn: Turn, order: Order) -> None:
+    facts = {"order_id": order.order_id}
     if order.status is OrderStatus.CANCELLED:
-        turn.say("utter_status_cancelled", order_id=order.order_id,
-                 cancelled_on=day(order.cancelled_at or order.placed_at))
+        refund = turn.store.returns.get_refund(order.order_id)
+        cancelled_on = day(order.cancelled_at or order.placed_at)
+        turn.say("utter_status_cancelled", cancelled_on=cancelled_on, **facts)
+        if refund is not None:
+            refund_status(turn, order)
     elif order.status is OrderStatus.RETURNED:
-        turn.say("utter_status_returned", order_id=order.order_id)
+        turn.say("utter_status_returned", **facts)
     else:
-        turn.say("utter_status_paid", order_id=order.order_id,
-                 ship_by=day(add_business_days(max(turn.now, order.placed_at), 1)),
-                 promised_date=day(order.promised_date))
+        turn.say("utter_status_paid", promised_date=day(order.promised_date), **facts)
 
 
 def delivery_problem(turn: Turn, order: Order) -> None:
@@ -146,30 +438,26 @@ def delivery_problem(turn: Turn, order: Order) -> None:
     if exception is DeliveryException.NONE:
         turn.say("utter_not_late", **facts)
     elif exception is DeliveryException.LOST:
-        claim = turn.store.delivery.open_claim(order.order_id, "lost")
-        turn.say("utter_parcel_lost", claim_id=claim.claim_id, **facts)
+        turn.say("utter_parcel_lost", **facts)
         if not escalate_if_fraud(turn, order, "a lost parcel"):
             _remedy_or_escalate(turn, order, "lost")
     else:
         turn.say("utter_status_late", promised_date=day(order.promised_date), **facts)
         if exception is DeliveryException.STUCK:
-            _trace(turn, order, shipment)
+            propose(turn, OpenClaim(order.order_id, claim="trace"), order)
         else:
             turn.say("utter_next_step_wait", eta=day(shipment.eta))
-
-
-def _trace(turn: Turn, order: Order, shipment: Shipment) -> None:
-    claim = turn.store.delivery.open_claim(order.order_id, "trace")
-    last_scan = shipment.latest_event.time if shipment.latest_event else shipment.shipped_at
-    turn.say("utter_next_step_trace", carrier=shipment.carrier, claim_id=claim.claim_id,
-             last_scan=day(last_scan),
-             trace_until=day(add_business_days(turn.now, turn.policy.windows.trace_wait_days)))
 
 
 def not_received(turn: Turn, order: Order) -> None:
     shipment = turn.store.delivery.get_shipment(order.order_id)
     if shipment is None or order.status is not OrderStatus.DELIVERED:
         order_status(turn, order)
+        return
+    claim = OpenClaim(order.order_id, claim="not_received")
+    existing = claim.refusal(turn, order)
+    if existing is not None:  # asked again: the open claim, no new one
+        existing()
         return
     if escalate_if_fraud(turn, order, "a parcel not received"):
         return
@@ -179,9 +467,7 @@ def not_received(turn: Turn, order: Order) -> None:
                       f"delivered on {day(shipment.delivered_at or turn.now)} but the customer "
                       "says it never arrived.")
         return
-    claim = turn.store.delivery.open_claim(order.order_id, "not_received")
-    turn.say("utter_claim_opened", order_id=order.order_id, claim_id=claim.claim_id,
-             delivered_on=day(shipment.delivered_at or turn.now), carrier=shipment.carrier)
+    claim.ask(turn, order)
 
 
 # --- damaged or wrong items and remedies ----------------------------------------------------
@@ -196,65 +482,48 @@ def item_problem(turn: Turn, order: Order) -> None:
         return
     label = "a damaged item" if problem == "damaged_item" else "a wrong item"
     if not escalate_if_fraud(turn, order, label):
-        turn.store.delivery.open_claim(order.order_id,
-                                       "damaged" if problem == "damaged_item" else "wrong_item")
         _remedy_or_escalate(turn, order, problem)
 
 
 def _remedy_or_escalate(turn: Turn, order: Order, problem: str) -> None:
-    if order.total > turn.policy.thresholds.remedy_auto_max:
+    earlier = remedy_given(turn, order.order_id, problem)
+    if earlier is not None:
+        _remedy_already_given(turn, order, earlier)
+    elif order.total > turn.policy.thresholds.remedy_auto_max:
         turn.escalate("remedy_above_threshold", order,
                       f"Customer reports {problem.replace('_', ' ')} on order {order.order_id} "
                       f"({money(order.total)} {order.currency}); photo: "
                       f"{turn.slot('photo') or 'not asked'}.")
-        return
-    offer_remedies(turn, order, problem)
+    else:
+        offer_remedies(turn, order, problem)
 
 
-def grant_remedy(turn: Turn, order: Order, problem: str, remedy: Optional[str]) -> None:
+def offer_remedies(turn: Turn, order: Order, problem: str) -> None:
     choices = getattr(turn.policy.remedies, problem)
-    if remedy not in choices:
+    turn.ask("remedy", "utter_offer_remedy", order_id=order.order_id, problem=problem,
+             buttons=[{"title": REMEDY_TITLES[remedy],
+                       "payload": f'/choose_remedy{{"remedy":"{remedy}"}}'}
+                      for remedy in choices])
+
+
+def choose_remedy(turn: Turn, order: Order, problem: str, remedy: Optional[str]) -> None:
+    """The customer picked a remedy: ask for the yes to exactly that one."""
+    if remedy not in getattr(turn.policy.remedies, problem):
         offer_remedies(turn, order, problem)
         return
-    reason = f"{problem}: {remedy}"
     if remedy == "replacement":
-        replacement = turn.store.orders.create_replacement(order.order_id, reason)
-        turn.say("utter_remedy_replacement", replacement_id=replacement.order_id)
-    elif remedy == "store_credit":
-        credit = turn.store.returns.create_refund(order.order_id, order.total, reason,
-                                                  method="store_credit")
-        turn.say("utter_remedy_store_credit", amount=money(credit.amount),
-                 refund_id=credit.refund_id)
-    else:
-        _create_refund(turn, order, order.total, reason)
-    turn.set("pending_offer", None)
+        propose(turn, Replacement(order.order_id, problem=problem), order)
+        return
+    method = "store_credit" if remedy == "store_credit" else "original_payment"
+    _propose_refund(turn, order, paid_less_refunded(turn, order), problem, method)
 
 
 # --- returns and refunds --------------------------------------------------------------------
 
 
-def return_item(turn: Turn, order: Order) -> None:
-    if turn.store.returns.get_return(order.order_id):
-        return_status(turn, order)
-        return
-    facts = {"order_id": order.order_id}
-    if order.status is OrderStatus.CANCELLED:
-        turn.say("utter_nothing_to_return", **facts)
-    elif order.status is not OrderStatus.DELIVERED:
-        turn.say("utter_return_not_delivered", **facts)
-    elif not _within_return_window(turn, order):
-        turn.say("utter_return_not_eligible_window",
-                 delivered_on=day(order.delivered_at or order.placed_at), **facts)
-        turn.offer("human:not_eligible", "utter_offer_human")
-    elif not any(item.returnable for item in order.items):
-        turn.say("utter_return_not_eligible_items", **facts)
-        turn.offer("human:not_eligible", "utter_offer_human")
-    else:
-        shipment = turn.store.delivery.get_shipment(order.order_id)
-        record = turn.store.returns.create_return(order.order_id, reason=turn.slot("request") or "")
-        turn.say("utter_return_created", rma_id=record.rma_id, label_url=record.label_url,
-                 carrier=shipment.carrier if shipment else "UPS",
-                 amount=money(_returnable_amount(order)), **facts)
+def return_item(turn: Turn, order: Order, intro: str = "") -> None:
+    propose(turn, CreateReturn(order.order_id, reason=turn.slot("request") or "return_item"),
+            order, intro)
 
 
 def _within_return_window(turn: Turn, order: Order) -> bool:
@@ -270,7 +539,7 @@ def return_status(turn: Turn, order: Order) -> None:
     record = turn.store.returns.get_return(order.order_id)
     if record is None:
         if order.status is OrderStatus.DELIVERED:
-            turn.offer("return", "utter_no_return", order_id=order.order_id)
+            return_item(turn, order, intro="utter_no_return")
         else:
             turn.say("utter_no_return_plain", order_id=order.order_id)
         return
@@ -285,9 +554,7 @@ def refund_status(turn: Turn, order: Order) -> None:
     refund = turn.store.returns.get_refund(order.order_id)
     facts = {"order_id": order.order_id}
     if refund is None:
-        if order.status is OrderStatus.CANCELLED:
-            _status_without_shipment(turn, order)
-        elif turn.store.returns.get_return(order.order_id):
+        if turn.store.returns.get_return(order.order_id):
             turn.say("utter_refund_after_return", **facts)
         else:
             turn.say("utter_no_refund", **facts)
@@ -295,16 +562,17 @@ def refund_status(turn: Turn, order: Order) -> None:
         issued = refund.issued_at or refund.created_at
         turn.say("utter_refund_issued", amount=money(refund.amount), issued_on=day(issued),
                  visible_by=day(add_business_days(issued, turn.policy.refunds.days_to_show)),
-                 **facts)
+                 payment_method=payment_method_name(order, refund.method), **facts)
     else:
-        turn.say("utter_refund_pending", amount=money(refund.amount), **facts)
+        turn.say("utter_refund_pending", amount=money(refund.amount),
+                 payment_method=payment_method_name(order, refund.method), **facts)
 
 
 def refund_request(turn: Turn, order: Order) -> None:
     if turn.store.returns.get_refund(order.order_id) or order.status is OrderStatus.CANCELLED:
         refund_status(turn, order)
     elif order.status is OrderStatus.PAID:
-        turn.offer("cancel", "utter_refund_cancel_instead", order_id=order.order_id)
+        propose(turn, CancelOrder(order.order_id), order, intro="utter_refund_cancel_instead")
     elif order.status is OrderStatus.SHIPPED:
         _refund_in_transit(turn, order)
     else:
@@ -322,64 +590,67 @@ def _refund_in_transit(turn: Turn, order: Order) -> None:
 def _refund_delivered(turn: Turn, order: Order) -> None:
     record = turn.store.returns.get_return(order.order_id)
     if record is None:
-        if _within_return_window(turn, order) and any(i.returnable for i in order.items):
-            turn.offer("return", "utter_refund_needs_return", order_id=order.order_id)
-        else:
-            return_item(turn, order)  # explains why it can't be returned, offers a person
+        return_item(turn, order, intro="utter_refund_needs_return")
     elif record.status is ReturnStatus.LABEL_ISSUED:
         turn.escalate("stop_the_line_refund_before_return", order,
                       f"Customer asks for a refund on {order.order_id} but return "
                       f"{record.rma_id} has not been shipped yet; no refund was made.")
     elif not escalate_if_fraud(turn, order, "a refund"):
-        _create_refund(turn, order, _returnable_amount(order), "refund_request")
+        _propose_refund(turn, order, _returnable_amount(order), "", "original_payment")
 
 
-def _create_refund(turn: Turn, order: Order, amount: Decimal, reason: str) -> None:
+def _propose_refund(turn: Turn, order: Order, amount: Decimal, problem: str,
+                    method: str) -> None:
+    """Above the auto-approve limit a person decides; else the yes is asked for."""
     if amount > turn.policy.thresholds.refund_auto_approve_max:
         turn.escalate("refund_above_threshold", order,
                       f"Refund of {money(amount)} {order.currency} asked on order "
-                      f"{order.order_id} ({reason}); above the auto-approve limit.")
+                      f"{order.order_id} ({problem or 'return'}); above the auto-approve "
+                      "limit.")
         return
-    refund = turn.store.returns.create_refund(order.order_id, amount, reason)
-    turn.say("utter_refund_created", order_id=order.order_id, amount=money(refund.amount),
-             refund_id=refund.refund_id)
+    propose(turn, Refund(order.order_id, amount=money(amount), method=method, problem=problem,
+                         reason=problem or "refund_request"), order)
 
 
 # --- cancellations and changes --------------------------------------------------------------
 
 
 def cancel_order(turn: Turn, order: Order) -> None:
+    propose(turn, CancelOrder(order.order_id), order)
+
+
+def _not_cancellable(turn: Turn, order: Order) -> None:
     facts = {"order_id": order.order_id}
-    if order.status is OrderStatus.PAID:
-        items = ", ".join(f"{i.quantity} x {i.name}" for i in order.items)
-        turn.offer("cancel", "utter_confirm_cancel", items=items, total=money(order.total), **facts)
-    elif order.status is OrderStatus.SHIPPED:
+    if order.status is OrderStatus.SHIPPED:
         turn.say("utter_cannot_cancel_shipped", **facts)
     elif order.status is OrderStatus.DELIVERED:
-        turn.offer("return", "utter_cannot_cancel_delivered", **facts)
+        return_item(turn, order, intro="utter_cannot_cancel_delivered")
     elif order.status is OrderStatus.CANCELLED:
         turn.say("utter_already_cancelled", **facts)
     else:
         turn.say("utter_status_returned", **facts)
 
 
-def confirm_cancel(turn: Turn, order: Order) -> None:
-    cancelled = turn.store.orders.cancel_order(order.order_id, reason="customer request")
-    turn.say("utter_cancelled", order_id=cancelled.order_id, total=money(cancelled.total),
-             payment_method=cancelled.payment_method)
-
-
 def change_address(turn: Turn, order: Order) -> None:
+    if not order.can_be_changed:
+        _address_not_changeable(turn, order)
+        return
+    address = parse_address(turn.slot("new_address") or "", order.shipping_address.name)
+    if address is None:  # the form always validates it; this guards a direct call
+        turn.say("utter_ask_new_address")
+        return
+    propose(turn, ChangeAddress(order.order_id, **_address_params(address)), order)
+
+
+def _address_params(address: Address) -> Dict[str, str]:
+    return {"name": address.name, "line1": address.line1, "line2": address.line2,
+            "city": address.city, "postal_code": address.postal_code,
+            "country": address.country}
+
+
+def _address_not_changeable(turn: Turn, order: Order) -> None:
     shipment = turn.store.delivery.get_shipment(order.order_id)
-    if order.can_be_changed:
-        address = parse_address(turn.slot("new_address") or "", order.shipping_address.name)
-        if address is None:  # the form always validates it; this guards a direct call
-            turn.say("utter_ask_new_address")
-            return
-        changed = turn.store.orders.change_shipping_address(order.order_id, address)
-        turn.say("utter_address_changed", order_id=changed.order_id,
-                 address=changed.shipping_address.one_line())
-    elif shipment is not None and order.status is OrderStatus.SHIPPED:
+    if shipment is not None and order.status is OrderStatus.SHIPPED:
         turn.say("utter_cannot_change_address", order_id=order.order_id,
                  **shipment_facts(shipment))
     else:

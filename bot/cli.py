@@ -140,6 +140,27 @@ def _deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writes(args: argparse.Namespace) -> int:
+    """The bot's writes on an order (actions/guarded.py), as JSON lines: the audit."""
+    import json
+    from dataclasses import asdict
+
+    from actions.store.sql import open_store
+    from actions.store.types import normalize_order_id
+
+    order_id = normalize_order_id(args.order)
+    if order_id is None:
+        print(f"error: {args.order!r} is not an order number", file=sys.stderr)
+        return 2
+    store = open_store()
+    try:
+        for write in store.writes.for_order(order_id):
+            print(json.dumps(asdict(write), default=str, sort_keys=True))
+    finally:
+        store.close()
+    return 0
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -260,6 +281,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "report": _report,
     "peak": _peak,
     "monitor": _monitor,
+    "writes": _writes,
 }
 
 
@@ -293,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--status", choices=["sent", "delivered", "read", "failed", "blocked"],
                             help="only this status, e.g. failed")
     deliveries.add_argument("--limit", type=int, default=50)
+    writes = sub.add_parser("writes", help="what the bot changed or tried to change on an "
+                                           "order (audit, as JSON lines)")
+    writes.add_argument("order", help="the order number, e.g. A1004")
     agents = sub.add_parser("agents", help="the people who work the handoff queues")
     agents_sub = agents.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = agents_sub.add_parser("add", help="add (or re-issue the token of) an agent")

@@ -170,11 +170,12 @@ def stop_group(process: subprocess.Popen, signum: int = signal.SIGTERM,
 
 
 @contextlib.contextmanager
-def start_rasa_stack(model: Path, var: Path, now: datetime,
+def start_rasa_stack(model: Path, var: Path, now: datetime, database_url: str = "",
                      **extra_env: str) -> Iterator[RasaStack]:
     """Rasa (on loopback, as `make run` starts it) on `model` and the action server on a
-    seeded SQLite store in `var`; `extra_env` (POLICY_DIR, say) goes to both."""
-    database_url = f"sqlite:///{var / 'store.db'}"
+    seeded store (`database_url`, else SQLite in `var`); `extra_env` (POLICY_DIR, say)
+    goes to both."""
+    database_url = database_url or f"sqlite:///{var / 'store.db'}"
     seeded = open_store(database_url)
     seed_demo_store(seeded, now)
     seeded.close()

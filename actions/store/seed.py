@@ -174,11 +174,11 @@ class _Seed:
             "shipped_at": shipped, "received_at": received})
 
     def refund(self, refund_id: str, order_id: str, amount: Decimal, created: datetime,
-               issued: Optional[datetime] = None) -> None:
+               issued: Optional[datetime] = None, reason: str = "return") -> None:
         self.rows[refunds].append({
             "refund_id": refund_id, "order_id": order_id, "amount": amount, "currency": "USD",
             "status": (RefundStatus.ISSUED if issued else RefundStatus.PENDING).value,
-            "reason": "return", "created_at": created, "issued_at": issued})
+            "reason": reason, "created_at": created, "issued_at": issued})
 
     def claim(self, claim_id: str, order_id: str, kind: str, created: datetime) -> None:
         self.rows[carrier_claims].append({"claim_id": claim_id, "order_id": order_id,
@@ -249,6 +249,8 @@ def _demo(s: _Seed) -> None:
     # A1009: cancelled before shipping.
     s.order("A1009", 5, OrderStatus.CANCELLED, s.ago(5), s.day(0), [("YOGA-MAT", 1)],
             cancelled=s.ago(4))
+    s.refund("RF-9C4L2T8V", "A1009", CATALOGUE["YOGA-MAT"].price, s.ago(4), issued=s.ago(3),
+             reason="cancelled: customer request")
     # A1010: lost by the carrier.
     s.order("A1010", 2, shipped, s.ago(15), s.day(-9), [("WATCH-FIT", 1)])
     s.ship("A1010", "USPS", "9400111899223100098765", s.ago(14), s.day(-9),
@@ -308,6 +310,9 @@ def _generated(s: _Seed, rng: random.Random) -> None:
             if status is OrderStatus.CANCELLED else None
         s.order(order_id, 100 + rng.randrange(GENERATED_CUSTOMERS), status, placed, promised,
                 items, payment=rng.choice(PAYMENT_METHODS), cancelled=cancelled)
+        if status is OrderStatus.CANCELLED and cancelled is not None:
+            s.refund(f"RF-C{n:07d}", order_id, s.orders[order_id]["total"], cancelled,
+                     issued=cancelled + timedelta(days=1), reason="cancelled: customer request")
         if status in (OrderStatus.PAID, OrderStatus.CANCELLED):
             continue
         carrier = rng.choice(sorted(CARRIER_HUBS))

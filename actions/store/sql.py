@@ -6,6 +6,8 @@ default (no server to install), PostgreSQL when DATABASE_URL says so.
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import secrets
@@ -15,7 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -38,7 +40,10 @@ from actions.store.types import (
     ReturnStatus,
     Shipment,
     StoreError,
+    StoreUnavailable,
     TrackingEvent,
+    WriteLog,
+    WriteRecord,
     normalize_order_id,
 )
 
@@ -47,6 +52,8 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], datetime]
 T = TypeVar("T", bound="DataclassInstance")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LABEL_BASE_URL = "https://returns.example-store.test"
@@ -216,6 +223,24 @@ refunds = sa.Table(
     sa.Column("method", sa.String(32), nullable=False, default="original_payment"),
 )
 
+# The bot's own record of every write it made or tried (actions/guarded.py), by
+# idempotency key: the audit trail agents see, and what a retried turn finds.
+guarded_writes = sa.Table(
+    "guarded_writes", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("conversation_id", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    _order_fk(nullable=False, index=True),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("before", sa.Text, nullable=False),
+    sa.Column("after", sa.Text, nullable=False, default="{}"),
+    sa.Column("reference", sa.String(64), nullable=False, default=""),
+    sa.Column("error", sa.String(500), nullable=False, default=""),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+)
+
 contact_events = sa.Table(
     "contact_events", metadata,
     sa.Column("event_id", sa.Integer, primary_key=True),
@@ -340,6 +365,20 @@ def _address(row: Any, prefix: str) -> Address:
     return Address(**{name: row._mapping[f"{prefix}_{name}"] for name in ADDRESS_FIELDS})
 
 
+def _unavailable_on_database_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """A write whose database failed (gone, timed out) raises StoreUnavailable: whether
+    the change was made is then unknown, and only reading the store again can tell."""
+
+    @functools.wraps(method)
+    def write(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            raise StoreUnavailable(type(error.orig or error).__name__) from error
+
+    return write
+
+
 # --- the systems ------------------------------------------------------------------
 
 class _System:
@@ -382,13 +421,38 @@ class SqlOrders(_System):
         with self._engine.connect() as conn:
             return _load_orders(conn, match)
 
+    @_unavailable_on_database_errors
     def cancel_order(self, order_id: str, reason: str) -> Order:
-        return self._change_if_paid(order_id, "cancelled", status=OrderStatus.CANCELLED.value,
-                                    cancelled_at=self._clock(), cancel_reason=reason)
+        """Cancel an unshipped order; what was paid is refunded to the payment method
+        (a pending refund), in the same transaction."""
+        canonical = _require_id(order_id)
+        with self._engine.begin() as conn:
+            cancelled = self._change_if_paid(conn, canonical, "cancelled",
+                                             status=OrderStatus.CANCELLED.value,
+                                             cancelled_at=self._clock(), cancel_reason=reason)
+            if cancelled.total > 0:
+                conn.execute(refunds.insert().values(
+                    refund_id=_unused_id(conn, refunds.c.refund_id, "RF-"),
+                    order_id=canonical, amount=cancelled.total, currency=cancelled.currency,
+                    status=RefundStatus.PENDING.value, reason=f"cancelled: {reason}",
+                    created_at=self._clock(), method="original_payment"))
+            return cancelled
 
+    @_unavailable_on_database_errors
     def change_shipping_address(self, order_id: str, address: Address) -> Order:
-        return self._change_if_paid(order_id, "redirected", **address_values("shipping", address))
+        with self._engine.begin() as conn:
+            return self._change_if_paid(conn, _require_id(order_id), "redirected",
+                                        **address_values("shipping", address))
 
+    def replacement_of(self, order_id: str) -> Optional[Order]:
+        canonical = normalize_order_id(order_id)
+        if canonical is None:
+            return None
+        with self._engine.connect() as conn:
+            found = _load_orders(conn, orders.c.replaces_order_id == canonical)
+        return found[0] if found else None
+
+    @_unavailable_on_database_errors
     def create_replacement(self, order_id: str, reason: str) -> Order:
         """A new, free order with the same items, paid and ready to ship (one per order)."""
         canonical = _require_id(order_id)
@@ -413,18 +477,17 @@ class SqlOrders(_System):
         except sa.exc.IntegrityError as exc:  # a concurrent replacement or order id
             raise StoreError(f"order {canonical}: concurrent change, try again") from exc
 
-    def _change_if_paid(self, order_id: str, verb: str, **values: Any) -> Order:
-        canonical = _require_id(order_id)
-        with self._engine.begin() as conn:
-            changed = conn.execute(
-                orders.update()
-                .where(orders.c.order_id == canonical, orders.c.status == OrderStatus.PAID.value)
-                .values(**values)
-            ).rowcount
-            if not changed:
-                status = _order_status(conn, canonical)
-                raise StoreError(f"order {canonical} is {status.value} and can no longer be {verb}")
-            return _load_orders(conn, orders.c.order_id == canonical)[0]
+    @staticmethod
+    def _change_if_paid(conn: Connection, canonical: str, verb: str, **values: Any) -> Order:
+        changed = conn.execute(
+            orders.update()
+            .where(orders.c.order_id == canonical, orders.c.status == OrderStatus.PAID.value)
+            .values(**values)
+        ).rowcount
+        if not changed:
+            status = _order_status(conn, canonical)
+            raise StoreError(f"order {canonical} is {status.value} and can no longer be {verb}")
+        return _load_orders(conn, orders.c.order_id == canonical)[0]
 
 
 class SqlDelivery(_System):
@@ -448,6 +511,7 @@ class SqlDelivery(_System):
             return _from_row(Shipment, row, exception=DeliveryException(row.exception),
                              events=tuple(_from_row(TrackingEvent, e) for e in events))
 
+    @_unavailable_on_database_errors
     def open_claim(self, order_id: str, kind: str) -> CarrierClaim:
         canonical = _require_id(order_id)
         if kind not in CLAIM_KINDS:
@@ -461,6 +525,13 @@ class SqlDelivery(_System):
             conn.execute(carrier_claims.insert().values(
                 claim_id=claim_id, order_id=canonical, kind=kind, created_at=self._clock()))
             return self._claims(conn, carrier_claims.c.claim_id == claim_id)[0]
+
+    def claims_for_order(self, order_id: str) -> list[CarrierClaim]:
+        canonical = normalize_order_id(order_id)
+        if canonical is None:
+            return []
+        with self._engine.connect() as conn:
+            return self._claims(conn, carrier_claims.c.order_id == canonical)
 
     def claims_by_customer(self, customer_id: int, since: datetime) -> list[CarrierClaim]:
         """The customer's carrier claims created at or after `since`, newest first."""
@@ -487,6 +558,7 @@ class SqlReturns(_System):
         with self._engine.connect() as conn:
             return self._return(conn, canonical)
 
+    @_unavailable_on_database_errors
     def create_return(self, order_id: str, reason: str) -> ReturnRecord:
         """Issue an RMA and a prepaid label; only delivered orders, one return per order."""
         canonical = _require_id(order_id)
@@ -509,13 +581,17 @@ class SqlReturns(_System):
 
     def get_refund(self, order_id: str) -> Optional[Refund]:
         """The most recent refund of the order."""
-        canonical = normalize_order_id(order_id)
-        if canonical is None:
-            return None
-        with self._engine.connect() as conn:
-            found = self._refunds(conn, canonical)
+        found = self.refunds(order_id)
         return found[0] if found else None
 
+    def refunds(self, order_id: str) -> list[Refund]:
+        canonical = normalize_order_id(order_id)
+        if canonical is None:
+            return []
+        with self._engine.connect() as conn:
+            return self._refunds(conn, canonical)
+
+    @_unavailable_on_database_errors
     def create_refund(self, order_id: str, amount: Decimal, reason: str,
                       method: str = "original_payment") -> Refund:
         """A pending refund; all refunds of an order together never exceed its total."""
@@ -575,6 +651,50 @@ class SqlContactLog(_System):
             ).scalar_one())
 
 
+class SqlWriteLog(_System):
+    """WriteLog."""
+
+    def claim(self, record: WriteRecord) -> Optional[WriteRecord]:
+        values = {"key": record.key, "conversation_id": record.conversation_id,
+                  "kind": record.kind, "order_id": record.order_id,
+                  "params": json.dumps(dict(record.params), default=str),
+                  "status": record.status,
+                  "before": json.dumps(dict(record.before), default=str),
+                  "after": "{}", "reference": "", "error": "",
+                  "created_at": record.created_at}
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(guarded_writes.insert().values(**values))
+        except sa.exc.IntegrityError:  # the key is taken: a retried or concurrent turn
+            return self.get(record.key)
+        return None
+
+    def finish(self, key: str, status: str, after: Mapping[str, Any], reference: str = "",
+               error: str = "") -> None:
+        with self._engine.begin() as conn:
+            conn.execute(guarded_writes.update().where(guarded_writes.c.key == key).values(
+                status=status, after=json.dumps(dict(after), default=str),
+                reference=reference, error=error[:500], finished_at=self._clock()))
+
+    def get(self, key: str) -> Optional[WriteRecord]:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(guarded_writes)
+                               .where(guarded_writes.c.key == key)).first()
+        return _write_record(row) if row else None
+
+    def for_order(self, order_id: str) -> list[WriteRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(guarded_writes)
+                                .where(guarded_writes.c.order_id == order_id)
+                                .order_by(guarded_writes.c.created_at, guarded_writes.c.key))
+            return [_write_record(row) for row in rows]
+
+
+def _write_record(row: Any) -> WriteRecord:
+    return _from_row(WriteRecord, row, params=json.loads(row.params),
+                     before=json.loads(row.before), after=json.loads(row.after))
+
+
 # --- the store ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -586,6 +706,7 @@ class Store:
     delivery: SqlDelivery
     returns: SqlReturns
     contacts: SqlContactLog
+    writes: SqlWriteLog
 
     def reset_schema(self) -> None:
         """Drop and recreate every table (tests, demo resets)."""
@@ -658,11 +779,12 @@ def open_store(url: Optional[str] = None, clock: Clock = utc_now) -> Store:
         delivery=SqlDelivery(engine, clock),
         returns=SqlReturns(engine, clock),
         contacts=SqlContactLog(engine, clock),
+        writes=SqlWriteLog(engine, clock),
     )
 
 
 def _implements_protocols(
     store: Store,
-) -> tuple[OrderSystem, DeliverySystem, ReturnsSystem, ContactLog]:
+) -> tuple[OrderSystem, DeliverySystem, ReturnsSystem, ContactLog, WriteLog]:
     """Never called: makes mypy check that the Sql* classes implement the protocols."""
-    return store.orders, store.delivery, store.returns, store.contacts
+    return store.orders, store.delivery, store.returns, store.contacts, store.writes

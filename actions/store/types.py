@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Optional, Protocol, Sequence
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 # Not inside a word: "order 1001" must not read as "R1001".
 ORDER_ID_PATTERN = re.compile(r"(?<![A-Za-z0-9])#?\s*([A-Za-z])\s*-?\s*(\d{4,8})\b")
@@ -162,10 +162,36 @@ class Refund:
     created_at: datetime
     issued_at: Optional[datetime] = None
     method: str = "original_payment"  # or "store_credit"
+    reason: str = ""
 
 
 class StoreError(Exception):
     """A change the store refuses (e.g. cancelling a shipped order)."""
+
+
+class StoreUnavailable(Exception):
+    """The store could not be asked, or did not answer: a change may or may not have
+    been made, and only a fresh read can tell."""
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """One write the bot made or tried (actions/guarded.py): the audit trail, and the
+    idempotency key a retried turn finds. `status` is started, done, refused or
+    unconfirmed (the store did not say, or the change did not show on reading back)."""
+
+    key: str
+    conversation_id: str
+    kind: str
+    order_id: str
+    params: Mapping[str, Any]
+    status: str
+    before: Mapping[str, Any]
+    created_at: datetime
+    after: Mapping[str, Any] = field(default_factory=dict)
+    reference: str = ""
+    error: str = ""
+    finished_at: Optional[datetime] = None
 
 
 class OrderSystem(Protocol):
@@ -189,6 +215,10 @@ class OrderSystem(Protocol):
         """A new, free order with the same items, paid and ready to ship."""
         ...
 
+    def replacement_of(self, order_id: str) -> Optional[Order]:
+        """The free replacement sent for this order, if any."""
+        ...
+
 
 class DeliverySystem(Protocol):
     def get_shipment(self, order_id: str) -> Optional[Shipment]: ...
@@ -196,6 +226,10 @@ class DeliverySystem(Protocol):
     def open_claim(self, order_id: str, kind: str) -> CarrierClaim: ...
 
     def claims_by_customer(self, customer_id: int, since: datetime) -> list[CarrierClaim]: ...
+
+    def claims_for_order(self, order_id: str) -> list[CarrierClaim]:
+        """The order's claims and traces, newest first."""
+        ...
 
 
 class ReturnsSystem(Protocol):
@@ -205,9 +239,31 @@ class ReturnsSystem(Protocol):
 
     def get_refund(self, order_id: str) -> Optional[Refund]: ...
 
+    def refunds(self, order_id: str) -> list[Refund]:
+        """Every refund of the order, newest first."""
+        ...
+
     def create_refund(
         self, order_id: str, amount: Decimal, reason: str, method: str = "original_payment"
     ) -> Refund: ...
+
+
+class WriteLog(Protocol):
+    """The bot's record of its writes, kept by idempotency key."""
+
+    def claim(self, record: WriteRecord) -> Optional[WriteRecord]:
+        """Keep a new attempt under its key; returns the record already kept under that
+        key instead, if there is one (then nothing is written)."""
+        ...
+
+    def finish(self, key: str, status: str, after: Mapping[str, Any], reference: str = "",
+               error: str = "") -> None: ...
+
+    def get(self, key: str) -> Optional[WriteRecord]: ...
+
+    def for_order(self, order_id: str) -> list[WriteRecord]:
+        """Every write tried on the order, oldest first."""
+        ...
 
 
 class ContactLog(Protocol):

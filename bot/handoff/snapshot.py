@@ -38,6 +38,8 @@ def order_snapshot(store: Store, order_id: str) -> Optional[Dict[str, Any]]:
         },
         "return": return_record and asdict(return_record),
         "refund": refund and asdict(refund),
+        # what the bot changed or tried to change (actions/guarded.py), oldest first
+        "writes": [asdict(write) for write in store.writes.for_order(order.order_id)],
     })
 
 

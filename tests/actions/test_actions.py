@@ -18,10 +18,11 @@ from actions.actions import (
     ActionHandleComplaint,
     ActionResolveRequest,
 )
+from actions.conversation import Question
 from actions.order_form import ActionAskOrderId, ValidateOrderForm, parse_address
 from actions.policy import current_policy
 from actions.store.sql import Store
-from actions.store.types import OrderStatus
+from actions.store.types import OrderStatus, StoreUnavailable
 
 from .conftest import Outcome, make_tracker, run_action
 
@@ -49,10 +50,25 @@ async def resolve(request: str, order_id: str, sender: str = "customer-1",
     return await run_action(ActionResolveRequest(), tracker)
 
 
-async def confirm(order_id: str, offer: str, **slots: Any) -> Outcome:
-    tracker = make_tracker({**proven(order_id), "pending_offer": offer, **slots},
-                           intent="affirm")
-    return await run_action(ActionConfirmOffer(), tracker)
+def user_turns(count: int) -> list:
+    return [{"event": "user", "text": "", "parse_data": {}} for _ in range(count)]
+
+
+async def answer(asked: Outcome, order_id: str, action: Any = None, intent: str = "affirm",
+                 later: int = 0, **slots: Any) -> Outcome:
+    """The customer's answer to the question `asked` ended with, as their next message
+    (or `later` messages after that)."""
+    question = Question.decode(asked.slot("pending_offer"))
+    assert question is not None, "no question was asked"
+    tracker = make_tracker({**proven(order_id), "pending_offer": question.encode(), **slots},
+                           intent=intent, events=user_turns(question.turn + 1 + later))
+    return await run_action(action or ActionConfirmOffer(), tracker)
+
+
+def asked(outcome: Outcome) -> Question:
+    question = Question.decode(outcome.slot("pending_offer"))
+    assert question is not None
+    return question
 
 
 def escalation(outcome: Outcome) -> Dict[str, Any]:
@@ -129,10 +145,11 @@ async def test_third_failure_ends_the_form_and_offers_a_person(actions_store):
     resolved = await run_action(ActionResolveRequest(), make_tracker(
         {"verification_failures": 3, "request": "order_status"}))
     assert resolved.responses == ["utter_verification_offer_human"]
-    assert resolved.slot("pending_offer") == "human:identity_not_verified"
+    assert (asked(resolved).kind, asked(resolved).rule) == ("person", "identity_not_verified")
     assert resolved.slot("verification_failures") is None  # the session stays out of tries
     escalated = await run_action(ActionConfirmOffer(), make_tracker(
-        {"pending_offer": "human:identity_not_verified"}, intent="affirm"))
+        {"pending_offer": resolved.slot("pending_offer")}, intent="affirm",
+        events=user_turns(2)))
     assert escalated.responses == ["utter_escalated"]
     assert escalation(escalated)["reason_code"] == "identity_unverified"
 
@@ -285,11 +302,20 @@ async def test_order_in_transit_gives_carrier_tracking_latest_event_and_eta(acti
     assert outcome.slot("request") is None
 
 
-async def test_stuck_parcel_is_late_and_traced(actions_store):
+async def test_a_stuck_parcel_is_traced_on_a_yes_and_asking_again_shows_the_trace(
+        actions_store):
     outcome = await resolve("order_status", "A1003")
-    assert outcome.responses == ["utter_status_late", "utter_next_step_trace"]
-    claim_id = outcome.facts("utter_next_step_trace")["claim_id"]
-    assert claim_id.startswith("CLM-")
+    assert outcome.responses == ["utter_status_late", "utter_offer_trace"]
+    assert actions_store.delivery.claims_for_order("A1003") == []  # a question writes nothing
+    traced = await answer(outcome, "A1003")
+    assert traced.responses == ["utter_trace_opened"]
+    [claim] = actions_store.delivery.claims_for_order("A1003")
+    assert (claim.kind, traced.facts("utter_trace_opened")["claim_id"]) == ("trace",
+                                                                            claim.claim_id)
+    again = await resolve("order_status", "A1003")
+    assert again.responses == ["utter_status_late", "utter_trace_open"]
+    assert again.facts("utter_trace_open")["claim_id"] == claim.claim_id
+    assert len(actions_store.delivery.claims_for_order("A1003")) == 1
 
 
 async def test_delayed_parcel_gives_the_revised_eta(actions_store):
@@ -303,15 +329,15 @@ async def test_lost_parcel_above_the_remedy_limit_escalates(actions_store):
     assert actions_store.orders.get_order("A1010").total > Decimal("150")
     outcome = await resolve("delivery_problem", "A1010")
     assert outcome.responses == ["utter_parcel_lost", "utter_escalated"]
-    assert outcome.facts("utter_parcel_lost")["claim_id"].startswith("CLM-")
     assert escalation(outcome)["rule"] == "remedy_above_threshold"
+    assert actions_store.delivery.claims_for_order("A1010") == []
 
 
 async def test_lost_parcel_within_the_remedy_limit_offers_replacement_or_refund(actions_store):
     with actions_store.engine.begin() as connection:
         connection.execute(sa.text("UPDATE orders SET total = 99 WHERE order_id = 'A1010'"))
     outcome = await resolve("delivery_problem", "A1010")
-    assert outcome.slot("pending_offer") == "remedy:lost"
+    assert (asked(outcome).kind, asked(outcome).problem) == ("remedy", "lost")
     titles = [b["title"] for b in outcome.facts("utter_offer_remedy")["buttons"]]
     assert titles == ["A replacement", "A refund"]
     assert outcome.handoff is None
@@ -319,8 +345,14 @@ async def test_lost_parcel_within_the_remedy_limit_offers_replacement_or_refund(
 
 async def test_not_received_below_the_high_value_threshold_opens_a_carrier_claim(actions_store):
     outcome = await resolve("not_received", "A1002")
-    assert outcome.responses == ["utter_claim_opened"]
-    assert outcome.handoff is None
+    assert outcome.responses == ["utter_offer_claim"] and outcome.handoff is None
+    opened = await answer(outcome, "A1002")
+    assert opened.responses == ["utter_claim_opened"]
+    [claim] = actions_store.delivery.claims_for_order("A1002")
+    assert claim.kind == "not_received"
+    again = await resolve("not_received", "A1002")
+    assert again.responses == ["utter_claim_open"]
+    assert again.facts("utter_claim_open")["claim_id"] == claim.claim_id
 
 
 async def test_not_received_high_value_escalates_tier_2(actions_store):
@@ -350,7 +382,11 @@ async def test_repeat_claims_by_the_same_customer_are_fraud_review(actions_store
 
 
 async def test_return_inside_the_window_creates_an_rma_with_a_label(actions_store):
-    outcome = await resolve("return_item", "A1002")
+    question = await resolve("return_item", "A1002")
+    assert question.responses == ["utter_confirm_return"]
+    assert question.facts("utter_confirm_return")["amount"] == "89.00"
+    assert actions_store.returns.get_return("A1002") is None
+    outcome = await answer(question, "A1002")
     facts = outcome.facts("utter_return_created")
     assert facts["rma_id"].startswith("RMA-") and facts["label_url"].endswith(".pdf")
     assert facts["amount"] == "89.00"
@@ -361,7 +397,7 @@ async def test_return_outside_the_window_says_why_and_offers_a_person(actions_st
     outcome = await resolve("return_item", "A1005")
     assert outcome.responses == ["utter_return_not_eligible_window", "utter_offer_human"]
     assert actions_store.returns.get_return("A1005") is None
-    assert outcome.slot("pending_offer") == "human:not_eligible"
+    assert (asked(outcome).kind, asked(outcome).rule) == ("person", "not_eligible")
 
 
 async def test_final_sale_items_cannot_be_returned(actions_store):
@@ -382,12 +418,17 @@ async def test_refund_status_gives_amount_date_and_when_it_shows(actions_store):
 
 async def test_refund_before_any_return_offers_a_return_first(actions_store):
     outcome = await resolve("refund_request", "A1002")
-    assert outcome.responses == ["utter_refund_needs_return"]
+    assert outcome.responses == ["utter_refund_needs_return", "utter_confirm_return"]
     assert actions_store.returns.get_refund("A1002") is None
 
 
+async def create_return(order_id: str) -> None:
+    created = await answer(await resolve("return_item", order_id), order_id)
+    assert created.responses == ["utter_return_created"]
+
+
 async def test_refund_before_the_return_is_in_transit_stops_the_line(actions_store):
-    await resolve("return_item", "A1002")
+    await create_return("A1002")
     outcome = await resolve("refund_request", "A1002")
     assert outcome.responses == ["utter_escalated"]
     assert escalation(outcome)["rule"] == "stop_the_line_refund_before_return"
@@ -401,17 +442,22 @@ def ship_return(store: Store, order_id: str) -> None:
                                    "WHERE order_id = :order_id"), {"order_id": order_id})
 
 
-async def test_refund_within_the_auto_approve_limit_is_created(actions_store):
-    await resolve("return_item", "A1002")
+async def test_refund_within_the_auto_approve_limit_is_created_on_a_yes(actions_store):
+    await create_return("A1002")
     ship_return(actions_store, "A1002")
-    outcome = await resolve("refund_request", "A1002")
+    question = await resolve("refund_request", "A1002")
+    assert question.responses == ["utter_confirm_refund"]
+    assert question.facts("utter_confirm_refund")["payment_method"] == "paypal"
+    assert actions_store.returns.get_refund("A1002") is None
+    outcome = await answer(question, "A1002")
     assert outcome.responses == ["utter_refund_created"]
     refund = actions_store.returns.get_refund("A1002")
-    assert refund.amount == Decimal("89.00")
+    assert refund.amount == Decimal("89.00") and refund.status.value == "pending"
+    assert outcome.facts("utter_refund_created")["refund_id"] == refund.refund_id
 
 
 async def test_refund_above_the_auto_approve_limit_goes_for_approval(actions_store):
-    await resolve("return_item", "A1006")
+    await create_return("A1006")
     ship_return(actions_store, "A1006")
     outcome = await resolve("refund_request", "A1006")
     assert outcome.responses == ["utter_escalated"]
@@ -422,13 +468,20 @@ async def test_refund_above_the_auto_approve_limit_goes_for_approval(actions_sto
 # --- cancellations and changes -----------------------------------------------------------
 
 
-async def test_cancel_asks_first_then_cancels(actions_store):
-    asked = await resolve("cancel_order", "A1004")
-    assert asked.responses == ["utter_confirm_cancel"]
+async def test_cancel_asks_first_then_cancels_and_refunds(actions_store):
+    question = await resolve("cancel_order", "A1004")
+    assert question.responses == ["utter_confirm_cancel"]
+    assert question.facts("utter_confirm_cancel")["total"] == "149.00"
     assert actions_store.orders.get_order("A1004").status is OrderStatus.PAID
-    done = await confirm("A1004", "cancel")
+    done = await answer(question, "A1004")
     assert done.responses == ["utter_cancelled"]
     assert actions_store.orders.get_order("A1004").status is OrderStatus.CANCELLED
+    refund = actions_store.returns.get_refund("A1004")
+    assert (refund.amount, refund.status.value) == (Decimal("149.00"), "pending")
+    assert done.facts("utter_cancelled")["refund_id"] == refund.refund_id
+    # later the status says what the store shows: cancelled, refund pending
+    status = await resolve("order_status", "A1004")
+    assert status.responses == ["utter_status_cancelled", "utter_refund_pending"]
 
 
 async def test_shipped_order_cannot_be_cancelled(actions_store):
@@ -439,18 +492,22 @@ async def test_shipped_order_cannot_be_cancelled(actions_store):
 
 async def test_delivered_order_offers_a_return_instead_of_cancelling(actions_store):
     outcome = await resolve("cancel_order", "A1002")
-    assert outcome.slot("pending_offer") == "return"
-    accepted = await confirm("A1002", "return")
+    assert outcome.responses == ["utter_cannot_cancel_delivered", "utter_confirm_return"]
+    accepted = await answer(outcome, "A1002")
     assert accepted.responses == ["utter_return_created"]
 
 
 async def test_address_change_before_shipping(actions_store):
-    outcome = await resolve("change_address", "A1004",
-                            new_address="12 Oak Street, Springfield, 62704")
+    question = await resolve("change_address", "A1004",
+                             new_address="12 Oak Street, Springfield, 62704")
+    assert question.responses == ["utter_confirm_address"]
+    assert "12 Oak Street" in question.facts("utter_confirm_address")["address"]
+    assert question.slot("new_address") is None
+    assert actions_store.orders.get_order("A1004").shipping_address.line1 == "88 Pine St"
+    outcome = await answer(question, "A1004")
     assert outcome.responses == ["utter_address_changed"]
     changed = actions_store.orders.get_order("A1004").shipping_address
     assert (changed.line1, changed.postal_code) == ("12 Oak Street", "62704")
-    assert outcome.slot("new_address") is None
 
 
 async def test_address_cannot_change_once_shipped(actions_store):
@@ -463,16 +520,70 @@ async def test_address_cannot_change_once_shipped(actions_store):
 # --- damaged or wrong items --------------------------------------------------------------
 
 
-async def test_damaged_item_offers_the_policy_remedies_and_grants_one(actions_store):
+async def test_damaged_item_offers_the_policy_remedies_and_grants_one_once(actions_store):
     outcome = await resolve("damaged_item", "A1002", photo="https://cdn.test/p.jpg")
     offer = outcome.facts("utter_offer_remedy")
     assert [b["title"] for b in offer["buttons"]] == ["A replacement", "A refund", "Store credit"]
-    chosen = await run_action(ActionChooseRemedy(), make_tracker(
-        {**proven("A1002"), "pending_offer": "remedy:damaged_item", "remedy": "replacement"},
-        intent="choose_remedy"))
-    replacement_id = chosen.facts("utter_remedy_replacement")["replacement_id"]
+    chosen = await answer(outcome, "A1002", ActionChooseRemedy(), intent="choose_remedy",
+                          remedy="replacement")
+    assert chosen.responses == ["utter_confirm_replacement"]
+    assert actions_store.orders.replacement_of("A1002") is None
+    sent = await answer(chosen, "A1002")
+    replacement_id = sent.facts("utter_remedy_replacement")["replacement_id"]
     replacement = actions_store.orders.get_order(replacement_id)
     assert replacement.status is OrderStatus.PAID and replacement.total == Decimal("0")
+    assert [c.kind for c in actions_store.delivery.claims_for_order("A1002")] == ["damaged"]
+    # asked again: no refund on top (another conversation would be a repeat contact)
+    again = await resolve("damaged_item", "A1002", photo="none")
+    assert again.responses == ["utter_remedy_already", "utter_offer_human"]
+    assert replacement_id in again.facts("utter_remedy_already")["what"]
+    assert actions_store.returns.get_refund("A1002") is None
+
+
+async def test_a_retried_yes_writes_once_and_says_the_same(actions_store):
+    question = await resolve("cancel_order", "A1004")
+    first = await answer(question, "A1004")
+    retried = await answer(question, "A1004")  # Rasa runs the same turn again
+    assert first.responses == retried.responses == ["utter_cancelled"]
+    assert first.facts("utter_cancelled")["refund_id"] == \
+        retried.facts("utter_cancelled")["refund_id"]
+    assert len(actions_store.returns.refunds("A1004")) == 1
+    [write] = actions_store.writes.for_order("A1004")
+    assert (write.kind, write.status, write.before["status"]) == ("cancel", "done", "paid")
+    assert write.reference == first.facts("utter_cancelled")["refund_id"]
+
+
+async def test_a_late_yes_does_nothing_and_asks_again(actions_store):
+    question = await resolve("cancel_order", "A1004")
+    late = await answer(question, "A1004", later=1)  # "is there a fee?" came in between
+    assert late.responses == ["utter_question_expired", "utter_confirm_cancel"]
+    assert actions_store.orders.get_order("A1004").status is OrderStatus.PAID
+    assert actions_store.writes.for_order("A1004") == []
+
+
+async def test_a_store_that_refuses_gets_an_honest_answer(actions_store):
+    question = await resolve("cancel_order", "A1004")
+    with actions_store.engine.begin() as db:  # it shipped in the meantime
+        db.execute(sa.text("UPDATE orders SET status = 'shipped' WHERE order_id = 'A1004'"))
+    refused = await answer(question, "A1004")
+    assert refused.responses == ["utter_cannot_cancel_shipped"]
+    assert refused.handoff is None
+    [write] = actions_store.writes.for_order("A1004")
+    assert write.status == "refused"
+
+
+async def test_a_store_that_does_not_answer_goes_to_a_person(actions_store, monkeypatch):
+    question = await resolve("cancel_order", "A1004")
+
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailable("OperationalError")
+
+    monkeypatch.setattr(type(actions_store.orders), "cancel_order", unreachable)
+    outcome = await answer(question, "A1004")
+    assert outcome.responses == ["utter_write_unconfirmed", "utter_escalated"]
+    assert escalation(outcome)["rule"] == "write_unconfirmed"
+    [write] = actions_store.writes.for_order("A1004")
+    assert write.status == "unconfirmed"
 
 
 async def test_wrong_item_offers_only_what_the_policy_allows(actions_store):
@@ -555,9 +666,10 @@ async def test_handoff_payload_of_a_verified_customer(actions_store):
 
 async def test_handoff_payload_of_an_unverified_customer(actions_store):
     # A1003 is Priya Shah's order: a stranger's contact must not get her name handed over
+    question = Question("person", 1, time.time(), rule="identity_not_verified")
     tracker = make_tracker({"order_id": "A1003", "contact": "buyer1@example.com",
-                            "verification_failures": 3.0,
-                            "pending_offer": "human:identity_not_verified"}, intent="affirm")
+                            "verification_failures": 3.0, "pending_offer": question.encode()},
+                           intent="affirm", events=user_turns(2))
     outcome = await run_action(ActionConfirmOffer(), tracker)
     handoff = escalation(outcome)
     assert handoff["customer"] == {"name": "", "verified": False, "contact": "buyer1@example.com"}
@@ -602,4 +714,4 @@ async def test_fallback_asks_to_rephrase_then_offers_a_person(actions_store):
     assert once.responses == ["utter_rephrase"]
     twice = await run_action(ActionFallback(), make_tracker(events=fallback_events(2)))
     assert twice.responses == ["utter_offer_human_after_fallback"]
-    assert twice.slot("pending_offer") == "human:bot_not_understanding"
+    assert (asked(twice).kind, asked(twice).rule) == ("person", "bot_not_understanding")

@@ -21,7 +21,7 @@ def test_help_lists_every_command(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for command in ("run", "serve", "seed", "validate", "nlu-report", "telegram",
-                    "deliveries", "agents"):
+                    "deliveries", "agents", "writes"):
         assert command in out
 
 
@@ -36,6 +36,33 @@ def test_seed_resets_the_demo_store(tmp_path, capsys):
     finally:
         store.close()
     assert "216 orders" in capsys.readouterr().out
+
+
+def test_writes_prints_the_audit_of_an_order(tmp_path, capsys, monkeypatch):
+    import json
+    from datetime import datetime, timezone
+
+    from actions.store.types import WriteRecord
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert main(["seed", "--database-url", url]) == 0
+    store = open_store(url)
+    try:
+        store.writes.claim(WriteRecord(
+            key="k1", conversation_id="rest:ann", kind="cancel", order_id="A1004", params={},
+            status="started", before={"status": "paid"},
+            created_at=datetime.now(timezone.utc)))
+        store.writes.finish("k1", "done", {"amount": "149.00"}, reference="RF-1")
+    finally:
+        store.close()
+    monkeypatch.setenv("DATABASE_URL", url)
+    capsys.readouterr()
+    assert main(["writes", "a1004"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    write = json.loads(line)
+    assert (write["kind"], write["status"], write["reference"], write["after"]) == (
+        "cancel", "done", "RF-1", {"amount": "149.00"})
+    assert main(["writes", "nonsense"]) == 2
 
 
 def test_nlu_report_has_its_own_help(capsys):

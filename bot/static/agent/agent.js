@@ -12,7 +12,8 @@
   const STATUS_RANK = { waiting: 0, active: 1, resolved: 2 };
   // Order snapshots have no fixed shape; these keys, when present, come first.
   const ORDER_FIRST = ["id", "order_id", "status", "total", "currency", "placed_at", "items",
-    "carrier", "tracking_number", "carrier_events", "events", "shipment", "return", "refund"];
+    "carrier", "tracking_number", "carrier_events", "events", "shipment", "return", "refund",
+    "writes"];
 
   const $ = (id) => document.getElementById(id);
   const ui = {};

@@ -1,0 +1,254 @@
+"""Self-service that moves money or parcels, end to end: the customer's words go in
+through the gateway's REST channel to the real Rasa (NLU, forms, rules), the action
+server and the store, on SQLite and on PostgreSQL. Each write happens once, only on a
+yes to the question that says what it does, and the customer hears what the store shows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, List, Tuple
+
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
+
+from actions.store.sql import Store, open_store
+from actions.store.types import Order, OrderStatus
+from bot.gateway import ROUTER, create_app, load_channel_policy
+from bot.launcher import drop_database, ensure_database
+from bot.settings import load_settings
+from connectors.rest import RestChannel
+from tests.bot.test_identity import REST_TOKEN, rest, said
+from tests.conftest import POSTGRES_URL, RasaStack, start_rasa_stack
+
+ADMIN_TOKEN = "admin-token-for-self-service-tests"
+
+
+@dataclasses.dataclass
+class Shop:
+    """A stack of its own (its store is written to) and the orders tests may take."""
+
+    stack: RasaStack
+    store: Store
+    paid: Iterator[Order]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shop(request: pytest.FixtureRequest, trained_model: Path,
+         tmp_path_factory: pytest.TempPathFactory, now: datetime) -> Iterator[Shop]:
+    var = tmp_path_factory.mktemp(f"self_service_{request.param}")
+    database_url = ""
+    if request.param == "postgresql":
+        server = sa.engine.make_url(POSTGRES_URL)
+        database_url = server.set(database=f"pytest_shop_{uuid.uuid4().hex[:8]}"
+                                  ).render_as_string(hide_password=False)
+        try:
+            ensure_database(database_url)
+        except sa.exc.OperationalError as error:
+            pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({error.orig})")
+    try:
+        with start_rasa_stack(trained_model, var, now, database_url) as stack:
+            store = open_store(stack.database_url)
+            paid = iter(store.orders.orders_since(datetime(2000, 1, 1, tzinfo=timezone.utc),
+                                                  OrderStatus.PAID))
+            yield Shop(stack, store, paid)
+            store.close()
+    finally:
+        if database_url:
+            drop_database(database_url)
+
+
+@pytest_asyncio.fixture
+async def gateway(shop: Shop) -> AsyncIterator[TestClient]:
+    settings = dataclasses.replace(load_settings(), rasa_url=shop.stack.rasa_url,
+                                   database_url=shop.stack.database_url,
+                                   var_dir=shop.stack.var_dir, redis_url="",
+                                   agent_api_token=ADMIN_TOKEN,
+                                   action_server_url=shop.stack.action_server_url)
+    policy = load_channel_policy()
+    client = TestClient(TestServer(create_app(settings, {"rest": RestChannel(REST_TOKEN)},
+                                              policy)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+class Customer:
+    """One customer's REST conversation."""
+
+    def __init__(self, client: TestClient, label: str) -> None:
+        self.client, self.sender = client, f"{label}-{uuid.uuid4().hex[:8]}"
+        self.replies: List[dict] = []
+
+    async def says(self, text: str) -> str:
+        self.replies = await rest(self.client, self.sender, text)
+        answer = said(self.replies)
+        assert "{" not in answer, f"a placeholder was left unfilled: {answer}"
+        return answer
+
+    def buttons(self) -> List[Tuple[str, str]]:
+        return [(b["title"], b["payload"]) for reply in self.replies
+                for b in reply.get("buttons", [])]
+
+    async def presses(self, title: str) -> str:
+        payload = next(payload for label, payload in self.buttons() if label == title)
+        return await self.says(payload)
+
+
+async def handoff_rule(client: TestClient, customer: Customer) -> Any:
+    desk = client.app[ROUTER].desk
+    handoff = await desk.records.read(desk.store.open_for, f"rest:{customer.sender}")
+    return handoff and handoff["rule"]
+
+
+async def test_a_cancel_happens_once_on_a_yes_and_the_store_is_what_the_customer_hears(
+        gateway: TestClient, shop: Shop) -> None:
+    order = next(shop.paid)
+    ann = Customer(gateway, "cancel")
+    await ann.says(f"please cancel order {order.order_id}")
+    question = await ann.says(order.customer.email)
+    assert f"{order.total:.2f}" in question and order.payment_method in question
+    assert [title for title, _ in ann.buttons()] == ["Yes, cancel it", "No, keep it"]
+    assert shop.store.orders.get_order(order.order_id).status is OrderStatus.PAID
+
+    done = await ann.says("yes")
+    refunds = shop.store.returns.refunds(order.order_id)
+    assert shop.store.orders.get_order(order.order_id).status is OrderStatus.CANCELLED
+    assert len(refunds) == 1 and refunds[0].amount == order.total
+    assert "is cancelled" in done and refunds[0].refund_id in done
+
+    again = await ann.says("yes")
+    assert "cancelled" not in again and len(shop.store.returns.refunds(order.order_id)) == 1
+    status = await ann.says(f"where is my order {order.order_id}?")
+    assert "was cancelled" in status and "pending" in status
+    assert "not charged" not in status
+    [write] = shop.store.writes.for_order(order.order_id)
+    assert (write.kind, write.status, write.conversation_id) == (
+        "cancel", "done", f"rest:{ann.sender}")
+
+
+async def test_a_yes_after_another_question_does_not_cancel(
+        gateway: TestClient, shop: Shop) -> None:
+    order = next(shop.paid)
+    ben = Customer(gateway, "stale")
+    await ben.says(f"please cancel order {order.order_id}")
+    assert "Cancel it?" in await ben.says(order.customer.email)
+    fee = await ben.says("is there a cancellation fee?")
+    assert "Cancel it?" not in fee
+    late = await ben.says("yes")
+    assert "haven't done anything" in late and "Cancel it?" in late
+    assert shop.store.orders.get_order(order.order_id).status is OrderStatus.PAID
+    assert shop.store.writes.for_order(order.order_id) == []
+    kept = await ben.presses("No, keep it")
+    assert "stays as it is" in kept
+    assert shop.store.orders.get_order(order.order_id).status is OrderStatus.PAID
+
+
+async def test_a_new_address_is_read_back_and_written_only_after_a_yes(
+        gateway: TestClient, shop: Shop) -> None:
+    order = next(shop.paid)
+    cat = Customer(gateway, "address")
+    await cat.says(f"I want to change the address on order {order.order_id}")
+    assert "new delivery address" in await cat.says(order.customer.email)
+    question = await cat.says("12 Oak Street, Springfield, 62704")
+    assert "12 Oak Street" in question and "Is that right?" in question
+    assert shop.store.orders.get_order(order.order_id).shipping_address == \
+        order.shipping_address
+    done = await cat.says("yes")
+    changed = shop.store.orders.get_order(order.order_id).shipping_address
+    assert (changed.line1, changed.postal_code) == ("12 Oak Street", "62704")
+    assert "will now go to" in done and "12 Oak Street" in done
+
+
+async def test_a_store_that_refuses_gets_an_honest_answer_not_an_outage(
+        gateway: TestClient, shop: Shop) -> None:
+    order = next(shop.paid)
+    dan = Customer(gateway, "refused")
+    await dan.says(f"please cancel order {order.order_id}")
+    assert "Cancel it?" in await dan.says(order.customer.email)
+    with shop.store.engine.begin() as db:  # the warehouse shipped it meanwhile
+        db.execute(sa.text("UPDATE orders SET status = 'shipped' WHERE order_id = :id"),
+                   {"id": order.order_id})
+    refused = await dan.says("yes")
+    assert "already shipped" in refused and "unavailable" not in refused
+    assert shop.store.orders.get_order(order.order_id).status is OrderStatus.SHIPPED
+    assert await handoff_rule(gateway, dan) is None
+    [write] = shop.store.writes.for_order(order.order_id)
+    assert write.status == "refused"
+
+
+async def test_asking_where_a_stuck_parcel_is_opens_no_trace_until_the_customer_says_yes(
+        gateway: TestClient, shop: Shop) -> None:
+    eve = Customer(gateway, "stuck")
+    await eve.says("where is my order A1003?")
+    late = await eve.says("buyer2@example.com")
+    assert "running late" in late and "Shall I ask them?" in late
+    assert shop.store.delivery.claims_for_order("A1003") == []
+    again = await eve.says("where is order A1003?")
+    assert "Shall I ask them?" in again and shop.store.delivery.claims_for_order("A1003") == []
+    traced = await eve.says("yes")
+    [claim] = shop.store.delivery.claims_for_order("A1003")
+    assert claim.kind == "trace" and claim.claim_id in traced
+    shown = await eve.says("where is my order A1003?")
+    assert claim.claim_id in shown and "Shall I" not in shown
+    assert len(shop.store.delivery.claims_for_order("A1003")) == 1
+
+
+async def test_a_damaged_item_gets_one_remedy_not_a_replacement_and_a_refund(
+        gateway: TestClient, shop: Shop) -> None:
+    fay = Customer(gateway, "damaged")
+    await fay.says("order A1002 arrived damaged")
+    assert "photo" in await fay.says("buyer1@example.com")
+    await fay.says("no photo")
+    assert [title for title, _ in fay.buttons()] == ["A replacement", "A refund",
+                                                      "Store credit"]
+    question = await fay.presses("A replacement")
+    assert "free replacement" in question and "Send it?" in question
+    assert shop.store.orders.replacement_of("A1002") is None
+    sent = await fay.says("yes")
+    replacement = shop.store.orders.replacement_of("A1002")
+    assert replacement is not None and replacement.order_id in sent
+    assert replacement.total == Decimal("0")
+
+    await fay.says("order A1002 arrived damaged")
+    again = await fay.says("no photo")
+    assert "already put this right" in again and replacement.order_id in again
+    assert shop.store.returns.refunds("A1002") == []
+
+
+# --- conversation repair ----------------------------------------------------------------------
+
+
+async def test_an_order_number_without_its_letter_is_read_with_the_stores(
+        gateway: TestClient, shop: Shop) -> None:
+    gus = Customer(gateway, "digits")
+    assert "order number" in await gus.says("where is my order?")
+    assert "email" in await gus.says("#1001")
+    assert "1Z999AA10123456784" in await gus.says("buyer1@example.com")
+
+
+async def test_without_an_order_number_the_bot_offers_a_person_instead_of_asking_forever(
+        gateway: TestClient, shop: Shop) -> None:
+    hal = Customer(gateway, "no-number")
+    await hal.says("where is my order?")
+    first = await hal.says("hmm")
+    assert "doesn't look like an order number" in first
+    second = await hal.says("12")
+    assert "doesn't look like" not in second and "a person can look it up" in second
+    assert [title for title, _ in hal.buttons()] == ["Yes, a person", "No, thanks"]
+    await hal.says("yes")
+    assert await handoff_rule(gateway, hal) == "identity_not_verified"
+
+
+async def test_a_complaint_while_the_bot_asks_for_the_order_number_is_heard(
+        gateway: TestClient, shop: Shop) -> None:
+    ivy = Customer(gateway, "complaint")
+    await ivy.says("where is my order?")
+    heard = await ivy.says("this is terrible service, I want to make a complaint")
+    assert "order number" not in heard and "sorry we let you down" in heard
+    assert await handoff_rule(gateway, ivy) == "complaint"
