@@ -11,36 +11,15 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
+from actions.address import read_address
 from actions.conversation import Turn, TurnAction
 from actions.identity import Proof, ProofCheck, belongs_to, normalize_contact, proof_holds
-from actions.store.types import Address, Order, OrderStatus, normalize_order_id
+from actions.store.types import Order, OrderStatus, normalize_order_id
 
 URL_PATTERN = re.compile(r"https?://\S+")
 NO_PHOTO_PATTERN = re.compile(
     r"\b(no|none|not|don'?t|can'?t|cannot|without|skip|threw|thrown)\b", re.IGNORECASE
 )
-POSTAL_CODE_PATTERN = re.compile(r"\b(\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}|\d{4,6})\b",
-                                 re.IGNORECASE)
-
-
-def parse_address(text: str, name: str) -> Optional[Address]:
-    """'12 Oak Street, Springfield, 62704[, US]' -> Address, or None when a part is missing."""
-    parts = [p.strip() for p in re.split(r"[,\n]", text or "") if p.strip()]
-    street = parts[0] if parts else ""
-    if len(parts) < 2 or not re.search(r"\d", street) or not re.search(r"[A-Za-z]{2,}", street):
-        return None
-    postal = POSTAL_CODE_PATTERN.search(" ".join(parts[1:]))
-    if postal is None:
-        return None
-    rest = [p.replace(postal.group(0), "").strip() for p in parts[1:]]
-    rest = [p for p in rest if p]
-    if not rest or not re.search(r"[A-Za-z]{2,}", rest[0]):
-        return None
-    country = rest[1] if len(rest) > 1 else "US"
-    return Address(name=name, line1=parts[0], city=rest[0], postal_code=postal.group(0).upper(),
-                   country=country)
-
-
 def photo_from_message(tracker: Tracker, text: str) -> Optional[str]:
     """The URL of an image the customer sent (attachment or link), 'none' if they
     have none, or None if this message is neither."""
@@ -125,8 +104,9 @@ class ValidateOrderForm(FormValidationAction):
     def validate_new_address(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> Dict[str, Any]:
-        if parse_address(str(value or ""), name="") is None:
-            dispatcher.utter_message(response="utter_invalid_address")
+        reading = read_address(str(value or ""), name="")
+        if reading.address is None:
+            dispatcher.utter_message(response=f"utter_invalid_address_{reading.problem}")
             return {"new_address": None}
         return {"new_address": str(value).strip()}
 

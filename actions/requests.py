@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Dict, Mapping, Optional
 
+from actions.address import describe, read_address
 from actions.conversation import Turn, day, money
 from actions.guarded import Change, Explain, Found, propose
-from actions.order_form import parse_address
 from actions.store.types import (
     Address,
     CarrierClaim,
@@ -170,7 +170,7 @@ class ChangeAddress(Change):
         return lambda: _address_not_changeable(turn, order)
 
     def ask(self, turn: Turn, order: Order) -> None:
-        turn.ask("write", "utter_confirm_address", {"address": self.address.one_line()},
+        turn.ask("write", "utter_confirm_address", {"address": describe(self.address)},
                  **self.question_fields())
 
     def apply(self, turn: Turn, order: Order, key: str) -> None:
@@ -180,7 +180,7 @@ class ChangeAddress(Change):
         order = turn.store.orders.get_order(self.order_id)
         if order is None or order.shipping_address != self.address:
             return None
-        return {"reference": "", "address": order.shipping_address.one_line()}
+        return {"reference": "", "address": describe(order.shipping_address)}
 
     def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
         turn.say("utter_address_changed", order_id=order.order_id, address=found["address"])
@@ -635,7 +635,7 @@ def change_address(turn: Turn, order: Order) -> None:
     if not order.can_be_changed:
         _address_not_changeable(turn, order)
         return
-    address = parse_address(turn.slot("new_address") or "", order.shipping_address.name)
+    address = read_address(turn.slot("new_address") or "", order.shipping_address.name).address
     if address is None:  # the form always validates it; this guards a direct call
         turn.say("utter_ask_new_address")
         return

@@ -18,13 +18,14 @@ from actions.actions import (
     ActionHandleComplaint,
     ActionResolveRequest,
 )
+from actions.address import PROBLEMS, describe, read_address
 from actions.conversation import Question
-from actions.order_form import ActionAskOrderId, ValidateOrderForm, parse_address
+from actions.order_form import ActionAskOrderId, ValidateOrderForm
 from actions.policy import current_policy
 from actions.store.sql import Store
 from actions.store.types import OrderStatus, StoreUnavailable
 
-from .conftest import Outcome, make_tracker, run_action
+from .conftest import DOMAIN, Outcome, make_tracker, run_action
 
 EMAILS = {
     "A1001": "buyer1@example.com", "A1002": "buyer1@example.com", "A1003": "buyer2@example.com",
@@ -283,12 +284,42 @@ async def test_photo_from_an_attachment_a_link_or_none(actions_store):
     assert declined.slot("photo") == "none"
 
 
-def test_addresses_need_street_number_city_and_postal_code():
-    address = parse_address("12 Oak Street, Springfield, 62704", "Ann")
-    assert address is not None and (address.city, address.postal_code) == ("Springfield", "62704")
-    assert parse_address("10 Downing Street, London, SW1A 2AA, UK", "Ann").country == "UK"
-    for bad in ("Oak Street, Springfield, 62704", "12 Oak Street", "12 Oak Street, 62704", ""):
-        assert parse_address(bad, "Ann") is None, bad
+@pytest.mark.parametrize("text,read_back", [
+    # the three the issue found written wrongly: "IL" as the country, the flat
+    # number in the street, Berlin in the US
+    ("12 Oak Street, Springfield, IL 62704",
+     "12 Oak Street, Springfield, IL 62704, United States"),
+    ("Flat 3, 7 King Road, Leeds LS1 4AB, UK",
+     "7 King Road, Flat 3, Leeds LS1 4AB, United Kingdom"),
+    ("Hauptstrasse 5, 10115 Berlin, Germany", "Hauptstrasse 5, 10115 Berlin, Germany"),
+    ("500 Market St Apt 4, San Francisco, CA 94105",
+     "500 Market St, Apt 4, San Francisco, CA 94105, United States"),
+    ("1 Main St, Toronto, ON M5V 2T6, Canada", "1 Main St, Toronto, ON M5V 2T6, Canada"),
+])
+def test_addresses_are_read_into_their_parts_and_read_back_as_the_country_writes_them(
+        text, read_back):
+    reading = read_address(text, "Ann")
+    assert reading.address is not None, reading.problem
+    assert describe(reading.address) == read_back
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("Hauptstrasse 5, 10115 Berlin", "country"),      # a 5-digit code, but no US state
+    ("Flat 3, 7 King Road, Leeds LS1 4AB", "country"),
+    ("12 Oak Street, Springfield, 62704", "country"),  # a US address needs its state
+    ("Oak Street, Springfield, IL 62704", "street"),
+    ("12 Oak Street, Springfield, IL 6270", "postal_code"),
+    ("Hauptstrasse 5, 1011 Berlin, Germany", "postal_code"),
+    ("", "street"),
+])
+def test_an_address_that_is_not_whole_says_which_part_to_fix(text, problem):
+    reading = read_address(text, "Ann")
+    assert (reading.address, reading.problem) == (None, problem)
+
+
+def test_every_address_problem_has_a_response():
+    for problem in PROBLEMS:
+        assert f"utter_invalid_address_{problem}" in DOMAIN["responses"]
 
 
 # --- where is my order and delivery problems ---------------------------------------------
@@ -499,7 +530,7 @@ async def test_delivered_order_offers_a_return_instead_of_cancelling(actions_sto
 
 async def test_address_change_before_shipping(actions_store):
     question = await resolve("change_address", "A1004",
-                             new_address="12 Oak Street, Springfield, 62704")
+                             new_address="12 Oak Street, Springfield, IL 62704")
     assert question.responses == ["utter_confirm_address"]
     assert "12 Oak Street" in question.facts("utter_confirm_address")["address"]
     assert question.slot("new_address") is None
@@ -507,7 +538,8 @@ async def test_address_change_before_shipping(actions_store):
     outcome = await answer(question, "A1004")
     assert outcome.responses == ["utter_address_changed"]
     changed = actions_store.orders.get_order("A1004").shipping_address
-    assert (changed.line1, changed.postal_code) == ("12 Oak Street", "62704")
+    assert (changed.line1, changed.city, changed.postal_code, changed.country) == (
+        "12 Oak Street", "Springfield, IL", "62704", "US")
 
 
 async def test_address_cannot_change_once_shipped(actions_store):

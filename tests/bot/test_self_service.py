@@ -155,14 +155,19 @@ async def test_a_new_address_is_read_back_and_written_only_after_a_yes(
     cat = Customer(gateway, "address")
     await cat.says(f"I want to change the address on order {order.order_id}")
     assert "new delivery address" in await cat.says(order.customer.email)
-    question = await cat.says("12 Oak Street, Springfield, 62704")
-    assert "12 Oak Street" in question and "Is that right?" in question
+    # the country is not guessed: a 5-digit postcode without a US state is asked about
+    asked = await cat.says("Hauptstrasse 5, 10115 Berlin")
+    assert "Which country" in asked
+    question = await cat.says("12 Oak Street, Springfield, IL 62704")
+    assert "12 Oak Street, Springfield, IL 62704, United States" in question
+    assert "Is that right?" in question
     assert shop.store.orders.get_order(order.order_id).shipping_address == \
         order.shipping_address
     done = await cat.says("yes")
     changed = shop.store.orders.get_order(order.order_id).shipping_address
-    assert (changed.line1, changed.postal_code) == ("12 Oak Street", "62704")
-    assert "will now go to" in done and "12 Oak Street" in done
+    assert (changed.line1, changed.city, changed.postal_code, changed.country) == (
+        "12 Oak Street", "Springfield, IL", "62704", "US")
+    assert "will now go to 12 Oak Street, Springfield, IL 62704, United States" in done
 
 
 async def test_a_store_that_refuses_gets_an_honest_answer_not_an_outage(
