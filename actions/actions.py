@@ -36,8 +36,8 @@ class ActionResolveRequest(TurnAction):
         elif order is None:
             turn.offer_person("identity_not_verified", "utter_verification_offer_human")
         else:
+            request = turn.slot("request") or corrected_request(turn, order) or "order_status"
             turn.set("pending_offer", None)
-            request = turn.slot("request") or "order_status"
             if not self._repeat_contact(turn, request, order):
                 HANDLERS[request](turn, order)
         # the next request starts afresh; order, contact and verification carry over
@@ -60,6 +60,16 @@ class ActionResolveRequest(TurnAction):
                           f"{order_id}; {earlier} earlier conversation(s) in the last "
                           f"{turn.policy.windows.repeat_contact_days} days.")
         return earlier > 0
+
+
+def corrected_request(turn: Turn, order: Order) -> str:
+    """'Sorry, I meant A1005', in answer to a question about a change to another order:
+    the request that led to the question, now for this order ('' if not a correction)."""
+    question = turn.question()
+    if (question is None or question.kind != "write" or question.order_id == order.order_id
+            or not turn.answers(question)):
+        return ""
+    return question.request
 
 
 class ActionConfirmOffer(TurnAction):
@@ -149,7 +159,11 @@ def faq_answer(turn: Turn, topic: str) -> str:
 
 ESCALATION_CONTEXT = {
     "chargeback": "Customer mentioned a chargeback or payment dispute.",
-    "safety_legal": "Customer raised a safety or legal matter.",
+    "safety_incident": "Customer reports that someone was hurt or a product is unsafe.",
+    "legal_threat": "Customer mentioned legal steps.",
+    "unclassified_trigger": "The bot read a dispute, legal or safety matter in the "
+                            "customer's words, matching no phrase of the policy.",
+    "stop_the_line_empty_box": "Customer says the parcel arrived empty.",
     "payment_problem": "Customer reports a payment problem.",
 }
 
@@ -167,7 +181,8 @@ class ActionEscalate(TurnAction):
             return
         rule = "customer_request"
         if intent == "escalation_trigger":
-            rule = trigger_rule(turn) or "chargeback"
+            # NLU alone recognised the matter: no phrase says which queue it is for
+            rule = trigger_rule(turn) or "unclassified_trigger"
         elif intent == "payment_issue":
             rule = "payment_problem"
             turn.say("utter_payment_issue")

@@ -39,6 +39,8 @@ class Question:
     change: Dict[str, Any] = field(default_factory=dict)
     rule: str = ""
     problem: str = ""
+    # the customer's request that led to the question ("cancel_order")
+    request: str = ""
 
     def encode(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -140,7 +142,7 @@ class Turn:
         `buttons` are given); action_confirm_offer, _decline_offer and _choose_remedy act
         on the answer. The response may name `{order_id}`."""
         question = Question(kind, self.customer_turns(), self.now.timestamp(), order_id,
-                            dict(change or {}), rule, problem)
+                            dict(change or {}), rule, problem, self.slot("request") or "")
         self.set("pending_offer", question.encode())
         self._utter(response, buttons, {"order_id": order_id, **(facts or {})})
 
@@ -175,8 +177,10 @@ class Turn:
         rule = self.policy.rule(rule_name)
         # The person answers from here; a question left open must not reach them as a slot.
         self.set("pending_offer", None)
-        response = "utter_escalated_safety" if rule_name == "safety_legal" else "utter_escalated"
-        self.say(response, team=self.policy.teams[rule.team],
+        if rule.hold_order and order is not None:
+            # stop the line: no write on the order until a person resolves the handoff
+            self.store.writes.hold(order.order_id, rule_name, self.conversation_id)
+        self.say(rule.response, team=self.policy.teams[rule.team],
                  team_reply=self.policy.tiers[rule.tier].team_reply)
         # Last: the gateway takes it out of the replies and opens the handoff.
         payload = handoff_payload(self, rule_name, order, what_happened)

@@ -17,7 +17,9 @@ replacement, asking a carrier to trace a parcel or opening a claim.
 5. **Audit.** Every attempt is kept in the write log (conversation, change, the order
    before, what the store showed after, the store's reference); agents see it with the
    handoff, and `bot writes` prints it.
-6. **Honest failures.** A refusal by the store is explained from the order's fresh
+6. **Stop the line.** An order a stop-the-line rule put on hold (Turn.escalate) gets
+   no write until a person resolves its handoff; the customer is told so.
+7. **Honest failures.** A refusal by the store is explained from the order's fresh
    state (or plainly, with a person offered); a store that does not answer, or a change
    that does not show on reading back, goes to a person (`write_unconfirmed`). Never
    "the assistant is unavailable".
@@ -89,6 +91,8 @@ class Change(ABC):
 
 def propose(turn: Turn, change: Change, order: Order, intro: str = "", **facts: Any) -> None:
     """Explain why the change cannot be made, or ask for the yes (after `intro`)."""
+    if on_hold(turn, order):
+        return
     refusal = change.refusal(turn, order)
     if refusal is not None:
         refusal()
@@ -107,6 +111,8 @@ def carry_out(turn: Turn, question: Question) -> None:
         return
     key = idempotency_key(turn.conversation_id, question)
     earlier = turn.store.writes.get(key)
+    if (earlier is None or earlier.status == "started") and on_hold(turn, order):
+        return
     if earlier is not None and earlier.status == "done":
         change.tell(turn, order, earlier.after)  # a retried turn: already made
     elif earlier is not None and earlier.status == "refused":
@@ -115,6 +121,15 @@ def carry_out(turn: Turn, question: Question) -> None:
         _unconfirmed(turn, change, order, earlier.error)
     else:  # new, or a turn that stopped half-way: the store tells whether it was made
         _make(turn, change, order, key, first_try=earlier is None)
+
+
+def on_hold(turn: Turn, order: Order) -> bool:
+    """A stop-the-line rule paused the order's writes: the customer is told, and waits
+    for the person reviewing it."""
+    hold = turn.store.writes.hold_on(order.order_id)
+    if hold is not None:
+        turn.say("utter_order_on_hold", order_id=order.order_id)
+    return hold is not None
 
 
 def _make(turn: Turn, change: Change, order: Order, key: str, first_try: bool) -> None:

@@ -41,6 +41,14 @@ IDENTITY_SLOTS = ("order_id", "contact")
 # A text that is only a number, as typed when asked for the order number: "1001", "#1001"
 BARE_ORDER_NUMBER = re.compile(r"\s*(?:order\s*(?:number|no\.?)?\s*)?#?\s*(\d{4,8})\s*[.!]?\s*",
                                re.IGNORECASE)
+# what the customer is told for each part of an address to fix (actions/address.py)
+ADDRESS_PROBLEM_RESPONSES = {
+    "country": "utter_invalid_address_country",
+    "state": "utter_invalid_address_state",
+    "city": "utter_invalid_address_city",
+    "postal_code": "utter_invalid_address_postal_code",
+    "street": "utter_invalid_address_street",
+}
 # texts that were not an order number before the bot stops asking and offers a person
 ORDER_ID_TRIES = 2
 
@@ -106,7 +114,7 @@ class ValidateOrderForm(FormValidationAction):
     ) -> Dict[str, Any]:
         reading = read_address(str(value or ""), name="")
         if reading.address is None:
-            dispatcher.utter_message(response=f"utter_invalid_address_{reading.problem}")
+            dispatcher.utter_message(response=ADDRESS_PROBLEM_RESPONSES[reading.problem])
             return {"new_address": None}
         return {"new_address": str(value).strip()}
 

@@ -34,7 +34,11 @@ REQUIRED_RULES = (
     "fraud_address_mismatch",
     "fraud_repeat_claims",
     "chargeback",
-    "safety_legal",
+    "legal_threat",
+    "safety_incident",
+    "unclassified_trigger",
+    "stop_the_line_empty_box",
+    "stop_the_line_shared_address",
     "store_refused",
     "write_unconfirmed",
 )
@@ -121,6 +125,7 @@ class Windows(StrictModel):
 class Limits(StrictModel):
     fallbacks_before_human: int
     prior_claims_for_review: int
+    accounts_per_address_for_review: int
 
     @validator("*")
     def _positive(cls, value: int) -> int:
@@ -218,6 +223,10 @@ class Rule(StrictModel):
     tier: int
     team: str
     next_step: str
+    # what the customer is told (a response of domain.yml)
+    response: str = "utter_escalated"
+    # stop the line: the bot makes no write on the order until a person resolves it
+    hold_order: bool = False
 
     @validator("tier")
     def _tier_range(cls, value: int) -> int:
@@ -243,7 +252,8 @@ class EscalationPolicy(StrictModel):
     refunds: Refunds
     remedies: Remedies
     repeat_contact_issues: List[str]
-    trigger_phrases: Dict[Literal["chargeback", "safety_legal"], List[str]]
+    trigger_phrases: Dict[str, List[str]]
+    trigger_negations: List[str]
     teams: Dict[str, str]
     tiers: Dict[int, Tier]
     rules: Dict[str, Rule]
@@ -260,17 +270,29 @@ class EscalationPolicy(StrictModel):
         if sorted(values["tiers"]) != [1, 2, 3]:
             raise ValueError("tiers: must define exactly tiers 1, 2 and 3")
         for name, phrases in values["trigger_phrases"].items():
+            if name not in values["rules"]:
+                raise ValueError(f"trigger_phrases.{name}: no rule of that name in rules")
             if not phrases or any(not p.strip() for p in phrases):
                 raise ValueError(f"trigger_phrases.{name}: must be a list of non-empty phrases")
+        responses = domain_responses()
+        for name, rule in values["rules"].items():
+            if rule.response not in responses:
+                raise ValueError(f"rules.{name}.response: no response '{rule.response}' in "
+                                 "domain.yml")
         return values
 
     def rule(self, name: str) -> Rule:
         return self.rules[name]
 
     def triggered_rule(self, text: str) -> Optional[str]:
-        """The trigger-phrase rule a message fires (chargeback, safety_legal), if any."""
+        """The first rule (in the file's order) whose trigger phrase the message says
+        without a negation just before it in the same clause: "I don't want a
+        chargeback" fires nothing, "I will sue" fires legal_threat."""
+        text = (text or "").replace("\u2019", "'")
+        negations = {word.lower() for word in self.trigger_negations}
         for rule_name, pattern in _trigger_patterns(self).items():
-            if pattern.search(text or ""):
+            if any(not _negated(text[:found.start()], negations)
+                   for found in pattern.finditer(text)):
                 return rule_name
         return None
 
@@ -337,6 +359,18 @@ def policy_facts(policy: EscalationPolicy) -> Dict[str, Any]:
     }
 
 
+# How many words before a trigger phrase a negation cancels it: "I don't want a
+# chargeback" (3) but not "I don't know why it caught fire" (4).
+NEGATION_REACH_WORDS = 3
+
+
+def _negated(before: str, negations: Set[str]) -> bool:
+    """Whether the clause before a phrase ends in a negation within reach."""
+    clause = re.split(r"[.,;:!?]|\bbut\b", before, flags=re.IGNORECASE)[-1]
+    words = re.findall(r"[\w']+", clause.lower())[-NEGATION_REACH_WORDS:]
+    return any(word in negations or word.endswith("n't") for word in words)
+
+
 def _trigger_patterns(policy: EscalationPolicy) -> Dict[str, re.Pattern[str]]:
     return {
         rule: re.compile(
@@ -396,6 +430,11 @@ def load_knowledge(
 
 def domain_intents(domain: Path = REPO_ROOT / "domain.yml") -> List[str]:
     return list(_read_yaml(domain)["intents"])
+
+
+@lru_cache(maxsize=1)
+def domain_responses(domain: Path = REPO_ROOT / "domain.yml") -> Set[str]:
+    return set(_read_yaml(domain)["responses"])
 
 
 def check_intents(path: Path, named: Any, allowed: Any = ()) -> None:

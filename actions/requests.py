@@ -92,6 +92,9 @@ def fraud_rule(turn: Turn, order: Order) -> Optional[str]:
     high_value = order.total >= turn.policy.thresholds.high_value_order
     if high_value and order.shipping_address != order.billing_address:
         return "fraud_address_mismatch"
+    accounts = turn.store.orders.customers_shipping_to(order.shipping_address)
+    if accounts >= turn.policy.limits.accounts_per_address_for_review:
+        return "stop_the_line_shared_address"
     since = turn.now - timedelta(days=turn.policy.windows.repeat_claims_days)
     earlier = [claim for claim in
                turn.store.delivery.claims_by_customer(order.customer.customer_id, since)

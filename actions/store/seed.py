@@ -1,4 +1,4 @@
-"""Deterministic demo data: 16 hand-written orders (A1001-A1016, one per support
+"""Deterministic demo data: 19 hand-written orders (A1001-A1019, one per support
 situation the bot handles) plus 200 generated ones (A2001-A2200) for realism and load.
 
 Every date is relative to `now`, so "shipped yesterday" stays true whenever the demo
@@ -199,6 +199,10 @@ DEMO_CUSTOMERS = (
     (6, "Chris Walker", _home("Chris Walker", 1550, "Larimer St", "Denver, CO", "80202")),
     (7, "Taylor Kim", _home("Taylor Kim", 410, "N Michigan Ave", "Chicago, IL", "60611")),
     (8, "Jamie Rivera", _home("Jamie Rivera", 75, "Court St", "Brooklyn, NY", "11201")),
+    # three accounts that all ship to one address (a stop-the-line rule)
+    (9, "Lee Park", _home("Lee Park", 77, "Harbor Way", "Portland, OR", "97209")),
+    (10, "Robin Park", _home("Robin Park", 77, "Harbor Way", "Portland, OR", "97209")),
+    (11, "Casey Park", _home("Casey Park", 77, "Harbor Way", "Portland, OR", "97209")),
 )
 FORWARDER = Address(name="J. Smith", line1="1400 Freight Rd", line2="Unit 4",
                     city="Newark, NJ", postal_code="07114", country="US")
@@ -279,6 +283,12 @@ def _demo(s: _Seed) -> None:
         (s.ago(6), WAREHOUSE, "Picked up by DHL"),
         (s.ago(5), "Cincinnati, OH", "Departed DHL hub"),
         (s.ago(1), "Cincinnati, OH", "Delay reported by the carrier: weather")])
+    # A1017-A1019: three accounts, one delivery address; a claim on A1019 stops the line.
+    for order_id, customer, days in (("A1017", 9, 30), ("A1018", 10, 20), ("A1019", 11, 6)):
+        s.order(order_id, customer, delivered, s.ago(days), s.day(3 - days),
+                [("MUG-SET-2", 1)])
+        s.ship(order_id, "UPS", f"1Z999AA1012345{customer:04d}", s.ago(days - 1),
+               s.day(3 - days), delivered=s.ago(days - 3))
 
 
 def _tracking_number(rng: random.Random, carrier: str) -> str:

@@ -29,6 +29,7 @@ from actions.store.types import (
     Customer,
     DeliveryException,
     DeliverySystem,
+    Hold,
     Order,
     OrderItem,
     OrderStatus,
@@ -241,6 +242,16 @@ guarded_writes = sa.Table(
     sa.Column("finished_at", UtcDateTime),
 )
 
+# Orders whose writes pause until a person reviews them (stop-the-line rules).
+order_holds = sa.Table(
+    "order_holds", metadata,
+    sa.Column("hold_id", sa.Integer, primary_key=True),
+    _order_fk(nullable=False, index=True),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("conversation_id", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
 contact_events = sa.Table(
     "contact_events", metadata,
     sa.Column("event_id", sa.Integer, primary_key=True),
@@ -443,6 +454,13 @@ class SqlOrders(_System):
         with self._engine.begin() as conn:
             return self._change_if_paid(conn, _require_id(order_id), "redirected",
                                         **address_values("shipping", address))
+
+    def customers_shipping_to(self, address: Address) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(sa.func.count(sa.distinct(orders.c.customer_id))).where(
+                    sa.func.lower(orders.c.shipping_line1) == address.line1.lower(),
+                    orders.c.shipping_postal_code == address.postal_code)).scalar_one())
 
     def replacement_of(self, order_id: str) -> Optional[Order]:
         canonical = normalize_order_id(order_id)
@@ -688,6 +706,24 @@ class SqlWriteLog(_System):
                                 .where(guarded_writes.c.order_id == order_id)
                                 .order_by(guarded_writes.c.created_at, guarded_writes.c.key))
             return [_write_record(row) for row in rows]
+
+
+    def hold(self, order_id: str, rule: str, conversation_id: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(order_holds.insert().values(order_id=order_id, rule=rule,
+                                                     conversation_id=conversation_id,
+                                                     created_at=self._clock()))
+
+    def hold_on(self, order_id: str) -> Optional[Hold]:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(order_holds).where(order_holds.c.order_id == order_id)
+                               .order_by(order_holds.c.hold_id).limit(1)).first()
+        return _from_row(Hold, row) if row else None
+
+    def release(self, order_id: str) -> int:
+        with self._engine.begin() as conn:
+            return int(conn.execute(order_holds.delete()
+                                    .where(order_holds.c.order_id == order_id)).rowcount)
 
 
 def _write_record(row: Any) -> WriteRecord:

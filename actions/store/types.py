@@ -219,6 +219,10 @@ class OrderSystem(Protocol):
         """The free replacement sent for this order, if any."""
         ...
 
+    def customers_shipping_to(self, address: Address) -> int:
+        """How many customers have had orders shipped to this street and postcode."""
+        ...
+
 
 class DeliverySystem(Protocol):
     def get_shipment(self, order_id: str) -> Optional[Shipment]: ...
@@ -264,6 +268,26 @@ class WriteLog(Protocol):
     def for_order(self, order_id: str) -> list[WriteRecord]:
         """Every write tried on the order, oldest first."""
         ...
+
+    def hold(self, order_id: str, rule: str, conversation_id: str) -> None:
+        """Pause the bot's writes on the order until a person releases it."""
+        ...
+
+    def hold_on(self, order_id: str) -> Optional[Hold]: ...
+
+    def release(self, order_id: str) -> int:
+        """Lift the order's holds; how many there were."""
+        ...
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An order whose writes pause until a person reviews it (a stop-the-line rule)."""
+
+    order_id: str
+    rule: str
+    conversation_id: str
+    created_at: datetime
 
 
 class ContactLog(Protocol):

@@ -285,6 +285,9 @@ class HandoffDesk:
         self._check_owner(agent, handoff)
         resolved = await self.records.write(self.store.resolve, handoff_id, disposition, note,
                                             self.clock())
+        if resolved.get("order_id"):
+            # a person reviewed it: a stop-the-line hold on the order ends here
+            await self.records.write(self.shop.writes.release, resolved["order_id"])
         # audited before the customer hears of it, so the trail never lags the conversation
         await self.audit(agent.name, "resolve", resolved, {"disposition": disposition})
         await self.live.changed(resolved)

@@ -20,7 +20,7 @@ from actions.actions import (
 )
 from actions.address import PROBLEMS, describe, read_address
 from actions.conversation import Question
-from actions.order_form import ActionAskOrderId, ValidateOrderForm
+from actions.order_form import ADDRESS_PROBLEM_RESPONSES, ActionAskOrderId, ValidateOrderForm
 from actions.policy import current_policy
 from actions.store.sql import Store
 from actions.store.types import OrderStatus, StoreUnavailable
@@ -318,8 +318,8 @@ def test_an_address_that_is_not_whole_says_which_part_to_fix(text, problem):
 
 
 def test_every_address_problem_has_a_response():
-    for problem in PROBLEMS:
-        assert f"utter_invalid_address_{problem}" in DOMAIN["responses"]
+    assert set(ADDRESS_PROBLEM_RESPONSES) == PROBLEMS
+    assert set(ADDRESS_PROBLEM_RESPONSES.values()) <= set(DOMAIN["responses"])
 
 
 # --- where is my order and delivery problems ---------------------------------------------
@@ -585,6 +585,19 @@ async def test_a_retried_yes_writes_once_and_says_the_same(actions_store):
     assert write.reference == first.facts("utter_cancelled")["refund_id"]
 
 
+async def test_a_correction_before_the_yes_moves_the_request_to_the_other_order(actions_store):
+    question = asked(await resolve("cancel_order", "A1004"))
+    assert question.request == "cancel_order"
+    # "sorry, I meant A1005": the form verified it; the request slot was cleared
+    corrected = await run_action(ActionResolveRequest(), make_tracker(
+        {**proven("A1005"), "pending_offer": question.encode()}, intent="inform",
+        events=user_turns(question.turn + 1)))
+    # A1005 was delivered long ago: it can't be cancelled, nor returned any more
+    assert corrected.responses == ["utter_return_not_eligible_window", "utter_offer_human"]
+    assert actions_store.orders.get_order("A1004").status is OrderStatus.PAID
+    assert actions_store.orders.get_order("A1005").status is OrderStatus.DELIVERED
+
+
 async def test_a_late_yes_does_nothing_and_asks_again(actions_store):
     question = await resolve("cancel_order", "A1004")
     late = await answer(question, "A1004", later=1)  # "is there a fee?" came in between
@@ -639,13 +652,44 @@ async def test_damaged_high_value_item_escalates(actions_store):
 @pytest.mark.parametrize("intent,text,rule,tier", [
     ("human_handoff", "I want a person", "customer_request", 1),
     ("escalation_trigger", "I will file a chargeback", "chargeback", 3),
-    ("escalation_trigger", "my lawyer will call", "safety_legal", 3),
+    ("escalation_trigger", "my lawyer will call", "legal_threat", 3),
     ("payment_issue", "I was charged twice", "payment_problem", 2),
 ])
 async def test_escalation_hands_over_reason_tier_rule(actions_store, intent, text, rule, tier):
     outcome = await run_action(ActionEscalate(), make_tracker(intent=intent, text=text))
     handoff = escalation(outcome)
     assert (handoff["rule"], handoff["tier"]) == (rule, tier)
+
+
+async def test_a_trigger_the_language_model_found_without_a_phrase_is_not_a_chargeback(
+        actions_store):
+    outcome = await run_action(ActionEscalate(), make_tracker(
+        intent="escalation_trigger", text="my child got really hurt by the blender blade"))
+    handoff = escalation(outcome)
+    assert (handoff["rule"], handoff["queue"]) == ("unclassified_trigger", "general")
+
+
+async def test_an_empty_box_stops_the_line_until_a_person_resolves_it(actions_store):
+    outcome = await run_action(ActionEscalate(), make_tracker(
+        {**proven("A1002")}, intent="escalation_trigger",
+        text="the box was empty when it arrived"))
+    assert escalation(outcome)["rule"] == "stop_the_line_empty_box"
+    hold = actions_store.writes.hold_on("A1002")
+    assert hold is not None and hold.rule == "stop_the_line_empty_box"
+    # no write on the order, whatever is asked, until the hold is released
+    paused = await resolve("return_item", "A1002")
+    assert paused.responses == ["utter_order_on_hold"]
+    assert actions_store.writes.release("A1002") == 1
+    assert (await resolve("return_item", "A1002")).responses == ["utter_confirm_return"]
+
+
+async def test_three_accounts_at_one_address_stop_the_line_on_a_claim(actions_store):
+    for order_id, email in (("A1017", "buyer9@example.com"), ("A1019", "buyer11@example.com")):
+        EMAILS[order_id] = email
+    outcome = await resolve("damaged_item", "A1019", photo="none")
+    assert escalation(outcome)["rule"] == "stop_the_line_shared_address"
+    assert actions_store.writes.hold_on("A1019") is not None
+    assert actions_store.writes.hold_on("A1017") is None
 
 
 async def test_escalation_keeps_the_verified_order(actions_store):
@@ -717,8 +761,13 @@ async def test_handoff_payload_of_an_unverified_customer(actions_store):
 async def test_complaint_with_legal_language_is_tier_3(actions_store):
     legal = await run_action(ActionHandleComplaint(), make_tracker(
         intent="complaint", text="Terrible service, I'm calling my attorney"))
-    assert legal.responses == ["utter_escalated_safety"]
-    assert escalation(legal)["rule"] == "safety_legal"
+    assert legal.responses == ["utter_escalated"]
+    assert (escalation(legal)["rule"], escalation(legal)["tier"]) == ("legal_threat", 3)
+    hurt = await run_action(ActionHandleComplaint(), make_tracker(
+        intent="complaint", text="the kettle you sold me burned my son"))
+    assert hurt.responses == ["utter_escalated_safety"]
+    assert (escalation(hurt)["rule"], escalation(hurt)["queue"]) == ("safety_incident",
+                                                                     "general")
     awful = await run_action(ActionHandleComplaint(),
                              make_tracker(intent="complaint", text="awful"))
     assert escalation(awful)["rule"] == "complaint"

@@ -114,7 +114,7 @@ async def test_topic_from_an_earlier_session_does_not_count(actions_store):
 
 @pytest.mark.parametrize("intent,text,rule,tier", [
     ("escalation_trigger", "I will file a chargeback", "chargeback", 3),
-    ("escalation_trigger", "my lawyer will call", "safety_legal", 3),
+    ("escalation_trigger", "my lawyer will call", "legal_threat", 3),
     ("payment_issue", "I was charged twice", "payment_problem", 2),
 ])
 async def test_tier_2_and_3_reach_a_person_at_once_at_peak(actions_store, intent, text, rule,

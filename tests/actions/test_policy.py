@@ -47,7 +47,11 @@ def test_shipped_policy_is_complete():
 
 @pytest.mark.parametrize("change,message", [
     (lambda d: d["rules"]["chargeback"].update(tier=5), "rules.chargeback.tier: must be 1, 2 or 3"),
-    (lambda d: d["rules"].pop("safety_legal"), "rules: missing safety_legal"),
+    (lambda d: d["rules"].pop("safety_incident"), "rules: missing safety_incident"),
+    (lambda d: d["trigger_phrases"].update(fire=["fire"]),
+     "trigger_phrases.fire: no rule of that name"),
+    (lambda d: d["rules"]["complaint"].update(response="utter_nothing"),
+     "rules.complaint.response: no response 'utter_nothing'"),
     (lambda d: d["thresholds"].update(refund_auto_approve_max=-1),
      "thresholds.refund_auto_approve_max: must be greater than 0"),
     (lambda d: d["windows"].update(return_days="a month"), "windows.return_days"),
@@ -121,11 +125,23 @@ def test_invalid_peak_policy_names_the_key(policy_copy, change, message):
 @pytest.mark.parametrize("text,rule", [
     ("I'll file a CHARGEBACK tomorrow", "chargeback"),
     ("going to dispute the charge with my bank", "chargeback"),
-    ("the charger caught fire last night", "safety_legal"),
-    ("my lawyer says otherwise", "safety_legal"),
+    ("the charger caught fire last night", "safety_incident"),
+    ("my lawyer says otherwise", "legal_threat"),
     ("can I charge my phone with it", None),
     ("the battery is not charging", None),
     ("where is my order", None),
+    # what the issue found misrouted or missed
+    ("I don't want a chargeback, just my money", None),
+    ("I won't file a chargeback if you fix it", None),
+    ("I will sue", "legal_threat"),
+    ("it started smoking", "safety_incident"),
+    ("my son cut his hand on it", "safety_incident"),
+    ("nobody was injured, but the glass broke", None),
+    ("I don't know why it caught fire", "safety_incident"),
+    ("no problem, but it exploded when I plugged it in", "safety_incident"),
+    ("my friend Sue ordered it for me", None),
+    ("I'll sue you, and my daughter was burned my hand", "safety_incident"),
+    ("the box was empty", "stop_the_line_empty_box"),
 ])
 def test_trigger_phrases_match_whole_words_in_any_case(text, rule):
     assert load_policy().triggered_rule(text) == rule

@@ -262,7 +262,7 @@ def test_orders_since_newest_first_optionally_by_status(store: Store, now: datet
     # with customer and items loaded
     demo = {o.order_id: o for o in recent if o.order_id < "A2000"}
     assert sorted(demo) == ["A1001", "A1002", "A1003", "A1004", "A1006", "A1009", "A1011",
-                            "A1012", "A1015", "A1016"]
+                            "A1012", "A1015", "A1016", "A1019"]
     assert demo["A1016"].customer.phone == "+1 415 555 0108"
     assert [i.sku for i in demo["A1003"].items] == ["BACKPACK-25"]
 
@@ -466,12 +466,12 @@ def test_contact_log_count_since_excludes_a_conversation(store: Store, now: date
 def test_seed_is_idempotent_and_clears_runtime_data(store: Store, now: datetime) -> None:
     counts = table_counts(store)
     orders = [store.orders.get_order(f"A{n}") for n in (*range(1001, 1017), 2001, 2100, 2200)]
-    assert counts["orders"] == 216 and counts["contact_events"] == 0
+    assert counts["orders"] == 219 and counts["contact_events"] == 0
     store.contacts.record("buyer1@example.com", "order_status", "conv-1")
     store.returns.create_return("A1002", "too small")
     store.orders.cancel_order("A1004", "no longer needed")
     store.orders.create_replacement("A1010", "lost")
-    assert seed_demo_store(store, now) == 216
+    assert seed_demo_store(store, now) == 219
     assert table_counts(store) == counts
     assert [store.orders.get_order(o.order_id) for o in orders if o] == orders
     assert store.returns.get_return("A1002") is None
@@ -479,7 +479,7 @@ def test_seed_is_idempotent_and_clears_runtime_data(store: Store, now: datetime)
 
 def test_seed_is_fast(store: Store, now: datetime) -> None:
     started = time.perf_counter()
-    assert seed_demo_store(store, now) == 216
+    assert seed_demo_store(store, now) == 219
     assert time.perf_counter() - started < 2.0
 
 

@@ -42,7 +42,7 @@ async def test_handoffs_opened_in_peak_get_the_surge_targets_and_after_it_the_no
     before = await escalate(desk, "1")
     await peak.switch(True, "admin", "Black Friday")
     during = await escalate(desk, "2")
-    urgent = await escalate(desk, "3", tier=3, rule="safety_legal")
+    urgent = await escalate(desk, "3", tier=3, rule="safety_incident")
     await peak.switch(False, "admin", "")
     after = await escalate(desk, "4")
     # telegram: 15 minutes normally, an hour in peak (policy/peak.yml); tier 3 a quarter

@@ -257,3 +257,51 @@ async def test_a_complaint_while_the_bot_asks_for_the_order_number_is_heard(
     heard = await ivy.says("this is terrible service, I want to make a complaint")
     assert "order number" not in heard and "sorry we let you down" in heard
     assert await handoff_rule(gateway, ivy) == "complaint"
+
+
+# --- escalation rules -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,rule,safety_text", [
+    ("I will sue you if this isn't fixed", "legal_threat", False),
+    ("it started smoking when I plugged it in", "safety_incident", True),
+    ("my son cut his hand on the blender", "safety_incident", True),
+    ("I'll file a chargeback with my bank", "chargeback", False),
+])
+async def test_each_trigger_goes_to_its_own_rule_with_its_own_words(
+        gateway: TestClient, shop: Shop, text: str, rule: str, safety_text: bool) -> None:
+    jo = Customer(gateway, "trigger")
+    answer = await jo.says(text)
+    assert await handoff_rule(gateway, jo) == rule
+    assert ("emergency services" in answer) is safety_text
+
+
+async def test_saying_there_is_no_chargeback_escalates_nothing(
+        gateway: TestClient, shop: Shop) -> None:
+    kim = Customer(gateway, "negated")
+    answer = await kim.says("I don't want a chargeback, I just want to know where my order is")
+    assert await handoff_rule(gateway, kim) is None
+    assert "order number" in answer
+
+
+async def test_an_empty_box_stops_the_line_on_that_order(gateway: TestClient,
+                                                         shop: Shop) -> None:
+    lou = Customer(gateway, "empty-box")
+    await lou.says("order A1015 arrived damaged")
+    assert "photo" in await lou.says("buyer8@example.com")
+    held = await lou.says("the box was empty")
+    assert await handoff_rule(gateway, lou) == "stop_the_line_empty_box"
+    assert "someone" in held.lower() or "team" in held.lower()
+    hold = shop.store.writes.hold_on("A1015")
+    assert hold is not None and hold.conversation_id == f"rest:{lou.sender}"
+    # a person reviews it and resolves the handoff: the bot may act on the order again
+    desk = gateway.app[ROUTER].desk
+    handoff = await desk.records.read(desk.store.open_for, f"rest:{lou.sender}")
+    await desk.records.write(desk.store.add_agent, "rev", ["payments_fraud"], 3, 0.0)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for action, body in (("claim", {"agent": "rev"}),
+                         ("resolve", {"disposition": "information_given", "note": "ok"})):
+        response = await gateway.post(f"/api/handoffs/{handoff['id']}/{action}", json=body,
+                                      headers=admin)
+        assert response.status == 200, await response.text()
+    assert shop.store.writes.hold_on("A1015") is None

@@ -153,8 +153,8 @@ async def test_the_wait_estimate_follows_the_queue_history(desk: Desk) -> None:
 
 async def test_a_tier_3_customer_jumps_the_queue(desk: Desk) -> None:
     await escalate(desk, "calm")
-    urgent = await escalate(desk, "urgent", tier=3, rule="safety_legal",
-                            reason_code="safety_legal")
+    urgent = await escalate(desk, "urgent", tier=3, rule="safety_incident",
+                            reason_code="safety_incident")
     assert "number 1 in the queue" in desk.texts("urgent")[0]
     taken = await desk.desk.claim_next(ALICE)
     assert (taken["id"], taken["agent"]) == (urgent["id"], "alice")
