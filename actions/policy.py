@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Set, T
 
 import phonenumbers
 import yaml
-from pydantic import BaseModel, Extra, ValidationError, root_validator, validator
+from pydantic import BaseModel, Extra, Field, ValidationError, root_validator, validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY_DIR = REPO_ROOT / "policy"
@@ -138,7 +138,7 @@ class Identity(StrictModel):
     """What proves a customer's identity to the bot, for how long, and how many wrong
     proofs a conversation session, a sender and an order get."""
 
-    verification_ttl_minutes: float = 30
+    verification_ttl_minutes: float = Field(30, gt=0)
     default_phone_region: str
     order_number_letter: str = "A"
     failures_window_hours: int
@@ -159,12 +159,6 @@ class Identity(StrictModel):
     def _one_letter(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Z]", value):
             raise ValueError("must be one capital letter, like A")
-        return value
-
-    @validator("verification_ttl_minutes")
-    def _positive_minutes(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be more than 0 minutes")
         return value
 
     @validator("failures_window_hours", "attempts_per_session", "attempts_per_sender",
@@ -193,13 +187,7 @@ class Refunds(StrictModel):
 
 
 class Writes(StrictModel):
-    confirm_within_minutes: float
-
-    @validator("confirm_within_minutes")
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be more than 0 minutes")
-        return value
+    confirm_within_minutes: float = Field(gt=0)
 
 
 class Remedies(StrictModel):

@@ -66,6 +66,8 @@ def test_shipped_policy_is_complete():
      "identity.slowdown_seconds: must be between 0 and 5"),
     (lambda d: d["identity"].update(attempts_per_order=0),
      "identity.attempts_per_order: must be at least 1"),
+    (lambda d: d["writes"].update(confirm_within_minutes=0),
+     "writes.confirm_within_minutes: ensure this value is greater than 0"),
 ])
 def test_invalid_escalation_policy_names_the_key(policy_copy, change, message):
     edit(policy_copy, "escalation.yml", change)
