@@ -10,11 +10,12 @@ CLI or on a schedule inside the gateway (policy/monitor.yml).
   messaged, once per alert and customer.
 
 Linking an order to a conversation: WhatsApp and Twilio (SMS, WhatsApp) senders are
-phone numbers, compared with the customer's phone on their last 10 digits (as the bot
-verifies a phone). Telegram and web chat carry no phone: such a conversation belongs to a
-customer only when a handoff from it carries one of their orders, verified (the customer
-gave the order number and its email or phone). The customer's conversation with the
-latest inbound message is "the channel they last used".
+phone numbers, compared with the customer's phone whole, as E.164 (as the bot verifies a
+phone; numbers without a country code read in `identity.default_phone_region`).
+Telegram and web chat carry no phone: such a conversation belongs to a customer only
+when a handoff from it carries one of their orders, verified (the customer gave the
+order number and its email or phone). The customer's conversation with the latest
+inbound message is "the channel they last used".
 
 Messages go through the router's `deliver`, the path of every bot reply: the channel
 applies its rules (opt-out, WhatsApp's 24-hour window and its template, rate limits,
@@ -51,8 +52,16 @@ import sqlalchemy as sa
 from pydantic import conint, validator
 from sqlalchemy.engine import Engine
 
-from actions.policy import PolicyError, StrictModel, check_text, parse_yaml_model, policy_dir
-from actions.store.sql import Store, create_tables, digits_only
+from actions.identity import normalize_phone
+from actions.policy import (
+    PolicyError,
+    StrictModel,
+    check_text,
+    current_policy,
+    parse_yaml_model,
+    policy_dir,
+)
+from actions.store.sql import Store, create_tables
 from actions.store.types import (
     ORDER_ID_PATTERN,
     Customer,
@@ -90,7 +99,6 @@ PRODUCT_KIND = "product"
 # Buyers who have (or are about to have) the product; not cancelled or returned orders.
 BUYER_STATUSES = (OrderStatus.SHIPPED, OrderStatus.DELIVERED)
 PHONE_CONNECTORS = ("whatsapp", "twilio")
-PHONE_KEY_DIGITS = 10
 REACHED = ("sent", "delivered", "read")
 
 # What became of one customer the monitor wanted to message.
@@ -234,11 +242,13 @@ class Conversation:
         return f"{self.connector}:{mask(self.sender)}"
 
 
-def phone_key(text: str) -> Optional[str]:
-    """The last 10 digits, so '+1 415 555 0108', '14155550108' and 'whatsapp:+1415…'
-    agree; None for what cannot be a phone number."""
-    digits = digits_only(text)
-    return digits[-PHONE_KEY_DIGITS:] if len(digits) >= PHONE_KEY_DIGITS else None
+def sender_phone(connector: str, sender: str) -> Optional[str]:
+    """The E.164 number of a phone channel's sender: Twilio's From ('+1415…',
+    'whatsapp:+1415…') or a WhatsApp id (the number with its country code, no '+')."""
+    number = sender.removeprefix("whatsapp:")
+    if connector == "whatsapp" and number.isdigit():
+        number = f"+{number}"
+    return normalize_phone(number, "ZZ") if number.startswith("+") else None
 
 
 @dataclass(frozen=True)
@@ -247,10 +257,11 @@ class Directory:
 
     by_phone: Mapping[str, Sequence[Conversation]]
     by_customer: Mapping[int, Sequence[Conversation]]
+    phone_region: str
 
     def conversations_of(self, customer: Customer) -> List[Conversation]:
         found = {c.conversation_id: c for c in self.by_customer.get(customer.customer_id, ())}
-        key = phone_key(customer.phone)
+        key = normalize_phone(customer.phone, self.phone_region)
         for conversation in self.by_phone.get(key, ()) if key else ():
             found[conversation.conversation_id] = conversation
         return list(found.values())
@@ -262,7 +273,7 @@ class Directory:
         return max(found, key=lambda c: (c.last_inbound_at, c.conversation_id))
 
 
-def read_directory(engine: Engine, shop: Store) -> Directory:
+def read_directory(engine: Engine, shop: Store, phone_region: str) -> Directory:
     """Phone conversations by phone key; any conversation whose handoff carries a
     verified order, by that order's customer."""
     c, h = conversations.c, handoff_tables.handoffs.c
@@ -276,7 +287,7 @@ def read_directory(engine: Engine, shop: Store) -> Directory:
              for row in rows}
     by_phone: Dict[str, List[Conversation]] = defaultdict(list)
     for conversation in known.values():
-        key = phone_key(conversation.sender)
+        key = sender_phone(conversation.connector, conversation.sender)
         if conversation.connector in PHONE_CONNECTORS and key:
             by_phone[key].append(conversation)
     by_customer: Dict[int, List[Conversation]] = defaultdict(list)
@@ -289,7 +300,7 @@ def read_directory(engine: Engine, shop: Store) -> Directory:
         order = owners[order_id]
         if order is not None:
             by_customer[order.customer.customer_id].append(known[conversation_id])
-    return Directory(dict(by_phone), dict(by_customer))
+    return Directory(dict(by_phone), dict(by_customer), phone_region)
 
 
 # --- shipment exceptions ----------------------------------------------------------------
@@ -544,8 +555,11 @@ class Outreach:
     def __init__(self, policy: MonitorPolicy, records: GatewayRecords, shop: Store,
                  handoffs: HandoffStore, send: Send, bus: EventBus,
                  hours: Optional[BusinessHours] = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 phone_region: Optional[str] = None) -> None:
         self.policy = policy
+        # customers' phone numbers are read as the bot reads them (escalation.yml)
+        self.phone_region = phone_region or current_policy().identity.default_phone_region
         self.records = records
         self.shop = shop
         self.handoffs = handoffs
@@ -665,7 +679,8 @@ class Outreach:
     async def _reach_all(self, targets: Sequence[Target], outside_hours: bool) -> List[Attempt]:
         if outside_hours:
             return [Attempt(t.label, t.kinds[0], "outside_hours") for t in targets]
-        directory = await self.records.read(read_directory, self.records.engine, self.shop)
+        directory = await self.records.read(read_directory, self.records.engine, self.shop,
+                                            self.phone_region)
         # one at a time: the channels' rate limits pace them anyway
         return [await self._reach(target, directory) for target in targets]
 

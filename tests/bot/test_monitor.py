@@ -40,8 +40,8 @@ from bot.monitor import (
     RunReport,
     load_monitor_policy,
     outreach,
-    phone_key,
     run_once,
+    sender_phone,
 )
 from bot.monitor import metadata as monitor_tables
 from bot.rasa import RasaClient
@@ -636,10 +636,14 @@ def test_the_template_must_be_the_one_the_connector_sends(tmp_path: Path) -> Non
         load_monitor_policy(channel_policy(), directory)
 
 
-def test_phone_keys() -> None:
-    assert phone_key("+1 415 555 0108") == phone_key("whatsapp:+14155550108") == "4155550108"
-    assert phone_key("(415) 555-0108") == "4155550108"
-    assert phone_key("5550108") is None and phone_key("s-session") is None
+def test_senders_phone_numbers_are_compared_whole() -> None:
+    assert sender_phone("twilio", "+14155550108") == sender_phone(
+        "twilio", "whatsapp:+14155550108") == sender_phone("whatsapp", "14155550108") == \
+        "+14155550108"
+    # the same last ten digits in another country are another customer
+    assert sender_phone("whatsapp", "444155550108") != "+14155550108"
+    assert sender_phone("twilio", "5550108") is None
+    assert sender_phone("webchat", "s-session") is None
 
 
 # --- the schedule ----------------------------------------------------------------------------
