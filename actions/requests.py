@@ -470,7 +470,7 @@ def not_received(turn: Turn, order: Order) -> None:
                       f"delivered on {day(shipment.delivered_at or turn.now)} but the customer "
                       "says it never arrived.")
         return
-    claim.ask(turn, order)
+    propose(turn, claim, order)
 
 
 # --- damaged or wrong items and remedies ----------------------------------------------------

@@ -679,6 +679,7 @@ async def test_an_empty_box_stops_the_line_until_a_person_resolves_it(actions_st
     # no write on the order, whatever is asked, until the hold is released
     paused = await resolve("return_item", "A1002")
     assert paused.responses == ["utter_order_on_hold"]
+    assert (await resolve("not_received", "A1002")).responses == ["utter_order_on_hold"]
     assert actions_store.writes.release("A1002") == 1
     assert (await resolve("return_item", "A1002")).responses == ["utter_confirm_return"]
 
