@@ -316,6 +316,15 @@ def _unused_id(conn: Connection, key: sa.Column, prefix: str) -> str:
     raise StoreError(f"could not allocate a new {prefix} id")
 
 
+def _lock_order(conn: Connection, order_id: str) -> None:
+    """Make concurrent writers of one order take turns until this transaction ends, so
+    a sum read next (refunds against the total) is still true when it is acted on. A
+    write, not SELECT ... FOR UPDATE, which SQLite ignores: it holds PostgreSQL's row
+    lock and SQLite's database write lock alike."""
+    conn.execute(orders.update().where(orders.c.order_id == order_id)
+                 .values(status=orders.c.status))
+
+
 def _replaceable_order(conn: Connection, order_id: str) -> Any:
     """The row of a shipped/delivered/returned order that has no replacement yet."""
     original = conn.execute(sa.select(orders).where(orders.c.order_id == order_id)).first()
@@ -618,6 +627,7 @@ class SqlReturns(_System):
             raise StoreError(f"unknown refund method {method!r}")
         amount = Decimal(amount).quantize(CENT)
         with self._engine.begin() as conn:
+            _lock_order(conn, canonical)
             order = conn.execute(sa.select(orders.c.total, orders.c.currency)
                                  .where(orders.c.order_id == canonical)).first()
             if order is None:

@@ -513,3 +513,40 @@ def test_processes_starting_at_once_on_postgresql_create_the_tables_once(
         with admin.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_two_refunds_at_the_same_moment_never_exceed_the_order_total(
+        store: Store, store_url: str) -> None:
+    """Two conversations refund one order at once, each within what is left: the second
+    must see the first. Each writer stops just before its insert, after reading the sum,
+    until the other arrives or a second passes; without the order lock both would pass."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import suppress
+    from threading import Barrier, BrokenBarrierError
+
+    from actions.store.sql import open_store
+
+    both_read = Barrier(2, timeout=1.0)
+
+    def clock_after_the_other_read() -> datetime:
+        with suppress(BrokenBarrierError):
+            both_read.wait()
+        return utc_now()
+
+    racing = open_store(store_url, clock=clock_after_the_other_read)
+    total = store.orders.get_order("A1011").total  # type: ignore[union-attr]
+
+    def refund(_: int) -> str:
+        try:
+            return racing.returns.create_refund("A1011", Decimal("600.00"), "race").refund_id
+        except StoreError:
+            return "refused"
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(refund, range(2)))
+    finally:
+        racing.close()
+    assert total < Decimal("1200.00")
+    assert outcomes[1] == "refused" and outcomes[0].startswith("RF-")
+    assert sum(r.amount for r in store.returns.refunds("A1011")) == Decimal("600.00")
