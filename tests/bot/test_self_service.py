@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, List, Tuple
@@ -36,6 +36,7 @@ class Shop:
     stack: RasaStack
     store: Store
     paid: Iterator[Order]
+    returnable: Iterator[Order]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -54,13 +55,29 @@ def shop(request: pytest.FixtureRequest, trained_model: Path,
     try:
         with start_rasa_stack(trained_model, var, now, database_url) as stack:
             store = open_store(stack.database_url)
-            paid = iter(store.orders.orders_since(datetime(2000, 1, 1, tzinfo=timezone.utc),
-                                                  OrderStatus.PAID))
-            yield Shop(stack, store, paid)
+            yield Shop(stack, store, orders_in(store, OrderStatus.PAID),
+                       returnable_orders(store, now))
             store.close()
     finally:
         if database_url:
             drop_database(database_url)
+
+
+def orders_in(store: Store, status: OrderStatus) -> Iterator[Order]:
+    return iter(store.orders.orders_since(datetime(2000, 1, 1, tzinfo=timezone.utc), status))
+
+
+def returnable_orders(store: Store, now: datetime) -> Iterator[Order]:
+    """Generated orders (A1001-A1019 each play a part in the demo, fraud rules included)
+    delivered within the return window, every item returnable, refundable by the bot
+    (policy/escalation.yml), with no return or refund yet."""
+    return (order for order in orders_in(store, OrderStatus.DELIVERED)
+            if int(order.order_id[1:]) > 1019 and order.delivered_at
+            and now - order.delivered_at < timedelta(days=20)
+            and all(item.returnable for item in order.items)
+            and order.total <= Decimal("100.00")
+            and store.returns.get_return(order.order_id) is None
+            and not store.returns.refunds(order.order_id))
 
 
 @pytest_asyncio.fixture
@@ -224,6 +241,63 @@ async def test_a_damaged_item_gets_one_remedy_not_a_replacement_and_a_refund(
     again = await fay.says("no photo")
     assert "already put this right" in again and replacement.order_id in again
     assert shop.store.returns.refunds("A1002") == []
+
+
+async def test_a_return_and_then_its_refund_are_each_made_once_on_a_yes(
+        gateway: TestClient, shop: Shop) -> None:
+    order = next(shop.returnable)
+    bea = Customer(gateway, "return")
+    await bea.says(f"I want to return order {order.order_id}")
+    question = await bea.says(order.customer.email)
+    assert "Create the return?" in question and f"{order.total:.2f}" in question
+    assert [title for title, _ in bea.buttons()] == ["Yes, create it", "No"]
+    await bea.presses("No")
+    assert shop.store.returns.get_return(order.order_id) is None
+
+    await bea.says(f"I want to return order {order.order_id}")
+    created = await bea.says("yes")
+    record = shop.store.returns.get_return(order.order_id)
+    assert record is not None and record.rma_id in created and record.label_url in created
+    await bea.says("yes")
+    assert shop.store.returns.get_return(order.order_id) == record
+
+    ship_return(shop.store, order.order_id)  # the carrier scans the parcel going back
+    question = await bea.says(f"I want a refund for order {order.order_id}")
+    assert f"{order.total:.2f}" in question and "Go ahead?" in question
+    assert shop.store.returns.refunds(order.order_id) == []
+    done = await bea.says("yes")
+    [refund] = shop.store.returns.refunds(order.order_id)
+    assert refund.amount == order.total and refund.refund_id in done
+    assert "pending" in done and "approved" not in done
+
+    again = await bea.says(f"I want a refund for order {order.order_id}")
+    assert "pending" in again and f"{order.total:.2f}" in again
+    assert shop.store.returns.refunds(order.order_id) == [refund]
+
+
+async def test_a_refund_before_the_return_is_shipped_stops_the_line(
+        gateway: TestClient, shop: Shop) -> None:
+    order = next(shop.returnable)
+    cal = Customer(gateway, "early-refund")
+    await cal.says(f"I want to return order {order.order_id}")
+    await cal.says(order.customer.email)
+    await cal.says("yes")
+    assert shop.store.returns.get_return(order.order_id) is not None
+
+    await cal.says(f"I want my refund for order {order.order_id} now")
+    assert await handoff_rule(gateway, cal) == "stop_the_line_refund_before_return"
+    assert shop.store.returns.refunds(order.order_id) == []
+    assert shop.store.writes.hold_on(order.order_id) is not None
+
+
+def ship_return(store: Store, order_id: str) -> None:
+    """What the returns carrier's first scan does to the store's return record."""
+    from actions.store.sql import returns
+    from actions.store.types import ReturnStatus
+
+    with store.engine.begin() as conn:
+        conn.execute(returns.update().where(returns.c.order_id == order_id).values(
+            status=ReturnStatus.IN_TRANSIT.value, shipped_at=datetime.now(timezone.utc)))
 
 
 # --- conversation repair ----------------------------------------------------------------------
