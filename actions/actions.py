@@ -26,6 +26,8 @@ class ActionResolveRequest(TurnAction):
     """Runs when the order form is done: the customer is verified, or used up this
     session's tries (which stay used up: the session offers a person from then on)."""
 
+    completes_request = True
+
     def name(self) -> str:
         return "action_resolve_request"
 
@@ -76,6 +78,8 @@ class ActionConfirmOffer(TurnAction):
     """The customer said yes to the question the bot asked last. Only a yes given as the
     very next message counts (Turn.answers); a later one gets the question again."""
 
+    completes_request = True
+
     def name(self) -> str:
         return "action_confirm_offer"
 
@@ -111,6 +115,8 @@ def ask_again(turn: Turn, question: Question) -> None:
 
 
 class ActionDeclineOffer(TurnAction):
+    completes_request = True
+
     def name(self) -> str:
         return "action_decline_offer"
 
@@ -126,6 +132,8 @@ class ActionDeclineOffer(TurnAction):
 
 
 class ActionChooseRemedy(TurnAction):
+    completes_request = True
+
     def name(self) -> str:
         return "action_choose_remedy"
 
@@ -142,6 +150,8 @@ class ActionChooseRemedy(TurnAction):
 
 
 class ActionAnswerFaq(TurnAction):
+    completes_request = True
+
     def name(self) -> str:
         return "action_answer_faq"
 

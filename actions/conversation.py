@@ -77,6 +77,7 @@ class Turn:
     policy: EscalationPolicy = field(default_factory=current_policy)
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     events: List[EventType] = field(default_factory=list)
+    handed_over: bool = False
 
     def say(self, response: str, **facts: Any) -> None:
         self._utter(response, (), facts)
@@ -183,8 +184,21 @@ class Turn:
         self.say(rule.response, team=self.policy.teams[rule.team],
                  team_reply=self.policy.tiers[rule.tier].team_reply)
         # Last: the gateway takes it out of the replies and opens the handoff.
+        self.handed_over = True
         payload = handoff_payload(self, rule_name, order, what_happened)
         self.dispatcher.utter_message(json_message={"handoff": payload})
+
+    def pass_on_next_request(self) -> None:
+        """This request is done: the customer's other one (components/several_requests.py)
+        goes to the gateway, which asks it next as the customer's words. Not while a
+        question waits for its answer, a form runs or a person takes over."""
+        later = self.slot("next_request")
+        if (not later or self.question() is not None or self.handed_over
+                or (self.tracker.active_loop or {}).get("name")):
+            return
+        self.set("next_request", None)
+        self.say("utter_next_request_now", request=later)
+        self.dispatcher.utter_message(json_message={"next_request": later})
 
     def finish(self) -> List[Dict[str, Any]]:
         return self.events
@@ -193,11 +207,17 @@ class Turn:
 class TurnAction(Action, ABC):
     """An action whose work is `act(turn)`; it always returns the turn's events."""
 
+    # whether the customer's request is done when this action has run (unless it asked a
+    # question): their other request, if they made two, comes next
+    completes_request = False
+
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
         turn = Turn(dispatcher, tracker)
         self.act(turn)
+        if self.completes_request:
+            turn.pass_on_next_request()
         return turn.finish()
 
     @abstractmethod

@@ -190,6 +190,10 @@ class Writes(StrictModel):
     confirm_within_minutes: float = Field(gt=0)
 
 
+class SeveralRequests(StrictModel):
+    min_confidence: float = Field(gt=0, lt=1)
+
+
 class Remedies(StrictModel):
     damaged_item: List[Remedy]
     wrong_item: List[Remedy]
@@ -237,6 +241,7 @@ class EscalationPolicy(StrictModel):
     limits: Limits
     identity: Identity
     writes: Writes
+    several_requests: SeveralRequests
     refunds: Refunds
     remedies: Remedies
     repeat_contact_issues: List[str]

@@ -37,6 +37,16 @@ log = logging.getLogger("bot.router")
 ATTACHMENT_ONLY_TEXT = "[attachment]"
 # Rasa reads a text that starts with this as an intent with entities, not as words.
 INTENT_SYNTAX_PREFIX = "/"
+# The bot's custom reply carrying the rest of a message that asked for several things,
+# and how many requests of one message the gateway asks the bot about in turn.
+NEXT_REQUEST = "next_request"
+REQUESTS_PER_MESSAGE = 3
+
+
+def as_words(text: str) -> str:
+    """Text without leading slashes: nothing Rasa reads as an intent. Nothing but
+    slashes is a question mark, which the bot asks to rephrase."""
+    return text.lstrip().lstrip(INTENT_SYNTAX_PREFIX).lstrip() or "?"
 
 
 class Router:
@@ -120,7 +130,7 @@ class Router:
         if await self.desk.takes(message, handoff) or await self._over_limit(message):
             return
         try:
-            replies, escalation = split_handoff(await self._ask_bot(message))
+            replies, escalation = split_handoff(await self._ask_bot_each_request(message))
         except BotUnavailable as error:
             log.error("bot unavailable for %s after %.0fs (%s); handing to a person",
                       message.connector, self.policy.bot_retry_seconds, error)
@@ -156,14 +166,27 @@ class Router:
             return False, None
         return True, self.desk.routing(message.conversation_id)
 
-    async def _ask_bot(self, message: Message) -> List[Reply]:
+    async def _ask_bot_each_request(self, message: Message) -> List[Reply]:
+        """Ask the bot. Once it has done one request of a message that asked for several
+        (components/several_requests.py), it hands the rest back; that is asked next, as
+        the customer's words (never a button's intent syntax)."""
+        replies = await self._ask_bot(message, await self._text_for_bot(message))
+        for _ in range(REQUESTS_PER_MESSAGE - 1):
+            later = next((r.custom[NEXT_REQUEST] for r in replies
+                          if r.custom and NEXT_REQUEST in r.custom), None)
+            if later is None:
+                break
+            replies = [r for r in replies if not (r.custom and NEXT_REQUEST in r.custom)]
+            replies += await self._ask_bot(message, as_words(str(later)))
+        return [r for r in replies if not (r.custom and NEXT_REQUEST in r.custom)]
+
+    async def _ask_bot(self, message: Message, text: str) -> List[Reply]:
         """Ask Rasa, retrying with backoff for up to bot_retry_seconds."""
         metadata = {"channel": message.channel, "connector": message.connector,
                     "attachments": [a.as_dict() for a in message.attachments],
                     "peak": await self.desk.peak_on()}
         if message.proven_phone:
             metadata["proven_phone"] = message.proven_phone
-        text = await self._text_for_bot(message)
         deadline = time.monotonic() + self.policy.bot_retry_seconds
         pause = 0.5
         while True:
@@ -189,8 +212,7 @@ class Router:
             return text.strip()
         log.info("%s %s typed intent syntax; passed to the bot as words", message.connector,
                  mask(message.sender))
-        # nothing but slashes: a question mark, which the bot asks to rephrase
-        return text.lstrip().lstrip(INTENT_SYNTAX_PREFIX).lstrip() or "?"
+        return as_words(text)
 
     async def download(self, connector: str, reference: str) -> bytes:
         channel = self.channels.get(connector)

@@ -21,6 +21,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from actions.policy import current_policy
+from components.several_requests import first_request, told_later
 from components.whole_turns import one_turn
 
 log = logging.getLogger(__name__)
@@ -49,16 +51,21 @@ class StrictRestInput(RestInput):
                 # Rasa's agent ignores a message it has no model for
                 return _unavailable("no model loaded")
             collector = CollectingOutputChannel()
-            message = UserMessage(self._extract_message(request), collector,
-                                  await self._extract_sender(request),
+            text = self._extract_message(request)
+            message = UserMessage(text, collector, await self._extract_sender(request),
                                   input_channel=self._extract_input_channel(request),
                                   metadata=self.get_metadata(request))
             try:
                 with one_turn():
+                    # one request at a time (several_requests.py); a parse is repeatable
+                    message.parse_data = await first_request(text, agent.parse_message,
+                                                             current_policy())
                     await on_new_message(message)
             except Exception as error:  # the turn failed, whatever failed in it
                 log.error("a turn failed and is answered 503: %s", type(error).__name__)
                 return _unavailable("the turn failed")
-            return response.json(collector.messages)
+            responses = agent.domain.responses if agent.domain else {}
+            return response.json(told_later(message.parse_data, collector.messages,
+                                            responses, message.sender_id))
 
         return webhook

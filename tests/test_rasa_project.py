@@ -19,7 +19,8 @@ def test_data_validates_and_only_action_sent_responses_are_unused():
     result = run_rasa("data", "validate")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     unused = set(re.findall(r"The utterance '(\w+)' is not used", result.stdout + result.stderr))
-    action_code = "".join(p.read_text() for p in (REPO_ROOT / "actions").glob("*.py"))
+    action_code = "".join(p.read_text() for folder in ("actions", "components")
+                          for p in (REPO_ROOT / folder).glob("*.py"))
     # escalation rules name what the customer is told (policy/escalation.yml)
     rule_responses = {rule.response for rule in load_policy().rules.values()}
     sent_by_actions = {name for name in unused if f'"{name}"' in action_code

@@ -300,7 +300,36 @@ def ship_return(store: Store, order_id: str) -> None:
             status=ReturnStatus.IN_TRANSIT.value, shipped_at=datetime.now(timezone.utc)))
 
 
-# --- conversation repair ----------------------------------------------------------------------
+# --- conversation repair ---------------------------------------------------------------------
+
+
+async def test_a_message_with_two_requests_gets_both_one_after_the_other(
+        gateway: TestClient, shop: Shop) -> None:
+    order = next(shop.paid)
+    dee = Customer(gateway, "two-requests")
+    first = await dee.says(f"Please cancel order {order.order_id}. "
+                           "Also, what payment methods do you accept?")
+    assert 'You also asked: "Also, what payment methods do you accept?"' in first
+    assert "Visa" not in first
+    await dee.says(order.customer.email)
+    assert [title for title, _ in dee.buttons()] == ["Yes, cancel it", "No, keep it"]
+    done = await dee.says("yes")
+    assert shop.store.orders.get_order(order.order_id).status is OrderStatus.CANCELLED
+    assert len(shop.store.returns.refunds(order.order_id)) == 1
+    assert done.index("cancelled") < done.index("Now, your other request") < done.index("Visa")
+
+
+async def test_a_question_answered_at_once_is_followed_by_the_other_request_in_one_reply(
+        gateway: TestClient, shop: Shop) -> None:
+    eve = Customer(gateway, "faq-first")
+    reply = await eve.says("What is your return policy? And where is my order A1001?")
+    assert reply.index("return most items") < reply.index("Now, your other request")
+    assert "email address or phone number" in reply and "You also asked" not in reply
+    status = await eve.says("buyer1@example.com")
+    assert "A1001" in status and "UPS" in status
+
+
+# --- conversation repair (single requests) -----------------------------------------------------
 
 
 async def test_an_order_number_without_its_letter_is_read_with_the_stores(
