@@ -43,7 +43,7 @@ class ActionResolveRequest(TurnAction):
             if not self._repeat_contact(turn, request, order):
                 HANDLERS[request](turn, order)
         # the next request starts afresh; order, contact and verification carry over
-        for slot in ("request", "new_address", "photo", "order_id_misses"):
+        for slot in ("request", "new_address", "photo", "order_id_misses", "code_sent_to"):
             turn.set(slot, None)
 
     @staticmethod

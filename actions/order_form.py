@@ -12,6 +12,7 @@ from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
 from actions.address import read_address
+from actions.codes import redeem_code, send_code
 from actions.conversation import Turn, TurnAction
 from actions.identity import Proof, ProofCheck, belongs_to, normalize_contact, proof_holds
 from actions.store.types import Order, OrderStatus, normalize_order_id
@@ -85,6 +86,8 @@ class ValidateOrderForm(FormValidationAction):
         if out_of_tries(turn) or gave_no_order_number(turn):
             return []
         order = turn.verified_order()
+        if order is None and turn.slot("code_sent_to"):
+            return ["one_time_code", *IDENTITY_SLOTS]
         if order is None:
             return list(IDENTITY_SLOTS)
         return list(IDENTITY_SLOTS) + extra_slots(tracker.get_slot("request"), order)
@@ -96,10 +99,27 @@ class ValidateOrderForm(FormValidationAction):
         order_id = order_number(str(value or ""), turn.policy.identity.order_number_letter)
         if order_id is not None:
             return {"order_id": order_id, "order_id_misses": None}
+        contact = normalize_contact(str(value or ""), turn.region)
+        if contact is not None:  # no order number, but the email on the orders
+            if not send_code(turn, contact):
+                turn.set("order_id_misses", ORDER_ID_TRIES)  # a person looks it up
+            return {"order_id": None, **slots_set(turn)}
         misses = (tracker.get_slot("order_id_misses") or 0) + 1
         if misses < ORDER_ID_TRIES:
             dispatcher.utter_message(response="utter_invalid_order_id")
         return {"order_id": None, "order_id_misses": misses}
+
+    def validate_one_time_code(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[str, Any]:
+        turn = Turn(dispatcher, tracker)
+        contact = redeem_code(turn, str(value or ""))
+        if contact is not None:
+            remember_proof(turn, contact)
+            turn.set("code_sent_to", None)
+        elif not turn.slot("code_sent_to"):  # used up: a person looks the order up
+            turn.set("order_id_misses", ORDER_ID_TRIES)
+        return {"one_time_code": None, **slots_set(turn)}
 
     def validate_contact(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -136,6 +156,11 @@ class ValidateOrderForm(FormValidationAction):
             # someone is guessing this order's contact: each wrong guess costs time
             await asyncio.sleep(pause)
         return turn.finish()
+
+
+def slots_set(turn: Turn) -> Dict[str, Any]:
+    """The slots the turn set, as a form's validation returns them."""
+    return {e["name"]: e["value"] for e in turn.events if e.get("event") == "slot"}
 
 
 def out_of_tries(turn: Turn) -> bool:
@@ -214,15 +239,15 @@ def forget_expired_proof(turn: Turn) -> None:
 
 
 class ActionAskOrderId(TurnAction):
-    """Asks for the order number; on WhatsApp, whose number is proven, it offers the
-    customer's recent orders as buttons instead."""
+    """Asks for the order number; to a customer whose contact is proven (WhatsApp's
+    number, or an email proven with a code) it offers their recent orders as buttons."""
 
     def name(self) -> str:
         return "action_ask_order_id"
 
     def act(self, turn: Turn) -> None:
-        phone = turn.channel_phone()
-        orders = turn.store.orders.orders_for_contact(phone) if phone else []
+        contact = turn.channel_phone() or turn.proven_contact()
+        orders = turn.store.orders.orders_for_contact(contact) if contact else []
         if not orders:
             turn.say("utter_ask_order_id")
             return

@@ -147,6 +147,16 @@ class Identity(StrictModel):
     attempts_per_order: int
     slowdown_seconds: float
     orders_listed: int
+    code_valid_minutes: float = Field(gt=0)
+    code_wrong_tries: int = Field(gt=0)
+    codes_per_email_per_hour: int = Field(gt=0)
+    codes_per_session: int = Field(gt=0)
+    code_subject: str
+    code_text: str
+
+    @validator("code_text")
+    def _code_placeholders(cls, value: str) -> str:
+        return check_text(value, ("code", "minutes"), ("code",))
 
     @validator("default_phone_region")
     def _known_region(cls, value: str) -> str:

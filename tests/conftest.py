@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,8 +19,11 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, cast
 
 import pytest
 import sqlalchemy as sa
@@ -229,3 +233,35 @@ def redis_url() -> str:
         pytest.skip(f"Redis not reachable at {REDIS_URL} ({error}); start it "
                     "(redis-server --daemonize yes) or set TEST_REDIS_URL")
     return REDIS_URL
+
+
+@dataclass
+class MailServer:
+    """A local SMTP server (aiosmtpd) standing in for the store's mail server."""
+
+    url: str
+    received: List[EmailMessage]
+
+    def codes_to(self, address: str) -> List[str]:
+        """The one-time codes in the emails sent to `address`, oldest first."""
+        return [re.findall(r"\b\d{6}\b", str(m.get_content()))[0]
+                for m in self.received if m["To"] == address]
+
+
+@pytest.fixture(scope="module")
+def mail_server() -> Iterator[MailServer]:
+    from aiosmtpd.controller import Controller
+
+    received: List[EmailMessage] = []
+
+    class Keep:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            message = message_from_bytes(envelope.content, policy=email_policy.default)
+            received.append(cast(EmailMessage, message))
+            return "250 Message accepted for delivery"
+
+    port = free_port()
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield MailServer(f"smtp://127.0.0.1:{port}", received)
+    controller.stop()

@@ -7,6 +7,7 @@ default (no server to install), PostgreSQL when DATABASE_URL says so.
 from __future__ import annotations
 
 import functools
+import hmac
 import json
 import os
 import re
@@ -25,11 +26,13 @@ from sqlalchemy.engine import Connection, Engine
 from actions.store.types import (
     Address,
     CarrierClaim,
+    CodeCheck,
     ContactLog,
     Customer,
     DeliveryException,
     DeliverySystem,
     Hold,
+    OneTimeCodes,
     Order,
     OrderItem,
     OrderStatus,
@@ -260,6 +263,19 @@ contact_events = sa.Table(
     sa.Column("conversation_id", sa.String(128), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Index("ix_contact_events_key_issue_time", "customer_key", "issue", "created_at"),
+)
+
+# One-time codes that prove a customer owns an email or phone (actions/codes.py): only
+# a hash of the code is kept.
+one_time_codes = sa.Table(
+    "one_time_codes", metadata,
+    sa.Column("code_id", sa.Integer, primary_key=True),
+    sa.Column("conversation_id", sa.String(200), nullable=False, index=True),
+    sa.Column("contact", sa.String(254), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("wrong_tries", sa.Integer, nullable=False, default=0),
+    sa.Column("used_at", UtcDateTime),
 )
 
 
@@ -679,6 +695,35 @@ class SqlContactLog(_System):
             ).scalar_one())
 
 
+class SqlCodes(_System):
+    """OneTimeCodes."""
+
+    def issue(self, conversation_id: str, contact: str, code_hash: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(one_time_codes.insert().values(
+                conversation_id=conversation_id, contact=contact, code_hash=code_hash,
+                created_at=self._clock(), wrong_tries=0))
+
+    def redeem(self, conversation_id: str, code_hash: str, since: datetime,
+               wrong_tries_allowed: int) -> CodeCheck:
+        """Check a code typed in the conversation against the newest one sent to it."""
+        c = one_time_codes.c
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                sa.select(one_time_codes).where(c.conversation_id == conversation_id)
+                .order_by(c.code_id.desc()).limit(1).with_for_update()).first()
+            if (row is None or row.used_at is not None or row.created_at < since
+                    or row.wrong_tries >= wrong_tries_allowed):
+                return CodeCheck(live=False)
+            if not hmac.compare_digest(row.code_hash, code_hash):
+                conn.execute(one_time_codes.update().where(c.code_id == row.code_id)
+                             .values(wrong_tries=c.wrong_tries + 1))
+                return CodeCheck(live=row.wrong_tries + 1 < wrong_tries_allowed)
+            conn.execute(one_time_codes.update().where(c.code_id == row.code_id)
+                         .values(used_at=self._clock()))
+            return CodeCheck(live=False, contact=row.contact)
+
+
 class SqlWriteLog(_System):
     """WriteLog."""
 
@@ -753,6 +798,7 @@ class Store:
     returns: SqlReturns
     contacts: SqlContactLog
     writes: SqlWriteLog
+    codes: SqlCodes
 
     def reset_schema(self) -> None:
         """Drop and recreate every table (tests, demo resets)."""
@@ -826,11 +872,13 @@ def open_store(url: Optional[str] = None, clock: Clock = utc_now) -> Store:
         returns=SqlReturns(engine, clock),
         contacts=SqlContactLog(engine, clock),
         writes=SqlWriteLog(engine, clock),
+        codes=SqlCodes(engine, clock),
     )
 
 
 def _implements_protocols(
     store: Store,
-) -> tuple[OrderSystem, DeliverySystem, ReturnsSystem, ContactLog, WriteLog]:
+) -> tuple[OrderSystem, DeliverySystem, ReturnsSystem, ContactLog, WriteLog, OneTimeCodes]:
     """Never called: makes mypy check that the Sql* classes implement the protocols."""
-    return store.orders, store.delivery, store.returns, store.contacts, store.writes
+    return (store.orders, store.delivery, store.returns, store.contacts, store.writes,
+            store.codes)

@@ -290,6 +290,25 @@ class Hold:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class CodeCheck:
+    """A typed one-time code: `contact` is what it proved (None if it proved nothing);
+    `live` is whether the code sent can still be tried."""
+
+    live: bool
+    contact: Optional[str] = None
+
+
+class OneTimeCodes(Protocol):
+    def issue(self, conversation_id: str, contact: str, code_hash: str) -> None: ...
+
+    def redeem(self, conversation_id: str, code_hash: str, since: datetime,
+               wrong_tries_allowed: int) -> CodeCheck:
+        """The newest code sent in the conversation, if sent at or after `since`, unused
+        and tried wrongly fewer times than allowed, is used up when it matches."""
+        ...
+
+
 class ContactLog(Protocol):
     """Which customer wrote about which issue when: repeat-contact detection."""
 

@@ -24,7 +24,7 @@ from bot.launcher import drop_database, ensure_database
 from bot.settings import load_settings
 from connectors.rest import RestChannel
 from tests.bot.test_identity import REST_TOKEN, rest, said
-from tests.conftest import POSTGRES_URL, RasaStack, start_rasa_stack
+from tests.conftest import POSTGRES_URL, MailServer, RasaStack, start_rasa_stack
 
 ADMIN_TOKEN = "admin-token-for-self-service-tests"
 
@@ -40,7 +40,7 @@ class Shop:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def shop(request: pytest.FixtureRequest, trained_model: Path,
+def shop(request: pytest.FixtureRequest, trained_model: Path, mail_server: MailServer,
          tmp_path_factory: pytest.TempPathFactory, now: datetime) -> Iterator[Shop]:
     var = tmp_path_factory.mktemp(f"self_service_{request.param}")
     database_url = ""
@@ -53,7 +53,8 @@ def shop(request: pytest.FixtureRequest, trained_model: Path,
         except sa.exc.OperationalError as error:
             pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({error.orig})")
     try:
-        with start_rasa_stack(trained_model, var, now, database_url) as stack:
+        with start_rasa_stack(trained_model, var, now, database_url,
+                              NOTIFY_URL=mail_server.url) as stack:
             store = open_store(stack.database_url)
             yield Shop(stack, store, orders_in(store, OrderStatus.PAID),
                        returnable_orders(store, now))
@@ -351,6 +352,35 @@ async def test_without_an_order_number_the_bot_offers_a_person_instead_of_asking
     assert [title for title, _ in hal.buttons()] == ["Yes, a person", "No, thanks"]
     await hal.says("yes")
     assert await handoff_rule(gateway, hal) == "identity_not_verified"
+
+
+async def test_without_the_order_number_a_code_emailed_to_the_customer_proves_them(
+        gateway: TestClient, shop: Shop, mail_server: MailServer) -> None:
+    ivy = Customer(gateway, "code")
+    await ivy.says("where is my order?")
+    hint = await ivy.says("I can't find the order number")
+    assert "email address on your orders" in hint
+    sent = await ivy.says("buyer1@example.com")
+    assert "emailed it a one-time code" in sent and "6-digit code" in sent
+    code = mail_server.codes_to("buyer1@example.com")[-1]
+    wrong = await ivy.says("000000" if code != "000000" else "111111")
+    assert "doesn't match" in wrong
+    listed = await ivy.says(code)
+    assert "Which order" in listed and "A1001" not in listed
+    [a1001] = [title for title, _ in ivy.buttons() if title.startswith("#A1001")]
+    status = await ivy.presses(a1001)
+    assert "A1001" in status and "UPS" in status
+
+
+async def test_an_email_without_orders_is_answered_alike_and_sent_nothing(
+        gateway: TestClient, shop: Shop, mail_server: MailServer) -> None:
+    jon = Customer(gateway, "no-orders")
+    await jon.says("where is my order?")
+    sent = await jon.says("nobody-here@example.com")
+    assert "emailed it a one-time code" in sent
+    assert mail_server.codes_to("nobody-here@example.com") == []
+    after = await jon.says("123456")
+    assert "can't be used" in after and "a person can look it up" in after
 
 
 async def test_a_complaint_while_the_bot_asks_for_the_order_number_is_heard(
