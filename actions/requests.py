@@ -14,6 +14,7 @@ from typing import Callable, Dict, Mapping, Optional
 from actions.address import describe, read_address
 from actions.conversation import Turn, day, money
 from actions.guarded import Change, Explain, Found, propose
+from actions.policy import add_business_days
 from actions.store.types import (
     Address,
     CarrierClaim,
@@ -45,15 +46,6 @@ RETURN_STATE_RESPONSES = {
     ReturnStatus.RECEIVED: "utter_return_received",
     ReturnStatus.REFUNDED: "utter_return_refunded",
 }
-
-
-def add_business_days(start: datetime, days: int) -> datetime:
-    current = start
-    while days > 0:
-        current += timedelta(days=1)
-        if current.weekday() < 5:
-            days -= 1
-    return current
 
 
 def shipment_facts(shipment: Shipment) -> Dict[str, str]:
@@ -329,6 +321,8 @@ class OpenClaim(Change):
     ASKED = {"trace": "utter_offer_trace", "not_received": "utter_offer_claim"}
     OPENED = {"trace": "utter_trace_opened", "not_received": "utter_claim_opened"}
     OPEN = {"trace": "utter_trace_open", "not_received": "utter_claim_open"}
+    # the placeholder of the day the customer is promised a replacement or an answer
+    PROMISED_BY = {"trace": "trace_until", "not_received": "update_by"}
 
     @property
     def claim(self) -> str:
@@ -363,11 +357,10 @@ class OpenClaim(Change):
         turn.say(response, claim_id=claim_id, opened_on=day(opened),
                  **self._facts(turn, order, opened))
 
-    @staticmethod
-    def _facts(turn: Turn, order: Order, opened: datetime) -> Dict[str, str]:
+    def _facts(self, turn: Turn, order: Order, opened: datetime) -> Dict[str, str]:
         shipment = turn.store.delivery.get_shipment(order.order_id)
         facts = {"order_id": order.order_id,
-                 "trace_until": day(add_business_days(opened, turn.policy.windows.trace_wait_days))}
+                 self.PROMISED_BY[self.claim]: day(turn.policy.promised_by(self.claim, opened))}
         if shipment is not None:
             facts.update(carrier=shipment.carrier, last_scan=day(last_scan(shipment)),
                          delivered_on=day(shipment.delivered_at or order.placed_at))
