@@ -16,6 +16,7 @@ from actions.conversation import Turn, day, money
 from actions.guarded import Change, Explain, Found, propose
 from actions.policy import add_business_days
 from actions.store.types import (
+    REMEDY_WRITES,
     Address,
     CarrierClaim,
     DeliveryException,
@@ -37,8 +38,6 @@ REMEDY_TITLES = {
 CLAIM_OF_PROBLEM = {"not_received": "not_received", "damaged_item": "damaged",
                     "wrong_item": "wrong_item", "lost": "lost"}
 CUSTOMER_CLAIMS = ("not_received", "damaged", "wrong_item")
-# The writes that put a problem right: one per order and problem.
-REMEDY_KINDS = ("refund", "replacement")
 PAYMENT_METHODS = {"store_credit": "store credit"}
 RETURN_STATE_RESPONSES = {
     ReturnStatus.LABEL_ISSUED: "utter_return_label_issued",
@@ -375,7 +374,7 @@ def _claim_of(turn: Turn, order_id: str, kind: str) -> Optional[CarrierClaim]:
 def remedy_given(turn: Turn, order_id: str, problem: str) -> Optional[WriteRecord]:
     """The remedy the bot already gave for this order and problem, if any."""
     return next((w for w in turn.store.writes.for_order(order_id)
-                 if w.status == "done" and w.kind in REMEDY_KINDS
+                 if w.status == "done" and w.kind in REMEDY_WRITES
                  and w.params.get("problem") == problem), None)
 
 
