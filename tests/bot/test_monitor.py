@@ -1055,3 +1055,38 @@ async def test_a_promise_whose_run_died_before_its_handoff_is_handed_over_later(
     assert result_of(await gw.outreach.promises(), label) == ("promise", "sent")
     assert len(promise_handoffs(gw)) == 1
     assert result_of(await gw.outreach.promises(), label) == ("promise", "already_handled")
+
+
+def test_bot_monitor_promises_prints_what_it_handed_over(
+        tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    for names in REQUIRED.values():  # no provider credentials: web chat only
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    gateway_url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    for name, value in (("DATABASE_URL", store_url), ("GATEWAY_DATABASE_URL", gateway_url),
+                        ("VAR_DIR", str(tmp_path / "var")), ("REDIS_URL", "")):
+        monkeypatch.setenv(name, value)
+    seeded = open_store(store_url)
+    seed_demo_store(seeded, now)
+    claim = open_claim(seeded, "A1003", now - timedelta(days=5))
+    seeded.close()
+    records = GatewayRecords(create_store_engine(gateway_url))
+    HandoffStore(records.engine)
+    chat = wrote(records, now.timestamp() - HOUR, "webchat", "signed-session-3")
+    add_handoff(records, now.timestamp() - DAY, chat, "A1003")
+    records.close()
+    # whatever the time of day the tests run (business hours are tested on their own)
+    monkeypatch.setattr("bot.monitor.load_monitor_policy", lambda channels: monitor_policy())
+
+    assert main(["monitor", "promises"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("monitor promises: 2 due (sent 1, no_conversation 1), 1 handed to a "
+                          "person")
+    assert f"handed to a person: A1003 {claim.claim_id} (H-2)" in out
+    assert "due, NOT handed over: no conversation of the customer is known (a person must " \
+           f"take it up; tried again next run): {SEEDED_CLAIM}" in out
