@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import string
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +42,11 @@ REQUIRED_RULES = (
     "stop_the_line_shared_address",
     "store_refused",
     "write_unconfirmed",
+    "promise_due",
 )
+# The claims whose opening promised the customer something by a date (domain.yml
+# utter_trace_opened, utter_claim_opened), and the window of `windows` that sets it.
+PROMISE_WINDOWS = {"trace": "trace_wait_days", "not_received": "claim_update_days"}
 FAQ_TOPICS = (
     "return_policy",
     "delivery_options",
@@ -56,6 +61,15 @@ FAQ_TOPICS = (
 
 # what customers write on (a Message.channel): SLA targets are set for each
 CHANNELS = ("webchat", "whatsapp", "sms", "telegram", "rest")
+
+
+def add_business_days(start: datetime, days: int) -> datetime:
+    current = start
+    while days > 0:
+        current += timedelta(days=1)
+        if current.weekday() < 5:
+            days -= 1
+    return current
 
 
 class PolicyError(ValueError):
@@ -114,6 +128,7 @@ class Windows(StrictModel):
     repeat_claims_days: int
     stuck_after_days_without_scan: int
     trace_wait_days: int
+    claim_update_days: int
 
     @validator("*")
     def _positive(cls, value: int) -> int:
@@ -286,6 +301,13 @@ class EscalationPolicy(StrictModel):
 
     def rule(self, name: str) -> Rule:
         return self.rules[name]
+
+    def promised_by(self, claim_kind: str, opened: datetime) -> date:
+        """The day the bot promised to act by when it opened a claim of this kind (a
+        trace: replace a parcel that has not moved; a not-received claim: an answer):
+        what the customer was told, and when the monitor follows it up."""
+        days = getattr(self.windows, PROMISE_WINDOWS[claim_kind])
+        return add_business_days(opened, days).date()
 
     def triggered_rule(self, text: str) -> Optional[str]:
         """The first rule (in the file's order) whose trigger phrase the message says

@@ -14,7 +14,9 @@ from typing import Callable, Dict, Mapping, Optional
 from actions.address import describe, read_address
 from actions.conversation import Turn, day, money
 from actions.guarded import Change, Explain, Found, propose
+from actions.policy import add_business_days
 from actions.store.types import (
+    REMEDY_WRITES,
     Address,
     CarrierClaim,
     DeliveryException,
@@ -36,8 +38,6 @@ REMEDY_TITLES = {
 CLAIM_OF_PROBLEM = {"not_received": "not_received", "damaged_item": "damaged",
                     "wrong_item": "wrong_item", "lost": "lost"}
 CUSTOMER_CLAIMS = ("not_received", "damaged", "wrong_item")
-# The writes that put a problem right: one per order and problem.
-REMEDY_KINDS = ("refund", "replacement")
 PAYMENT_METHODS = {"store_credit": "store credit"}
 RETURN_STATE_RESPONSES = {
     ReturnStatus.LABEL_ISSUED: "utter_return_label_issued",
@@ -45,15 +45,6 @@ RETURN_STATE_RESPONSES = {
     ReturnStatus.RECEIVED: "utter_return_received",
     ReturnStatus.REFUNDED: "utter_return_refunded",
 }
-
-
-def add_business_days(start: datetime, days: int) -> datetime:
-    current = start
-    while days > 0:
-        current += timedelta(days=1)
-        if current.weekday() < 5:
-            days -= 1
-    return current
 
 
 def shipment_facts(shipment: Shipment) -> Dict[str, str]:
@@ -329,6 +320,8 @@ class OpenClaim(Change):
     ASKED = {"trace": "utter_offer_trace", "not_received": "utter_offer_claim"}
     OPENED = {"trace": "utter_trace_opened", "not_received": "utter_claim_opened"}
     OPEN = {"trace": "utter_trace_open", "not_received": "utter_claim_open"}
+    # the placeholder of the day the customer is promised a replacement or an answer
+    PROMISED_BY = {"trace": "trace_until", "not_received": "update_by"}
 
     @property
     def claim(self) -> str:
@@ -363,11 +356,10 @@ class OpenClaim(Change):
         turn.say(response, claim_id=claim_id, opened_on=day(opened),
                  **self._facts(turn, order, opened))
 
-    @staticmethod
-    def _facts(turn: Turn, order: Order, opened: datetime) -> Dict[str, str]:
+    def _facts(self, turn: Turn, order: Order, opened: datetime) -> Dict[str, str]:
         shipment = turn.store.delivery.get_shipment(order.order_id)
         facts = {"order_id": order.order_id,
-                 "trace_until": day(add_business_days(opened, turn.policy.windows.trace_wait_days))}
+                 self.PROMISED_BY[self.claim]: day(turn.policy.promised_by(self.claim, opened))}
         if shipment is not None:
             facts.update(carrier=shipment.carrier, last_scan=day(last_scan(shipment)),
                          delivered_on=day(shipment.delivered_at or order.placed_at))
@@ -382,7 +374,7 @@ def _claim_of(turn: Turn, order_id: str, kind: str) -> Optional[CarrierClaim]:
 def remedy_given(turn: Turn, order_id: str, problem: str) -> Optional[WriteRecord]:
     """The remedy the bot already gave for this order and problem, if any."""
     return next((w for w in turn.store.writes.for_order(order_id)
-                 if w.status == "done" and w.kind in REMEDY_KINDS
+                 if w.status == "done" and w.kind in REMEDY_WRITES
                  and w.params.get("problem") == problem), None)
 
 

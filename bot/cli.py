@@ -345,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     monitor_sub.add_parser("shipments", help="message customers of late or unscanned orders")
     monitor_sub.add_parser("products", help="alert the team about SKUs many customers "
                                             "write about")
+    monitor_sub.add_parser("promises", help="hand due trace and claim promises to a person "
+                                            "and tell the customer")
     # nlu-report has its own options (bot/nlu_report.py); main() hands them over whole
     sub.add_parser("nlu-report", add_help=False,
                    help="score the model on ../shared/eval (bot nlu-report --help)")

@@ -1,5 +1,5 @@
-"""Proactive outreach: `bot monitor shipments` and `bot monitor products`, once from the
-CLI or on a schedule inside the gateway (policy/monitor.yml).
+"""Proactive outreach: `bot monitor shipments`, `bot monitor products` and `bot monitor
+promises`, once from the CLI or on a schedule inside the gateway (policy/monitor.yml).
 
 - Shipments: orders in transit that are late (days past the promised date) or have had
   no carrier scan for days. Their customer is messaged on the conversation they last
@@ -8,6 +8,14 @@ CLI or on a schedule inside the gateway (policy/monitor.yml).
   window, the team is alerted (stored, published on the handoff event bus for consoles,
   logged), at most once per SKU and window; optionally the SKU's recent buyers are
   messaged, once per alert and customer.
+- Promises: what the bot promised when it opened a carrier trace ("if it hasn't moved
+  by Mon 07 Dec, we'll send a replacement") or a not-received claim ("we'll update you
+  by ..."), on or after that day (actions/policy.py promised_by). A trace whose parcel
+  was scanned or delivered since is void; a promise whose order already has a
+  replacement or refund is kept. Otherwise it is handed to a person (a handoff in the
+  customer's last conversation, on the rule promise_due's queue, or on the team of the
+  order's stop-the-line hold) and the customer is told a person is on it, once per
+  promise. The monitor writes nothing to the store: the person makes the replacement.
 
 Linking an order to a conversation: WhatsApp and Twilio (SMS, WhatsApp) senders are
 phone numbers, compared with the customer's phone whole, as E.164 (as the bot verifies a
@@ -21,7 +29,8 @@ Messages go through the router's `deliver`, the path of every bot reply: the cha
 applies its rules (opt-out, WhatsApp's 24-hour window and its template, rate limits,
 retries) and the router records the turns and deliveries. "At most once" is a row in
 `monitor_outreach`, unique on (kind, subject), inserted in the transaction that decides
-to send: a rerun or a second gateway finds it and sends nothing.
+to send: a rerun or a second gateway finds it and sends nothing. A promise is claimed
+the same way (kind "promise", subject the claim id) before its handoff is opened.
 """
 from __future__ import annotations
 
@@ -54,6 +63,8 @@ from sqlalchemy.engine import Engine
 
 from actions.identity import normalize_phone
 from actions.policy import (
+    PROMISE_WINDOWS,
+    EscalationPolicy,
     PolicyError,
     StrictModel,
     check_text,
@@ -64,14 +75,17 @@ from actions.policy import (
 from actions.store.sql import Store, create_tables
 from actions.store.types import (
     ORDER_ID_PATTERN,
+    REMEDY_WRITES,
+    CarrierClaim,
     Customer,
     DeliveryException,
+    Hold,
     Order,
     OrderStatus,
     Shipment,
 )
 from bot.handoff import store as handoff_tables
-from bot.handoff.desk import Send, iso
+from bot.handoff.desk import HandoffDesk, Place, Send, iso
 from bot.handoff.events import EventBus
 from bot.handoff.policy import BusinessHours, describe_opening
 from bot.handoff.store import HandoffStore
@@ -85,17 +99,28 @@ from connectors.whatsapp import SERVICE_WINDOW_SECONDS
 
 log = logging.getLogger("bot.monitor")
 
-MonitorName = Literal["shipments", "products"]
-MONITORS: Tuple[MonitorName, ...] = ("shipments", "products")
+MonitorName = Literal["shipments", "products", "promises"]
+MONITORS: Tuple[MonitorName, ...] = ("shipments", "products", "promises")
 ALERT_EVENT = "monitor.alert"
 
 SHIPMENT_PLACEHOLDERS = ("first_name", "order_id", "carrier", "tracking_number",
                          "tracking_url", "promised_date", "eta", "last_scan",
                          "days_without_scan")
 BUYER_PLACEHOLDERS = ("first_name", "order_id", "product", "sku")
+PROMISE_PLACEHOLDERS = ("first_name", "order_id", "claim_id", "carrier", "tracking_number",
+                        "tracking_url", "opened_on", "due", "last_scan")
+# An order on hold: the customer hears that a person looks at it, and nothing promised.
+ON_HOLD_PLACEHOLDERS = ("first_name", "order_id")
+NEXT_STEP_PLACEHOLDERS = (*PROMISE_PLACEHOLDERS, "hold_rule")
 # The exceptions of a shipment, most specific first: when both apply, one message.
 SHIPMENT_KINDS = ("no_scan", "late")
 PRODUCT_KIND = "product"
+# monitor_outreach.kind of a promise handed to a person; its subject is the claim id
+PROMISE_KIND = "promise"
+PROMISE_RULE = "promise_due"  # policy/escalation.yml
+# A promise claimed this long ago whose handoff never opened (the run died in between)
+# is claimed again: unlike a message, a promise must not be lost by a crash.
+STALE_PROMISE_CLAIM_SECONDS = 600
 # Buyers who have (or are about to have) the product; not cancelled or returned orders.
 BUYER_STATUSES = (OrderStatus.SHIPPED, OrderStatus.DELIVERED)
 PHONE_CONNECTORS = ("whatsapp", "twilio")
@@ -106,6 +131,7 @@ Result = Literal[
     "sent",              # the text reached the channel
     "template",          # WhatsApp outside the 24-hour window: the template instead
     "already_messaged",  # this order (alert) and exception were handled before
+    "already_handled",   # this promise was handed to a person before
     "no_conversation",   # no conversation of this customer is known
     "opted_out",         # their last conversation opted out (or blocked the bot)
     "with_agent",        # a person has the conversation; the monitor keeps out
@@ -115,9 +141,9 @@ Result = Literal[
     "failed",            # every attempt failed; not tried again (at most once)
     "not_attempted",     # nothing was tried (channel off): tried again next run
 ]
-RESULTS: Tuple[Result, ...] = ("sent", "template", "already_messaged", "no_conversation",
-                               "opted_out", "with_agent", "window_closed", "outside_hours",
-                               "blocked", "failed", "not_attempted")
+RESULTS: Tuple[Result, ...] = ("sent", "template", "already_messaged", "already_handled",
+                               "no_conversation", "opted_out", "with_agent", "window_closed",
+                               "outside_hours", "blocked", "failed", "not_attempted")
 
 
 # --- policy (policy/monitor.yml) --------------------------------------------------------
@@ -159,12 +185,50 @@ class ProductSettings(StrictModel):
     texts: ProductTexts
 
 
+class PromiseTexts(StrictModel):
+    """What the customer hears when their promise is handed to a person, by claim kind
+    (PROMISE_WINDOWS), or when the order is on hold."""
+
+    trace: str
+    not_received: str
+    on_hold: str
+
+    @validator("trace", "not_received")
+    def _placeholders(cls, value: str) -> str:
+        return check_text(value, PROMISE_PLACEHOLDERS, ("order_id",))
+
+    @validator("on_hold")
+    def _nothing_promised(cls, value: str) -> str:
+        return check_text(value, ON_HOLD_PLACEHOLDERS, ("order_id",))
+
+
+class PromiseNextSteps(StrictModel):
+    """The handoff's next step: which promise, and what keeps it."""
+
+    trace: str
+    not_received: str
+    on_hold: str
+
+    @validator("*")
+    def _placeholders(cls, value: str) -> str:
+        return check_text(value, NEXT_STEP_PLACEHOLDERS, ("claim_id",))
+
+
+class PromiseSettings(StrictModel):
+    enabled: bool
+    every_minutes: conint(ge=1)  # type: ignore[valid-type]
+    look_back_days: conint(ge=1)  # type: ignore[valid-type]
+    texts: PromiseTexts
+    next_steps: PromiseNextSteps
+
+
 class MonitorPolicy(StrictModel):
     version: Literal[1]
     only_in_business_hours: bool
     whatsapp_window_closed_template: str
     shipments: ShipmentSettings
     products: ProductSettings
+    promises: PromiseSettings
 
     def check_channels(self, channels: ChannelPolicy, path: Path) -> None:
         """Outside WhatsApp's window the connector sends the template of channels.yml;
@@ -202,7 +266,8 @@ outreach = sa.Table(
     sa.Column("customer_id", sa.Integer, nullable=False),
     sa.Column("conversation_id", sa.String(200), nullable=False),
     # sending (claimed; stays so if the process died mid-send), sent, template, blocked,
-    # failed, or covered (another exception's message covered this one)
+    # failed, or covered (another exception's message covered this one); a promise:
+    # handed_over (its handoff is open; then what became of the message), detail.handoff
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, default="{}"),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -369,6 +434,108 @@ def shipment_facts(found: ShipmentException, now: datetime) -> Dict[str, str]:
     }
 
 
+# --- promises ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DuePromise:
+    claim: CarrierClaim
+    order: Order
+    shipment: Shipment
+    due: date
+    hold: Optional[Hold]
+
+    @property
+    def last_scan(self) -> datetime:
+        latest = self.shipment.latest_event
+        return latest.time if latest else self.shipment.shipped_at
+
+
+# Why a promise needs nothing now, as `bot monitor promises` counts them.
+NOTHING_DUE = {"not_yet": "not due yet", "moved": "void, the parcel moved",
+               "kept": "kept, a replacement or refund exists"}
+
+
+def moved_since(shipment: Shipment, since: datetime) -> bool:
+    latest = shipment.latest_event
+    return shipment.delivered_at is not None or (latest is not None and latest.time > since)
+
+
+def remedied(shop: Store, order_id: str) -> bool:
+    """The order has a replacement or a refund, or the bot's write of one is under way or
+    unconfirmed (then a person already checks it: write_unconfirmed)."""
+    if shop.orders.replacement_of(order_id) is not None or shop.returns.refunds(order_id):
+        return True
+    return any(w.kind in REMEDY_WRITES and w.status != "refused"
+               for w in shop.writes.for_order(order_id))
+
+
+def find_promises(shop: Store, escalation: EscalationPolicy, settings: PromiseSettings,
+                  now: datetime) -> Tuple[List[DuePromise], Dict[str, List[str]]]:
+    """The promises due today, oldest first, from fresh store state; and the claim ids
+    of the others by why nothing is due (NOTHING_DUE)."""
+    since = now - timedelta(days=settings.look_back_days)
+    due: List[DuePromise] = []
+    nothing: Dict[str, List[str]] = {reason: [] for reason in NOTHING_DUE}
+    for claim in shop.delivery.claims_opened(since, tuple(PROMISE_WINDOWS)):
+        order = shop.orders.get_order(claim.order_id)
+        shipment = shop.delivery.get_shipment(claim.order_id)
+        if order is None or shipment is None:  # the store opens claims on shipments only
+            continue
+        falls_due = escalation.promised_by(claim.kind, claim.created_at)
+        if now.date() < falls_due:
+            nothing["not_yet"].append(claim.claim_id)
+        elif claim.kind == "trace" and moved_since(shipment, claim.created_at):
+            nothing["moved"].append(claim.claim_id)
+        elif remedied(shop, order.order_id):
+            nothing["kept"].append(claim.claim_id)
+        else:
+            due.append(DuePromise(claim, order, shipment, falls_due,
+                                  shop.writes.hold_on(order.order_id)))
+    return due, nothing
+
+
+def promise_facts(promise: DuePromise) -> Dict[str, str]:
+    order, shipment, claim = promise.order, promise.shipment, promise.claim
+    return {
+        "first_name": first_name(order.customer), "order_id": order.order_id,
+        "claim_id": claim.claim_id, "carrier": shipment.carrier,
+        "tracking_number": shipment.tracking_number, "tracking_url": shipment.tracking_url,
+        "opened_on": day(claim.created_at.date()), "due": day(promise.due),
+        "last_scan": day(promise.last_scan.date()),
+    }
+
+
+def promise_target(promise: DuePromise, settings: PromiseSettings,
+                   escalation: EscalationPolicy) -> Target:
+    """The customer to tell, with the handoff to open first. An order on hold goes to
+    the team of its hold's rule, and the customer hears no promise."""
+    facts = promise_facts(promise)
+    hold = promise.hold
+    which = "on_hold" if hold else promise.claim.kind
+    reason = escalation.rule(PROMISE_RULE)
+    team = escalation.rules.get(hold.rule, reason) if hold else reason
+    what = (f"Promise due {facts['due']}: {promise.claim.kind.replace('_', '-')} claim "
+            f"{facts['claim_id']} opened {facts['opened_on']}; last carrier scan "
+            f"{facts['last_scan']}; no replacement or refund yet"
+            + (f"; order on hold ({hold.rule}) since {day(hold.created_at.date())}" if hold
+               else ""))
+    handoff = {
+        "reason_code": reason.reason, "rule": PROMISE_RULE, "tier": team.tier,
+        "queue": team.team, "customer_name": promise.order.customer.name,
+        # linked by the phone on the order, or by a verified handoff (read_directory)
+        "customer_verified": True, "customer_contact": "",
+        "order_id": promise.order.order_id, "slots": {}, "actions_attempted": [],
+        "summary": {"what_happened": what,
+                    "next": getattr(settings.next_steps, which).format(
+                        **facts, hold_rule=hold.rule if hold else ""),
+                    "eta": escalation.tiers[team.tier].team_reply},
+    }
+    return Target(subject=promise.claim.claim_id, kinds=(PROMISE_KIND,),
+                  texts={PROMISE_KIND: getattr(settings.texts, which).format(**facts)},
+                  customer=promise.order.customer, order_id=promise.order.order_id,
+                  handoff=handoff)
+
+
 # --- product contacts -------------------------------------------------------------------
 
 @dataclass
@@ -459,18 +626,24 @@ class Target:
     customer: Customer
     order_id: str
     sku: str = ""
+    # a promise: the handoff (HandoffDesk.follow_up values) opened before the message
+    handoff: Optional[Mapping[str, Any]] = None
 
     @property
     def label(self) -> str:
-        return f"{self.order_id} {self.sku}".strip() if self.kinds[0] == PRODUCT_KIND \
-            else self.order_id
+        if self.kinds[0] == PRODUCT_KIND:
+            return f"{self.order_id} {self.sku}".strip()
+        if self.kinds[0] == PROMISE_KIND:
+            return f"{self.order_id} {self.subject}"
+        return self.order_id
 
 
 @dataclass(frozen=True)
 class Attempt:
-    label: str  # order id (with the SKU for product messages); never a contact
+    label: str  # order id (with the SKU or claim id); never a contact
     kind: str
     result: Result
+    handoff: str = ""  # a promise's handoff reference (H-12) once handed over
 
 
 @dataclass
@@ -483,6 +656,7 @@ class RunReport:
     lost: List[str] = field(default_factory=list)
     alerts: List[Dict[str, Any]] = field(default_factory=list)
     contacts: Dict[str, int] = field(default_factory=dict)
+    nothing_due: Dict[str, List[str]] = field(default_factory=dict)  # promises
 
     def counts(self) -> Dict[str, int]:
         counted: Dict[str, int] = {result: 0 for result in RESULTS}
@@ -493,14 +667,22 @@ class RunReport:
     def labels(self, result: Result) -> List[str]:
         return [a.label for a in self.attempts if a.result == result]
 
+    def handed_over(self) -> List[str]:
+        return [f"{a.label} ({a.handoff})" for a in self.attempts if a.handoff]
+
     def summary(self) -> str:
         """One line for the log: counts only."""
         counts = ", ".join(f"{result} {n}" for result, n in self.counts().items() if n)
+        found = f"{len(self.attempts)} to reach ({counts or 'none'})"
         extra = f"; {len(self.alerts)} new alerts" if self.monitor == "products" else ""
+        if self.monitor == "promises":
+            found = f"{len(self.attempts)} due ({counts or 'none'}), " \
+                    f"{len(self.handed_over())} handed to a person"
+            extra = "".join(f"; {NOTHING_DUE[reason]} {len(ids)}"
+                            for reason, ids in self.nothing_due.items() if ids)
         hours = (f"; outside business hours (open again {self.opens}), nothing sent"
                  if self.outside_hours else "")
-        return f"monitor {self.monitor}: {len(self.attempts)} to reach ({counts or 'none'})" \
-               f"{extra}{hours}"
+        return f"monitor {self.monitor}: {found}{extra}{hours}"
 
     def lines(self) -> List[str]:
         """What `bot monitor` prints: counts, then which orders need a look."""
@@ -509,7 +691,9 @@ class RunReport:
             lines.append(f"ALERT {alert['sku']} ({alert['product']}): {alert['contacts']} "
                          f"conversations in {alert['window_hours']} h "
                          f"(threshold {alert['threshold']})")
-        for result, meaning in NOTED.items():
+        if self.handed_over():
+            lines.append(f"handed to a person: {_listed(self.handed_over())}")
+        for result, meaning in (PROMISE_NOTED if self.monitor == "promises" else NOTED).items():
             labels = self.labels(result)
             if labels:
                 lines.append(f"{meaning}: {_listed(labels)}")
@@ -526,6 +710,20 @@ NOTED: Dict[Result, str] = {
     "window_closed": "not messaged, WhatsApp via Twilio outside the 24-hour window",
     "failed": "failed, not tried again (bot deliveries --status failed)",
     "not_attempted": "not sent, the channel is off here; tried again next run",
+}
+
+
+# The same for promises: whether a person has it, and whether the customer heard.
+PROMISE_NOTED: Dict[Result, str] = {
+    "no_conversation": "due, NOT handed over: no conversation of the customer is known "
+                       "(a person must take it up; tried again next run)",
+    "with_agent": "due, left to the person who has the conversation (handed over once "
+                  "they resolve it, unless the promise is kept by then)",
+    "opted_out": "handed over, the customer not messaged (opted out)",
+    "window_closed": "handed over, the customer not messaged (WhatsApp via Twilio outside "
+                     "the 24-hour window)",
+    "failed": "handed over, the message to the customer failed",
+    "not_attempted": "handed over, the customer not messaged (the channel is off here)",
 }
 
 
@@ -549,20 +747,23 @@ def outcome(deliveries: Sequence[Delivery]) -> Result:
 # --- the runs -----------------------------------------------------------------------------
 
 class Outreach:
-    """One run of either monitor. Database work runs on the records' threads; sends go
+    """One run of a monitor. Database work runs on the records' threads; sends go
     through `send`, the router's delivery."""
 
     def __init__(self, policy: MonitorPolicy, records: GatewayRecords, shop: Store,
-                 handoffs: HandoffStore, send: Send, bus: EventBus,
+                 desk: HandoffDesk, send: Send, bus: EventBus,
                  hours: Optional[BusinessHours] = None,
                  clock: Callable[[], float] = time.time,
-                 phone_region: Optional[str] = None) -> None:
+                 phone_region: Optional[str] = None,
+                 escalation: Optional[EscalationPolicy] = None) -> None:
         self.policy = policy
+        self.escalation = escalation or current_policy()
         # customers' phone numbers are read as the bot reads them (escalation.yml)
-        self.phone_region = phone_region or current_policy().identity.default_phone_region
+        self.phone_region = phone_region or self.escalation.identity.default_phone_region
         self.records = records
         self.shop = shop
-        self.handoffs = handoffs
+        self.desk = desk
+        self.handoffs: HandoffStore = desk.store
         self.send = send
         self.bus = bus
         self.hours = hours
@@ -574,11 +775,13 @@ class Outreach:
         """Through the gateway's router: its delivery, records, handoffs, event bus and
         business hours."""
         desk = router.desk
-        return cls(policy, router.records, shop, desk.store, router.deliver, desk.bus,
+        return cls(policy, router.records, shop, desk, router.deliver, desk.bus,
                    desk.policy.business_hours, desk.clock)
 
     async def run(self, monitor: MonitorName) -> RunReport:
-        return await (self.shipments() if monitor == "shipments" else self.products())
+        runs = {"shipments": self.shipments, "products": self.products,
+                "promises": self.promises}
+        return await runs[monitor]()
 
     def _report(self, monitor: MonitorName, now: float) -> RunReport:
         """An empty report, which says whether this is outside business hours."""
@@ -674,6 +877,24 @@ class Outreach:
                                       sku=alert["sku"]))
         return targets
 
+    # promises
+
+    async def promises(self) -> RunReport:
+        now = self.clock()
+        settings = self.policy.promises
+        report = self._report("promises", now)
+        due, report.nothing_due = await self.records.read(
+            find_promises, self.shop, self.escalation, settings,
+            datetime.fromtimestamp(now, timezone.utc))
+        targets = [promise_target(promise, settings, self.escalation) for promise in due]
+        report.attempts = await self._reach_all(targets, report.outside_hours)
+        for attempt in report.attempts:
+            if attempt.result == "no_conversation":  # nobody has it: say so every run
+                log.warning("monitor: promise %s is due and no conversation of the customer "
+                            "is known; a person must take it up", attempt.label)
+        log.info("%s", report.summary())
+        return report
+
     # reaching customers
 
     async def _reach_all(self, targets: Sequence[Target], outside_hours: bool) -> List[Attempt]:
@@ -682,7 +903,8 @@ class Outreach:
         directory = await self.records.read(read_directory, self.records.engine, self.shop,
                                             self.phone_region)
         # one at a time: the channels' rate limits pace them anyway
-        return [await self._reach(target, directory) for target in targets]
+        return [await (self._hand_over(target, directory) if target.handoff is not None
+                       else self._reach(target, directory)) for target in targets]
 
     async def _reach(self, target: Target, directory: Directory) -> Attempt:
         claimed = await self.records.read(self._claimed_kinds, target)
@@ -697,36 +919,87 @@ class Outreach:
         kinds = await self.records.write(self._claim, target, conversation)
         if not kinds:  # another gateway (or run) got there first
             return Attempt(target.label, unclaimed[0], "already_messaged")
-        deliveries = await self.send(conversation.connector, conversation.sender,
-                                     [Reply(text=target.texts[kinds[0]])], "bot")
-        result = outcome(deliveries)
-        if result == "not_attempted":
-            await self.records.write(self._release, target, kinds)
-        else:
-            await self.records.write(self._settle, target, kinds[0], result, deliveries)
+        result = await self._send_claimed(target, kinds, conversation)
         log.info("monitor: %s %s to %s: %s", kinds[0], target.label, conversation.masked,
                  result)
         return Attempt(target.label, kinds[0], result)
+
+    async def _hand_over(self, target: Target, directory: Directory) -> Attempt:
+        """A due promise: claimed like a message (once across runs and gateways), then
+        handed to a person in the customer's last conversation, then the customer is
+        told. Nothing is claimed while no conversation is known or a person has it, so
+        a later run hands it over. Once the handoff is open the promise is handled,
+        whether or not the message reaches the customer: the person writes to them."""
+        kind = target.kinds[0]
+        assert target.handoff is not None
+
+        def attempt(result: Result, handoff: str = "") -> Attempt:
+            return Attempt(target.label, kind, result, handoff)
+
+        await self.records.write(self._drop_stale_claim, target)
+        if await self.records.read(self._claimed_kinds, target):
+            return attempt("already_handled")
+        conversation = directory.last_used(target.customer)
+        if conversation is None:
+            return attempt("no_conversation")
+        if await self._with_agent(conversation):
+            return attempt("with_agent")
+        if not await self.records.write(self._claim, target, conversation):
+            return attempt("already_handled")
+        place = Place(conversation.connector, conversation.channel, conversation.sender)
+        opened = await self.desk.follow_up(place, dict(target.handoff))
+        if opened is None:  # the customer reached a person meanwhile: theirs for now
+            await self.records.write(self._release, target, [kind])
+            return attempt("with_agent")
+        handoff = f"H-{opened['id']}"
+        await self.records.write(self._settle, target, kind, "handed_over", [], handoff)
+        unsendable = await self._unsendable(conversation)
+        if unsendable is not None:
+            await self.records.write(self._settle, target, kind, unsendable, [], handoff)
+            result = unsendable
+        else:
+            result = await self._send_claimed(target, [kind], conversation, handoff)
+        log.info("monitor: promise %s handed over as %s in %s; customer: %s", target.label,
+                 handoff, conversation.masked, result)
+        return attempt(result, handoff)
+
+    async def _send_claimed(self, target: Target, kinds: Sequence[str],
+                            conversation: Conversation, handoff: str = "") -> Result:
+        """Send the claimed message and record what became of it."""
+        deliveries = await self.send(conversation.connector, conversation.sender,
+                                     [Reply(text=target.texts[kinds[0]])], "bot")
+        result = outcome(deliveries)
+        if result == "not_attempted" and target.handoff is None:
+            await self.records.write(self._release, target, kinds)
+        else:  # a promise's handoff is open: it is not handed over again
+            await self.records.write(self._settle, target, kinds[0], result, deliveries,
+                                     handoff)
+        return result
 
     async def _where_to_send(self, kind: str, target: Target,
                     conversation: Optional[Conversation]) -> Conversation | Attempt:
         """The conversation to send on, or why not (nothing is claimed then, so a later
         run sends once the reason is gone)."""
-        def skip(result: Result) -> Attempt:
-            return Attempt(target.label, kind, result)
-
         if conversation is None:
-            return skip("no_conversation")
+            return Attempt(target.label, kind, "no_conversation")
+        if await self._with_agent(conversation):
+            return Attempt(target.label, kind, "with_agent")
+        unsendable = await self._unsendable(conversation)
+        return conversation if unsendable is None else Attempt(target.label, kind, unsendable)
+
+    async def _with_agent(self, conversation: Conversation) -> bool:
+        return await self.records.read(self.handoffs.open_for,
+                                       conversation.conversation_id) is not None
+
+    async def _unsendable(self, conversation: Conversation) -> Optional[Result]:
+        """Why the monitor may not write on the conversation now, if it may not."""
         if await self.records.read(self._opted_out, conversation):
-            return skip("opted_out")
-        if await self.records.read(self.handoffs.open_for,
-                                   conversation.conversation_id) is not None:
-            return skip("with_agent")
+            return "opted_out"
         if conversation.connector == "twilio" and conversation.channel == "whatsapp" and \
                 self.clock() - conversation.last_inbound_at >= SERVICE_WINDOW_SECONDS:
             # the Twilio connector has no template to send instead of free text
-            return skip("window_closed")
-        return conversation
+            return "window_closed"
+        return None
 
     def _opted_out(self, conversation: Conversation) -> bool:
         since = self.records.opted_out_since(conversation.connector, conversation.sender)
@@ -761,17 +1034,30 @@ class Outreach:
                     claimed.append(kind)
         return claimed
 
-    def _settle(self, target: Target, kind: str, result: Result,
-                deliveries: Sequence[Delivery]) -> None:
-        detail = {"deliveries": [{"status": d.status, "error": d.error[:200],
-                                  "template": d.template} for d in deliveries]}
+    def _settle(self, target: Target, kind: str, result: str,
+                deliveries: Sequence[Delivery], handoff: str = "") -> None:
+        detail: Dict[str, Any] = {"deliveries": [{"status": d.status, "error": d.error[:200],
+                                                  "template": d.template} for d in deliveries]}
+        if handoff:
+            detail["handoff"] = handoff
         with self.records.engine.begin() as db:
             db.execute(outreach.update().where(
                 outreach.c.kind == kind, outreach.c.subject == target.subject).values(
                 status=result, detail=json.dumps(detail), updated_at=self.clock()))
 
+    def _drop_stale_claim(self, target: Target) -> None:
+        """Forget the promise's claim if it is still "sending" long after it was made:
+        its handoff never opened. Only that row, so of two gateways finding it stale,
+        the one that claims it afresh first keeps it."""
+        with self.records.engine.begin() as db:
+            db.execute(outreach.delete().where(
+                outreach.c.kind == PROMISE_KIND, outreach.c.subject == target.subject,
+                outreach.c.status == "sending",
+                outreach.c.updated_at < self.clock() - STALE_PROMISE_CLAIM_SECONDS))
+
     def _release(self, target: Target, kinds: Sequence[str]) -> None:
-        """Nothing was tried (the channel is off here): the next run may send it."""
+        """Nothing was done (the channel is off here, or a person took the conversation
+        before the promise's handoff opened): the next run may do it."""
         with self.records.engine.begin() as db:
             db.execute(outreach.delete().where(outreach.c.subject == target.subject,
                                                outreach.c.kind.in_(list(kinds))))
@@ -802,10 +1088,10 @@ class Monitor:
     def enabled(self) -> List[Tuple[MonitorName, float]]:
         policy = self.outreach.policy
         schedule: List[Tuple[MonitorName, float]] = []
-        if policy.shipments.enabled:
-            schedule.append(("shipments", policy.shipments.every_minutes * 60.0))
-        if policy.products.enabled:
-            schedule.append(("products", policy.products.every_minutes * 60.0))
+        for name in MONITORS:
+            settings = getattr(policy, name)
+            if settings.enabled:
+                schedule.append((name, settings.every_minutes * 60.0))
         return schedule
 
     async def start(self) -> None:
@@ -859,7 +1145,7 @@ def _where(error: BaseException) -> str:
 
 async def run_once(monitor: MonitorName, settings: Optional[Settings] = None,
                    policy: Optional[MonitorPolicy] = None) -> RunReport:
-    """`bot monitor shipments|products`: one run through a gateway built as `bot serve`
+    """`bot monitor shipments|products|promises`: one run through a gateway built as `bot serve`
     builds it (create_app: channels from the environment, records, handoff desk, event
     bus, router) but not serving: only its channels are started, not the inbox, so this
     process takes no customer's message."""

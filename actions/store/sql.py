@@ -18,7 +18,16 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, ParamSpec, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Mapping,
+    Optional,
+    ParamSpec,
+    Sequence,
+    TypeVar,
+)
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -575,6 +584,13 @@ class SqlDelivery(_System):
             return []
         with self._engine.connect() as conn:
             return self._claims(conn, carrier_claims.c.order_id == canonical)
+
+    def claims_opened(self, since: datetime, kinds: Sequence[str]) -> list[CarrierClaim]:
+        c = carrier_claims.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(carrier_claims).where(
+                c.created_at >= since, c.kind.in_(list(kinds))).order_by(c.created_at, c.claim_id))
+            return [_from_row(CarrierClaim, row) for row in rows]
 
     def claims_by_customer(self, customer_id: int, since: datetime) -> list[CarrierClaim]:
         """The customer's carrier claims created at or after `since`, newest first."""

@@ -136,7 +136,7 @@ class Shipment:
 class CarrierClaim:
     claim_id: str
     order_id: str
-    kind: str  # "not_received" | "lost" | "damaged"
+    kind: str  # "trace" (of a stuck parcel) | "not_received" | "lost" | "damaged" | "wrong_item"
     created_at: datetime
 
 
@@ -172,6 +172,10 @@ class StoreError(Exception):
 class StoreUnavailable(Exception):
     """The store could not be asked, or did not answer: a change may or may not have
     been made, and only a fresh read can tell."""
+
+
+# The kinds of WriteRecord that put a problem right (a free replacement, money back).
+REMEDY_WRITES = ("refund", "replacement")
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,11 @@ class DeliverySystem(Protocol):
 
     def claims_for_order(self, order_id: str) -> list[CarrierClaim]:
         """The order's claims and traces, newest first."""
+        ...
+
+    def claims_opened(self, since: datetime, kinds: Sequence[str]) -> list[CarrierClaim]:
+        """Claims and traces of these kinds opened at or after `since`, oldest first
+        (the monitor follows up what the bot promised when opening them)."""
         ...
 
 

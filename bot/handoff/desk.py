@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -26,6 +27,24 @@ Send = Callable[[str, str, Sequence[Reply], str], Awaitable[List[Delivery]]]
 Download = Callable[[str, str], Awaitable[bytes]]
 CSAT_ANSWER = re.compile(r"^\s*(?:csat:)?(\d{1,2})\b")
 REACHED = ("sent", "delivered", "read")
+
+
+@dataclass(frozen=True)
+class Place:
+    """The conversation a handoff is opened in: its connector, what the customer uses
+    there (channel) and who they are on it (sender)."""
+
+    connector: str
+    channel: str
+    sender: str
+
+    @property
+    def conversation_id(self) -> str:
+        return f"{self.connector}:{self.sender}"
+
+    @classmethod
+    def of(cls, message: Message) -> Place:
+        return cls(message.connector, message.channel, message.sender)
 
 
 class HandoffNotFound(Exception):
@@ -154,15 +173,25 @@ class HandoffDesk:
         }
         if values["queue"] not in self.teams:
             values["queue"] = self.policy.bot_unavailable.queue
-        if values["order_id"]:
-            values["order_snapshot"] = await self.records.read(order_snapshot, self.shop,
-                                                               values["order_id"])
-        return await self._open(message, values)
+        return await self._open(Place.of(message), await self._with_snapshot(values))
+
+    async def follow_up(self, place: Place,
+                        values: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Open a handoff nobody asked for in this conversation (the monitor's: a promise
+        the bot made fell due), with the order's snapshot like the bot's escalations;
+        None if the conversation is already with a person."""
+        return await self._open(place, await self._with_snapshot(values))
+
+    async def _with_snapshot(self, values: Dict[str, Any]) -> Dict[str, Any]:
+        if not values["order_id"]:
+            return values
+        snapshot = await self.records.read(order_snapshot, self.shop, values["order_id"])
+        return {**values, "order_snapshot": snapshot}
 
     async def bot_unavailable(self, message: Message,
                               waited_seconds: float) -> Optional[Dict[str, Any]]:
         fallback = self.policy.bot_unavailable
-        return await self._open(message, {
+        return await self._open(Place.of(message), {
             "reason_code": "bot_unavailable", "rule": "bot_unavailable", "tier": fallback.tier,
             "queue": fallback.queue, "customer_name": message.profile_name,
             "customer_verified": False, "customer_contact": "", "order_id": None,
@@ -173,21 +202,21 @@ class HandoffDesk:
                         "eta": ""},
         })
 
-    async def _open(self, message: Message,
+    async def _open(self, place: Place,
                     values: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """Open the handoff and show it on the consoles; None if the conversation is
         already with a person."""
         now = self.clock()
         surge = await self.peak.surge_targets() if self.peak is not None else None
-        target = self.policy.first_response_seconds(values["queue"], message.channel,
+        target = self.policy.first_response_seconds(values["queue"], place.channel,
                                                     values["tier"], surge)
         starts = self.policy.business_hours.next_open(
             datetime.fromtimestamp(now, timezone.utc)).timestamp()
-        if not values["customer_contact"] and message.channel in ("sms", "whatsapp"):
-            values["customer_contact"] = mask(message.sender)
+        if not values["customer_contact"] and place.channel in ("sms", "whatsapp"):
+            values["customer_contact"] = mask(place.sender)
         handoff, created = await self.records.write(self.store.open, {
-            **values, "conversation_id": message.conversation_id,
-            "connector": message.connector, "channel": message.channel,
+            **values, "conversation_id": place.conversation_id,
+            "connector": place.connector, "channel": place.channel,
             "priority": values["tier"], "created_at": now, "sla_target_seconds": target,
             "sla_due_at": starts + target,
         })

@@ -343,6 +343,9 @@ async def test_a_stuck_parcel_is_traced_on_a_yes_and_asking_again_shows_the_trac
     [claim] = actions_store.delivery.claims_for_order("A1003")
     assert (claim.kind, traced.facts("utter_trace_opened")["claim_id"]) == ("trace",
                                                                             claim.claim_id)
+    # the day the monitor hands the promise over if the parcel has not moved (bot/monitor.py)
+    promised = current_policy().promised_by("trace", claim.created_at)
+    assert traced.facts("utter_trace_opened")["trace_until"] == f"{promised:%a %d %b}"
     again = await resolve("order_status", "A1003")
     assert again.responses == ["utter_status_late", "utter_trace_open"]
     assert again.facts("utter_trace_open")["claim_id"] == claim.claim_id
@@ -381,9 +384,12 @@ async def test_not_received_below_the_high_value_threshold_opens_a_carrier_claim
     assert opened.responses == ["utter_claim_opened"]
     [claim] = actions_store.delivery.claims_for_order("A1002")
     assert claim.kind == "not_received"
+    promised = f"{current_policy().promised_by('not_received', claim.created_at):%a %d %b}"
+    assert opened.facts("utter_claim_opened")["update_by"] == promised
     again = await resolve("not_received", "A1002")
     assert again.responses == ["utter_claim_open"]
     assert again.facts("utter_claim_open")["claim_id"] == claim.claim_id
+    assert again.facts("utter_claim_open")["update_by"] == promised
 
 
 async def test_not_received_high_value_escalates_tier_2(actions_store):

@@ -436,6 +436,21 @@ def test_open_claim(store: Store, now: datetime) -> None:
     assert [c.order_id for c in recent] == ["A1012", "A1013"]
 
 
+def test_claims_opened_in_a_window_oldest_first_of_the_kinds_asked(store: Store,
+                                                                    now: datetime) -> None:
+    trace = store.delivery.open_claim("A1003", "trace")
+    store.delivery.open_claim("A1002", "damaged")
+    opened = store.delivery.claims_opened(days_ago(now, 30), ["trace", "not_received"])
+    assert [(c.claim_id, c.kind) for c in opened] == [("CLM-8R4T6Y2U", "not_received"),
+                                                      (trace.claim_id, "trace")]
+    assert opened[0].created_at == days_ago(now, 15)
+    assert [c.claim_id for c in store.delivery.claims_opened(days_ago(now, 15), ["not_received"])] \
+        == ["CLM-8R4T6Y2U"]  # at or after `since`
+    assert store.delivery.claims_opened(days_ago(now, 14), ["not_received"]) == []
+    assert [c.claim_id for c in store.delivery.claims_opened(days_ago(now, 60), ["trace"])] == \
+        [trace.claim_id]
+
+
 @pytest.mark.parametrize(("order_id", "kind"), [("A1004", "not_received"), ("A1012", "stolen"),
                                                 ("A9999", "lost")])
 def test_open_claim_refused(store: Store, now: datetime, order_id: str, kind: str) -> None:

@@ -12,7 +12,8 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -24,7 +25,15 @@ from aiohttp import web
 
 from actions.policy import REPO_ROOT, PolicyError, load_policy
 from actions.store.seed import seed_demo_store
-from actions.store.sql import Store, create_store_engine, open_store
+from actions.store.sql import (
+    SqlDelivery,
+    Store,
+    create_store_engine,
+    open_store,
+    shipments,
+    tracking_events,
+)
+from actions.store.types import CarrierClaim, WriteRecord
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus
 from bot.handoff.live import LiveQueues
@@ -38,6 +47,7 @@ from bot.monitor import (
     MonitorPolicy,
     Outreach,
     RunReport,
+    day,
     load_monitor_policy,
     outreach,
     run_once,
@@ -597,6 +607,7 @@ def test_the_shipped_policy_is_valid() -> None:
     policy = load_monitor_policy(channel_policy())
     assert policy.whatsapp_window_closed_template == TEMPLATE
     assert not policy.shipments.enabled and not policy.products.enabled
+    assert not policy.promises.enabled
     assert policy.shipments.no_scan_days == 4 and policy.products.threshold == 5
 
 
@@ -618,6 +629,16 @@ def test_the_shipped_policy_is_valid() -> None:
     (lambda d: d["shipments"].update(every_hours=1),
      "shipments.every_hours: extra fields not permitted"),
     (lambda d: d.pop("products"), "products: field required"),
+    # on hold the customer hears no promise: no date, no claim
+    (lambda d: d["promises"]["texts"].update(on_hold="{first_name}, {order_id} by {due}"),
+     "promises.texts.on_hold: unknown placeholder {due}; known: {first_name}, {order_id}"),
+    (lambda d: d["promises"]["texts"].update(trace="We will replace it by {due}"),
+     "promises.texts.trace: must name {order_id}"),
+    (lambda d: d["promises"]["next_steps"].update(not_received="send a replacement"),
+     "promises.next_steps.not_received: must name {claim_id}"),
+    (lambda d: d["promises"].update(look_back_days=0),
+     "promises.look_back_days: ensure this value is greater than or equal to 1"),
+    (lambda d: d["promises"].pop("next_steps"), "promises.next_steps: field required"),
 ])
 def test_policy_errors_name_the_file_and_the_key(tmp_path: Path, change: Any,
                                                  message: str) -> None:
@@ -690,7 +711,7 @@ async def test_a_disabled_schedule_starts_nothing(gw: Gateway) -> None:
     await monitor.start()
     await asyncio.sleep(0.02)
     await monitor.stop()
-    assert monitor.runs == {"shipments": 0, "products": 0}
+    assert monitor.runs == {"shipments": 0, "products": 0, "promises": 0}
 
 
 # --- once from the CLI, through a gateway that does not serve --------------------------------
@@ -724,3 +745,348 @@ async def test_run_once_sends_through_the_gateways_own_parts(
         records.close()
     again = await run_once("shipments", settings, monitor_policy())
     assert result_of(again, "A1016")[1] == "already_messaged"
+
+
+# --- promises: traces and not-received claims that fall due ------------------------------
+
+SEEDED_CLAIM = "A1013 CLM-8R4T6Y2U"  # buyer7's claim of 15 days ago; buyer7 never wrote
+
+
+def open_claim(shop: Store, order_id: str, opened: datetime,
+               kind: str = "trace") -> CarrierClaim:
+    """The claim the bot opened at `opened` (the store stamps claims with its clock)."""
+    return SqlDelivery(shop.engine, lambda: opened).open_claim(order_id, kind)
+
+
+def opened_days_ago(gw: Gateway, days: float) -> datetime:
+    return datetime.fromtimestamp(gw.clock.now, timezone.utc) - timedelta(days=days)
+
+
+def promise_handoffs(gw: Gateway) -> List[Dict[str, Any]]:
+    return [h for h in gw.router.desk.store.list() if h["reason_code"] == "promise_due"]
+
+
+async def test_a_due_trace_is_handed_to_a_person_once(gw: Gateway) -> None:
+    whatsapp = gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+    opened = opened_days_ago(gw, 5)  # two business days are over, whatever the weekday
+    claim = open_claim(gw.shop, "A1003", opened)
+    label = f"A1003 {claim.claim_id}"
+
+    report = await gw.outreach.promises()
+
+    assert result_of(report, label) == ("promise", "sent")
+    [handoff] = promise_handoffs(gw)
+    assert handoff["conversation_id"] == whatsapp and handoff["status"] == "waiting"
+    assert handoff["queue"] == "logistics" and handoff["rule"] == "promise_due"
+    assert handoff["order_id"] == "A1003" and handoff["customer_verified"]
+    assert handoff["order_snapshot"]["order_id"] == "A1003"
+    assert handoff["order_snapshot"]["shipment"]["carrier"] == "FedEx"
+    last_scan = day((opened - timedelta(days=1)).date())
+    assert handoff["summary"]["next"] == (
+        f"trace {claim.claim_id} (FedEx 771234509876) opened on {day(opened.date())}; no scan "
+        f"since {last_scan}: send the free replacement we promised for "
+        f"{day(load_policy().promised_by('trace', opened))}, then tell the customer its "
+        "order number")
+    assert handoff["summary"]["eta"] == "within 2 business hours"
+    [(to, text)] = sent(gw, "whatsapp")
+    assert to == BUYER2_WHATSAPP and text.startswith("Hi Priya, about your order A1003: FedEx")
+    assert "replacement at no cost" in text and gw.transcript(whatsapp) == [text]
+    assert gw.claims()[("promise", claim.claim_id)] == "sent"
+    assert f"handed to a person: {label} (H-{handoff['id']})" in report.lines()
+    # the seeded claim is due too, but nobody knows where to reach buyer7: said loudly
+    assert result_of(report, SEEDED_CLAIM) == ("promise", "no_conversation")
+    assert any(line.startswith("due, NOT handed over") and SEEDED_CLAIM in line
+               for line in report.lines())
+
+    rerun = await gw.outreach.promises()
+    assert result_of(rerun, label) == ("promise", "already_handled")
+    with gw.records.engine.begin() as db:  # the person resolves it; the promise stays handled
+        db.execute(handoffs.update().values(status="resolved"))
+    gw.clock.now += DAY
+    assert result_of(await gw.outreach.promises(), label) == ("promise", "already_handled")
+    assert len(promise_handoffs(gw)) == 1 and len(all_sent(gw)) == 1
+
+
+async def test_a_due_not_received_claim_is_handed_over_with_its_promise(gw: Gateway) -> None:
+    sms = gw.wrote("twilio", BUYER1_SMS, HOUR, channel="sms")
+    opened = opened_days_ago(gw, 5)  # three business days are over
+    claim = open_claim(gw.shop, "A1002", opened, "not_received")
+    due = day(load_policy().promised_by("not_received", opened))
+
+    report = await gw.outreach.promises()
+
+    assert result_of(report, f"A1002 {claim.claim_id}") == ("promise", "sent")
+    [handoff] = promise_handoffs(gw)
+    assert handoff["conversation_id"] == sms and handoff["queue"] == "logistics"
+    assert handoff["summary"]["next"].startswith(
+        f"not-received claim {claim.claim_id} (FedEx) opened on {day(opened.date())}; we "
+        f"promised an update by {due}: get the claim's outcome")
+    [(_, text)] = sent(gw, "twilio")
+    assert text.startswith(f"Hi Alex, about your claim {claim.claim_id} for order A1002: we "
+                           f"promised you an update by {due}.")
+
+
+def scanned(shop: Store, order_id: str, at: datetime) -> None:
+    with shop.engine.begin() as db:
+        db.execute(tracking_events.insert().values(order_id=order_id, time=at,
+                                                   location="Chicago, IL",
+                                                   description="Departed FedEx facility"))
+
+
+def delivered(shop: Store, order_id: str, at: datetime) -> None:
+    with shop.engine.begin() as db:
+        db.execute(shipments.update().where(shipments.c.order_id == order_id)
+                   .values(delivered_at=at))
+
+
+@pytest.mark.parametrize("moved", [scanned, delivered])
+async def test_a_trace_whose_parcel_moved_is_void(gw: Gateway, moved: Any) -> None:
+    gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+    claim = open_claim(gw.shop, "A1003", opened_days_ago(gw, 5))
+    moved(gw.shop, "A1003", opened_days_ago(gw, 1))
+
+    report = await gw.outreach.promises()
+
+    assert report.nothing_due["moved"] == [claim.claim_id]
+    assert all(claim.claim_id not in a.label for a in report.attempts)
+    assert promise_handoffs(gw) == [] and all_sent(gw) == []
+    assert "void, the parcel moved 1" in report.summary()
+
+
+def replaced(shop: Store, order_id: str) -> None:
+    shop.orders.create_replacement(order_id, "a person replaced it already")
+
+
+def bot_replacing(shop: Store, order_id: str) -> None:
+    """The bot's replacement is under way (the write log has it, the store not yet)."""
+    shop.writes.claim(WriteRecord(key=f"replacement-{order_id}", conversation_id="x",
+                                  kind="replacement", order_id=order_id, params={},
+                                  status="started", before={},
+                                  created_at=datetime.now(timezone.utc)))
+
+
+def refunded(shop: Store, order_id: str) -> None:
+    shop.returns.create_refund(order_id, Decimal("10.00"), "goodwill")
+
+
+@pytest.mark.parametrize("remedy", [replaced, bot_replacing, refunded])
+async def test_a_promise_already_kept_needs_nothing(gw: Gateway, remedy: Any) -> None:
+    gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+    claim = open_claim(gw.shop, "A1003", opened_days_ago(gw, 5))
+    remedy(gw.shop, "A1003")
+
+    report = await gw.outreach.promises()
+
+    assert report.nothing_due["kept"] == [claim.claim_id]
+    assert promise_handoffs(gw) == [] and all_sent(gw) == []
+
+
+async def test_a_promise_is_handed_over_on_its_day_not_before(gw: Gateway) -> None:
+    gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+    opened = opened_days_ago(gw, 0)
+    claim = open_claim(gw.shop, "A1003", opened)
+    due = load_policy().promised_by("trace", opened)
+    midnight = datetime(due.year, due.month, due.day, tzinfo=timezone.utc).timestamp()
+
+    gw.clock.now = midnight - 1  # the last second of the day before
+    report = await gw.outreach.promises()
+    assert claim.claim_id in report.nothing_due["not_yet"]
+    assert promise_handoffs(gw) == [] and all_sent(gw) == []
+
+    gw.clock.now = midnight
+    gw.wrote("whatsapp", BUYER2_WHATSAPP, 0)  # within WhatsApp's window on that day
+    report = await gw.outreach.promises()
+    assert result_of(report, f"A1003 {claim.claim_id}") == ("promise", "sent")
+    assert len(promise_handoffs(gw)) == 1
+
+
+async def test_an_order_on_hold_goes_to_its_holds_team_without_a_promise(gw: Gateway) -> None:
+    whatsapp = gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+    claim = open_claim(gw.shop, "A1003", opened_days_ago(gw, 5))
+    gw.shop.writes.hold("A1003", "stop_the_line_shared_address", "telegram:1")
+
+    report = await gw.outreach.promises()
+
+    assert result_of(report, f"A1003 {claim.claim_id}") == ("promise", "sent")
+    [handoff] = promise_handoffs(gw)
+    assert handoff["conversation_id"] == whatsapp and handoff["queue"] == "payments_fraud"
+    assert handoff["summary"]["next"].startswith(
+        f"order on hold (stop_the_line_shared_address); claim {claim.claim_id} opened on")
+    assert "order on hold (stop_the_line_shared_address) since" in \
+        handoff["summary"]["what_happened"]
+    [(_, text)] = sent(gw, "whatsapp")
+    assert text == "Hi Priya, about your order A1003: a person from our team is looking at it " \
+                   "and will write to you here."
+
+
+async def test_an_opted_out_customer_is_handed_over_but_not_messaged(gw: Gateway) -> None:
+    gw.wrote("twilio", BUYER1_SMS, HOUR, channel="sms")
+    gw.records.set_opted_out("twilio", BUYER1_SMS, True)
+    claim = open_claim(gw.shop, "A1002", opened_days_ago(gw, 5), "not_received")
+    label = f"A1002 {claim.claim_id}"
+
+    report = await gw.outreach.promises()
+    assert result_of(report, label) == ("promise", "opted_out")
+    assert len(promise_handoffs(gw)) == 1 and all_sent(gw) == []
+    assert gw.claims()[("promise", claim.claim_id)] == "opted_out"
+    assert result_of(await gw.outreach.promises(), label) == ("promise", "already_handled")
+
+
+async def test_a_conversation_with_a_person_gets_the_promise_once_they_resolve_it(
+        gw: Gateway) -> None:
+    sms = gw.wrote("twilio", BUYER1_SMS, HOUR, channel="sms")
+    gw.handoff(sms, None, verified=False, status="active")
+    claim = open_claim(gw.shop, "A1002", opened_days_ago(gw, 5), "not_received")
+    label = f"A1002 {claim.claim_id}"
+    assert result_of(await gw.outreach.promises(), label) == ("promise", "with_agent")
+    assert promise_handoffs(gw) == [] and gw.claims() == {}
+    with gw.records.engine.begin() as db:
+        db.execute(handoffs.update().values(status="resolved"))
+    assert result_of(await gw.outreach.promises(), label) == ("promise", "sent")
+
+
+async def test_promises_are_handed_over_in_business_hours_only(tmp_path: Path) -> None:
+    sunday_night = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)  # opens 09:00 UTC
+    shop = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    seed_demo_store(shop, sunday_night)
+    claim = open_claim(shop, "A1003", sunday_night - timedelta(days=5))
+    twilio = RecordingChannel("twilio")
+    try:
+        async with gateway(tmp_path, shop, sunday_night, {"twilio": twilio},
+                           load_monitor_policy(channel_policy())) as gw:
+            gw.wrote("twilio", "+14155550102", HOUR, channel="sms")
+            report = await gw.outreach.promises()
+            assert result_of(report, f"A1003 {claim.claim_id}")[1] == "outside_hours"
+            assert promise_handoffs(gw) == [] and twilio.sent == []
+            gw.clock.now += 7 * HOUR  # Sunday 10:00
+            report = await gw.outreach.promises()
+            assert result_of(report, f"A1003 {claim.claim_id}")[1] == "sent"
+    finally:
+        shop.close()
+
+
+async def test_two_gateways_at_once_hand_a_promise_over_once(
+        tmp_path: Path, store: Store, now: datetime, request: pytest.FixtureRequest) -> None:
+    """On SQLite, and on PostgreSQL with the gateways' records there too."""
+    records_url = ""
+    if store.engine.dialect.name == "postgresql":
+        records_url = request.getfixturevalue("postgres_url")
+        engine = create_store_engine(records_url)
+        for tables in (monitor_tables, records_tables, handoff_tables):
+            tables.drop_all(engine)
+        engine.dispose()
+    claim = open_claim(store, "A1003", now - timedelta(days=5))
+    first, second = RecordingChannel("twilio"), RecordingChannel("twilio")
+    async with gateway(tmp_path, store, now, {"twilio": first}, records_url=records_url) \
+            as one, gateway(tmp_path, store, now, {"twilio": second},
+                            records_url=records_url) as other:
+        one.wrote("twilio", "+14155550102", HOUR, channel="sms")
+        reports = await asyncio.gather(*(gw.outreach.promises() for gw in (one, other)
+                                         for _ in range(2)))
+        results = sorted(result_of(r, f"A1003 {claim.claim_id}")[1] for r in reports)
+        assert results == ["already_handled"] * 3 + ["sent"]
+        assert len(promise_handoffs(one)) == 1
+    assert len(first.sent + second.sent) == 1
+
+
+async def test_logs_of_promises_carry_no_contact_or_message_text(
+        gw: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+    claim = open_claim(gw.shop, "A1003", opened_days_ago(gw, 5))
+    with caplog.at_level(logging.DEBUG):
+        await gw.outreach.promises()
+    assert f"monitor: promise A1003 {claim.claim_id} handed over as H-" in caplog.text
+    assert f"monitor: promise {SEEDED_CLAIM} is due and no conversation" in caplog.text
+    for secret in ("4155550102", "buyer2@", "Priya", "Taylor", "replacement at no cost"):
+        assert secret not in caplog.text
+
+
+async def test_run_once_hands_promises_over_through_the_gateways_own_parts(
+        tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch) -> None:
+    for names in REQUIRED.values():  # no provider credentials: web chat only
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    seeded = open_store(store_url)
+    seed_demo_store(seeded, now)
+    claim = open_claim(seeded, "A1003", now - timedelta(days=5))
+    seeded.close()
+    settings = dataclasses.replace(
+        load_settings(), database_url=store_url, var_dir=tmp_path / "var", redis_url="",
+        gateway_database_override=f"sqlite:///{tmp_path / 'gateway.db'}")
+    records = GatewayRecords(create_store_engine(settings.gateway_database_url))
+    HandoffStore(records.engine)
+    chat = wrote(records, now.timestamp() - HOUR, "webchat", "signed-session-2")
+    add_handoff(records, now.timestamp() - DAY, chat, "A1003")  # verified there, resolved
+    records.close()
+
+    report = await run_once("promises", settings, monitor_policy())
+
+    assert result_of(report, f"A1003 {claim.claim_id}") == ("promise", "sent")
+    records = GatewayRecords(create_store_engine(settings.gateway_database_url))
+    try:
+        opened = HandoffStore(records.engine).open_for(chat)
+        assert opened is not None and opened["reason_code"] == "promise_due"
+        [text] = [t.text for t in records.transcript(chat) if t.role == "bot"]
+        assert "order A1003" in text and "replacement at no cost" in text
+    finally:
+        records.close()
+    again = await run_once("promises", settings, monitor_policy())
+    assert result_of(again, f"A1003 {claim.claim_id}")[1] == "already_handled"
+
+
+async def test_a_promise_whose_run_died_before_its_handoff_is_handed_over_later(
+        gw: Gateway) -> None:
+    gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+    claim = open_claim(gw.shop, "A1003", opened_days_ago(gw, 5))
+    label = f"A1003 {claim.claim_id}"
+
+    def claimed_by_a_run_that_died(ago: float) -> None:
+        with gw.records.engine.begin() as db:
+            db.execute(outreach.delete())
+            db.execute(outreach.insert().values(
+                kind="promise", subject=claim.claim_id, order_id="A1003",
+                customer_id=2, conversation_id="whatsapp:x", status="sending",
+                created_at=gw.clock.now - ago, updated_at=gw.clock.now - ago))
+
+    claimed_by_a_run_that_died(60)  # perhaps still opening its handoff: left alone
+    assert result_of(await gw.outreach.promises(), label) == ("promise", "already_handled")
+    claimed_by_a_run_that_died(HOUR)
+    assert result_of(await gw.outreach.promises(), label) == ("promise", "sent")
+    assert len(promise_handoffs(gw)) == 1
+    assert result_of(await gw.outreach.promises(), label) == ("promise", "already_handled")
+
+
+def test_bot_monitor_promises_prints_what_it_handed_over(
+        tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    for names in REQUIRED.values():  # no provider credentials: web chat only
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    gateway_url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    for name, value in (("DATABASE_URL", store_url), ("GATEWAY_DATABASE_URL", gateway_url),
+                        ("VAR_DIR", str(tmp_path / "var")), ("REDIS_URL", "")):
+        monkeypatch.setenv(name, value)
+    seeded = open_store(store_url)
+    seed_demo_store(seeded, now)
+    claim = open_claim(seeded, "A1003", now - timedelta(days=5))
+    seeded.close()
+    records = GatewayRecords(create_store_engine(gateway_url))
+    HandoffStore(records.engine)
+    chat = wrote(records, now.timestamp() - HOUR, "webchat", "signed-session-3")
+    add_handoff(records, now.timestamp() - DAY, chat, "A1003")
+    records.close()
+    # whatever the time of day the tests run (business hours are tested on their own)
+    monkeypatch.setattr("bot.monitor.load_monitor_policy", lambda channels: monitor_policy())
+
+    assert main(["monitor", "promises"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("monitor promises: 2 due (sent 1, no_conversation 1), 1 handed to a "
+                          "person")
+    assert f"handed to a person: A1003 {claim.claim_id} (H-2)" in out
+    assert "due, NOT handed over: no conversation of the customer is known (a person must " \
+           f"take it up; tried again next run): {SEEDED_CLAIM}" in out
