@@ -244,7 +244,8 @@ def trigger_rule(turn: Turn) -> Optional[str]:
     for entity in turn.tracker.latest_message.get("entities") or []:
         if entity.get("entity") == "trigger_rule" and entity.get("value") in turn.policy.rules:
             return str(entity["value"])
-    return turn.policy.triggered_rule(turn.tracker.latest_message.get("text") or "")
+    found = turn.policy.trigger(turn.tracker.latest_message.get("text") or "")
+    return found.rule if found else None
 
 
 class ActionHandleComplaint(TurnAction):

@@ -9,7 +9,19 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Set, Type, TypeVar
+from typing import (
+    Any,
+    Dict,
+    List,
+    Literal,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Type,
+    TypeVar,
+)
 
 import phonenumbers
 import yaml
@@ -258,6 +270,14 @@ class Rule(StrictModel):
         return value
 
 
+class Trigger(NamedTuple):
+    """A trigger phrase found in a message: its rule, and where the phrase is."""
+
+    rule: str
+    start: int
+    end: int
+
+
 class EscalationPolicy(StrictModel):
     version: Literal[1]
     currency: str
@@ -309,16 +329,16 @@ class EscalationPolicy(StrictModel):
         days = getattr(self.windows, PROMISE_WINDOWS[claim_kind])
         return add_business_days(opened, days).date()
 
-    def triggered_rule(self, text: str) -> Optional[str]:
+    def trigger(self, text: str) -> Optional[Trigger]:
         """The first rule (in the file's order) whose trigger phrase the message says
-        without a negation just before it in the same clause: "I don't want a
-        chargeback" fires nothing, "I will sue" fires legal_threat."""
+        without a negation just before it in the same clause, and where it says it: "I
+        don't want a chargeback" fires nothing, "I will sue" fires legal_threat."""
         text = (text or "").replace("\u2019", "'")
         negations = {word.lower() for word in self.trigger_negations}
         for rule_name, pattern in _trigger_patterns(self).items():
-            if any(not _negated(text[:found.start()], negations)
-                   for found in pattern.finditer(text)):
-                return rule_name
+            for found in pattern.finditer(text):
+                if not _negated(text[:found.start()], negations):
+                    return Trigger(rule_name, found.start(), found.end())
         return None
 
 

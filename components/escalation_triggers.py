@@ -5,7 +5,7 @@ Phrases live in policy/escalation.yml and are read when the model loads, so a
 designer's change applies at the next restart without retraining."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -14,7 +14,7 @@ from rasa.engine.storage.storage import ModelStorage
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from actions.policy import EscalationPolicy, load_policy
+from actions.policy import EscalationPolicy, Trigger, load_policy
 
 TRIGGER_INTENT = "escalation_trigger"
 
@@ -38,22 +38,20 @@ class EscalationTriggerClassifier(GraphComponent):
 
     def process(self, messages: List[Message]) -> List[Message]:
         for message in messages:
-            rule = self._rule_for(message.get(TEXT))
-            if rule:
-                self._mark(message, rule)
+            found = self.policy.trigger(message.get(TEXT) or "")
+            if found:
+                self._mark(message, found)
         return messages
 
-    def _rule_for(self, text: Optional[str]) -> Optional[str]:
-        return self.policy.triggered_rule(text) if text else None
-
     @staticmethod
-    def _mark(message: Message, rule: str) -> None:
+    def _mark(message: Message, found: Trigger) -> None:
         trigger = {"name": TRIGGER_INTENT, "confidence": 1.0}
         ranking = [trigger] + [
             r for r in message.get(INTENT_RANKING_KEY) or [] if r.get("name") != TRIGGER_INTENT
         ]
         message.set(INTENT, trigger, add_to_output=True)
         message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
-        entity = {"entity": "trigger_rule", "value": rule, "start": 0, "end": 0,
-                  "extractor": EscalationTriggerClassifier.__name__}
+        # the phrase is the entity, its rule the value
+        entity = {"entity": "trigger_rule", "value": found.rule, "start": found.start,
+                  "end": found.end, "extractor": EscalationTriggerClassifier.__name__}
         message.set(ENTITIES, list(message.get(ENTITIES) or []) + [entity], add_to_output=True)

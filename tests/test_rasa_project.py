@@ -29,8 +29,10 @@ def test_data_validates_and_only_action_sent_responses_are_unused():
 
 
 def test_every_test_story_passes(trained_model: Path, tmp_path: Path):
+    """With --e2e each customer text goes through the NLU model, whose intent and
+    entities must be the story's; without it Rasa would take the story's labels."""
     result = run_rasa("test", "core", "--stories", "tests/stories", "--model", str(trained_model),
-                      "--out", str(tmp_path), "--fail-on-prediction-errors")
+                      "--out", str(tmp_path), "--fail-on-prediction-errors", "--e2e")
     failed = (tmp_path / "failed_test_stories.yml")
     report = failed.read_text() if failed.exists() else result.stdout[-3000:]
     assert result.returncode == 0, report

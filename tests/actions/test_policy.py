@@ -146,7 +146,14 @@ def test_invalid_peak_policy_names_the_key(policy_copy, change, message):
     ("the box was empty", "stop_the_line_empty_box"),
 ])
 def test_trigger_phrases_match_whole_words_in_any_case(text, rule):
-    assert load_policy().triggered_rule(text) == rule
+    found = load_policy().trigger(text)
+    assert (found and found.rule) == rule
+
+
+def test_a_trigger_says_where_its_phrase_is():
+    text = "Fine, but if I don't get my refund I will file a chargeback today"
+    found = load_policy().trigger(text)
+    assert found is not None and text[found.start:found.end] == "chargeback"
 
 
 def test_bot_validate_reports_a_broken_policy(policy_copy, monkeypatch, capsys):
