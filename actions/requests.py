@@ -87,6 +87,8 @@ def fraud_rule(turn: Turn, order: Order) -> Optional[str]:
     if accounts >= turn.policy.limits.accounts_per_address_for_review:
         return "stop_the_line_shared_address"
     since = turn.now - timedelta(days=turn.policy.windows.repeat_claims_days)
+    if turn.store.returns.swapped_returns(order.customer.customer_id, since):
+        return "stop_the_line_serial_swap"
     earlier = [claim for claim in
                turn.store.delivery.claims_by_customer(order.customer.customer_id, since)
                if claim.kind in CUSTOMER_CLAIMS]

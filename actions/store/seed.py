@@ -1,4 +1,4 @@
-"""Deterministic demo data: 19 hand-written orders (A1001-A1019, one per support
+"""Deterministic demo data: 21 hand-written orders (A1001-A1021, one per support
 situation the bot handles) plus 200 generated ones (A2001-A2200) for realism and load.
 
 Every date is relative to `now`, so "shipped yesterday" stays true whenever the demo
@@ -22,6 +22,7 @@ from actions.store.sql import (
     carrier_claims,
     customers,
     digits_only,
+    item_serials,
     label_url,
     metadata,
     open_store,
@@ -180,6 +181,11 @@ class _Seed:
             "status": (RefundStatus.ISSUED if issued else RefundStatus.PENDING).value,
             "reason": reason, "created_at": created, "issued_at": issued})
 
+    def serial(self, order_id: str, sku: str, shipped: str,
+               returned: Optional[str] = None) -> None:
+        self.rows[item_serials].append({"order_id": order_id, "sku": sku,
+                                        "shipped_serial": shipped, "returned_serial": returned})
+
     def claim(self, claim_id: str, order_id: str, kind: str, created: datetime) -> None:
         self.rows[carrier_claims].append({"claim_id": claim_id, "order_id": order_id,
                                           "kind": kind, "created_at": created})
@@ -203,6 +209,7 @@ DEMO_CUSTOMERS = (
     (9, "Lee Park", _home("Lee Park", 77, "Harbor Way", "Portland, OR", "97209")),
     (10, "Robin Park", _home("Robin Park", 77, "Harbor Way", "Portland, OR", "97209")),
     (11, "Casey Park", _home("Casey Park", 77, "Harbor Way", "Portland, OR", "97209")),
+    (12, "Drew Novak", _home("Drew Novak", 930, "Colfax Ave", "Denver, CO", "80204")),
 )
 FORWARDER = Address(name="J. Smith", line1="1400 Freight Rd", line2="Unit 4",
                     city="Newark, NJ", postal_code="07114", country="US")
@@ -289,6 +296,23 @@ def _demo(s: _Seed) -> None:
                 [("MUG-SET-2", 1)])
         s.ship(order_id, "UPS", f"1Z999AA1012345{customer:04d}", s.ago(days - 1),
                s.day(3 - days), delivered=s.ago(days - 3))
+    # A1020-A1021: the warehouse received A1020's headphones back with another serial
+    # number than the one shipped (a swapped unit); a claim on any of the customer's
+    # orders (A1021, say) stops the line.
+    s.order("A1020", 12, OrderStatus.RETURNED, s.ago(40), s.day(-35), [("HEADPHONES-BT", 1)])
+    s.ship("A1020", "UPS", "1Z999AA10123456840", s.ago(39), s.day(-35), delivered=s.ago(35))
+    s.ret("RMA-9S4W2P7Q", "A1020", ReturnStatus.RECEIVED, s.ago(30), "stopped working",
+          shipped=s.ago(28), received=s.ago(24))
+    s.serial("A1020", "HEADPHONES-BT", "HBT-24-118842", returned="HBT-22-004417")
+    s.order("A1021", 12, delivered, s.ago(8), s.day(-4), [("WATCH-FIT", 1)])
+    s.ship("A1021", "UPS", "1Z999AA10123456857", s.ago(7), s.day(-4), delivered=s.ago(4))
+    s.serial("A1021", "WATCH-FIT", "WF-25-330917")
+    # serial numbers of the other electronics shipped
+    for order_id, sku, serial in (("A1006", "LAPTOP-14", "PB14-25-771203"),
+                                  ("A1007", "HEADPHONES-BT", "HBT-25-220931"),
+                                  ("A1010", "WATCH-FIT", "WF-25-118406"),
+                                  ("A1011", "PHONE-X2", "NX2-25-905561")):
+        s.serial(order_id, sku, serial)
 
 
 def _tracking_number(rng: random.Random, carrier: str) -> str:

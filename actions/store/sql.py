@@ -274,6 +274,16 @@ contact_events = sa.Table(
     sa.Index("ix_contact_events_key_issue_time", "customer_key", "issue", "created_at"),
 )
 
+# Serial numbers of the units shipped, and of those the warehouse received back with a
+# return: a different one back is a swapped item.
+item_serials = sa.Table(
+    "item_serials", metadata,
+    _order_fk(primary_key=True),
+    sa.Column("sku", sa.String(32), primary_key=True),
+    sa.Column("shipped_serial", sa.String(64), nullable=False),
+    sa.Column("returned_serial", sa.String(64)),
+)
+
 # One-time codes that prove a customer owns an email or phone (actions/codes.py): only
 # a hash of the code is kept.
 one_time_codes = sa.Table(
@@ -674,6 +684,16 @@ class SqlReturns(_System):
                 status=RefundStatus.PENDING.value, reason=reason, created_at=self._clock(),
                 method=method))
             return next(r for r in self._refunds(conn, canonical) if r.refund_id == refund_id)
+
+    def swapped_returns(self, customer_id: int, since: datetime) -> list[str]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(
+                sa.select(sa.distinct(returns.c.order_id))
+                .join(item_serials, item_serials.c.order_id == returns.c.order_id)
+                .join(orders, orders.c.order_id == returns.c.order_id)
+                .where(orders.c.customer_id == customer_id, returns.c.received_at >= since,
+                       item_serials.c.returned_serial != item_serials.c.shipped_serial)
+                .order_by(returns.c.order_id)).scalars())
 
     @staticmethod
     def _return(conn: Connection, order_id: str) -> Optional[ReturnRecord]:

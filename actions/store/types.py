@@ -250,6 +250,11 @@ class ReturnsSystem(Protocol):
 
     def create_return(self, order_id: str, reason: str) -> ReturnRecord: ...
 
+    def swapped_returns(self, customer_id: int, since: datetime) -> list[str]:
+        """The customer's orders whose return, received at or after `since`, held a unit
+        with another serial number than the one shipped."""
+        ...
+
     def get_refund(self, order_id: str) -> Optional[Refund]: ...
 
     def refunds(self, order_id: str) -> list[Refund]:

@@ -699,6 +699,16 @@ async def test_three_accounts_at_one_address_stop_the_line_on_a_claim(actions_st
     assert actions_store.writes.hold_on("A1017") is None
 
 
+async def test_a_swapped_unit_in_an_earlier_return_stops_the_line_on_any_claim(actions_store):
+    """A1020's return held another serial number than the one shipped: a claim on the
+    same customer's A1021 (a different order) goes to a person, and the order waits."""
+    EMAILS["A1021"] = "buyer12@example.com"
+    outcome = await resolve("damaged_item", "A1021", photo="none")
+    assert escalation(outcome)["rule"] == "stop_the_line_serial_swap"
+    assert actions_store.writes.hold_on("A1021") is not None
+    assert actions_store.orders.replacement_of("A1021") is None
+
+
 async def test_escalation_keeps_the_verified_order(actions_store):
     tracker = make_tracker(proven("A1003"), intent="human_handoff")
     assert escalation(await run_action(ActionEscalate(), tracker))["order_id"] == "A1003"

@@ -262,7 +262,7 @@ def test_orders_since_newest_first_optionally_by_status(store: Store, now: datet
     # with customer and items loaded
     demo = {o.order_id: o for o in recent if o.order_id < "A2000"}
     assert sorted(demo) == ["A1001", "A1002", "A1003", "A1004", "A1006", "A1009", "A1011",
-                            "A1012", "A1015", "A1016", "A1019"]
+                            "A1012", "A1015", "A1016", "A1019", "A1021"]
     assert demo["A1016"].customer.phone == "+1 415 555 0108"
     assert [i.sku for i in demo["A1003"].items] == ["BACKPACK-25"]
 
@@ -481,12 +481,12 @@ def test_contact_log_count_since_excludes_a_conversation(store: Store, now: date
 def test_seed_is_idempotent_and_clears_runtime_data(store: Store, now: datetime) -> None:
     counts = table_counts(store)
     orders = [store.orders.get_order(f"A{n}") for n in (*range(1001, 1017), 2001, 2100, 2200)]
-    assert counts["orders"] == 219 and counts["contact_events"] == 0
+    assert counts["orders"] == 221 and counts["contact_events"] == 0
     store.contacts.record("buyer1@example.com", "order_status", "conv-1")
     store.returns.create_return("A1002", "too small")
     store.orders.cancel_order("A1004", "no longer needed")
     store.orders.create_replacement("A1010", "lost")
-    assert seed_demo_store(store, now) == 219
+    assert seed_demo_store(store, now) == 221
     assert table_counts(store) == counts
     assert [store.orders.get_order(o.order_id) for o in orders if o] == orders
     assert store.returns.get_return("A1002") is None
@@ -494,7 +494,7 @@ def test_seed_is_idempotent_and_clears_runtime_data(store: Store, now: datetime)
 
 def test_seed_is_fast(store: Store, now: datetime) -> None:
     started = time.perf_counter()
-    assert seed_demo_store(store, now) == 219
+    assert seed_demo_store(store, now) == 221
     assert time.perf_counter() - started < 2.0
 
 
@@ -565,3 +565,16 @@ def test_two_refunds_at_the_same_moment_never_exceed_the_order_total(
     assert total < Decimal("1200.00")
     assert outcomes[1] == "refused" and outcomes[0].startswith("RF-")
     assert sum(r.amount for r in store.returns.refunds("A1011")) == Decimal("600.00")
+
+
+def test_a_return_with_another_serial_than_shipped_is_a_swap_of_its_customer(
+        store: Store, now: datetime) -> None:
+    assert store.returns.swapped_returns(12, now - timedelta(days=90)) == ["A1020"]
+    assert store.returns.swapped_returns(12, now - timedelta(days=10)) == []  # received before
+    assert store.returns.swapped_returns(4, now - timedelta(days=90)) == []  # A1007: in transit
+    with store.engine.begin() as conn:  # the warehouse receives A1007's unit as shipped
+        conn.execute(sa.text("UPDATE item_serials SET returned_serial = shipped_serial "
+                             "WHERE order_id = 'A1007'"))
+        conn.execute(sa.text("UPDATE returns SET received_at = shipped_at "
+                             "WHERE order_id = 'A1007'"))
+    assert store.returns.swapped_returns(4, now - timedelta(days=90)) == []

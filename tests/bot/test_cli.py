@@ -35,7 +35,7 @@ def test_seed_resets_the_demo_store(tmp_path, capsys):
         assert store.orders.get_order("A1004").status.value == "paid"
     finally:
         store.close()
-    assert "219 orders" in capsys.readouterr().out
+    assert "221 orders" in capsys.readouterr().out
 
 
 def test_writes_prints_the_audit_of_an_order(tmp_path, capsys, monkeypatch):
