@@ -69,11 +69,11 @@ def orders_in(store: Store, status: OrderStatus) -> Iterator[Order]:
 
 
 def returnable_orders(store: Store, now: datetime) -> Iterator[Order]:
-    """Generated orders (A1001-A1019 each play a part in the demo, fraud rules included)
+    """Generated orders (A1001-A1021 each play a part in the demo, fraud rules included)
     delivered within the return window, every item returnable, refundable by the bot
     (policy/escalation.yml), with no return or refund yet."""
     return (order for order in orders_in(store, OrderStatus.DELIVERED)
-            if int(order.order_id[1:]) > 1019 and order.delivered_at
+            if order.order_id >= "A2001" and order.delivered_at
             and now - order.delivered_at < timedelta(days=20)
             and all(item.returnable for item in order.items)
             and order.total <= Decimal("100.00")
