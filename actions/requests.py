@@ -27,6 +27,7 @@ from actions.store.types import (
     Shipment,
     WriteRecord,
 )
+from actions.store.types import Refund as RefundRecord  # Refund here is the change
 
 REMEDY_TITLES = {
     "replacement": "A replacement",
@@ -418,7 +419,7 @@ def _status_without_shipment(turn: Turn, order: Order) -> None:
         cancelled_on = day(order.cancelled_at or order.placed_at)
         turn.say("utter_status_cancelled", cancelled_on=cancelled_on, **facts)
         if refund is not None:
-            refund_status(turn, order)
+            tell_refund(turn, order, refund)
     elif order.status is OrderStatus.RETURNED:
         turn.say("utter_status_returned", **facts)
     else:
@@ -549,13 +550,18 @@ def return_status(turn: Turn, order: Order) -> None:
 
 def refund_status(turn: Turn, order: Order) -> None:
     refund = turn.store.returns.get_refund(order.order_id)
+    if refund is not None:
+        tell_refund(turn, order, refund)
+    elif turn.store.returns.get_return(order.order_id):
+        turn.say("utter_refund_after_return", order_id=order.order_id)
+    else:
+        turn.say("utter_no_refund", order_id=order.order_id)
+
+
+def tell_refund(turn: Turn, order: Order, refund: RefundRecord) -> None:
+    """The refund as the store records it: issued (and when it shows) or pending."""
     facts = {"order_id": order.order_id}
-    if refund is None:
-        if turn.store.returns.get_return(order.order_id):
-            turn.say("utter_refund_after_return", **facts)
-        else:
-            turn.say("utter_no_refund", **facts)
-    elif refund.status is RefundStatus.ISSUED:
+    if refund.status is RefundStatus.ISSUED:
         issued = refund.issued_at or refund.created_at
         turn.say("utter_refund_issued", amount=money(refund.amount), issued_on=day(issued),
                  visible_by=day(add_business_days(issued, turn.policy.refunds.days_to_show)),

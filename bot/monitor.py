@@ -68,7 +68,6 @@ from actions.policy import (
     PolicyError,
     StrictModel,
     check_text,
-    current_policy,
     parse_yaml_model,
     policy_dir,
 )
@@ -753,13 +752,11 @@ class Outreach:
     def __init__(self, policy: MonitorPolicy, records: GatewayRecords, shop: Store,
                  desk: HandoffDesk, send: Send, bus: EventBus,
                  hours: Optional[BusinessHours] = None,
-                 clock: Callable[[], float] = time.time,
-                 phone_region: Optional[str] = None,
-                 escalation: Optional[EscalationPolicy] = None) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.policy = policy
-        self.escalation = escalation or current_policy()
+        self.escalation = desk.escalation
         # customers' phone numbers are read as the bot reads them (escalation.yml)
-        self.phone_region = phone_region or self.escalation.identity.default_phone_region
+        self.phone_region = self.escalation.identity.default_phone_region
         self.records = records
         self.shop = shop
         self.desk = desk

@@ -95,6 +95,7 @@ class HandoffDesk:
         self.store = store
         self.records = records
         self.policy = policy
+        self.escalation = escalation
         self.teams = dict(escalation.teams)
         self.shop = shop
         self.bus = bus
