@@ -14,7 +14,7 @@ A row is correct when the predicted intent is one of its ``accepted`` intents.
 as well, so the cost of the fallback threshold is visible.
 
 This module also holds the helpers for reading the training data
-(`load_training_data`, `overlap_key`), shared with the data tests.
+(`load_training_data`, `overlap_key`, `find_near_copies`), shared with the data tests.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import argparse
 import asyncio
 import csv
 import logging
+import math
 import random
 import re
 import string
 import sys
 import time
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -627,6 +628,74 @@ def overlap_key(text: str) -> str:
     text = text.lower().translate(_PUNCT)
     key = " ".join(re.sub(r"(<x>\s*)+", "<x> ", text).split())
     return key if key.replace("<x>", "").strip() else ""
+
+
+# A training example is a near-copy of an eval row when their word sets (of
+# `overlap_key`, data markers dropped) have a Jaccard similarity of at least this:
+# at most one word in five differs ("i want to file a complaint" vs "I want to file a
+# customer complaint" is 6/7 = 0.86). The data values (order numbers, pincodes,
+# emails, Bitext's {{placeholders}}) are not words, so "cancel A1003" is a copy of
+# "cancel".
+NEAR_COPY_JACCARD = 0.8
+
+
+def overlap_words(text: str) -> frozenset[str]:
+    """The words of `overlap_key`, without the ``<x>`` data marker."""
+    return frozenset(word for word in overlap_key(text).split() if word != "<x>")
+
+
+@dataclass(frozen=True)
+class NearCopy:
+    training: str
+    eval_text: str
+    similarity: float  # Jaccard similarity of the two word sets
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def find_near_copies(
+    training_texts: Iterable[str],
+    eval_rows: Iterable[str],
+    threshold: float = NEAR_COPY_JACCARD,
+) -> list[NearCopy]:
+    """Every training text whose word set is within ``threshold`` Jaccard of an eval
+    row's, each with its most similar row.
+
+    Prefix filtering keeps this fast (no all-pairs loop): with all words ranked
+    rarest first, two sets of Jaccard >= t must share a word among the first
+    ``n - ceil(t * n) + 1`` words of each, so only those prefixes are indexed and probed.
+    """
+    train_words = {text: overlap_words(text) for text in dict.fromkeys(training_texts)}
+    eval_words = [
+        (text, words) for text in dict.fromkeys(eval_rows) if (words := overlap_words(text))
+    ]
+    frequency = Counter(
+        word for words in (*train_words.values(), *(w for _, w in eval_words)) for word in words
+    )
+
+    def prefix(words: frozenset[str]) -> list[str]:
+        size = len(words) - math.ceil(threshold * len(words) - 1e-9) + 1
+        return sorted(words, key=lambda word: (frequency[word], word))[:size]
+
+    index: dict[str, list[int]] = defaultdict(list)
+    for i, (_, words) in enumerate(eval_words):
+        for word in prefix(words):
+            index[word].append(i)
+    found: list[NearCopy] = []
+    for text, words in train_words.items():
+        if not words:
+            continue
+        candidates = {i for word in prefix(words) for i in index.get(word, ())}
+        best: NearCopy | None = None
+        for i in sorted(candidates):
+            similarity = jaccard(words, eval_words[i][1])
+            if similarity >= threshold and (best is None or similarity > best.similarity):
+                best = NearCopy(text, eval_words[i][0], similarity)
+        if best is not None:
+            found.append(best)
+    return found
 
 
 def eval_texts(eval_dir: Path) -> Iterable[str]:

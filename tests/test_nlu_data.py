@@ -12,11 +12,13 @@ from bot.nlu_report import (
     CANONICAL_INTENTS,
     DEFAULT_EVAL_DIR,
     EXTRA_INTENTS,
+    NEAR_COPY_JACCARD,
     REMEDY_VALUES,
     EvalRow,
     TrainingDataSummary,
     eval_texts,
     fill_placeholders,
+    find_near_copies,
     load_training_data,
     overlap_key,
     prediction_from_parse,
@@ -49,14 +51,43 @@ def test_no_example_is_labelled_with_two_intents(data: TrainingDataSummary) -> N
     assert not clashes
 
 
-def test_no_training_example_comes_from_the_eval_sets(data: TrainingDataSummary) -> None:
+def test_no_training_example_is_a_near_copy_of_an_eval_row(data: TrainingDataSummary) -> None:
+    """Not only exact copies: a training line whose words are (nearly) those of an eval
+    row, in any order, with other data values, fails (`find_near_copies`: Jaccard of
+    the word sets >= NEAR_COPY_JACCARD, after `overlap_key`)."""
     if not (DEFAULT_EVAL_DIR / "intent_map.csv").exists():
         reason = f"eval sets not found in {DEFAULT_EVAL_DIR}; overlap not checked"
         print(reason)
         pytest.skip(reason)
-    eval_keys = {overlap_key(text) for text in eval_texts(DEFAULT_EVAL_DIR)} - {""}
-    leaked = sorted({ex.text for ex in data.examples if overlap_key(ex.text) in eval_keys})
-    assert not leaked, f"{len(leaked)} training examples also occur in the eval sets: {leaked}"
+    eval_rows = list(eval_texts(DEFAULT_EVAL_DIR))
+    eval_keys = {overlap_key(text) for text in eval_rows} - {""}
+    exact = sorted({ex.text for ex in data.examples if overlap_key(ex.text) in eval_keys})
+    assert not exact, f"{len(exact)} training examples also occur in the eval sets: {exact}"
+    near = find_near_copies((ex.text for ex in data.examples), eval_rows)
+    for copy in near:
+        print(f"{copy.similarity:.2f}  {copy.training!r}  ~  {copy.eval_text!r}")
+    assert not near, (
+        f"{len(near)} training examples are near-copies (word Jaccard >= "
+        f"{NEAR_COPY_JACCARD}) of eval rows; see the printed pairs"
+    )
+
+
+def test_near_copies_are_found_in_any_order_and_with_other_data() -> None:
+    eval_rows = [
+        "I want to file a customer complaint",
+        "cancel",
+        "status of order {{Order Number}}",
+    ]
+    training = [
+        "i want to file a complaint",  # 6/7 words
+        "cancel A1003",  # data values are not words
+        "order status of K55012",  # word order does not matter
+        "please cancel order A1003",  # 1/3: not a copy
+        "i want to complain about a broken lamp",
+    ]
+    found = {c.training: c for c in find_near_copies(training, eval_rows)}
+    assert set(found) == {"i want to file a complaint", "cancel A1003", "order status of K55012"}
+    assert found["i want to file a complaint"].similarity == pytest.approx(6 / 7)
 
 
 def test_remedy_values_are_normalised(data: TrainingDataSummary) -> None:
