@@ -607,7 +607,7 @@ def test_the_shipped_policy_is_valid() -> None:
     policy = load_monitor_policy(channel_policy())
     assert policy.whatsapp_window_closed_template == TEMPLATE
     assert not policy.shipments.enabled and not policy.products.enabled
-    assert not policy.promises.enabled
+    assert policy.promises.enabled  # the bot's own promises are kept out of the box
     assert policy.shipments.no_scan_days == 4 and policy.products.threshold == 5
 
 
@@ -674,7 +674,8 @@ async def test_the_schedule_runs_enabled_monitors_and_survives_failures(
     policy = monitor_policy()
     fast = policy.copy(update={
         "shipments": policy.shipments.copy(update={"enabled": True, "every_minutes": 0.001}),
-        "products": policy.products.copy(update={"enabled": False})})
+        "products": policy.products.copy(update={"enabled": False}),
+        "promises": policy.promises.copy(update={"enabled": False})})
     outreach = Outreach.for_router(gw.router, gw.shop, fast)
     gw.wrote("twilio", BUYER8_SMS, HOUR, channel="sms")
     calls = 0
@@ -707,7 +708,9 @@ async def test_the_schedule_runs_enabled_monitors_and_survives_failures(
 
 
 async def test_a_disabled_schedule_starts_nothing(gw: Gateway) -> None:
-    monitor = Monitor(gw.outreach, first_run_after_seconds=0)
+    policy = monitor_policy()
+    off = policy.copy(update={"promises": policy.promises.copy(update={"enabled": False})})
+    monitor = Monitor(Outreach.for_router(gw.router, gw.shop, off), first_run_after_seconds=0)
     await monitor.start()
     await asyncio.sleep(0.02)
     await monitor.stop()
