@@ -18,7 +18,7 @@ setup:
 	@scripts/setup.sh
 
 train: setup
-	$(BIN)/rasa train
+	$(BIN)/bot train
 
 validate: setup
 	$(BIN)/bot validate

@@ -32,6 +32,21 @@ def _run(args: argparse.Namespace) -> int:
     return run_system(train=not args.no_train, seed=not args.no_seed)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from bot.launcher import child_environment, train_if_changed
+    from bot.settings import REPO_ROOT, load_settings
+
+    settings = load_settings()
+    try:
+        model = train_if_changed(child_environment(settings),
+                                 settings.var_dir / "logs" / "train.log")
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"model: {model.relative_to(REPO_ROOT)}")
+    return 0
+
+
 def _run_prod(args: argparse.Namespace) -> int:
     from bot.launcher import run_production
 
@@ -270,6 +285,7 @@ def _agents(args: argparse.Namespace) -> int:
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
+    "train": _train,
     "serve": _serve,
     "seed": _seed,
     "validate": _validate,
@@ -297,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Rasa instances and gateway processes (default 2)")
     run_prod.add_argument("--no-train", action="store_true", help="use the newest model as it is")
     run_prod.add_argument("--no-seed", action="store_true", help="keep the store's current data")
+    sub.add_parser("train", help="train a model only when config, domain or data changed "
+                                 "(keeps the newest 3; Rasa's output in var/logs/train.log)")
     sub.add_parser("serve", help="start only the gateway (port $GATEWAY_PORT, default 8080)")
     balance = sub.add_parser("balance", help="spread one port's connections over gateways "
                                              "(run-prod's front door)")

@@ -7,6 +7,8 @@ Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
 import os
 import random
 import signal
@@ -38,6 +40,9 @@ BIN = Path(sys.executable).parent
 ADMIN_TOKEN_FILE = "agent-admin.token"
 STARTUP_TIMEOUT_SECONDS = 180
 RESTARTS_PER_MINUTE = 3
+# what a model is trained from (with data/), and how many models `models/` keeps
+TRAINING_INPUTS = ("config.yml", "domain.yml")
+MODELS_KEPT = 3
 
 
 def rasa_command(*args: str) -> List[str]:
@@ -53,13 +58,58 @@ def child_environment(settings: Settings) -> Dict[str, str]:
     env.setdefault("REST_API_TOKEN", local_secret(settings.var_dir, REST_TOKEN_FILE))
     # Rasa sends it to the action server, which refuses requests without it
     env.setdefault("ACTION_SERVER_TOKEN", local_secret(settings.var_dir, ACTION_TOKEN_FILE))
+    # Rasa reports usage to Rasa's servers unless told not to
+    env.setdefault("RASA_TELEMETRY_ENABLED", "false")
     return env
 
 
-def train_if_changed(env: Dict[str, str]) -> None:
-    """`rasa train` compares the data's fingerprint with the newest model and skips
-    training when nothing changed."""
-    subprocess.run(rasa_command("train", "--quiet"), cwd=REPO_ROOT, env=env, check=True)
+def training_fingerprint(root: Path = REPO_ROOT) -> str:
+    """What a model is trained from (Rasa's version, config, domain, training data):
+    `rasa train` writes a new model on every call, even when this is unchanged."""
+    digest = hashlib.sha256(f"rasa {importlib.metadata.version('rasa')}\0".encode())
+    files = [root / name for name in TRAINING_INPUTS if (root / name).is_file()]
+    files += sorted(p for p in (root / "data").rglob("*") if p.is_file())
+    for path in files:
+        digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def fingerprint_file(model: Path) -> Path:
+    return model.with_name(model.name + ".fingerprint")
+
+
+def newest_model(models: Path) -> Optional[Path]:
+    found = sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def train_if_changed(env: Dict[str, str], log: Path, models: Path = REPO_ROOT / "models",
+                     keep: int = MODELS_KEPT) -> Path:
+    """The newest model when it was trained from what is here now, else a new one
+    (Rasa's output goes to `log`); at most `keep` models stay."""
+    fingerprint = training_fingerprint()
+    model = newest_model(models)
+    marker = fingerprint_file(model) if model else None
+    if model and marker and marker.exists() and marker.read_text() == fingerprint:
+        return model
+    print(f"training the model (the data changed; Rasa's output in {log})", flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as output:
+        done = subprocess.run(rasa_command("train", "--quiet", "--out", str(models)),
+                              cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    model = newest_model(models)
+    if done.returncode or model is None:
+        raise RuntimeError(f"training failed; see {log}")
+    fingerprint_file(model).write_text(fingerprint)
+    keep_newest(models, keep)
+    return model
+
+
+def keep_newest(models: Path, keep: int) -> None:
+    """Delete all but the newest `keep` models (3.5 MB each), with their fingerprints."""
+    for old in sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[:-keep]:
+        old.unlink()
+        fingerprint_file(old).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -153,7 +203,8 @@ def stop(processes: Dict[str, subprocess.Popen]) -> None:
 
 def run_system(train: bool = True, seed: bool = True) -> int:
     settings = load_settings()
-    return launch(settings, child_environment(settings), components(settings), train, seed)
+    return launch(settings, child_environment(settings), components(settings), train, seed,
+                  restart=True)
 
 
 def launch(settings: Settings, env: Dict[str, str], parts: List[Component], train: bool,
@@ -161,7 +212,11 @@ def launch(settings: Settings, env: Dict[str, str], parts: List[Component], trai
     """Start the parts and watch them. With `restart`, a part that exits is started
     again (as a container platform would), unless it keeps exiting."""
     if train:
-        train_if_changed(env)
+        try:
+            train_if_changed(env, settings.var_dir / "logs" / "train.log")
+        except RuntimeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     if seed:
         from actions.store.seed import seed_demo_store
         from actions.store.sql import open_store
@@ -215,23 +270,34 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _supervise(settings: Settings, env: Dict[str, str], parts: List[Component],
                processes: Dict[str, subprocess.Popen], restart: bool) -> int:
-    """Wait; when a part dies, start it again or, without `restart` or when it keeps
-    dying, stop the rest and say which one."""
+    """Wait; when a part dies, start it again after a pause that doubles with each exit
+    in the last minute or, without `restart` or when it keeps dying, stop the rest and
+    say which one. The other parts stay up meanwhile: the gateway keeps taking
+    messages and answers them once the bot is back (or hands them to a person)."""
     exits: Dict[str, List[float]] = {}
+    due: Dict[str, float] = {}  # parts waiting to be started again, and when
     while True:
+        now = time.monotonic()
         for part in parts:
+            if part.name in due:
+                if now >= due[part.name]:
+                    del due[part.name]
+                    processes.update(start_components(settings, env, [part]))
+                continue
             code: Optional[int] = processes[part.name].poll()
             if code is None:
                 continue
-            recent = [t for t in exits.get(part.name, []) if t > time.monotonic() - 60]
-            exits[part.name] = recent + [time.monotonic()]
+            recent = [t for t in exits.get(part.name, []) if t > now - 60]
+            exits[part.name] = recent + [now]
             if not restart or len(recent) >= RESTARTS_PER_MINUTE:
                 print(f"error: {part.name} exited with code {code}; see var/logs/",
                       file=sys.stderr)
                 return 1
-            print(f"{part.name} exited with code {code}; starting it again", flush=True)
-            processes.update(start_components(settings, env, [part]))
-        time.sleep(1)
+            pause = 2 ** len(recent)
+            print(f"{part.name} exited with code {code}; starting it again in {pause}s "
+                  "(see var/logs/)", flush=True)
+            due[part.name] = now + pause
+        time.sleep(0.5)
 
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything `make test` runs: lint, types, Rasa data checks, one (cached) training,
-# then every test. Rasa's `train` skips when the data fingerprint is unchanged.
+# then every test. `bot train` skips when config, domain and data are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -12,5 +12,5 @@ echo "== policy"; $BIN/bot validate
 echo "== rasa data validate"; $BIN/rasa data validate --fail-on-warnings --quiet
 echo "== services"; scripts/services.sh
 echo "== browser"; scripts/browser.sh
-echo "== train (skipped when nothing changed)"; $BIN/rasa train --quiet
+echo "== train (skipped when nothing changed)"; $BIN/bot train
 echo "== pytest"; $BIN/pytest "$@"

@@ -104,13 +104,12 @@ def action_server_command(port: int) -> List[str]:
 
 @pytest.fixture(scope="session")
 def trained_model() -> Path:
-    """The model for the current data: `rasa train` reuses the newest model when the
-    data's fingerprint is unchanged, so the suite trains at most once."""
-    import subprocess
+    """The model for the current config, domain and data (`bot train`: trained only
+    when they changed), so the suite trains at most once."""
+    from bot.launcher import train_if_changed
 
-    subprocess.run([str(RASA), "train", "--quiet"], cwd=REPO_ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
-    return max((REPO_ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    return train_if_changed({**os.environ, "RASA_TELEMETRY_ENABLED": "false"},
+                            REPO_ROOT / "var" / "logs" / "train.log")
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ class RasaStack:
                 "ACTION_SERVER_URL": self.action_server_url,
                 "ACTION_SERVER_TOKEN": ACTION_SERVER_TOKEN,
                 "DATABASE_URL": self.database_url, "VAR_DIR": str(self.var_dir),
-                "REDIS_URL": "", **extra}
+                "REDIS_URL": "", "RASA_TELEMETRY_ENABLED": "false", **extra}
 
 
 def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 180) -> None:

@@ -21,7 +21,7 @@ def test_help_lists_every_command(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for command in ("run", "serve", "seed", "validate", "nlu-report", "telegram",
-                    "deliveries", "agents", "writes"):
+                    "deliveries", "agents", "writes", "train"):
         assert command in out
 
 

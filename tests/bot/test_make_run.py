@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +41,16 @@ def say(sender: str, message: str) -> List[Dict[str, Any]]:
         return json.load(response)
 
 
+def printed(make_run: subprocess.Popen, text: str, seconds: float) -> bool:
+    """Whether `make run` prints (or printed) a line containing `text` within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(text in line for line in list(make_run.output)):  # type: ignore[attr-defined]
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def texts(replies: List[Dict[str, Any]]) -> str:
     return " ".join(reply.get("text", "") for reply in replies)
 
@@ -63,6 +74,10 @@ def make_run(trained_model) -> Iterator[subprocess.Popen]:
             break
     assert any(line.startswith("ready:") for line in output), "".join(output)
     process.output = output  # type: ignore[attr-defined]
+    # what it prints from now on, as it prints it
+    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+    reader.start()
+    process.reader = reader  # type: ignore[attr-defined]
     yield process
     # when a test failed before the Ctrl-C test: stop it the same way
     stop_group(process, signal.SIGINT, 60)
@@ -132,10 +147,7 @@ def test_the_rest_channel_needs_its_token_and_make_run_says_how(make_run):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 401
-    for _ in range(5):  # the lines printed after "ready:"
-        if any(line.startswith("REST channel: curl") for line in make_run.output):
-            break
-        make_run.output.append(make_run.stdout.readline())
+    assert printed(make_run, "REST channel: curl", 10)
     line = next(line for line in make_run.output if line.startswith("REST channel: curl"))
     assert f"Authorization: Bearer $(cat {REPO_ROOT / 'var' / 'rest-api.token'})" in line
     assert "/webhooks/rest/webhook" in line
@@ -187,10 +199,45 @@ def test_malformed_request_is_refused_with_a_reason(make_run):
     assert "sender" in json.load(error.value)["error"]
 
 
+def health() -> Dict[str, Any]:
+    """The gateway's /health, answered 200 or 503 (a part down)."""
+    try:
+        with urllib.request.urlopen(f"{GATEWAY}/health", timeout=5) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as error:
+        return dict(json.load(error))
+
+
+def process_group_of(command: str) -> int:
+    """The process group of the part `make run` started with this command line (each
+    part has its own group)."""
+    listing = subprocess.run(["ps", "-eo", "pgid=,args="], capture_output=True, text=True,
+                             check=True).stdout
+    return next(int(line.split()[0]) for line in listing.splitlines() if command in line)
+
+
+
+
+def test_rasa_killed_is_started_again_while_the_gateway_takes_messages(make_run):
+    """As an out-of-memory kill would: the gateway stays up, the message sent meanwhile
+    is answered (by the bot once it is back, else by the hand-over to a person after
+    bot_retry_seconds), and Rasa comes back on its own."""
+    os.killpg(process_group_of("rasa run --model models --port 5005"), signal.SIGKILL)
+    assert printed(make_run, "rasa exited with code -9; starting it again in 1s", 10)
+    meanwhile = say(f"e2e-outage-{RUN}", "where is my order?")
+    assert texts(meanwhile).strip()
+    deadline = time.monotonic() + 180
+    while not health().get("rasa") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert health()["rasa"] and make_run.poll() is None
+    assert "order number" in texts(say(f"e2e-after-{RUN}", "where is my order?")).lower()
+
+
 def test_ctrl_c_stops_everything(make_run):
     os.killpg(make_run.pid, signal.SIGINT)
-    rest, _ = make_run.communicate(timeout=60)
-    assert "stopped" in rest
+    make_run.wait(timeout=60)
+    make_run.reader.join(timeout=10)
+    assert "stopped" in "".join(make_run.output)
     deadline = time.monotonic() + 10
     while any(port_open(port) for port in PORTS) and time.monotonic() < deadline:
         time.sleep(0.2)
