@@ -13,6 +13,7 @@ import weakref
 from typing import Any, Awaitable, Callable, Dict, Optional
 
 from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler as WebHandler
 
 from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, iso
 from bot.handoff.events import Event
@@ -23,6 +24,8 @@ from connectors.outbound import PermanentError, TransientError
 from connectors.privacy import loggable_error
 
 log = logging.getLogger("bot.agent_console")
+# attachments the console shows as pictures; every other type is downloaded as bytes
+SHOWN_IMAGE_TYPES = frozenset(["image/jpeg", "image/png", "image/gif", "image/webp"])
 
 DESK = web.AppKey("desk", HandoffDesk)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
@@ -249,9 +252,13 @@ async def attachment(request: web.Request) -> web.Response:
         log.warning("attachment not fetched: %s", loggable_error(error))
         raise error_response(web.HTTPBadGateway,
                              "the channel did not give the file; try again") from error
-    shown = found.mime_type.split("/")[0] in ("image", "audio", "video")
-    return web.Response(body=data, content_type=found.mime_type or "application/octet-stream",
+    # The customer chose the type: only raster images are shown; anything else (an HTML
+    # page, an SVG with script) is a download of bytes, and runs nowhere even if opened.
+    shown = found.mime_type in SHOWN_IMAGE_TYPES
+    return web.Response(body=data,
+                        content_type=found.mime_type if shown else "application/octet-stream",
                         headers={"Content-Disposition": "inline" if shown else "attachment",
+                                 "Content-Security-Policy": "sandbox",
                                  "X-Content-Type-Options": "nosniff",
                                  "Cache-Control": "private, max-age=300"})
 
@@ -313,8 +320,32 @@ async def console_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(CONSOLE_DIR / "index.html")
 
 
+# The agents' pages (console, dashboard): their own scripts and styles only, no framing
+# (clickjacking), no sniffing, no referrer leaving with a handoff's URL.
+STAFF_PAGES = ("/agent", "/dashboard")
+STAFF_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' blob: data:; connect-src 'self'; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+@web.middleware
+async def staff_page_headers(request: web.Request,
+                             handler: WebHandler) -> web.StreamResponse:
+    response = await handler(request)
+    if request.path.startswith(STAFF_PAGES):
+        response.headers.update(STAFF_PAGE_HEADERS)
+    return response
+
+
 def install_agent_console(app: web.Application, desk: HandoffDesk, admin_token: str) -> None:
     app[DESK], app[ADMIN_TOKEN], app[SOCKETS] = desk, admin_token, weakref.WeakSet()
+    app.middlewares.append(staff_page_headers)
     # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown
     app.on_shutdown.append(_close_sockets)  # type: ignore[arg-type]
     add = app.router

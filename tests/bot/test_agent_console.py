@@ -338,3 +338,48 @@ async def test_an_agent_sees_the_photo_the_customer_sent_while_waiting(
     dan = await agent(client, "dan2", "logistics")
     other_team = await client.get(path, params={"url": attachment["url"]}, headers=bearer(dan))
     assert other_team.status == 404
+    assert response.content_type == "image/jpeg"
+    assert response.headers["Content-Security-Policy"] == "sandbox"
+
+
+async def test_a_file_the_customer_sent_is_downloaded_as_bytes_never_run(
+        client: TestClient, bot_api: ProviderAPI) -> None:
+    """An HTML page or an SVG carries script: served as the customer typed it, it would
+    run on the gateway's origin when an agent opened it."""
+    chat = 7100006
+    record = await ask_for_a_person(client, bot_api, chat, 1500)
+    for n, (name, mime) in enumerate((("x.html", "text/html"), ("y.svg", "image/svg+xml"))):
+        document = update(1501 + n, "", chat=chat)
+        del document["message"]["text"]
+        document["message"]["document"] = {"file_id": f"BQADdoc{n}", "file_unique_id": f"d{n}",
+                                           "file_name": name, "mime_type": mime,
+                                           "file_size": 900}
+        assert await post_update(client, document) == 200
+    desk = desk_of(client)
+    await until(lambda: sum(len(t.attachments)
+                            for t in desk.records.transcript(f"telegram:{chat}")) >= 2)
+    status, shown = await call(client, "GET", f"/api/handoffs/{record['id']}", ADMIN_TOKEN)
+    urls = [a["url"] for turn in shown["transcript"] for a in turn.get("attachments", [])]
+    assert len(urls) == 2
+    for url in urls:
+        response = await client.get(f"/api/handoffs/{record['id']}/attachment",
+                                    params={"url": url}, headers=bearer(ADMIN_TOKEN))
+        assert response.status == 200
+        assert response.content_type == "application/octet-stream"
+        assert response.headers["Content-Disposition"] == "attachment"
+        assert response.headers["Content-Security-Policy"] == "sandbox"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_the_agents_pages_allow_only_their_own_scripts_and_no_framing(
+        client: TestClient) -> None:
+    for path in ("/agent", "/agent/agent.js", "/dashboard", "/dashboard/dashboard.js"):
+        response = await client.get(path)
+        assert response.status == 200, path
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy, path
+        assert "unsafe-inline" not in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert response.headers["X-Frame-Options"] == "DENY"
+    assert "Content-Security-Policy" not in (await client.get("/")).headers  # web chat

@@ -484,7 +484,8 @@
 
   // Customers' media sit behind the channel's credentials (Telegram file ids, WhatsApp
   // media ids, Twilio's API): the gateway fetches them for a signed-in agent, so they are
-  // loaded with the token and shown from a blob, once per attachment.
+  // loaded with the token and shown from a blob, once per attachment. Only raster images
+  // come typed as images; the rest comes as bytes and is downloaded, never opened here.
   function renderAttachment(attachment, handoffId) {
     const type = (attachment && attachment.type) || "file";
     const url = attachment && typeof attachment.url === "string" ? attachment.url : "";
@@ -493,10 +494,12 @@
     const link = node("a", "attachment", type + " (loading…)");
     link.target = "_blank";
     link.rel = "noopener noreferrer";
-    attachmentBlob(handoffId, url).then((blobUrl) => {
+    attachmentBlob(handoffId, url).then(({ blobUrl, image: shown }) => {
       link.href = blobUrl;
-      if (type !== "image") {
-        link.textContent = type + ": " + (attachment.caption || url.split("/").pop() || "open");
+      if (type !== "image" || !shown) {
+        const name = url.split("/").pop() || "attachment";
+        link.download = name;
+        link.textContent = type + ": " + (attachment.caption || name) + " (download)";
         return;
       }
       const image = node("img");
@@ -518,7 +521,8 @@
           if (!response.ok) throw new Error("HTTP " + response.status);
           return response.blob();
         })
-        .then((blob) => URL.createObjectURL(blob));
+        .then((blob) => ({ blobUrl: URL.createObjectURL(blob),
+                           image: blob.type.startsWith("image/") }));
       loading.catch(() => state.attachments.delete(key));   // a later render retries
       state.attachments.set(key, loading);
     }
