@@ -49,6 +49,14 @@ def as_words(text: str) -> str:
     return text.lstrip().lstrip(INTENT_SYNTAX_PREFIX).lstrip() or "?"
 
 
+def split_next_request(replies: List[Reply]) -> Tuple[List[Reply], Optional[str]]:
+    """The bot's replies for the customer, and the rest of their message it hands back
+    to be asked next, if any."""
+    later = [str(r.custom[NEXT_REQUEST]) for r in replies if r.custom and NEXT_REQUEST in r.custom]
+    shown = [r for r in replies if not (r.custom and NEXT_REQUEST in r.custom)]
+    return shown, (later[0] if later else None)
+
+
 class Router:
     def __init__(self, records: GatewayRecords, inbox: Inbox, rasa: RasaClient,
                  channels: Mapping[str, Channel], policy: ChannelPolicy,
@@ -170,15 +178,14 @@ class Router:
         """Ask the bot. Once it has done one request of a message that asked for several
         (components/several_requests.py), it hands the rest back; that is asked next, as
         the customer's words (never a button's intent syntax)."""
-        replies = await self._ask_bot(message, await self._text_for_bot(message))
+        replies, later = split_next_request(
+            await self._ask_bot(message, await self._text_for_bot(message)))
         for _ in range(REQUESTS_PER_MESSAGE - 1):
-            later = next((r.custom[NEXT_REQUEST] for r in replies
-                          if r.custom and NEXT_REQUEST in r.custom), None)
             if later is None:
                 break
-            replies = [r for r in replies if not (r.custom and NEXT_REQUEST in r.custom)]
-            replies += await self._ask_bot(message, as_words(str(later)))
-        return [r for r in replies if not (r.custom and NEXT_REQUEST in r.custom)]
+            more, later = split_next_request(await self._ask_bot(message, as_words(later)))
+            replies += more
+        return replies
 
     async def _ask_bot(self, message: Message, text: str) -> List[Reply]:
         """Ask Rasa, retrying with backoff for up to bot_retry_seconds."""
