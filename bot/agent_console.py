@@ -325,7 +325,7 @@ async def console_page(request: web.Request) -> web.FileResponse:
 STAFF_PAGES = ("/agent", "/dashboard")
 STAFF_PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' blob: data:; connect-src 'self'; "
+                               "img-src 'self' blob: data:; connect-src 'self' blob:; "
                                "object-src 'none'; base-uri 'none'; form-action 'self'; "
                                "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
