@@ -56,7 +56,7 @@ import bench_gateway as gw
 import yaml
 from aiohttp import web
 
-from bot.launcher import consecutive_free_ports
+from bot.launcher import consecutive_free_ports, newest_model
 
 ROOT = gw.ROOT
 WORK = ROOT / "var" / "bench" / "stock"
@@ -211,11 +211,6 @@ def child_env(**extra: str) -> Dict[str, str]:
 
 
 # --- training -------------------------------------------------------------------------
-
-
-def newest_model(folder: Path) -> Optional[Path]:
-    models = sorted(folder.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    return models[-1] if models else None
 
 
 def load_train_times() -> Dict[str, Dict[str, str | float]]:

@@ -78,8 +78,12 @@ def fingerprint_file(model: Path) -> Path:
     return model.with_name(model.name + ".fingerprint")
 
 
-def newest_model(models: Path) -> Optional[Path]:
-    found = sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+def models_oldest_first(models: Path) -> List[Path]:
+    return sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+
+
+def newest_model(models: Path = REPO_ROOT / "models") -> Optional[Path]:
+    found = models_oldest_first(models)
     return found[-1] if found else None
 
 
@@ -107,7 +111,7 @@ def train_if_changed(env: Dict[str, str], log: Path, models: Path = REPO_ROOT / 
 
 def keep_newest(models: Path, keep: int) -> None:
     """Delete all but the newest `keep` models (3.5 MB each), with their fingerprints."""
-    for old in sorted(models.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[:-keep]:
+    for old in models_oldest_first(models)[:-keep]:
         old.unlink()
         fingerprint_file(old).unlink(missing_ok=True)
 

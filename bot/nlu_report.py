@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EVAL_DIR = REPO_ROOT.parent / "shared" / "eval"
 DEFAULT_NLU_DIR = REPO_ROOT / "data" / "nlu"
-DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 
 FALLBACK_INTENT = "nlu_fallback"
 OUT_OF_SCOPE_INTENT = "out_of_scope"
@@ -444,11 +443,6 @@ async def evaluate(
     return datasets, oos
 
 
-def newest_model(models_dir: Path = DEFAULT_MODELS_DIR) -> Path | None:
-    models = sorted(models_dir.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    return models[-1] if models else None
-
-
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
@@ -544,10 +538,12 @@ def make_report(
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from bot.launcher import newest_model
+
     model = args.model or newest_model()
     if model is None or not Path(model).exists():
         print(
-            "error: no model found; train one first (rasa train) or pass --model", file=sys.stderr
+            "error: no model found; train one first (bot train) or pass --model", file=sys.stderr
         )
         return 2
     if not (args.eval_dir / INTENT_MAP_FILE).exists():
