@@ -544,15 +544,21 @@ def return_status(turn: Turn, order: Order) -> None:
     since = record.received_at or record.shipped_at or record.created_at
     turn.say(RETURN_STATE_RESPONSES[record.status], rma_id=record.rma_id,
              order_id=order.order_id, since=day(since), label_url=record.label_url)
-    if turn.store.returns.get_refund(order.order_id):
-        refund_status(turn, order)
+    refund = turn.store.returns.get_refund(order.order_id)
+    if refund is not None:
+        tell_refund(turn, order, refund)
 
 
 def refund_status(turn: Turn, order: Order) -> None:
     refund = turn.store.returns.get_refund(order.order_id)
     if refund is not None:
         tell_refund(turn, order, refund)
-    elif turn.store.returns.get_return(order.order_id):
+    else:
+        _no_refund(turn, order)
+
+
+def _no_refund(turn: Turn, order: Order) -> None:
+    if turn.store.returns.get_return(order.order_id):
         turn.say("utter_refund_after_return", order_id=order.order_id)
     else:
         turn.say("utter_no_refund", order_id=order.order_id)
@@ -572,8 +578,11 @@ def tell_refund(turn: Turn, order: Order, refund: RefundRecord) -> None:
 
 
 def refund_request(turn: Turn, order: Order) -> None:
-    if turn.store.returns.get_refund(order.order_id) or order.status is OrderStatus.CANCELLED:
-        refund_status(turn, order)
+    refund = turn.store.returns.get_refund(order.order_id)
+    if refund is not None:
+        tell_refund(turn, order, refund)
+    elif order.status is OrderStatus.CANCELLED:
+        _no_refund(turn, order)
     elif order.status is OrderStatus.PAID:
         propose(turn, CancelOrder(order.order_id), order, intro="utter_refund_cancel_instead")
     elif order.status is OrderStatus.SHIPPED:
