@@ -31,7 +31,7 @@ from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore
 from bot.inbound_limit import InboundCounter, MemoryInboundCounter, RedisInboundCounter
-from bot.inbox import Inbox, MemoryInbox, RedisInbox
+from bot.inbox import Inbox, RedisInbox, SqlInbox
 from bot.kpi import load_kpi_policy
 from bot.metrics import GatewayMetrics, install_metrics
 from bot.monitor import Monitor, load_monitor_policy
@@ -179,6 +179,10 @@ async def health(request: web.Request) -> web.Response:
 
 # A pooled Redis connection idle longer than this is checked with a PING before use.
 REDIS_IDLE_CHECK_SECONDS = 1.0
+# A Redis that stops answering (its host off the network) fails a connection or a
+# command after this long, so a webhook waiting on it is answered (its message goes to
+# the spool) instead of hanging; a command takes a millisecond.
+REDIS_TIMEOUT_SECONDS = 2.0
 
 
 def connect_redis(url: str) -> aioredis.Redis:
@@ -189,7 +193,9 @@ def connect_redis(url: str) -> aioredis.Redis:
     which another gateway put straight into Redis. A command itself is never sent
     twice: a message would be popped twice."""
     return aioredis.from_url(url, health_check_interval=REDIS_IDLE_CHECK_SECONDS,
-                             retry=Retry(NoBackoff(), 1))
+                             retry=Retry(NoBackoff(), 1),
+                             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                             socket_timeout=REDIS_TIMEOUT_SECONDS)
 
 
 def create_app(settings: Optional[Settings] = None,
@@ -205,7 +211,7 @@ def create_app(settings: Optional[Settings] = None,
     store = open_store(settings.database_url or None)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
-    inbox: Inbox = MemoryInbox()
+    inbox: Inbox = SqlInbox(records, policy.dedupe_hours * 3600)
     inbound: InboundCounter = MemoryInboundCounter(policy.inbound_limit.per_seconds)
     if redis is not None:
         inbox = RedisInbox(redis, records, policy.dedupe_hours * 3600)

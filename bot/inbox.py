@@ -2,9 +2,10 @@
 per conversation.
 
 Two implementations of one small interface:
-- `MemoryInbox` (embedded default, one gateway process): a queue and a worker task per
-  busy conversation. Provider retries are recognised later, when the message is
-  recorded in SQL.
+- `SqlInbox` (embedded default, one gateway process): each message is kept in the
+  gateway's SQL records before the webhook is answered, so a crash loses none, with a
+  queue and a worker task per busy conversation in memory. Provider retries are
+  refused when the message is kept: its dedupe key is claimed in the same transaction.
 - `RedisInbox` (REDIS_URL, any number of gateway processes): a Redis list per
   conversation, a lock per conversation so exactly one process drains it, and a sweep
   that picks up conversations left behind by a process that stopped. It refuses
@@ -53,9 +54,6 @@ class InboxUnavailable(Exception):
 
 
 class Inbox(Protocol):
-    # whether enqueue() itself refuses provider retries
-    refuses_duplicates: bool
-
     async def enqueue(self, message: Message) -> bool:
         """Keep the message; it is processed after the conversation's earlier ones.
         False when it is a provider retry of a message already kept. Raises
@@ -101,31 +99,69 @@ class _ConversationWorkers:
             await asyncio.gather(*running, return_exceptions=True)
 
 
-class MemoryInbox:
-    refuses_duplicates = False
+class SqlInbox:
+    """Each message is written to the gateway's records before the webhook is answered
+    (its dedupe key claimed in the same transaction) and taken out only once processed.
+    A gateway that stops or crashes in between finds it there at its next start and
+    processes it then, in order (at least once: a message whose turn had already run
+    is asked again)."""
 
-    def __init__(self) -> None:
-        self.queues: Dict[str, asyncio.Queue[Message]] = {}
+    LOAD_BATCH = 500
+
+    def __init__(self, records: GatewayRecords, dedupe_seconds: float) -> None:
+        self.records = records
+        self.dedupe_seconds = dedupe_seconds
+        self.queues: Dict[str, asyncio.Queue[Tuple[int, Message]]] = {}
         self.workers = _ConversationWorkers()
         self.process: Optional[Process] = None
 
     async def enqueue(self, message: Message) -> bool:
-        self.queues.setdefault(message.conversation_id, asyncio.Queue()).put_nowait(message)
-        self.workers.ensure(message.conversation_id, self._drain)
+        try:
+            kept = await self.records.write(self.records.spool, encode(message),
+                                            message.dedupe_key, self.dedupe_seconds)
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise InboxUnavailable("the gateway's database cannot keep the message") \
+                from error
+        if kept is None:
+            return False
+        self._queue(kept, message)
         # The worker starts now, not after the webhook is answered: its first trip to
         # the records' thread then overlaps the answer (bench/results/gateway.md).
         await asyncio.sleep(0)
         return True
 
+    def _queue(self, spool_id: int, message: Message) -> None:
+        queue = self.queues.setdefault(message.conversation_id, asyncio.Queue())
+        queue.put_nowait((spool_id, message))
+        self.workers.ensure(message.conversation_id, self._drain)
+
     async def _drain(self, conversation_id: str) -> None:
+        """A message cut off by the gateway's stop stays kept, for the next start."""
         queue = self.queues[conversation_id]
         assert self.process is not None, "enqueue() before start()"
-        while not queue.empty():  # in memory: finish the queue even when stopping
-            await process_guarded(self.process, queue.get_nowait(), self.workers)
-        del self.queues[conversation_id]
+        while not queue.empty() and not self.workers.stopping:
+            spool_id, message = queue.get_nowait()
+            await process_guarded(self.process, message, self.workers)
+            await self.records.write(self.records.unspool, spool_id)
+        if queue.empty():
+            del self.queues[conversation_id]
 
     async def start(self, process: Process) -> None:
+        """Take up what an earlier run acknowledged and did not finish, oldest first,
+        before any new message can arrive."""
         self.process = process
+        after, taken_up = 0, 0
+        while batch := await self.records.read(self.records.spooled, self.LOAD_BATCH, after):
+            for spool_id, raw in batch:
+                try:
+                    self._queue(spool_id, decode(raw))
+                    taken_up += 1
+                except (ValueError, TypeError, KeyError):
+                    log.error("dropping an undecodable inbox entry")
+                    await self.records.write(self.records.unspool, spool_id)
+            after = batch[-1][0]
+        if taken_up:
+            log.info("taking up %d message(s) the last run acknowledged", taken_up)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         await self.workers.stop(grace_seconds)
@@ -159,7 +195,6 @@ class RedisInbox:
     LOCK_MS = 30_000
     SWEEP_SECONDS = 2.0
     SPOOL_BATCH = 100
-    refuses_duplicates = True
 
     def __init__(self, redis: aioredis.Redis, spool: GatewayRecords, dedupe_seconds: float,
                  prefix: str = "gw") -> None:

@@ -1,5 +1,5 @@
 """What the gateway keeps in SQL: conversations, their transcript, outbound deliveries
-with provider statuses, opt-outs, and (without Redis) the inbound dedupe keys.
+with provider statuses, opt-outs, and (without Redis) the inbox with its dedupe keys.
 
 The tables live in GATEWAY_DATABASE_URL, else DATABASE_URL, else var/gateway.db.
 Calls are synchronous SQLAlchemy; async code runs them with `write` and `read`, on
@@ -100,7 +100,9 @@ seen_messages = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
-# Messages the Redis inbox could not take while Redis was down, oldest first (bot/inbox.py)
+# Messages acknowledged to a provider and not yet done with, oldest first (bot/inbox.py):
+# without Redis, the inbox itself, until each is processed; with Redis, those it could
+# not take while Redis was down, until they are moved there.
 inbox_spool = sa.Table(
     "inbox_spool", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -118,6 +120,7 @@ _ADD_DELIVERIES = deliveries.insert()
 _RENEW_EXPIRED_KEY = seen_messages.update().where(
     seen_messages.c.key == sa.bindparam("claimed"),
     seen_messages.c.expires_at < sa.bindparam("now"))
+_UNSPOOL = inbox_spool.delete().where(inbox_spool.c.id == sa.bindparam("spool_id"))
 _OPTED_OUT_AT = sa.select(opt_outs.c.at).where(
     opt_outs.c.connector == sa.bindparam("connector"),
     opt_outs.c.address == sa.bindparam("address"))
@@ -142,9 +145,10 @@ class DriverStatement:
     (bench/results/gateway.md). An insert or update sets the `columns` named."""
 
     def __init__(self, statement: Executable, dialect: Dialect,
-                 columns: Optional[Sequence[str]] = None) -> None:
+                 columns: Optional[Sequence[str]] = None, returning: bool = False) -> None:
+        # compiled for executemany unless it returns rows: SQLAlchemy adds no RETURNING
         compiled = statement.compile(dialect=dialect, column_keys=columns,
-                                     for_executemany=True)  # no RETURNING
+                                     for_executemany=not returning)
         self.sql = str(compiled)
         # the parameters in order where the driver's paramstyle is positional
         self.order: Optional[Sequence[str]] = compiled.positiontup
@@ -200,6 +204,13 @@ class GatewayRecords:
             ["conversation_id", "offered_options", *_INBOUND_COLUMNS])
         self._add_customer_turn = DriverStatement(
             _ADD_TURNS, dialect, ["conversation_id", "role", "text", "extras", "at"])
+        # the new row's id: SQLite's cursor knows it, PostgreSQL's is asked with RETURNING
+        self._spool_returns_id = dialect.name != "sqlite"
+        self._spool_message = DriverStatement(
+            inbox_spool.insert().returning(inbox_spool.c.id) if self._spool_returns_id
+            else inbox_spool.insert(), dialect, ["message", "at"],
+            returning=self._spool_returns_id)
+        self._unspool_message = DriverStatement(_UNSPOOL, dialect)
         writers = 1 if engine.dialect.name == "sqlite" else 8
         self.writers = ThreadPoolExecutor(writers, thread_name_prefix="records-write")
         self.readers = ThreadPoolExecutor(4, thread_name_prefix="records-read")
@@ -219,19 +230,14 @@ class GatewayRecords:
 
     # conversations and transcript
 
-    def record_inbound(self, message: Message, dedupe_seconds: Optional[float] = None) -> bool:
-        """Record the message in its conversation. With `dedupe_seconds`, first claim its
-        provider id in the same transaction: False (and nothing written) for a repeat."""
+    def record_inbound(self, message: Message) -> None:
+        """Record the message in its conversation."""
         values = {
             "connector": message.connector, "channel": message.channel,
             "sender": message.sender, "store_address": message.store_address,
             "profile_name": message.profile_name, "last_inbound_at": message.received_at,
         }
-        self._purge_expired_keys_now_and_then()
         with driver_cursor(self.engine) as cursor:
-            if dedupe_seconds is not None and not self._first_sighting(
-                    cursor, message.dedupe_key, dedupe_seconds):
-                return False
             conversation = message.conversation_id
             if not self._touch_conversation.run(
                     cursor, {"conversation": conversation, **values}).rowcount:
@@ -241,7 +247,6 @@ class GatewayRecords:
                 "conversation_id": conversation, "role": "customer",
                 "text": message.text, "at": message.received_at,
                 "extras": json.dumps({"attachments": [asdict(a) for a in message.attachments]})})
-        return True
 
     def _first_sighting(self, cursor: Any, key: str, ttl_seconds: float) -> bool:
         """Claim a dedupe key; False when it is already held and not expired."""
@@ -333,22 +338,31 @@ class GatewayRecords:
         with self.engine.connect() as db:
             return [dict(row._mapping) for row in db.execute(query)]
 
-    # the inbox's spool
+    # the inbox
 
-    def spool(self, encoded_message: str) -> None:
-        with self.engine.begin() as db:
-            db.execute(inbox_spool.insert(), {"message": encoded_message, "at": time.time()})
+    def spool(self, encoded_message: str, dedupe_key: Optional[str] = None,
+              dedupe_seconds: float = 0.0) -> Optional[int]:
+        """Keep a message; its id, to `unspool` it when done. With a `dedupe_key`, first
+        claim that in the same transaction: None, and nothing kept, for a provider's
+        retry, and never a key claimed without its message kept."""
+        self._purge_expired_keys_now_and_then()
+        with driver_cursor(self.engine) as cursor:
+            if dedupe_key is not None and not self._first_sighting(
+                    cursor, dedupe_key, dedupe_seconds):
+                return None
+            self._spool_message.run(cursor, {"message": encoded_message, "at": time.time()})
+            return int(cursor.fetchone()[0] if self._spool_returns_id else cursor.lastrowid)
 
-    def spooled(self, limit: int) -> List[Tuple[int, str]]:
-        """The oldest spooled messages, with their ids to `unspool` them."""
-        query = sa.select(inbox_spool.c.id, inbox_spool.c.message).order_by(
-            inbox_spool.c.id).limit(limit)
+    def spooled(self, limit: int, after_id: int = 0) -> List[Tuple[int, str]]:
+        """The oldest kept messages after `after_id`, with their ids to `unspool` them."""
+        query = sa.select(inbox_spool.c.id, inbox_spool.c.message).where(
+            inbox_spool.c.id > after_id).order_by(inbox_spool.c.id).limit(limit)
         with self.engine.connect() as db:
             return [(row.id, row.message) for row in db.execute(query)]
 
     def unspool(self, spool_id: int) -> None:
-        with self.engine.begin() as db:
-            db.execute(inbox_spool.delete().where(inbox_spool.c.id == spool_id))
+        with driver_cursor(self.engine) as cursor:
+            self._unspool_message.run(cursor, {"spool_id": spool_id})
 
     # opt-outs
 

@@ -15,7 +15,7 @@ from bot.handoff.desk import HandoffDesk, split_handoff
 from bot.inbound_limit import InboundCounter, MemoryInboundCounter
 from bot.inbox import Inbox, InboxUnavailable
 from bot.metrics import GatewayMetrics
-from bot.rasa import BotUnavailable, RasaClient
+from bot.rasa import BotRefused, BotUnavailable, RasaClient
 from bot.records import GatewayRecords
 from connectors.channel import Channel
 from connectors.config import ChannelPolicy
@@ -75,9 +75,8 @@ class Router:
     # the ChannelContext connectors call
 
     async def accept(self, message: Message) -> bool:
-        """Queue the message and return, so the webhook is acknowledged at once. With
-        Redis, a provider retry is refused here; without it, it is recognised when the
-        message is recorded, as processing starts (see `process`). When the message
+        """Keep the message and return, so the webhook is acknowledged at once and only
+        once the message is kept; a provider retry is refused here. When the message
         cannot be kept, the provider is told to try again later (503)."""
         try:
             return await self.inbox.enqueue(message)
@@ -128,21 +127,17 @@ class Router:
     # processing, called by the inbox one message at a time per conversation
 
     async def process(self, message: Message) -> None:
-        dedupe_seconds = (None if self.inbox.refuses_duplicates
-                          else self.policy.dedupe_hours * 3600)
-        new, handoff = await self.records.write(self._arrive, message, dedupe_seconds)
-        if not new:
-            log.info("%s message %s is a duplicate; not processed again", message.connector,
-                     message.message_id)
-            return
+        handoff = await self.records.write(self._arrive, message)
         if await self.desk.takes(message, handoff) or await self._over_limit(message):
             return
         try:
             replies, escalation = split_handoff(await self._ask_bot_each_request(message))
         except BotUnavailable as error:
-            log.error("bot unavailable for %s after %.0fs (%s); handing to a person",
-                      message.connector, self.policy.bot_retry_seconds, error)
-            opened = await self.desk.bot_unavailable(message, self.policy.bot_retry_seconds)
+            why = (f"it refused the turn for {self.policy.bot_retry_seconds:.0f} s ({error})"
+                   if isinstance(error, BotRefused) else
+                   f"no answer ({error}); the turn may have run, so it was not asked again")
+            log.error("bot unavailable for %s: %s; handing to a person", message.connector, why)
+            opened = await self.desk.bot_unavailable(message, why)
             replies = [Reply(text=self.policy.texts.bot_unavailable)]
         else:
             opened = await self.desk.escalate(message, escalation) if escalation else None
@@ -166,13 +161,11 @@ class Router:
             await self.answer(message, [Reply(text=self.policy.texts.too_many_messages)])
         return True
 
-    def _arrive(self, message: Message,
-                dedupe_seconds: Optional[float]) -> Tuple[bool, Optional[Dict[str, Any]]]:
+    def _arrive(self, message: Message) -> Optional[Dict[str, Any]]:
         """Record the message and find its handoff in one trip to the records' thread:
         each trip waits its turn under load."""
-        if not self.records.record_inbound(message, dedupe_seconds):
-            return False, None
-        return True, self.desk.routing(message.conversation_id)
+        self.records.record_inbound(message)
+        return self.desk.routing(message.conversation_id)
 
     async def _ask_bot_each_request(self, message: Message) -> List[Reply]:
         """Ask the bot. Once it has done one request of a message that asked for several
@@ -188,7 +181,9 @@ class Router:
         return replies
 
     async def _ask_bot(self, message: Message, text: str) -> List[Reply]:
-        """Ask Rasa, retrying with backoff for up to bot_retry_seconds."""
+        """Ask Rasa; while it refuses the turn, again with backoff for up to
+        bot_retry_seconds. Never after an answer that did not come: the turn may have
+        run, and running it twice could write twice."""
         metadata = {"channel": message.channel, "connector": message.connector,
                     "attachments": [a.as_dict() for a in message.attachments],
                     "peak": await self.desk.peak_on()}
@@ -199,7 +194,7 @@ class Router:
         while True:
             try:
                 return await self.rasa.ask(message.conversation_id, text, metadata)
-            except BotUnavailable:
+            except BotRefused:
                 if time.monotonic() + pause > deadline:
                     raise
                 await asyncio.sleep(pause)

@@ -32,9 +32,8 @@ log = logging.getLogger("connectors")
 
 class ChannelContext(Protocol):
     async def accept(self, message: Message) -> bool:
-        """Queue an inbound message for processing, quickly; False when it is known at
-        once to be a duplicate (the same connector and message id seen before). A
-        duplicate may also be recognised later and is then not processed."""
+        """Keep an inbound message for processing, quickly; False when it is a duplicate
+        (the same connector and message id seen before)."""
 
     async def process_now(self, message: Message) -> None:
         """Process the message in this process and return once it is answered, for a

@@ -54,6 +54,11 @@ MAX_CLIENT_MESSAGE_ID_CHARS = 64
 # One utterance is at most 4,096 characters (16 KB in UTF-8) plus a little JSON;
 # anything bigger is refused by Engine.IO before it reaches a handler.
 MAX_PACKET_BYTES = 64 * 1024
+# With Redis (several gateway processes), a reply is published there: a Redis that
+# stops answering fails the connection or the reply after this long, a failed delivery,
+# instead of holding the conversation. The listener keeps no socket timeout:
+# python-socketio would take a quiet subscription's timeout for an outage.
+REDIS_WAIT_SECONDS = 2.0
 
 # The MAC covers a purpose label too, so a MAC made with the same secret for something
 # else can never pass for a session id.
@@ -196,7 +201,9 @@ class WebChatChannel(Channel):
         # cookie): a session is only what the page itself presents, signed.
         self._signer = SessionSigner(secret)
         self._static_dir = Path(static_dir)
-        manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+        manager = socketio.AsyncRedisManager(
+            redis_url, redis_options={"socket_connect_timeout": REDIS_WAIT_SECONDS}) \
+            if redis_url else None
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", cors_allowed_origins=allowed_origins,
             client_manager=manager, max_http_buffer_size=MAX_PACKET_BYTES,
@@ -339,7 +346,8 @@ class WebChatChannel(Channel):
 
     async def _emit(self, recipient: str, event: Dict[str, Any]) -> Delivery:
         try:
-            await self.sio.emit("bot_uttered", event, room=recipient)
+            await asyncio.wait_for(self.sio.emit("bot_uttered", event, room=recipient),
+                                   REDIS_WAIT_SECONDS)
         except Exception as error:  # a Redis outage, say: recorded, never raised
             log.error("webchat: reply to %s not sent: %s", mask(recipient),
                       type(error).__name__)

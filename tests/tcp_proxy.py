@@ -1,5 +1,6 @@
 """A TCP proxy a test can cut, as when a server's host drops off the network: the
-connections through it die and new ones are refused until it is mended."""
+connections through it die and new ones are refused until it is mended. Or it can
+swallow, as a black-holed route does: connections stay open and nothing comes back."""
 from __future__ import annotations
 
 import contextlib
@@ -20,6 +21,7 @@ class CuttableProxy:
         self.connections: List[socket.socket] = []
         self.listener: Optional[socket.socket] = None
         self.lock = threading.Lock()
+        self.swallowing = threading.Event()
 
     def mend(self) -> None:
         listener = socket.create_server(("127.0.0.1", self.port))
@@ -42,6 +44,10 @@ class CuttableProxy:
                 connection.close()
             self.connections.clear()
 
+    def swallow(self) -> None:
+        """From now on, what either side sends goes nowhere; every socket stays open."""
+        self.swallowing.set()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -56,13 +62,15 @@ class CuttableProxy:
             with self.lock:
                 self.connections += [client, server]
             for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_copy, args=(source, sink), daemon=True).start()
+                threading.Thread(target=_copy, args=(source, sink, self.swallowing),
+                                 daemon=True).start()
 
 
-def _copy(source: socket.socket, sink: socket.socket) -> None:
+def _copy(source: socket.socket, sink: socket.socket, swallowing: threading.Event) -> None:
     try:
         while chunk := source.recv(65536):
-            sink.sendall(chunk)
+            if not swallowing.is_set():
+                sink.sendall(chunk)
     except OSError:
         pass
     finally:

@@ -15,6 +15,8 @@ log = logging.getLogger("bot.handoff.events")
 
 Event = Dict[str, Any]
 CHANNEL = "handoff-events"
+# how long one read of the subscription waits for an event before it looks again
+LISTEN_SECONDS = 1.0
 # A console that stops reading loses old events rather than holding memory forever;
 # it reloads the lists when it reconnects.
 SUBSCRIBER_BACKLOG = 1000
@@ -77,10 +79,13 @@ class RedisEventBus(EventBus):
     async def _listen(self) -> None:
         while True:
             try:
-                async with self.redis.pubsub() as pubsub:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
-                    async for item in pubsub.listen():
-                        if item.get("type") == "message":
+                    while True:
+                        # a wait of its own: the client's socket timeout, meant for
+                        # commands, would end a quiet subscription
+                        item = await pubsub.get_message(timeout=LISTEN_SECONDS)
+                        if item is not None:
                             self._fan_out(json.loads(item["data"]))
             except aioredis.RedisError as error:
                 log.warning("handoff events: Redis subscription lost (%s); retrying",

@@ -4,23 +4,32 @@ in the middle or Redis is down; the Redis dedupe keys expire."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Dict, Iterator, List
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
 import sqlalchemy.exc
+from aiohttp.test_utils import TestClient, TestServer
 from redis import asyncio as aioredis
 
 import bot.gateway
 import bot.inbox
 from actions.store.sql import create_store_engine
-from bot.gateway import connect_redis
-from bot.inbox import InboxUnavailable, MemoryInbox, RedisInbox
+from bot.gateway import connect_redis, load_channel_policy
+from bot.inbox import InboxUnavailable, RedisInbox, SqlInbox, decode
 from bot.records import GatewayRecords, inbox_spool
+from bot.settings import load_settings
 from connectors.message import Attachment, Message
+from connectors.telegram import SECRET_HEADER, TelegramChannel
+from tests.connectors.test_telegram import SECRET, credentials, message_update
+from tests.provider_api import ProviderAPI, free_port
 from tests.redis_server import RedisServer, needs_redis_server
+from tests.tcp_proxy import CuttableProxy
 
 
 def message(conversation: str, number: int, message_id: str = "") -> Message:
@@ -74,8 +83,8 @@ def prefix(redis_url: str) -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
 
 
-async def test_memory_inbox_orders_each_conversation() -> None:
-    inbox, processor = MemoryInbox(), Processor()
+async def test_sql_inbox_orders_each_conversation(records: GatewayRecords) -> None:
+    inbox, processor = SqlInbox(records, 60), Processor()
     await inbox.start(processor)
     for number in range(20):
         for conversation in ("alice", "bob"):
@@ -84,12 +93,60 @@ async def test_memory_inbox_orders_each_conversation() -> None:
     await inbox.stop()
     assert processor.done == {c: [str(n) for n in range(20)] for c in ("alice", "bob")}
     assert processor.overlaps == 0
+    assert records.spooled(100) == [], "processed messages are not kept"
 
 
-async def test_memory_inbox_starts_processing_before_the_webhook_is_answered() -> None:
+async def test_sql_inbox_refuses_a_provider_retry(records: GatewayRecords) -> None:
+    inbox, processor = SqlInbox(records, 60), Processor()
+    await inbox.start(processor)
+    assert await inbox.enqueue(message("alice", 1))
+    assert not await inbox.enqueue(message("alice", 1))
+    await processor.wait_for(1)
+    await inbox.stop()
+    assert processor.done == {"alice": ["1"]}
+
+
+async def test_sql_inbox_leaves_what_it_did_not_finish_to_the_next_start(
+        records: GatewayRecords) -> None:
+    """Stopped in the middle of a message, the inbox keeps it and those behind it; the
+    next start processes them in order before any new one."""
+    stuck, processor = asyncio.Event(), Processor()
+
+    async def hangs(msg: Message) -> None:
+        await stuck.wait()
+
+    first = SqlInbox(records, 60)
+    await first.start(hangs)
+    for number in range(1, 4):
+        await first.enqueue(message("alice", number))
+    await first.enqueue(message("bob", 1))
+    await first.stop(grace_seconds=0.05)
+    assert len(records.spooled(10)) == 4
+
+    second = SqlInbox(records, 60)
+    await second.start(processor)
+    await second.enqueue(message("alice", 4))
+    await processor.wait_for(5)
+    await second.stop()
+    assert processor.done == {"alice": ["1", "2", "3", "4"], "bob": ["1"]}
+    assert records.spooled(10) == []
+
+
+async def test_sql_inbox_answers_unavailable_when_the_database_cannot_keep_it(
+        records: GatewayRecords) -> None:
+    inbox = SqlInbox(records, 60)
+    await inbox.start(Processor())
+    inbox_spool.drop(records.engine)
+    with pytest.raises(InboxUnavailable):
+        await inbox.enqueue(message("alice", 1))
+    await inbox.stop()
+
+
+async def test_sql_inbox_starts_processing_before_the_webhook_is_answered(
+        records: GatewayRecords) -> None:
     """Processing starts inside enqueue, so its first wait (a trip to the records'
     thread) overlaps the webhook's answer instead of following it."""
-    inbox, processor = MemoryInbox(), Processor()
+    inbox, processor = SqlInbox(records, 60), Processor()
     await inbox.start(processor)
     await inbox.enqueue(message("alice", 1))
     assert processor.busy == {"test:alice"}
@@ -305,7 +362,8 @@ def decode_text(raw: str) -> str:
     (aioredis.ConnectionError("Connection refused"), ["1", "2", "3", "4"]),
 ])
 async def test_a_failing_message_is_passed_over_and_an_outage_waited_out(
-        failure: Exception, processed: List[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        failure: Exception, processed: List[str], monkeypatch: pytest.MonkeyPatch,
+        records: GatewayRecords) -> None:
     monkeypatch.setattr(bot.inbox, "RETRY_FIRST_SECONDS", 0.01)
     processor, failures = Processor(), [failure, failure]
 
@@ -314,10 +372,41 @@ async def test_a_failing_message_is_passed_over_and_an_outage_waited_out(
             raise failures.pop()
         await processor(msg)
 
-    inbox = MemoryInbox()
+    inbox = SqlInbox(records, 60)
     await inbox.start(failing)
     for number in range(1, 5):
         await inbox.enqueue(message("alice", number))
     await processor.wait_for(len(processed))
     await inbox.stop()
     assert processor.done == {"alice": processed}
+
+
+async def test_a_black_holed_redis_does_not_hang_a_webhook(
+        redis_url: str, tmp_path: Path) -> None:
+    """Redis's host stops answering (no refusal, no reset): the webhook is still
+    answered 200 within the client's timeout, its message kept in the spool."""
+    proxy = CuttableProxy(urlsplit(redis_url).port or 6379)
+    proxy.mend()
+    telegram = await ProviderAPI().start()
+    settings = dataclasses.replace(
+        load_settings(), var_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        gateway_database_override=f"sqlite:///{tmp_path / 'gateway.db'}",
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0", rasa_url=f"http://127.0.0.1:{free_port()}")
+    policy = load_channel_policy()
+    client = TestClient(TestServer(bot.gateway.create_app(
+        settings, {"telegram": TelegramChannel(credentials(telegram.url), policy)}, policy)))
+    await client.start_server()
+    try:
+        proxy.swallow()
+        started = time.monotonic()
+        response = await client.post("/webhooks/telegram", json=message_update(9001, text="hi"),
+                                     headers={SECRET_HEADER: SECRET})
+        assert response.status == 200
+        # at most two waits: an idle connection's PING, then the command on a new one
+        assert time.monotonic() - started < 2 * bot.gateway.REDIS_TIMEOUT_SECONDS + 1
+        records = client.app[bot.gateway.ROUTER].records
+        assert [decode(raw).text for _, raw in records.spooled(10)] == ["hi"]
+    finally:
+        proxy.cut()
+        await client.close()
+        await telegram.stop()

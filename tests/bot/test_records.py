@@ -1,17 +1,18 @@
 """The gateway's SQL records, on SQLite and PostgreSQL: transcript order, delivery
-statuses that never go backwards, opt-outs, offered options, dedupe keys, and the
-errors of the statements run on the driver's cursor."""
+statuses that never go backwards, opt-outs, offered options, the inbox with its
+dedupe keys, and the errors of the statements run on the driver's cursor."""
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 import sqlalchemy as sa
 
 from actions.store.sql import create_store_engine, open_store
 from bot.handoff.store import HandoffStore
-from bot.records import GatewayRecords, metadata, seen_messages, turns
+from bot.inbox import decode, encode
+from bot.records import GatewayRecords, inbox_spool, metadata, seen_messages
 from connectors.message import Attachment, Button, Delivery, Message, Reply, StatusUpdate
 from tests.tcp_proxy import CuttableProxy
 
@@ -94,43 +95,56 @@ def test_offered_options_are_remembered_per_conversation(records: GatewayRecords
     assert records.offered_options("twilio:+1999") == []
 
 
-def test_a_provider_retry_is_not_recorded_again_until_the_key_expires(
+def keep(records: GatewayRecords, message: Message, dedupe_seconds: float) -> Optional[int]:
+    """Keep the message in the inbox as the gateway does without Redis."""
+    return records.spool(encode(message), message.dedupe_key, dedupe_seconds)
+
+
+def test_a_provider_retry_is_not_kept_again_until_the_key_expires(
         records: GatewayRecords) -> None:
     first = inbound("hi", 100.0)
-    assert records.record_inbound(first, dedupe_seconds=60)
-    assert not records.record_inbound(first, dedupe_seconds=60)
-    assert len(records.transcript(CONVERSATION)) == 1
+    kept = keep(records, first, 60)
+    assert kept is not None and keep(records, first, 60) is None
+    assert [spool_id for spool_id, _ in records.spooled(10)] == [kept]
     short = inbound("again", 200.0)
-    assert records.record_inbound(short, dedupe_seconds=0.01)
+    assert keep(records, short, 0.01) is not None
     time.sleep(0.05)
-    assert records.record_inbound(short, dedupe_seconds=60)
-    assert len(records.transcript(CONVERSATION)) == 3
+    assert keep(records, short, 60) is not None
+    assert [decode(raw).text for _, raw in records.spooled(10)] == ["hi", "again", "again"]
+
+
+def test_kept_messages_are_read_oldest_first_after_a_given_one_and_taken_out(
+        records: GatewayRecords) -> None:
+    ids = [keep(records, inbound(text, time.time()), 60) for text in ("1", "2", "3")]
+    assert [spool_id for spool_id, _ in records.spooled(10, after_id=ids[0] or 0)] == ids[1:]
+    records.unspool(ids[1] or 0)
+    assert [decode(raw).text for _, raw in records.spooled(10)] == ["1", "3"]
 
 
 def test_expired_dedupe_keys_are_purged(records: GatewayRecords) -> None:
-    records.record_inbound(inbound("old", time.time()), dedupe_seconds=0.01)
+    keep(records, inbound("old", time.time()), 0.01)
     time.sleep(0.05)
     records.inbound_since_purge = 10_000  # as if many messages had come since
-    records.record_inbound(inbound("new", time.time()), dedupe_seconds=60)
+    keep(records, inbound("new", time.time()), 60)
     with records.engine.connect() as db:
         keys = db.execute(sa.select(seen_messages.c.key)).scalars().all()
     assert len(keys) == 1 and keys[0].startswith("twilio:SM")
     assert records.inbound_since_purge == 0
 
 
-def test_a_message_whose_record_fails_is_not_claimed_and_the_error_is_sqlalchemys(
+def test_a_message_that_could_not_be_kept_is_not_claimed_and_the_error_is_sqlalchemys(
         records: GatewayRecords) -> None:
     """The inbox tells an outage (which it waits out) from a failure by SQLAlchemy's
-    error types, also for the statements run on the driver's cursor; and a record that
-    failed half-way left no dedupe key behind, so the message asked again is new."""
+    error types, also for the statements run on the driver's cursor; and keeping that
+    failed half-way left no dedupe key behind, so the message sent again is new."""
     message = inbound("my parcel 7731 never came", time.time())
-    turns.drop(records.engine)
+    inbox_spool.drop(records.engine)
     with pytest.raises(sa.exc.DBAPIError) as failed:
-        records.record_inbound(message, dedupe_seconds=60)
+        keep(records, message, 60)
     assert message.text not in str(failed.value), "the error quotes no customer's words"
-    turns.create(records.engine)
-    assert records.record_inbound(message, dedupe_seconds=60)
-    assert [turn.text for turn in records.transcript(CONVERSATION)] == [message.text]
+    inbox_spool.create(records.engine)
+    assert keep(records, message, 60) is not None
+    assert [decode(raw).text for _, raw in records.spooled(10)] == [message.text]
 
 
 def test_postgresql_out_of_reach_is_an_operational_error_and_passes(
@@ -146,15 +160,18 @@ def test_postgresql_out_of_reach_is_an_operational_error_and_passes(
     with engine.begin() as db:
         db.execute(seen_messages.delete())
     try:
-        assert records.record_inbound(inbound("hi", time.time()), dedupe_seconds=60)
+        assert keep(records, inbound("hi", time.time()), 60) is not None
         proxy.cut()
         later = inbound("A1001", time.time())
         with pytest.raises(sa.exc.OperationalError):
-            records.record_inbound(later, dedupe_seconds=60)
+            keep(records, later, 60)
+        with pytest.raises(sa.exc.OperationalError):
+            records.record_inbound(later)
         with pytest.raises(sa.exc.OperationalError):
             handoffs.routing(CONVERSATION, csat_since=0.0)
         proxy.mend()
-        assert records.record_inbound(later, dedupe_seconds=60)
+        assert keep(records, later, 60) is not None
+        records.record_inbound(later)
         assert handoffs.routing(CONVERSATION, csat_since=0.0) is None
     finally:
         proxy.cut()
