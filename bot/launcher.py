@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
 
+from actions.store.sql import POSTGRESQL_TIMEOUTS, STORE_WAIT_SECONDS
 from bot.settings import (
     ACTION_TOKEN_FILE,
     REPO_ROOT,
@@ -43,6 +44,8 @@ RESTARTS_PER_MINUTE = 3
 # what a model is trained from (with data/), and how many models `models/` keeps
 TRAINING_INPUTS = ("config.yml", "domain.yml")
 MODELS_KEPT = 3
+# Rasa's own default; longer than the longest turn (check_turn_lock)
+TURN_LOCK_SECONDS = 60
 
 
 def rasa_command(*args: str) -> List[str]:
@@ -344,11 +347,23 @@ def production_environment(settings: Settings, instances: int) -> Dict[str, str]
                LOCK_REDIS_DB=redis.path.strip("/") or "0",
                LOCK_REDIS_PASSWORD=unquote(redis.password or ""))
     env["RASA_URL"] = ",".join(production_rasa_urls(settings, instances))
-    # A Rasa instance that dies mid-turn leaves its conversation's lock for this long
-    # (Rasa's default is 60 s, longer than the gateway retries the bot). The gateway
-    # already sends each conversation one message at a time.
-    env.setdefault("TICKET_LOCK_LIFETIME", "10")
+    env.setdefault("TICKET_LOCK_LIFETIME", str(TURN_LOCK_SECONDS))
+    check_turn_lock(float(env["TICKET_LOCK_LIFETIME"]), settings.rasa_timeout_seconds)
     return env
+
+
+def check_turn_lock(lock_seconds: float, rasa_timeout_seconds: float) -> None:
+    """Rasa holds a conversation's lock (TICKET_LOCK_LIFETIME) while it runs a turn; a
+    lock that lapses mid-turn lets the conversation's next message run beside it. The
+    next message comes once the gateway stops waiting (RASA_TIMEOUT_SECONDS), and the
+    turn may go on after that while an action waits on the store (STORE_WAIT_SECONDS).
+    The price of a long lock: a Rasa that dies mid-turn holds its conversation that
+    long, and the gateway hands the conversation's messages to a person meanwhile."""
+    worst_turn = rasa_timeout_seconds + STORE_WAIT_SECONDS
+    if lock_seconds <= worst_turn:
+        raise ValueError(f"TICKET_LOCK_LIFETIME={lock_seconds:g} must outlast the longest "
+                         f"turn, {worst_turn:g} s (RASA_TIMEOUT_SECONDS "
+                         f"{rasa_timeout_seconds:g} + a store wait of {STORE_WAIT_SECONDS} s)")
 
 
 def production_rasa_urls(settings: Settings, instances: int) -> List[str]:
@@ -414,7 +429,7 @@ def _server(url: str) -> Iterator[Tuple[Connection, str]]:
     transaction: CREATE and DROP DATABASE need that), and the database `url` names."""
     target = make_url(url)
     admin = create_engine(target.set(database="postgres", query={}),
-                          isolation_level="AUTOCOMMIT")
+                          isolation_level="AUTOCOMMIT", connect_args=POSTGRESQL_TIMEOUTS)
     try:
         with admin.connect() as connection:
             yield connection, target.database or ""

@@ -5,8 +5,9 @@ refuses connections; Rasa's lock store keeps any instance safe for any conversat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
 import aiohttp
 
@@ -14,7 +15,14 @@ from connectors.message import Button, Reply
 
 
 class BotUnavailable(Exception):
-    """Rasa did not answer, answered with an error, or timed out."""
+    """No answer from Rasa: the turn may have run (a timeout, a dropped connection, an
+    error), so asking again could run it twice."""
+
+
+class BotRefused(BotUnavailable):
+    """Rasa did not run the turn: no instance took the connection, none had a slot free
+    in time, or Rasa answered 503, which keeps nothing of the failed turn
+    (components/whole_turns.py). Asking again is safe."""
 
 
 class RasaClient:
@@ -23,8 +31,10 @@ class RasaClient:
         if not rasa_urls:
             raise ValueError("at least one Rasa URL is needed")
         self.urls = tuple(f"{url}/webhooks/rest/webhook" for url in rasa_urls)
-        # a burst waits here, not in Rasa, where it would run into the timeout
+        # a burst waits here, not in Rasa, where it would run into the timeout; a slot
+        # is waited for at most as long as a request may take
         self.slots = {url: asyncio.Semaphore(in_flight) for url in self.urls}
+        self.slot_wait_seconds = timeout_seconds
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: Optional[aiohttp.ClientSession] = None
 
@@ -43,7 +53,9 @@ class RasaClient:
         payload = {"sender": sender, "message": text, "metadata": metadata}
         for url in self._preferred(sender):
             try:
-                async with self.slots[url], self.session.post(url, json=payload) as response:
+                async with self._slot(url), self.session.post(url, json=payload) as response:
+                    if response.status == 503:
+                        raise BotRefused("HTTP 503")
                     if response.status != 200:
                         raise BotUnavailable(f"HTTP {response.status}")
                     replies = await response.json()
@@ -56,7 +68,19 @@ class RasaClient:
             if not isinstance(replies, list):
                 raise BotUnavailable("answer is not a list")
             return replies
-        raise BotUnavailable(type(unreachable).__name__) from unreachable
+        raise BotRefused(type(unreachable).__name__) from unreachable
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, url: str) -> AsyncIterator[None]:
+        slot = self.slots[url]
+        try:
+            await asyncio.wait_for(slot.acquire(), self.slot_wait_seconds)
+        except asyncio.TimeoutError:
+            raise BotRefused("no request slot free in time") from None
+        try:
+            yield
+        finally:
+            slot.release()
 
     def _preferred(self, sender: str) -> Tuple[str, ...]:
         """Every instance, starting at the conversation's own, so its turns meet a
@@ -65,9 +89,8 @@ class RasaClient:
         return self.urls[start:] + self.urls[:start]
 
     async def ask(self, sender: str, text: str, metadata: Dict[str, Any]) -> List[Reply]:
-        """The bot's replies. Rasa answers a turn that failed (its conversation could
-        not be read or saved, a custom action failed) with 503 and keeps nothing of it
-        (components/whole_turns.py), so asking again is safe."""
+        """The bot's replies. Raises BotRefused when asking again is safe, and
+        BotUnavailable when the turn may have run."""
         return [reply_from_rasa(raw) for raw in await self.ask_raw(sender, text, metadata)]
 
 

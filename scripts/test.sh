@@ -9,7 +9,11 @@ export PYTHONDONTWRITEBYTECODE=1
 echo "== ruff"; $BIN/ruff check actions bot connectors components tests bench
 echo "== mypy"; $BIN/mypy actions bot connectors components bench
 echo "== policy"; $BIN/bot validate
-echo "== rasa data validate"; $BIN/rasa data validate --fail-on-warnings --quiet
+# Rasa's and TensorFlow's warning walls go to the log, and to the terminal only on failure
+echo "== rasa data validate (var/logs/rasa-validate.log)"
+mkdir -p var/logs
+$BIN/rasa data validate --fail-on-warnings --quiet > var/logs/rasa-validate.log 2>&1 \
+  || { cat var/logs/rasa-validate.log; exit 1; }
 echo "== services"; scripts/services.sh
 echo "== browser"; scripts/browser.sh
 echo "== train (skipped when nothing changed)"; $BIN/bot train

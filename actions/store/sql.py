@@ -863,15 +863,22 @@ def create_store_engine(url: str) -> Engine:
         in_memory = parsed.database in (None, "", ":memory:")
         # files: a pool of connections (SQLAlchemy 2.0's default), one thread at a time each
         pool: dict[str, Any] = {} if in_memory else {"poolclass": sa.pool.QueuePool}
-        engine = sa.create_engine(url, future=True, **pool,
-                                  connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(url, future=True, **pool, connect_args={
+            "timeout": STORE_WAIT_SECONDS, "check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # TCP keepalives (libpq's): a query on a connection whose peer dropped off the
-    # network fails within about 25 s instead of waiting for the kernel's two hours
-    return sa.create_engine(url, future=True, pool_pre_ping=True, connect_args={
-        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-        "keepalives_count": 3})
+    return sa.create_engine(url, future=True, pool_pre_ping=True,
+                            connect_args=POSTGRESQL_TIMEOUTS)
+
+
+# A server that does not answer fails a connection attempt after `connect_timeout` s,
+# and (libpq's TCP keepalives) a query on a connection whose peer dropped off the
+# network within about 25 s, instead of waiting for the kernel's two hours.
+POSTGRESQL_TIMEOUTS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                       "keepalives_interval": 5, "keepalives_count": 3}
+# The longest one call waits on its database before it fails: SQLite's busy timeout;
+# on PostgreSQL the connect timeout plus the keepalives' 25 s.
+STORE_WAIT_SECONDS = 30
 
 
 # any fixed number: the advisory lock every process takes to create tables

@@ -189,8 +189,8 @@ class HandoffDesk:
         snapshot = await self.records.read(order_snapshot, self.shop, values["order_id"])
         return {**values, "order_snapshot": snapshot}
 
-    async def bot_unavailable(self, message: Message,
-                              waited_seconds: float) -> Optional[Dict[str, Any]]:
+    async def bot_unavailable(self, message: Message, why: str) -> Optional[Dict[str, Any]]:
+        """The bot gave no answer to the message, for the reason `why` (agents read it)."""
         fallback = self.policy.bot_unavailable
         return await self._open(Place.of(message), {
             "reason_code": "bot_unavailable", "rule": "bot_unavailable", "tier": fallback.tier,
@@ -198,7 +198,7 @@ class HandoffDesk:
             "customer_verified": False, "customer_contact": "", "order_id": None,
             "slots": {}, "actions_attempted": [],
             "summary": {"what_happened": f"The assistant did not answer a {message.channel} "
-                                         f"message for {waited_seconds:.0f} s.",
+                                         f"message: {why}.",
                         "next": "read the transcript and reply to the customer",
                         "eta": ""},
         })

@@ -52,10 +52,10 @@ async def until(condition: Any, seconds: float = 30) -> None:
 
 async def gateway(rasa_url: str, stack: RasaStack, bot_api: ProviderAPI,
                   policy: ChannelPolicy, redis_url: str = "",
-                  action_server_url: str = "") -> TestClient:
+                  action_server_url: str = "", rasa_timeout_seconds: float = 10) -> TestClient:
     settings = dataclasses.replace(load_settings(), rasa_url=rasa_url,
                                    database_url=stack.database_url, var_dir=stack.var_dir,
-                                   redis_url=redis_url,
+                                   redis_url=redis_url, rasa_timeout_seconds=rasa_timeout_seconds,
                                    action_server_url=action_server_url
                                    or stack.action_server_url)
     channel = TelegramChannel(credentials(bot_api.url), policy)
@@ -160,6 +160,33 @@ async def test_when_the_bot_stays_down_the_customer_is_told_and_handed_to_a_pers
         assert len(sent_texts(bot_api, chat)) == 2, "the second message was not for the bot"
     finally:
         await client.close()
+
+
+async def test_a_turn_that_may_have_run_is_not_asked_again_but_handed_to_a_person(
+        rasa_stack: RasaStack, bot_api: ProviderAPI) -> None:
+    """Rasa took the turn and did not answer in time: it may have run (and written), so
+    the gateway does not ask again, however long bot_retry_seconds is."""
+    stuck_rasa = await ProviderAPI().start()
+
+    async def hangs(request: RecordedRequest) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response([])
+
+    stuck_rasa.answer("POST", "/webhooks/rest/webhook", hangs)
+    client = await gateway(stuck_rasa.url, rasa_stack, bot_api, load_channel_policy(),
+                           rasa_timeout_seconds=0.3)
+    chat = CHAT + 3
+    try:
+        assert await post_update(client, update(30, "yes, cancel it", chat=chat)) == 200
+        await until(lambda: len(sent_texts(bot_api, chat)) == 2)
+        assert sent_texts(bot_api, chat)[0] == client.app[ROUTER].policy.texts.bot_unavailable
+        assert len(stuck_rasa.calls("/webhooks/rest/webhook")) == 1
+        desk = client.app[ROUTER].desk
+        handoff = await desk.records.read(desk.store.open_for, f"telegram:{chat}")
+        assert handoff is not None and "may have run" in str(handoff["summary"])
+    finally:
+        await client.close()
+        await stuck_rasa.stop()
 
 
 async def test_with_the_action_server_down_the_customer_is_told_and_handed_to_a_person(

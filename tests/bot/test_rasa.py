@@ -1,7 +1,7 @@
 """The gateway's Rasa client against a local server that answers as Rasa's (strict)
-REST channel does: replies pass through; an error, such as the 503 of a turn that
-failed, is the bot being unavailable (so the message is asked again, or goes to a
-person, not nowhere)."""
+REST channel does: replies pass through; an error is the bot being unavailable, and
+only a refusal (503, no connection, no request slot in time) is safe to ask again; a
+timeout or another error may come after the turn ran, and goes to a person."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bot.rasa import BotUnavailable, RasaClient
+from bot.rasa import BotRefused, BotUnavailable, RasaClient
 from tests.provider_api import ProviderAPI, RecordedRequest, free_port
 
 WEBHOOK = "/webhooks/rest/webhook"
@@ -45,12 +45,48 @@ async def test_replies_pass_through(rasa: ProviderAPI) -> None:
     assert reply.text == "Hi!" and reply.buttons[0].payload == "/order_status"
 
 
-@pytest.mark.parametrize("status", [500, 503])
-async def test_an_error_answer_is_unavailable(rasa: ProviderAPI, status: int) -> None:
+@pytest.mark.parametrize("status, refused", [(503, True), (500, False), (404, False)])
+async def test_an_error_answer_is_unavailable_and_only_503_is_a_refusal(
+        rasa: ProviderAPI, status: int, refused: bool) -> None:
+    """Rasa answers 503 for a turn it kept nothing of (components/whole_turns.py): safe
+    to ask again. Any other error may come after the turn ran."""
     rasa.fail_next("POST", WEBHOOK, web.json_response({"error": "the turn failed"},
                                                       status=status))
-    with pytest.raises(BotUnavailable, match=f"HTTP {status}"):
+    with pytest.raises(BotUnavailable, match=f"HTTP {status}") as raised:
         await ask(RasaClient((rasa.url,), 5))
+    assert isinstance(raised.value, BotRefused) == refused
+
+
+async def test_a_turn_that_timed_out_is_not_a_refusal(rasa: ProviderAPI) -> None:
+    async def hangs(request: RecordedRequest) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response([])
+
+    rasa.answer("POST", WEBHOOK, hangs)
+    with pytest.raises(BotUnavailable, match="TimeoutError") as raised:
+        await ask(RasaClient((rasa.url,), 0.2))
+    assert not isinstance(raised.value, BotRefused)
+
+
+async def test_the_wait_for_a_request_slot_is_bounded_and_a_refusal(
+        rasa: ProviderAPI) -> None:
+    """Nothing was sent while waiting for a slot, so the turn did not run."""
+    async def slow(request: RecordedRequest) -> web.Response:
+        await asyncio.sleep(1)
+        return web.json_response([{"recipient_id": "x", "text": "ok"}])
+
+    rasa.answer("POST", WEBHOOK, slow)
+    client = RasaClient((rasa.url,), 5, in_flight=1)
+    client.slot_wait_seconds = 0.1
+    try:
+        first = asyncio.create_task(client.ask("telegram:1", "hi", {}))
+        await asyncio.sleep(0.05)
+        with pytest.raises(BotRefused, match="no request slot"):
+            await client.ask("telegram:2", "hi", {})
+        assert [reply.text for reply in await first] == ["ok"]
+    finally:
+        await client.close()
+    assert len(rasa.calls(WEBHOOK)) == 1
 
 
 async def test_a_conversation_keeps_to_one_instance_of_several() -> None:
@@ -85,7 +121,7 @@ async def test_an_instance_that_refuses_connections_is_passed_over(rasa: Provide
 async def test_when_every_instance_refuses_the_bot_is_unavailable() -> None:
     client = RasaClient((f"http://127.0.0.1:{free_port()}",
                          f"http://127.0.0.1:{free_port()}"), 5)
-    with pytest.raises(BotUnavailable, match="ClientConnectorError"):
+    with pytest.raises(BotRefused, match="ClientConnectorError"):
         await ask(client)
 
 

@@ -220,5 +220,5 @@ async def test_csat_is_not_awaited_forever(desk: Desk) -> None:
 async def test_a_conversation_already_with_a_person_opens_nothing_new(desk: Desk) -> None:
     await escalate(desk, "1")
     assert await desk.desk.escalate(message("1"), PAYLOAD) is None
-    assert await desk.desk.bot_unavailable(message("1"), 20) is None
+    assert await desk.desk.bot_unavailable(message("1"), "it refused the turn") is None
     assert len(await desk.desk.list("waiting", None)) == 1
