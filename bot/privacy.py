@@ -161,15 +161,17 @@ class Subject:
     conversations: FrozenSet[str]
 
     @property
+    def reference(self) -> str:
+        """What the audit log keeps instead of the contact: a SHA-256 of the email or
+        number (normalised, so any spelling of it matches) or of the conversation id."""
+        named = self.key or min(self.conversations)
+        return hashlib.sha256(named.encode()).hexdigest()
+
+    @property
     def log_keys(self) -> List[str]:
         """The contact log's keys for this customer: theirs, and their conversations'
         wrong proofs (actions/identity.py keys them by sender)."""
         return [k for k in (self.key, *(f"sender:{c}" for c in self.conversations)) if k]
-
-
-def contact_reference(contact: str) -> str:
-    """What the audit log keeps instead of the contact."""
-    return hashlib.sha256(contact.strip().lower().encode()).hexdigest()
 
 
 class Privacy:
@@ -227,7 +229,7 @@ class Privacy:
         with h.tracker() as tracker:
             held["tracker_events"] = [] if tracker is None else self._tracker_events(tracker, ids)
         held["outbox"] = [line for line in _outbox_lines(h.outbox) if line.get("to") == subject.key]
-        self._audit(actor, "privacy_export", contact, {
+        self._audit(actor, "privacy_export", subject.reference, {
             kind: len(rows) for kind, rows in held.items()})
         return {"contact": contact, "conversation_ids": ids, **held}
 
@@ -268,7 +270,7 @@ class Privacy:
         removed["outbox"] = _keep_outbox_lines(
             h.outbox, lambda line: line.get("to") != subject.key) if subject.key else 0
         _empty_write_ahead_logs(h.gateway, h.store)
-        self._audit(actor, "privacy_erase", contact, removed)
+        self._audit(actor, "privacy_erase", subject.reference, removed)
         return removed
 
     def purge(self, actor: str) -> Dict[str, int]:
@@ -375,21 +377,20 @@ class Privacy:
             return [{**row._mapping, "data": json.loads(row.data or "null")}
                     for row in db.execute(query)]
 
-    def _audit(self, actor: str, action: str, contact: str, counts: Dict[str, int]) -> None:
+    def _audit(self, actor: str, action: str, reference: str, counts: Dict[str, int]) -> None:
         detail: Dict[str, Any] = {"counts": counts}
-        if contact:
-            detail["contact_sha256"] = contact_reference(contact)
+        if reference:
+            detail["contact_sha256"] = reference
         self.audit(actor, action, None, detail, self.clock())
 
 
-def open_privacy(settings: Settings, escalation: EscalationPolicy,
-                 directory: Optional[Path] = None) -> Privacy:
+def open_privacy(settings: Settings, escalation: EscalationPolicy) -> Privacy:
     """For the CLI: the databases the gateway of these settings uses, tables created."""
     holdings = Holdings(create_store_engine(settings.gateway_database_url),
                         create_store_engine(settings.database_url or default_url()),
                         settings.tracker_database_url, outbox_path())
     holdings.create_tables()
-    return Privacy(holdings, load_privacy_policy(escalation, directory),
+    return Privacy(holdings, load_privacy_policy(escalation),
                    escalation.identity.default_phone_region)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import shutil
 import stat
@@ -251,6 +252,8 @@ async def test_the_admin_erases_a_customer_and_no_file_keeps_a_byte_of_them(
     assert privacy == [("api:admin", "privacy_export"), ("api:admin", "privacy_erase"),
                        ("api:admin", "privacy_export"), ("api:admin", "privacy_export")]
     assert EMAIL not in json.dumps(trail) and PHONE not in json.dumps(trail)
+    erase = next(a for a in trail if a["action"] == "privacy_erase")
+    assert erase["detail"]["contact_sha256"] == hashlib.sha256(EMAIL.encode()).hexdigest()
 
     if customers.gateway_url.startswith("sqlite"):
         left = files_holding(customers.var, *needles, "okapi-chutney")
