@@ -76,10 +76,15 @@ class Smtp:
             server.send_message(message)
 
 
+def outbox_path() -> Path:
+    """var/outbox.jsonl, in VAR_DIR when set (as the gateway's settings read it)."""
+    return Path(os.environ.get("VAR_DIR", REPO_ROOT / "var")) / "outbox.jsonl"
+
+
 def notifier_from_env() -> Notifier:
     url = os.environ.get("NOTIFY_URL", "")
     if not url:
-        return Outbox(REPO_ROOT / "var" / "outbox.jsonl")
+        return Outbox(outbox_path())
     if urlsplit(url).scheme not in ("smtp", "smtps"):
         raise ValueError("NOTIFY_URL must be smtp://... or smtps://... (or unset: the outbox)")
     return Smtp(url, os.environ.get("NOTIFY_FROM") or f"no-reply@{urlsplit(url).hostname}")

@@ -84,6 +84,7 @@ def _validate(args: argparse.Namespace) -> int:
     from bot.handoff.policy import load_handoff_policy
     from bot.kpi import load_kpi_policy
     from bot.monitor import load_monitor_policy
+    from bot.privacy import load_privacy_policy
 
     try:
         policy = load_policy()
@@ -93,6 +94,7 @@ def _validate(args: argparse.Namespace) -> int:
         handoff = load_handoff_policy(policy)
         load_kpi_policy()
         load_peak_policy()
+        load_privacy_policy(policy)
     except PolicyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -283,6 +285,33 @@ def _agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _privacy(args: argparse.Namespace) -> int:
+    """Export or erase one customer's data, or purge what is past its retention."""
+    import json
+
+    from actions.policy import PolicyError, load_policy
+    from bot.privacy import NotAContact, open_privacy
+    from bot.settings import load_settings
+
+    try:
+        privacy = open_privacy(load_settings(), load_policy())
+    except PolicyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "export":
+            print(json.dumps(privacy.export(args.contact, "cli"), indent=2, sort_keys=True))
+            return 0
+        removed = (privacy.erase(args.contact, "cli") if args.action == "erase"
+                   else privacy.purge("cli"))
+    except NotAContact as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for kind, count in removed.items():
+        print(f"{kind:<18} {count}")
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
     "train": _train,
@@ -298,6 +327,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "peak": _peak,
     "monitor": _monitor,
     "writes": _writes,
+    "privacy": _privacy,
 }
 
 
@@ -365,6 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
                                             "write about")
     monitor_sub.add_parser("promises", help="hand due trace and claim promises to a person "
                                             "and tell the customer")
+    privacy = sub.add_parser("privacy", help="a customer's data: export, erase; purge what "
+                                             "is past its retention (README: Privacy)")
+    privacy_sub = privacy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("export", "print everything held about the customer, as JSON"),
+                         ("erase", "remove the customer's data everywhere; counts per kind")):
+        command = privacy_sub.add_parser(action, help=text)
+        command.add_argument("--contact", required=True,
+                             help="a conversation id as stored (telegram:4242), an email or "
+                                  "a phone number")
+    privacy_sub.add_parser("purge", help="remove what is older than retention_days of "
+                                         "policy/privacy.yml (the gateway does it on a schedule)")
     # nlu-report has its own options (bot/nlu_report.py); main() hands them over whole
     sub.add_parser("nlu-report", add_help=False,
                    help="score the model on ../shared/eval (bot nlu-report --help)")

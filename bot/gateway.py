@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy import text
 
+from actions.notify import outbox_path
 from actions.policy import load_peak_policy, load_policy, parse_yaml_model, policy_dir
 from actions.store.sql import Store, create_store_engine, open_store
 from bot.agent_console import install_agent_console
@@ -36,6 +37,7 @@ from bot.kpi import load_kpi_policy
 from bot.metrics import GatewayMetrics, install_metrics
 from bot.monitor import Monitor, load_monitor_policy
 from bot.peak import PeakMode
+from bot.privacy import Holdings, Privacy, install_privacy, load_privacy_policy
 from bot.rasa import RasaClient
 from bot.records import GatewayRecords
 from bot.router import Router
@@ -239,6 +241,9 @@ def create_app(settings: Optional[Settings] = None,
     install_dashboard(app, KpiSource(records, settings.gateway_database_url,
                                      settings.tracker_database_url, load_kpi_policy(),
                                      ZoneInfo(desk.policy.business_hours.timezone)))
+    install_privacy(app, Privacy(
+        Holdings(records.engine, store.engine, settings.tracker_database_url, outbox_path()),
+        load_privacy_policy(escalation), escalation.identity.default_phone_region), records)
     app.router.add_get("/health", health)
     install_metrics(app, metrics, desk, settings.metrics_token)
     return app

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
 
-from actions.store.sql import POSTGRESQL_TIMEOUTS, STORE_WAIT_SECONDS
+from actions.store.sql import POSTGRESQL_TIMEOUTS, STORE_WAIT_SECONDS, keep_private
 from bot.settings import (
     ACTION_TOKEN_FILE,
     REPO_ROOT,
@@ -210,8 +210,10 @@ def stop(processes: Dict[str, subprocess.Popen]) -> None:
 
 def run_system(train: bool = True, seed: bool = True) -> int:
     settings = load_settings()
-    return launch(settings, child_environment(settings), components(settings), train, seed,
-                  restart=True)
+    env = child_environment(settings)
+    # Rasa would create its SQLite file readable by all; made first, it stays the owner's
+    keep_private(Path(env["RASA_TRACKER_DB"]))
+    return launch(settings, env, components(settings), train, seed, restart=True)
 
 
 def launch(settings: Settings, env: Dict[str, str], parts: List[Component], train: bool,

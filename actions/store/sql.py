@@ -6,6 +6,7 @@ default (no server to install), PostgreSQL when DATABASE_URL says so.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import json
@@ -861,6 +862,8 @@ def create_store_engine(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
+        if not in_memory:
+            keep_private(Path(parsed.database or ""))
         # files: a pool of connections (SQLAlchemy 2.0's default), one thread at a time each
         pool: dict[str, Any] = {} if in_memory else {"poolclass": sa.pool.QueuePool}
         engine = sa.create_engine(url, future=True, **pool, connect_args={
@@ -880,6 +883,19 @@ POSTGRESQL_TIMEOUTS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle":
 # on PostgreSQL the connect timeout plus the keepalives' 25 s.
 STORE_WAIT_SECONDS = 30
 
+
+def keep_private(database: Path) -> None:
+    """Make a SQLite database file readable by its owner only (0600), creating it empty
+    if missing: customers' conversations are in it. SQLite gives the -wal, -shm and
+    -journal files it makes the database file's mode; those already there are fixed too."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))
+    for path in (database, *(Path(f"{database}{suffix}") for suffix in SQLITE_SIDE_FILES)):
+        with contextlib.suppress(FileNotFoundError):
+            path.chmod(0o600)
+
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 # any fixed number: the advisory lock every process takes to create tables
 SCHEMA_LOCK = 7_415_296
@@ -901,6 +917,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable across crashes in WAL mode
+    # deleted rows are overwritten with zeros, so an erased customer leaves no copy in
+    # the file's free space (bot/privacy.py)
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

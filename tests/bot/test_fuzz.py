@@ -127,7 +127,7 @@ keys = st.sampled_from([
     "statuses", "type", "field", "metadata", "status", "recipient_id", "timestamp",
     "interactive", "button_reply", "image", "sender", "AccountSid", "Body", "To",
     "MessageSid", "MessageStatus", "NumMedia", "MediaUrl0", "ButtonPayload",
-    "Latitude", "on", "note", "agent", "queue", "disposition",
+    "Latitude", "on", "note", "agent", "queue", "disposition", "contact",
 ]) | st.text(max_size=12)
 scalars = (st.none() | st.booleans() | st.integers() | st.integers(-2**70, 2**70)
            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40))
@@ -317,10 +317,11 @@ async def test_twilio_signed_forms_that_are_not_messages(
 
 API_GETS = ["/api/me", "/api/config", "/api/peak", "/api/queues", "/api/handoffs",
             "/api/handoffs/{id}", "/api/handoffs/{id}/attachment", "/api/audit",
-            "/api/kpis", "/api/kpis.csv", "/api/events", "/metrics"]
+            "/api/kpis", "/api/kpis.csv", "/api/events", "/metrics", "/api/privacy/export"]
 API_POSTS = ["/api/peak", "/api/queues/next", "/api/handoffs/{id}/claim",
              "/api/handoffs/{id}/messages", "/api/handoffs/{id}/notes",
-             "/api/handoffs/{id}/transfer", "/api/handoffs/{id}/resolve"]
+             "/api/handoffs/{id}/transfer", "/api/handoffs/{id}/resolve",
+             "/api/privacy/erase"]
 tokens = st.one_of(st.none(), st.just(ADMIN_TOKEN), header_text,
                    st.just(ADMIN_TOKEN + "x"), st.just(""))
 schemes = st.sampled_from(["Bearer", "bearer", "Basic", "Bearer  ", ""])
@@ -336,6 +337,8 @@ def authorization(scheme: str, token: Optional[str]) -> Dict[str, str]:
 async def test_api_gets_with_random_tokens_ids_and_queries(
         gateway: Gateway, route: str, handoff: Any, pairs: List[Tuple[str, str]],
         token: Optional[str], scheme: str) -> None:
+    if route == "/api/privacy/export" and token == ADMIN_TOKEN:  # a real, audited export
+        assume(not any(key == "contact" for key, _ in pairs))
     path = route.replace("{id}", path_id(handoff))
     status = await gateway.request("GET", f"{path}?{query(pairs)}",
                                    headers=authorization(scheme, token))
@@ -352,12 +355,22 @@ async def test_api_posts_with_random_tokens_ids_and_bodies(
         content_type: Optional[str], token: Optional[str], scheme: str) -> None:
     if route == "/api/peak":  # a well-formed switch is a real admin action, and audited
         assume(not _peak_switch(body))
+    if route == "/api/privacy/erase" and token == ADMIN_TOKEN:  # a real, audited erase
+        assume(not _has_key(body, "contact"))
     path = route.replace("{id}", path_id(handoff))
     status = await gateway.request("POST", path, data=body,
                                    headers={**authorization(scheme, token),
                                             **headers_with(content_type, {})})
     if token != ADMIN_TOKEN:
         assert status in (401, 404)
+
+
+def _has_key(body: bytes, key: str) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and key in data
 
 
 def _peak_switch(body: bytes) -> bool:
