@@ -33,7 +33,8 @@ def desk_of(client: TestClient) -> HandoffDesk:
 
 async def agent(client: TestClient, name: str, *teams: str, capacity: int = 3) -> str:
     desk = desk_of(client)
-    return await desk.records.write(desk.store.add_agent, name, list(teams), capacity, 0.0)
+    return await desk.records.write(desk.store.add_agent, name, list(teams), capacity,
+                                    time.time())
 
 
 def bearer(token: str) -> Dict[str, str]:
@@ -78,7 +79,7 @@ async def test_a_customer_goes_to_a_person_and_back_to_the_bot_with_csat(
         "waiting", "general", {"code": "customer_request", "rule": "customer_request", "tier": 1})
     assert record["customer"]["name"] == "Ann"
     # the newest in its queue: behind every other waiting one (earlier tests' too)
-    assert record["position"] == len(desk_of(client).store.list("waiting", "general"))
+    assert record["position"] == len(desk_of(client).store.list("waiting", ["general"]))
     assert record["summary"]["next"] and record["sla"]["target_seconds"] == 900
     assert [t["role"] for t in record["transcript"]] == ["customer", "bot", "bot"]
 
@@ -337,7 +338,7 @@ async def test_an_agent_sees_the_photo_the_customer_sent_while_waiting(
     assert elsewhere.status == 404
     dan = await agent(client, "dan2", "logistics")
     other_team = await client.get(path, params={"url": attachment["url"]}, headers=bearer(dan))
-    assert other_team.status == 404
+    assert other_team.status == 403
     assert response.content_type == "image/jpeg"
     assert response.headers["Content-Security-Policy"] == "sandbox"
 
