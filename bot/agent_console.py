@@ -373,10 +373,12 @@ async def _recheck_sockets(app: web.Application) -> None:
         except SQLAlchemyError as error:  # next time; the sockets stay as they are
             log.warning("agents not re-checked (%s)", type(error).__name__)
             continue
-        # together: each close waits for the browser's answer
+        # together, each close waits for its browser's answer; one browser's trouble
+        # must not stop the watch
         await asyncio.gather(*(socket.close(code=UNAUTHORIZED_CLOSE, message=reason.encode())
                                for socket, token in open_sockets
-                               if (reason := _refusal(app, token, agents))))
+                               if (reason := _refusal(app, token, agents))),
+                             return_exceptions=True)
 
 
 def _refusal(app: web.Application, token: str, agents: Dict[str, Agent]) -> str:
