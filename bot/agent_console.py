@@ -4,20 +4,22 @@ AGENT_API_TOKEN), its live WebSocket of handoff events, and the console page at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import json
 import logging
 import re
 import weakref
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Optional
 
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler as WebHandler
+from sqlalchemy.exc import SQLAlchemyError
 
-from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, iso
+from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, iso, may_see
 from bot.handoff.events import Event
-from bot.handoff.store import Agent, HandoffConflict
+from bot.handoff.store import Agent, HandoffConflict, hash_token
 from bot.peak import PeakConfigured, PeakMode
 from bot.settings import REPO_ROOT
 from connectors.outbound import PermanentError, TransientError
@@ -29,7 +31,10 @@ SHOWN_IMAGE_TYPES = frozenset(["image/jpeg", "image/png", "image/gif", "image/we
 
 DESK = web.AppKey("desk", HandoffDesk)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
-SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+# each open console's socket and the token it signed in with, re-checked every
+# RECHECK_SECONDS
+SOCKETS: web.AppKey[weakref.WeakKeyDictionary[web.WebSocketResponse, str]] = \
+    web.AppKey("sockets")
 CONSOLE_DIR = REPO_ROOT / "bot" / "static" / "agent"
 STATUSES = ("waiting", "active", "resolved")
 MAX_TEXT = 4096
@@ -37,6 +42,13 @@ HANDOFF_ID = re.compile(r"[1-9][0-9]{0,17}")  # below 2**63
 # WebSocket close code for a bad token (4000-4999 are the application's own).
 UNAUTHORIZED_CLOSE = 4401
 FIRST_FRAME_SECONDS = 10
+# How soon an open console closes once its token stops working: the agent was removed
+# or given a new token (by `bot agents`, in another process) or the token expired.
+RECHECK_SECONDS = 2.0
+INVALID_TOKEN = "a valid bearer token is required"
+REVOKED_TOKEN = "this token no longer works (agent removed or given a new token)"
+EXPIRED_TOKEN = ("this token has expired; ask the admin for a new one "
+                 "(bot agents add NAME issues it)")
 
 Handler = Callable[[web.Request, Agent], Awaitable[Any]]
 
@@ -45,14 +57,32 @@ def error_response(status: type[web.HTTPException], message: str) -> web.HTTPExc
     return status(text=json.dumps({"error": message}), content_type="application/json")
 
 
-async def agent_for(app: web.Application, token: str) -> Optional[Agent]:
-    desk = app[DESK]
+class Unauthorized(Exception):
+    """No valid token, or an expired one: the message says which."""
+
+
+def _is_admin_token(app: web.Application, token: str) -> bool:
     admin = app[ADMIN_TOKEN]
-    if admin and hmac.compare_digest(token.encode(), admin.encode()):
-        return Agent("admin", tuple(desk.teams), 0, admin=True)
-    if not token:
-        return None
-    return await desk.records.read(desk.store.agent_for_token, token)
+    return bool(admin) and hmac.compare_digest(token.encode(), admin.encode())
+
+
+def _valid(desk: HandoffDesk, agent: Optional[Agent], missing: str) -> Agent:
+    """The token's agent (None: no such token, Unauthorized with `missing`), unless the
+    token is past the policy's `agent_token_days`."""
+    if agent is None:
+        raise Unauthorized(missing)
+    if desk.policy.token_expired(agent, desk.clock()):
+        raise Unauthorized(EXPIRED_TOKEN)
+    return agent
+
+
+async def agent_for(app: web.Application, token: str) -> Agent:
+    """The token's agent, or the admin for the admin token; Unauthorized otherwise."""
+    desk = app[DESK]
+    if _is_admin_token(app, token):
+        return desk.admin
+    agent = await desk.records.read(desk.store.agent_for_token, token) if token else None
+    return _valid(desk, agent, INVALID_TOKEN)
 
 
 def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -81,11 +111,10 @@ def bearer_token(request: web.Request) -> Optional[str]:
 
 
 async def bearer_agent(request: web.Request) -> Agent:
-    token = bearer_token(request)
-    agent = await agent_for(request.app, token) if token is not None else None
-    if agent is None:
-        raise error_response(web.HTTPUnauthorized, "a valid bearer token is required")
-    return agent
+    try:
+        return await agent_for(request.app, bearer_token(request) or "")
+    except Unauthorized as error:
+        raise error_response(web.HTTPUnauthorized, str(error)) from error
 
 
 async def json_object(request: web.Request) -> Dict[str, Any]:
@@ -171,12 +200,12 @@ async def list_handoffs(request: web.Request, agent: Agent) -> Any:
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise error_response(web.HTTPBadRequest, f"status must be one of {', '.join(STATUSES)}")
-    return await request.app[DESK].list(status, request.query.get("queue") or None)
+    return await request.app[DESK].list(agent, status, request.query.get("queue") or None)
 
 
 @authenticated
 async def get_handoff(request: web.Request, agent: Agent) -> Any:
-    return await request.app[DESK].get(_handoff_id(request))
+    return await request.app[DESK].get(_handoff_id(request), agent)
 
 
 @authenticated
@@ -246,8 +275,10 @@ async def attachment(request: web.Request) -> web.Response:
     url = request.query.get("url", "")
     try:
         found, data = await request.app[DESK].attachment(_handoff_id(request), agent, url)
-    except (HandoffNotFound, Forbidden) as error:
+    except HandoffNotFound as error:
         raise error_response(web.HTTPNotFound, str(error)) from error
+    except Forbidden as error:
+        raise error_response(web.HTTPForbidden, str(error)) from error
     except (TransientError, PermanentError) as error:
         log.warning("attachment not fetched: %s", loggable_error(error))
         raise error_response(web.HTTPBadGateway,
@@ -268,19 +299,30 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     never lands in access logs."""
     socket = web.WebSocketResponse(heartbeat=30)
     await socket.prepare(request)
-    agent = await _first_frame_agent(request.app, socket)
-    if agent is None:
-        await socket.close(code=UNAUTHORIZED_CLOSE, message=b"unauthorized")
+    token = await _first_frame_token(socket)
+    try:
+        agent = await agent_for(request.app, token)
+    except Unauthorized as error:
+        await socket.close(code=UNAUTHORIZED_CLOSE, message=str(error).encode())
         return socket
     await socket.send_json({"type": "ready", "agent": agent.name})
-    request.app[SOCKETS].add(socket)
+    request.app[SOCKETS][socket] = token
     async with request.app[DESK].bus.subscribe() as queue:
-        await _forward(queue, socket)
+        await _forward(queue, socket, agent)
     return socket
 
 
-async def _forward(queue: asyncio.Queue[Event], socket: web.WebSocketResponse) -> None:
-    """Send events until the browser leaves (its next frame, or the close, ends it)."""
+def shown_to(agent: Agent, event: Event) -> bool:
+    """Whether a live event goes to this agent's console: a handoff's only if they may
+    see it (the rule of the HTTP API); the rest (peak mode, alerts) to everyone."""
+    handoff = event.get("handoff")
+    return not isinstance(handoff, dict) or may_see(agent, handoff["queue"])
+
+
+async def _forward(queue: asyncio.Queue[Event], socket: web.WebSocketResponse,
+                   agent: Agent) -> None:
+    """Send the agent's events until the browser leaves (its next frame, or the close,
+    ends it)."""
     leaving = asyncio.ensure_future(socket.receive())
     event: Optional[asyncio.Future[Event]] = None
     try:
@@ -289,6 +331,8 @@ async def _forward(queue: asyncio.Queue[Event], socket: web.WebSocketResponse) -
             await asyncio.wait({event, leaving}, return_when=asyncio.FIRST_COMPLETED)
             if not event.done():
                 break
+            if not shown_to(agent, event.result()):
+                continue
             try:
                 await socket.send_json(event.result())
             except ConnectionResetError:  # the browser left while the event was on its way
@@ -306,14 +350,57 @@ async def _close_sockets(app: web.Application) -> None:
         await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
-async def _first_frame_agent(app: web.Application,
-                             socket: web.WebSocketResponse) -> Optional[Agent]:
+async def _watching_sockets(app: web.Application) -> AsyncIterator[None]:
+    watch = asyncio.create_task(_recheck_sockets(app))
+    yield
+    watch.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watch
+
+
+async def _recheck_sockets(app: web.Application) -> None:
+    """Close the consoles whose token stopped working. The agents are re-read from SQL,
+    in one read for all sockets, because `bot agents remove` runs in another process
+    and the embedded default has no channel to announce it."""
+    desk = app[DESK]
+    while True:
+        await asyncio.sleep(RECHECK_SECONDS)
+        open_sockets = list(app[SOCKETS].items())
+        if not open_sockets:
+            continue
+        try:
+            agents = await desk.records.read(desk.store.agents_by_token_hash)
+        except SQLAlchemyError as error:  # next time; the sockets stay as they are
+            log.warning("agents not re-checked (%s)", type(error).__name__)
+            continue
+        # together, each close waits for its browser's answer; one browser's trouble
+        # must not stop the watch
+        await asyncio.gather(*(socket.close(code=UNAUTHORIZED_CLOSE, message=reason.encode())
+                               for socket, token in open_sockets
+                               if (reason := _refusal(app, token, agents))),
+                             return_exceptions=True)
+
+
+def _refusal(app: web.Application, token: str, agents: Dict[str, Agent]) -> str:
+    """Why a console's token no longer works ("" while it does), given every agent by
+    their token's hash."""
+    if _is_admin_token(app, token):
+        return ""
+    try:
+        _valid(app[DESK], agents.get(hash_token(token)), REVOKED_TOKEN)
+    except Unauthorized as error:
+        return str(error)
+    return ""
+
+
+async def _first_frame_token(socket: web.WebSocketResponse) -> str:
+    """The token of the console's first frame; "" when there is none."""
     try:
         frame = await socket.receive_json(timeout=FIRST_FRAME_SECONDS)
     except (ValueError, TypeError, asyncio.TimeoutError):
-        return None
+        return ""
     token = frame.get("token") if isinstance(frame, dict) else None
-    return await agent_for(app, token) if isinstance(token, str) else None
+    return token if isinstance(token, str) else ""
 
 
 async def console_page(request: web.Request) -> web.FileResponse:
@@ -344,8 +431,10 @@ async def staff_page_headers(request: web.Request,
 
 
 def install_agent_console(app: web.Application, desk: HandoffDesk, admin_token: str) -> None:
-    app[DESK], app[ADMIN_TOKEN], app[SOCKETS] = desk, admin_token, weakref.WeakSet()
+    app[DESK], app[ADMIN_TOKEN] = desk, admin_token
+    app[SOCKETS] = weakref.WeakKeyDictionary()
     app.middlewares.append(staff_page_headers)
+    app.cleanup_ctx.append(_watching_sockets)
     # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown
     app.on_shutdown.append(_close_sockets)  # type: ignore[arg-type]
     add = app.router

@@ -257,7 +257,7 @@ def _agents(args: argparse.Namespace) -> int:
 
     from actions.policy import load_policy
     from bot.handoff.policy import load_handoff_policy
-    from bot.handoff.store import HandoffStore
+    from bot.handoff.store import HandoffStore, ReservedName
 
     store = HandoffStore(_gateway_engine())
     if args.action == "add":
@@ -268,7 +268,11 @@ def _agents(args: argparse.Namespace) -> int:
         if unknown:
             print(f"error: no team {unknown[0]!r}; teams: {', '.join(teams)}", file=sys.stderr)
             return 1
-        token = store.add_agent(args.name, args.team, capacity, time.time())
+        try:
+            token = store.add_agent(args.name, args.team, capacity, time.time())
+        except ReservedName as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         store.audit("cli", "agent_added", None, {"agent": args.name, "teams": args.team},
                     time.time())
         print(f"agent {args.name} ({', '.join(args.team)}, capacity {capacity})\n"

@@ -4,6 +4,7 @@ reply, note, transfer, resolve) with an audit entry and a live event each, and a
 for CSAT when the conversation goes back to the bot."""
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import time
@@ -21,7 +22,7 @@ from bot.handoff.store import Agent, HandoffConflict, HandoffStore
 from bot.peak import PeakMode
 from bot.records import GatewayRecords
 from connectors.message import Attachment, Button, Delivery, Message, Reply, TranscriptTurn
-from connectors.privacy import mask
+from connectors.privacy import mask, redact
 
 Send = Callable[[str, str, Sequence[Reply], str], Awaitable[List[Delivery]]]
 Download = Callable[[str, str], Awaitable[bytes]]
@@ -74,6 +75,25 @@ def mask_contact(contact: str) -> str:
     return mask(contact) if contact else ""
 
 
+def agent_slots(slots: Dict[str, Any], shown: Sequence[str]) -> Dict[str, Any]:
+    """The slots as agents see them: numbers and yes/no as they are; the `shown` ones
+    whole unless their value looks like an email, phone number or street address;
+    every other value masked like the contact (a new address, a one-time code, the
+    email a code went to)."""
+    def seen(name: str, value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        text = value if isinstance(value, str) else json.dumps(value)
+        return text if name in shown and redact(text) == text else mask_contact(text)
+    return {name: seen(name, value) for name, value in slots.items()}
+
+
+def may_see(agent: Agent, queue: str) -> bool:
+    """The one rule of who reads and works a handoff, over HTTP and on the live
+    socket: agents of its queue's team, and the admin."""
+    return agent.admin or queue in agent.teams
+
+
 def is_handoff(custom: Any) -> bool:
     """Whether a custom bot message is the bot's escalation payload."""
     return isinstance(custom, dict) and isinstance(custom.get("handoff"), dict)
@@ -104,6 +124,11 @@ class HandoffDesk:
         self.clock = clock
         self._send: Optional[Send] = None
         self._download: Optional[Download] = None
+
+    @property
+    def admin(self) -> Agent:
+        """Who the admin token acts as: every team, no capacity limit."""
+        return Agent("admin", tuple(self.teams), 0, admin=True)
 
     def bind(self, send: Send, download: Download) -> None:
         """The router's delivery (which records what it sends) and its channels'
@@ -261,7 +286,7 @@ class HandoffDesk:
     # agents' actions
 
     async def claim(self, handoff_id: int, agent: Agent, for_agent: Agent) -> Dict[str, Any]:
-        handoff = await self._get(handoff_id)
+        handoff = await self._get(handoff_id, agent)
         if not agent.admin and agent.name != for_agent.name:
             raise Forbidden("agents claim for themselves")
         self._check_team(for_agent, handoff)
@@ -277,7 +302,7 @@ class HandoffDesk:
 
     async def reply(self, handoff_id: int, agent: Agent,
                     text: str) -> Tuple[List[Delivery], Dict[str, Any]]:
-        handoff = await self._get(handoff_id)
+        handoff = await self._get(handoff_id, agent)
         self._check_owner(agent, handoff)
         deliveries = await self.send(handoff, text, "agent")
         # a template sent instead (WhatsApp's closed window) does not answer the customer
@@ -289,19 +314,18 @@ class HandoffDesk:
         return deliveries, record
 
     async def note(self, handoff_id: int, agent: Agent, text: str) -> Dict[str, Any]:
-        handoff = await self._get(handoff_id)
-        self._check_team(agent, handoff)
+        handoff = await self._get(handoff_id, agent)
         await self.records.write(self.store.add_note, handoff_id, agent.name, text, self.clock())
         return await self._done(agent, "note", handoff, {}, "handoff.note")
 
     async def transfer(self, handoff_id: int, agent: Agent, queue: str) -> Dict[str, Any]:
         if queue not in self.teams:
             raise Invalid(f"no queue {queue!r}; queues: {', '.join(self.teams)}")
-        handoff = await self._get(handoff_id)
+        # An agent may move a handoff of their team to any queue, and then no longer
+        # sees it: the answer is the record as it left them.
+        handoff = await self._get(handoff_id, agent)
         if handoff["status"] == "active":
             self._check_owner(agent, handoff)
-        else:
-            self._check_team(agent, handoff)
         moved = await self.records.write(self.store.transfer, handoff_id, queue)
         return await self._done(agent, "transfer", moved,
                                 {"from": handoff["queue"], "to": queue}, "handoff.transferred")
@@ -311,7 +335,7 @@ class HandoffDesk:
         if disposition not in self.policy.dispositions:
             raise Invalid(f"no disposition {disposition!r}; dispositions: "
                           f"{', '.join(self.policy.dispositions)}")
-        handoff = await self._get(handoff_id)
+        handoff = await self._get(handoff_id, agent)
         self._check_owner(agent, handoff)
         resolved = await self.records.write(self.store.resolve, handoff_id, disposition, note,
                                             self.clock())
@@ -331,8 +355,7 @@ class HandoffDesk:
                          url: str) -> Tuple[Attachment, bytes]:
         """An attachment the customer sent in this conversation, fetched through its
         channel; only URLs of the transcript, so this fetches nothing else."""
-        handoff = await self._get(handoff_id)
-        self._check_team(agent, handoff)
+        handoff = await self._get(handoff_id, agent)
         transcript = await self.records.read(self.records.transcript,
                                              handoff["conversation_id"])
         found = next((a for turn in transcript if turn.role == "customer"
@@ -344,11 +367,17 @@ class HandoffDesk:
 
     # reading
 
-    async def get(self, handoff_id: int) -> Dict[str, Any]:
-        return await self.record(await self._get(handoff_id))
+    async def get(self, handoff_id: int, agent: Agent) -> Dict[str, Any]:
+        return await self.record(await self._get(handoff_id, agent))
 
-    async def list(self, status: Optional[str], queue: Optional[str]) -> List[Dict[str, Any]]:
-        rows = await self.records.read(self.store.list, status, queue)
+    async def list(self, agent: Agent, status: Optional[str],
+                   queue: Optional[str]) -> List[Dict[str, Any]]:
+        """The agent's teams' handoffs (all for the admin); Forbidden for a queue of
+        another team."""
+        if queue is not None and not may_see(agent, queue):
+            raise Forbidden(f"{agent.name} is not in the {queue} team")
+        queues = [queue] if queue is not None else None if agent.admin else list(agent.teams)
+        rows = await self.records.read(self.store.list, status, queues)
         return [await self.record(row) for row in rows]
 
     async def queues(self) -> List[Dict[str, Any]]:
@@ -368,7 +397,7 @@ class HandoffDesk:
     def _record(self, handoff: Dict[str, Any], position: Optional[int]) -> Dict[str, Any]:
         """Its reads in one trip to a worker thread: under load each trip waits its turn."""
         handoff_id = handoff["id"]
-        return _record(handoff, self.teams,
+        return _record(handoff, self.teams, self.policy.slots_shown_whole,
                        self.records.transcript(handoff["conversation_id"]),
                        self.store.notes(handoff_id), self.store.audit_trail(handoff_id),
                        position, self.clock())
@@ -391,15 +420,18 @@ class HandoffDesk:
         await self.audit(agent.name, action, handoff, detail)
         return await self.publish(event, handoff, await self.live.changed(handoff))
 
-    async def _get(self, handoff_id: int) -> Dict[str, Any]:
+    async def _get(self, handoff_id: int, agent: Optional[Agent] = None) -> Dict[str, Any]:
+        """The handoff; with `agent`, only if they may see it (else Forbidden)."""
         handoff = await self.records.read(self.store.get, handoff_id)
         if handoff is None:
             raise HandoffNotFound(f"no handoff {handoff_id}")
+        if agent is not None:
+            self._check_team(agent, handoff)
         return handoff
 
     @staticmethod
     def _check_team(agent: Agent, handoff: Dict[str, Any]) -> None:
-        if not agent.admin and handoff["queue"] not in agent.teams:
+        if not may_see(agent, handoff["queue"]):
             raise Forbidden(f"{agent.name} is not in the {handoff['queue']} team")
 
     @staticmethod
@@ -414,7 +446,8 @@ def _tier(value: Any) -> int:
     return value if isinstance(value, int) and 1 <= value <= 3 else 1
 
 
-def _record(handoff: Dict[str, Any], teams: Dict[str, str], transcript: List[TranscriptTurn],
+def _record(handoff: Dict[str, Any], teams: Dict[str, str], shown_slots: Sequence[str],
+            transcript: List[TranscriptTurn],
             notes: List[Dict[str, Any]], audit: List[Dict[str, Any]], position: Optional[int],
             now: float) -> Dict[str, Any]:
     answered = handoff["first_response_at"]
@@ -437,7 +470,7 @@ def _record(handoff: Dict[str, Any], teams: Dict[str, str], transcript: List[Tra
         "transcript": [{"role": t.role, "text": t.text, "at": iso(t.at),
                         "attachments": [a.as_dict() for a in t.attachments]}
                        for t in transcript],
-        "slots": handoff["slots"], "order": handoff["order_snapshot"],
+        "slots": agent_slots(handoff["slots"], shown_slots), "order": handoff["order_snapshot"],
         "actions_attempted": handoff["actions_attempted"], "summary": handoff["summary"],
         "notes": [{**n, "at": iso(n["at"])} for n in notes],
         "disposition": handoff["disposition"], "resolution_note": handoff["resolution_note"],

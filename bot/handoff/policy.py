@@ -19,6 +19,7 @@ from actions.policy import (
     parse_yaml_model,
     policy_dir,
 )
+from bot.handoff.store import Agent
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
@@ -142,9 +143,19 @@ class HandoffPolicy(StrictModel):
     wait_estimate: WaitEstimate
     still_waiting_every_seconds: conint(ge=0)  # type: ignore[valid-type]
     default_capacity: conint(ge=1)  # type: ignore[valid-type]
+    # defaults, so a policy directory written before these keys still loads
+    agent_token_days: conint(ge=0) = 30  # type: ignore[valid-type]
+    slots_shown_whole: List[str] = ["order_id", "request", "remedy", "next_request"]
     dispositions: List[str]
     csat: Csat
     texts: Texts
+
+    def token_expired(self, agent: Agent, now: float) -> bool:
+        """Whether the agent's token is past `agent_token_days` (0: tokens never expire;
+        the admin token has no issue time and never expires)."""
+        issued = agent.token_issued_at
+        days = self.agent_token_days
+        return bool(days) and issued is not None and now >= issued + days * 86400
 
     def first_response_seconds(self, queue: str, channel: str, tier: int,
                                surge: Optional[Mapping[str, int]] = None) -> float:

@@ -1,5 +1,6 @@
 """Handoff records in SQL: the handoffs, agents' internal notes, the audit log of every
-agent action, and the agents with their teams, capacity and hashed tokens.
+agent action, and the agents with their teams, capacity and hashed tokens (an agent's
+`created_at` is when their current token was issued: re-issuing replaces the row).
 
 The tables sit beside the gateway's records (same engine); calls are synchronous and
 run on the records' worker threads. Times are UNIX seconds, as in the records.
@@ -21,6 +22,9 @@ from bot.records import DriverStatement, driver_cursor
 metadata = sa.MetaData()
 
 OPEN = ("waiting", "active")
+# Names an agent may not have: the admin token acts as "admin", and the audit trail
+# names the bot and the command line as "bot" and "cli".
+RESERVED_NAMES = ("admin", "bot", "cli")
 
 handoffs = sa.Table(
     "handoffs", metadata,
@@ -102,16 +106,26 @@ class HandoffConflict(Exception):
     """The handoff is not in a state that allows this (e.g. already claimed)."""
 
 
+class ReservedName(ValueError):
+    """An agent may not be called this."""
+
+
 @dataclass(frozen=True)
 class Agent:
     name: str
     teams: Sequence[str]
     capacity: int
     admin: bool = False
+    # when the agent's token was issued (UNIX seconds); None for the admin token
+    token_issued_at: Optional[float] = None
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _agent(row: Any) -> Agent:
+    return Agent(row.name, json.loads(row.teams), row.capacity, token_issued_at=row.created_at)
 
 
 def _row(row: Any) -> Dict[str, Any]:
@@ -157,15 +171,15 @@ class HandoffStore:
         with self.engine.connect() as conn:
             return self._open_for(conn, conversation_id)
 
-    def list(self, status: Optional[str] = None, queue: Optional[str] = None,
+    def list(self, status: Optional[str] = None, queues: Optional[Sequence[str]] = None,
              limit: int = 200) -> List[Dict[str, Any]]:
         """Waiting ones in the order they are offered (priority, then age); the rest
-        newest first."""
+        newest first; only those of `queues` when given."""
         query = sa.select(handoffs)
         if status:
             query = query.where(handoffs.c.status == status)
-        if queue:
-            query = query.where(handoffs.c.queue == queue)
+        if queues is not None:
+            query = query.where(handoffs.c.queue.in_(list(queues)))
         order = ((handoffs.c.priority.desc(), handoffs.c.created_at, handoffs.c.id)
                  if status == "waiting" else (handoffs.c.created_at.desc(), handoffs.c.id.desc()))
         with self.engine.connect() as conn:
@@ -308,7 +322,11 @@ class HandoffStore:
     # agents
 
     def add_agent(self, name: str, teams: Sequence[str], capacity: int, now: float) -> str:
-        """Create or replace the agent; returns their new token (only its hash is kept)."""
+        """Create or replace the agent; returns their new token (only its hash is kept,
+        with `now` as its issue time); ReservedName for a name the audit trail uses."""
+        if name.strip().lower() in RESERVED_NAMES:
+            raise ReservedName(f"{name!r} is reserved ({', '.join(RESERVED_NAMES)} name the "
+                               "admin token, the bot and the command line in the audit trail)")
         token = secrets.token_urlsafe(32)
         values = {"teams": json.dumps(list(teams)), "capacity": capacity,
                   "token_hash": hash_token(token), "created_at": now}
@@ -325,12 +343,18 @@ class HandoffStore:
         query = sa.select(agents).where(agents.c.token_hash == hash_token(token))
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return Agent(row.name, json.loads(row.teams), row.capacity) if row else None
+        return _agent(row) if row else None
 
     def agents(self) -> List[Agent]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(agents).order_by(agents.c.name))
-            return [Agent(r.name, json.loads(r.teams), r.capacity) for r in rows]
+            return [_agent(r) for r in rows]
+
+    def agents_by_token_hash(self) -> Dict[str, Agent]:
+        """Every agent by the hash of their current token, in one read: how the gateway
+        re-checks all its open consoles at once."""
+        with self.engine.connect() as conn:
+            return {r.token_hash: _agent(r) for r in conn.execute(sa.select(agents))}
 
     # helpers
 

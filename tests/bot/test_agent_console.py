@@ -33,7 +33,8 @@ def desk_of(client: TestClient) -> HandoffDesk:
 
 async def agent(client: TestClient, name: str, *teams: str, capacity: int = 3) -> str:
     desk = desk_of(client)
-    return await desk.records.write(desk.store.add_agent, name, list(teams), capacity, 0.0)
+    return await desk.records.write(desk.store.add_agent, name, list(teams), capacity,
+                                    time.time())
 
 
 def bearer(token: str) -> Dict[str, str]:
@@ -78,7 +79,7 @@ async def test_a_customer_goes_to_a_person_and_back_to_the_bot_with_csat(
         "waiting", "general", {"code": "customer_request", "rule": "customer_request", "tier": 1})
     assert record["customer"]["name"] == "Ann"
     # the newest in its queue: behind every other waiting one (earlier tests' too)
-    assert record["position"] == len(desk_of(client).store.list("waiting", "general"))
+    assert record["position"] == len(desk_of(client).store.list("waiting", ["general"]))
     assert record["summary"]["next"] and record["sla"]["target_seconds"] == 900
     assert [t["role"] for t in record["transcript"]] == ["customer", "bot", "bot"]
 
@@ -149,8 +150,10 @@ async def test_a_verified_customer_hands_over_the_order_and_slots(
     order = record["order"]
     assert order["order_id"] == "A1001" and order["items"] and order["total"]
     assert order["shipment"]["tracking_number"] == "1Z999AA10123456784"
+    # the slots too: the contact the customer verified with reaches agents masked
+    assert record["slots"]["contact"] == "b***@example.com"
     assert "buyer1@example.com" not in json.dumps({k: v for k, v in record.items()
-                                                   if k not in ("slots", "transcript")})
+                                                   if k != "transcript"})
 
 
 async def test_the_api_needs_a_valid_token(client: TestClient,
@@ -337,7 +340,7 @@ async def test_an_agent_sees_the_photo_the_customer_sent_while_waiting(
     assert elsewhere.status == 404
     dan = await agent(client, "dan2", "logistics")
     other_team = await client.get(path, params={"url": attachment["url"]}, headers=bearer(dan))
-    assert other_team.status == 404
+    assert other_team.status == 403
     assert response.content_type == "image/jpeg"
     assert response.headers["Content-Security-Policy"] == "sandbox"
 

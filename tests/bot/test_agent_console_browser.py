@@ -72,7 +72,7 @@ async def test_an_agent_works_a_telegram_handoff_in_the_console(
     await browser.type("#resolve-note", "explained the delivery")
     await browser.click("#resolve")
     await until(lambda: "How would you rate" in sent_texts(bot_api, CHAT)[-1])
-    record = await desk.get(handoff["id"])
+    record = await desk.get(handoff["id"], desk.admin)
     assert (record["status"], record["agent"], record["disposition"]) == (
         "resolved", "alice", "information_given")
     assert [a["action"] for a in record["audit"]] == ["open", "claim", "reply", "resolve"]
@@ -83,7 +83,7 @@ async def test_an_agent_works_a_telegram_handoff_in_the_console(
     second = desk.store.open_for(f"telegram:{CHAT + 1}")
     await browser.find(f'.handoff-item[data-id="{second["id"]}"]')
     # the session's database may hold older waiting handoffs: those come first
-    offered = desk.store.list("waiting", "general")[0]
+    offered = desk.store.list("waiting", ["general"])[0]
     await browser.click("#take-next")
     await browser.wait_for_text("#conversation-title", f"H-{offered['id']}")
     await until(lambda: desk.store.get(offered["id"])["agent"] == "alice")

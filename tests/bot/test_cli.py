@@ -135,6 +135,10 @@ def test_agents_are_added_listed_and_removed_with_a_token_shown_once(
     assert "alice" in capsys.readouterr().out
     assert main(["agents", "add", "bob", "--team", "sales"]) == 1
     assert "no team 'sales'" in capsys.readouterr().err
+    # the admin token acts as "admin": an agent of that name would pass for it in the audit
+    assert main(["agents", "add", "admin", "--team", "general"]) == 1
+    assert "'admin' is reserved" in capsys.readouterr().err
+    assert [a.name for a in store.agents()] == ["alice"]
     assert main(["agents", "remove", "alice"]) == 0
     assert store.agent_for_token(token) is None
     assert main(["agents", "remove", "alice"]) == 1

@@ -151,7 +151,7 @@ async def test_when_the_bot_stays_down_the_customer_is_told_and_handed_to_a_pers
         assert re.search(r"number \d+ in the queue|away right now", queued), queued
         desk = client.app[ROUTER].desk
         await until(lambda: len(desk.records.transcript(f"telegram:{chat}")) == 4)
-        [handoff] = [h for h in await desk.list("waiting", None)
+        [handoff] = [h for h in await desk.list(desk.admin, "waiting", None)
                      if h["conversation_id"] == f"telegram:{chat}"]
         assert (handoff["reason"]["code"], handoff["queue"]) == ("bot_unavailable", "general")
         assert [(t["role"], t["text"]) for t in handoff["transcript"]][:2] == [

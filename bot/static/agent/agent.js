@@ -216,7 +216,8 @@
     socket.addEventListener("close", (event) => {
       if (socket !== state.socket) return;   // closed on purpose
       state.socket = null;
-      if (event.code === 4401) signOut("Your session has ended. Sign in again.");
+      // the server says why: removed, given a new token, or the token expired
+      if (event.code === 4401) signOut("Your session has ended" + (event.reason ? ": " + event.reason : "") + ". Sign in again.");
       else scheduleReconnect();
     });
   }
@@ -411,13 +412,19 @@
     } catch (error) {
       report(error);
       // Gone or not ours (an old link): close it rather than show "Loading…" for ever.
-      if ((error.status === 403 || error.status === 404) && state.openId === id) {
-        state.openId = null;
-        history.replaceState(null, "", location.pathname);
-        renderQueues();
-        renderOpen(null);
-      }
+      if ((error.status === 403 || error.status === 404) && state.openId === id) forget(id);
     }
+  }
+
+  // A handoff this console may no longer show (gone, or in another team's queue now).
+  function forget(id) {
+    state.records.delete(id);
+    if (state.openId === id) {
+      state.openId = null;
+      history.replaceState(null, "", location.pathname);
+    }
+    renderQueues();
+    renderOpen(null);
   }
 
   function saveDraft() {
@@ -722,7 +729,9 @@
     const queue = ui.transferQueue.value;
     const record = await act("transfer", "transfer", { queue });
     if (!record) return;
-    upsert(record);
+    // Moved to a team I am not in: from now on it is theirs to see, not mine.
+    if (state.me.admin || state.me.teams.includes(record.queue)) upsert(record);
+    else forget(record.id);
     setStatus(record.reference + " moved to " + (record.queue_label || record.queue) + ".");
   }
 

@@ -200,25 +200,25 @@ async def test_csat_answers_are_stored_and_other_messages_go_to_the_bot(desk: De
     answered = await resolved(desk, "happy")
     assert desk.texts("happy")[-1] == "How would you rate the help you got today?"
     assert await takes(desk, "happy", "5")
-    assert (await desk.desk.get(answered["id"]))["csat"]["score"] == 5
+    assert (await desk.desk.get(answered["id"], desk.desk.admin))["csat"]["score"] == 5
     assert desk.texts("happy")[-1] == "Thank you for telling us."
     assert not await takes(desk, "happy", "4")  # asked once, answered once
 
     moved_on = await resolved(desk, "busy")
     assert not await takes(desk, "busy", "9")  # not on the 1-5 scale
     assert not await takes(desk, "busy", "3")  # the question was dropped
-    assert (await desk.desk.get(moved_on["id"]))["csat"] is None
+    assert (await desk.desk.get(moved_on["id"], desk.desk.admin))["csat"] is None
 
 
 async def test_csat_is_not_awaited_forever(desk: Desk) -> None:
     handoff = await resolved(desk, "late")
     desk.clock.now += 25 * 3600
     assert not await takes(desk, "late", "4")
-    assert (await desk.desk.get(handoff["id"]))["csat"] is None
+    assert (await desk.desk.get(handoff["id"], desk.desk.admin))["csat"] is None
 
 
 async def test_a_conversation_already_with_a_person_opens_nothing_new(desk: Desk) -> None:
     await escalate(desk, "1")
     assert await desk.desk.escalate(message("1"), PAYLOAD) is None
     assert await desk.desk.bot_unavailable(message("1"), "it refused the turn") is None
-    assert len(await desk.desk.list("waiting", None)) == 1
+    assert len(await desk.desk.list(desk.desk.admin, "waiting", None)) == 1

@@ -45,7 +45,7 @@ async def test_the_queues_in_redis_follow_every_change(tmp_path: Path, redis_url
         assert await state(desk) == {"general": [urgent["id"]], "logistics": [second["id"]]}
         assert await state(desk) == sql_state(desk)
         assert await live_of(desk).active() == {first["id"]: "alice"}
-        assert (await desk.desk.get(second["id"]))["position"] == 1
+        assert (await desk.desk.get(second["id"], desk.desk.admin))["position"] == 1
 
         await desk.desk.resolve(first["id"], ALICE, "information_given", "")
         assert await live_of(desk).active() == {}
@@ -59,7 +59,7 @@ async def test_what_redis_lost_is_rebuilt_from_sql(tmp_path: Path, redis_url: st
         queues = live_of(desk)
         await queues.redis.delete(queues.active_key, queues.waiting_key("general"))
         # meanwhile positions come from SQL
-        assert (await desk.desk.get(second["id"]))["position"] == 1
+        assert (await desk.desk.get(second["id"], desk.desk.admin))["position"] == 1
         await queues.reconcile()
         assert await state(desk) == {"general": [second["id"]]}
         assert await queues.active() == {first["id"]: "alice"}
@@ -73,5 +73,5 @@ async def test_with_redis_down_handoffs_open_and_positions_come_from_sql(
         await escalate(desk, "1")
         second = await escalate(desk, "2")
         assert "number 2 in the queue" in desk.texts("2")[0]
-        assert (await desk.desk.get(second["id"]))["status"] == "waiting"
+        assert (await desk.desk.get(second["id"], desk.desk.admin))["status"] == "waiting"
     await unreachable.close(close_connection_pool=True)

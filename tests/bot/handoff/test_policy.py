@@ -11,6 +11,7 @@ import yaml
 
 from actions.policy import PolicyError, load_policy
 from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait, load_handoff_policy
+from bot.handoff.store import Agent
 from bot.settings import REPO_ROOT
 
 POLICY_DIR = REPO_ROOT / "policy"
@@ -62,12 +63,26 @@ def test_a_queue_target_replaces_the_channel_target(tmp_path: Path) -> None:
     ({"csat.options": ["fine"]}, "csat.options"),
     ({"bot_unavailable": {"queue": "sales", "tier": 1}}, "queue 'sales'"),
     ({"sla.queue_first_response_seconds": {"nobody": {"sms": 10}}}, "queue 'nobody'"),
+    ({"agent_token_days": -1}, "agent_token_days"),
+    ({"agent_token_days": "a month"}, "agent_token_days"),
+    ({"slots_shown_whole": "order_id"}, "slots_shown_whole"),
 ])
 def test_mistakes_are_refused_naming_the_key(tmp_path: Path, change: dict, named: str) -> None:
     directory = edited(tmp_path, change)
     with pytest.raises(PolicyError, match="handoff.yml") as raised:
         load_handoff_policy(load_policy(directory), directory)
     assert named in str(raised.value)
+
+
+def test_agent_tokens_expire_after_the_policy_days_counted_from_issue(
+        policy: HandoffPolicy) -> None:
+    days = 86400
+    alice = Agent("alice", ("general",), 3, token_issued_at=1000.0)
+    assert policy.agent_token_days == 30
+    assert not policy.token_expired(alice, 1000.0 + 30 * days - 1)
+    assert policy.token_expired(alice, 1000.0 + 30 * days)
+    assert not policy.copy(update={"agent_token_days": 0}).token_expired(alice, 1e10)
+    assert not policy.token_expired(Agent("admin", ("general",), 0, admin=True), 1e10)
 
 
 def utc(text: str) -> datetime:

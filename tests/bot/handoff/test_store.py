@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterator
 import pytest
 
 from actions.store.sql import open_store
-from bot.handoff.store import Agent, HandoffConflict, HandoffStore, metadata
+from bot.handoff.store import Agent, HandoffConflict, HandoffStore, ReservedName, metadata
 
 ALICE = Agent("alice", ("general",), 2)
 
@@ -55,8 +55,11 @@ def test_waiting_handoffs_are_offered_by_priority_then_age(handoffs: HandoffStor
     urgent, _ = handoffs.open(values("c:urgent", 300.0, tier=3))
     new, _ = handoffs.open(values("c:new", 200.0, tier=1))
     elsewhere, _ = handoffs.open(values("c:other", 50.0, queue="logistics"))
-    waiting = handoffs.list("waiting", "general")
+    waiting = handoffs.list("waiting", ["general"])
     assert [h["id"] for h in waiting] == [urgent["id"], old["id"], new["id"]]
+    assert [h["id"] for h in handoffs.list("waiting", ["logistics", "payments_fraud"])] == [
+        elsewhere["id"]]
+    assert handoffs.list("waiting", []) == []
     assert [handoffs.position(h) for h in (urgent, old, new, elsewhere)] == [1, 2, 3, 1]
 
 
@@ -158,12 +161,24 @@ def test_notes_and_audit_trail(handoffs: HandoffStore) -> None:
 
 def test_agents_have_hashed_tokens(handoffs: HandoffStore) -> None:
     token = handoffs.add_agent("alice", ["general", "logistics"], 3, 100.0)
-    assert handoffs.agent_for_token(token) == Agent("alice", ["general", "logistics"], 3)
+    assert handoffs.agent_for_token(token) == Agent("alice", ["general", "logistics"], 3,
+                                                    token_issued_at=100.0)
     assert handoffs.agent_for_token(token + "x") is None
     reissued = handoffs.add_agent("alice", ["general"], 2, 200.0)
     assert handoffs.agent_for_token(token) is None
     assert handoffs.agent_for_token(reissued).capacity == 2
+    # re-issuing starts the token's age again
+    assert handoffs.agent_for_token(reissued).token_issued_at == 200.0
+    assert list(handoffs.agents_by_token_hash().values()) == [handoffs.agent_for_token(reissued)]
     with handoffs.engine.connect() as conn:
         stored = str(conn.exec_driver_sql("SELECT * FROM agents").all())
     assert token not in stored and "alice" in stored
     assert handoffs.remove_agent("alice") and handoffs.agent_for_token(reissued) is None
+
+
+@pytest.mark.parametrize("name", ["admin", "Admin ", "bot", "cli"])
+def test_the_names_the_audit_trail_uses_are_no_agents_names(handoffs: HandoffStore,
+                                                            name: str) -> None:
+    with pytest.raises(ReservedName, match="reserved"):
+        handoffs.add_agent(name, ["general"], 3, 100.0)
+    assert handoffs.agents() == []
