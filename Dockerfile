@@ -28,7 +28,7 @@ COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
 # the project (see .dockerignore), installed editable like scripts/setup.sh does, so the
-# code stays in /app: the gateway finds policy/ and bot/static/ beside its modules
+# code stays in /app: the gateway finds policy/ and its pages beside its modules
 COPY . .
 RUN pip install --no-deps -e . \
     && rasa train --quiet --out models \

@@ -13,7 +13,7 @@ thread, against in the dashboard's own KPI process.
     .venv/bin/python bench/bench_kpi.py [--days 30] [--contacts 2000] [--repeat 3]
 
 Prints a table and writes bench/results/kpi.md. PYTHONPATH=<another checkout> measures
-that checkout's bot.kpi with the same data.
+that checkout's bot.reporting.kpi with the same data.
 """
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ def write_history(gateway: sa.engine.Engine, tracker: sa.engine.Engine, days: in
                   contacts_per_day: int, now: float, seed: int = 7) -> Tuple[int, int, int]:
     from bot.handoff.store import handoffs
     from bot.handoff.store import metadata as handoff_metadata
-    from bot.kpi import tracker_events
-    from bot.monitor import metadata as monitor_metadata
-    from bot.records import conversations, turns
-    from bot.records import metadata as records_metadata
+    from bot.messaging.records import conversations, turns
+    from bot.messaging.records import metadata as records_metadata
+    from bot.outreach.monitor import metadata as monitor_metadata
+    from bot.reporting.kpi import tracker_events
 
     records_metadata.create_all(gateway)
     handoff_metadata.create_all(gateway)
@@ -136,7 +136,7 @@ async def loop_stalls(source: Any, figures: Tuple[Any, ...]
     while the summary is computed on a thread (as `records.read` would) and in the
     dashboard's own process (KpiSource: its first call starts the process, so it is
     warmed up first)."""
-    from bot.dashboard import compute
+    from bot.reporting.dashboard import compute
 
     loop = asyncio.get_running_loop()
     await source._cached("summary", 1)  # start the KPI process
@@ -173,11 +173,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from actions.store.sql import create_store_engine
-    from bot import kpi
-    from bot.dashboard import KpiSource, compute
-    from bot.records import GatewayRecords
+    from bot.reporting import kpi
+    from bot.messaging.records import GatewayRecords
+    from bot.reporting.dashboard import KpiSource, compute
 
-    code = Path(kpi.__file__).resolve().parent.parent
+    code = Path(kpi.__file__).resolve().parents[2]
     zone = ZoneInfo("UTC")
     now = time.time()  # the dashboard's path computes "as of now"
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,7 @@ For every ``--config`` it trains an NLU model into a temporary directory
 (``rasa train nlu``, in a child process, so training seconds and peak RSS are that
 model's alone), then, in a second child process, loads the model, times
 ``Agent.parse_message`` on a few hundred utterances (median and p95, after a warm-up)
-and scores it with `bot.nlu_report`. It prints a table and writes
+and scores it with `bot.tools.nlu_report`. It prints a table and writes
 ``bench/results/nlu.md`` (rows also in ``nlu.json``; a run replaces the rows of the
 configs it ran and keeps the others, ``--fresh`` drops them). Run one benchmark at a
 time: the timings assume the machine is otherwise idle. This is a benchmark, not a
@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bot.nlu_report import (  # noqa: E402
+from bot.tools.nlu_report import (  # noqa: E402
     DEFAULT_EVAL_DIR,
     DEFAULT_NLU_DIR,
     evaluate,
@@ -198,7 +198,7 @@ def render(results: list[BenchResult]) -> str:
         f"Python {platform.python_version()}. Each config is trained from scratch "
         "(`rasa train nlu`, peak RSS of that process); parse latency is "
         "`Agent.parse_message` on eval utterances, one at a time after a warm-up; scores "
-        "come from `bot.nlu_report` (`nlu_fallback` counts as a miss; HINT3 OOS rejected = "
+        "come from `bot.tools.nlu_report` (`nlu_fallback` counts as a miss; HINT3 OOS rejected = "
         "share of its out-of-scope test rows answered with `out_of_scope` or `nlu_fallback`).",
         "",
         "| config | run | train s | train RSS MB | parse median ms | parse p95 ms "

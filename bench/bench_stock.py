@@ -56,7 +56,7 @@ import bench_gateway as gw
 import yaml
 from aiohttp import web
 
-from bot.launcher import consecutive_free_ports, newest_model
+from bot.tools.launcher import consecutive_free_ports, newest_model
 
 ROOT = gw.ROOT
 WORK = ROOT / "var" / "bench" / "stock"
@@ -129,7 +129,7 @@ class Processes:
         self.started[name] = process
 
     def stop(self, *names: str, sig: int = signal.SIGTERM) -> None:
-        """As bot/launcher.py's stop(): SIGTERM to each process group, SIGKILL after
+        """As bot/tools/launcher.py's stop(): SIGTERM to each process group, SIGKILL after
         15 s. A process started in our own group (bench_gateway.start_gateway) is
         signalled alone."""
         chosen = {name: self.started.pop(name) for name in (names or list(self.started))
@@ -610,7 +610,7 @@ async def run_production_shape(processes: Processes, args: argparse.Namespace,
     """(c) once more in the production shape (`bot run-prod`): 2 Rasa instances and 2
     gateways on PostgreSQL and Redis behind the balancer, spoken to on its REST channel.
     It uses the newest model in models/ and databases of its own, dropped after."""
-    from bot.launcher import LOCAL_POSTGRES, drop_database
+    from bot.tools.launcher import LOCAL_POSTGRES, drop_database
 
     names = [f"bench_prod_{uuid.uuid4().hex[:8]}" for _ in range(2)]
     public, rasa = consecutive_free_ports(3), consecutive_free_ports(2)

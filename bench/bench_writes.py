@@ -42,7 +42,7 @@ from actions.conversation import shared_store  # noqa: E402
 from actions.store.seed import seed_demo_store  # noqa: E402
 from actions.store.sql import Store, open_store  # noqa: E402
 from actions.store.types import OrderStatus  # noqa: E402
-from bot.launcher import ensure_database  # noqa: E402
+from bot.tools.launcher import ensure_database  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "writes.md"
 DOMAIN = yaml.safe_load((ROOT / "domain.yml").read_text())

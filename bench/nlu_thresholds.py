@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bot.nlu_report import (  # noqa: E402
+from bot.tools.nlu_report import (  # noqa: E402
     DEFAULT_NLU_DIR,
     FALLBACK_INTENT,
     OUT_OF_SCOPE_INTENT,

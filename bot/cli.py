@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from bot.gateway import create_app
+    from bot.app import create_app
     from bot.settings import load_settings
 
     settings = load_settings()
@@ -27,14 +27,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bot.launcher import run_system
+    from bot.tools.launcher import run_system
 
     return run_system(train=not args.no_train, seed=not args.no_seed)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bot.launcher import child_environment, train_if_changed
     from bot.settings import REPO_ROOT, load_settings
+    from bot.tools.launcher import child_environment, train_if_changed
 
     settings = load_settings()
     try:
@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _run_prod(args: argparse.Namespace) -> int:
-    from bot.launcher import run_production
+    from bot.tools.launcher import run_production
 
     return run_production(args.instances, train=not args.no_train, seed=not args.no_seed)
 
@@ -57,7 +57,7 @@ def _balance(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
 
-    from bot.balancer import parse_backend, serve
+    from bot.tools.balancer import parse_backend, serve
 
     try:
         backends = [parse_backend(backend) for backend in args.backends]
@@ -80,11 +80,11 @@ def _seed(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from actions.policy import PolicyError, load_knowledge, load_peak_policy, load_policy
-    from bot.gateway import load_channel_policy
+    from bot.app import load_channel_policy
     from bot.handoff.policy import load_handoff_policy
-    from bot.kpi import load_kpi_policy
-    from bot.monitor import load_monitor_policy
+    from bot.outreach.monitor import load_monitor_policy
     from bot.privacy import load_privacy_policy
+    from bot.reporting.kpi import load_kpi_policy
 
     try:
         policy = load_policy()
@@ -135,7 +135,7 @@ def _gateway_engine() -> Engine:
     """The gateway's database, with its tables, also before the gateway ever ran."""
     from actions.store.sql import create_store_engine, create_tables
     from bot.handoff import store as handoff_store
-    from bot.records import metadata as records_metadata
+    from bot.messaging.records import metadata as records_metadata
     from bot.settings import load_settings
 
     settings = load_settings()
@@ -147,7 +147,7 @@ def _gateway_engine() -> Engine:
 
 
 def _deliveries(args: argparse.Namespace) -> int:
-    from bot.records import GatewayRecords
+    from bot.messaging.records import GatewayRecords
 
     rows = GatewayRecords(_gateway_engine()).deliveries(status=args.status, limit=args.limit)
     for row in rows:
@@ -190,8 +190,8 @@ def _report(args: argparse.Namespace) -> int:
 
     from actions.policy import load_policy
     from bot.handoff.policy import load_handoff_policy
-    from bot.kpi import current_kpis, daily_csv, load_kpi_policy, tracker_engine
-    from bot.report import weekly_review
+    from bot.reporting.kpi import current_kpis, daily_csv, load_kpi_policy, tracker_engine
+    from bot.reporting.weekly_review import weekly_review
     from bot.settings import load_settings
 
     settings = load_settings()
@@ -209,9 +209,9 @@ def _peak(args: argparse.Namespace) -> int:
     import asyncio
 
     from actions.policy import load_peak_policy
+    from bot.handoff.peak import PeakConfigured, PeakMode
     from bot.handoff.store import HandoffStore
-    from bot.peak import PeakConfigured, PeakMode
-    from bot.records import GatewayRecords
+    from bot.messaging.records import GatewayRecords
 
     records = GatewayRecords(_gateway_engine())
     peak = PeakMode(load_peak_policy(), records, HandoffStore(records.engine))
@@ -238,8 +238,8 @@ def _monitor(args: argparse.Namespace) -> int:
     import asyncio
 
     from actions.policy import PolicyError
-    from bot.gateway import load_channel_policy
-    from bot.monitor import load_monitor_policy, run_once
+    from bot.app import load_channel_policy
+    from bot.outreach.monitor import load_monitor_policy, run_once
 
     try:
         policy = load_monitor_policy(load_channel_policy())
@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "a phone number")
     privacy_sub.add_parser("purge", help="remove what is older than retention_days of "
                                          "policy/privacy.yml (the gateway does it on a schedule)")
-    # nlu-report has its own options (bot/nlu_report.py); main() hands them over whole
+    # nlu-report has its own options (bot/tools/nlu_report.py); main() hands them over whole
     sub.add_parser("nlu-report", add_help=False,
                    help="score the model on ../shared/eval (bot nlu-report --help)")
     return parser
@@ -421,7 +421,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     install_log_redaction()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["nlu-report"]:
-        from bot.nlu_report import run
+        from bot.tools.nlu_report import run
 
         return run(argv[1:])
     args = build_parser().parse_args(argv)

@@ -51,18 +51,25 @@ from actions.policy import (
 )
 from actions.store import sql as store_tables
 from actions.store.sql import create_store_engine, create_tables, default_url
-from bot.agent_console import authenticated, json_object
 from bot.handoff import store as handoff_tables
+from bot.handoff.console import authenticated, json_object
 from bot.handoff.desk import Forbidden, Invalid
 from bot.handoff.store import Agent, HandoffStore
-from bot.inbox import decode
-from bot.kpi import tracker_events
-from bot.monitor import PHONE_CONNECTORS, sender_phone
-from bot.monitor import alerts as monitor_alerts
-from bot.monitor import metadata as monitor_metadata
-from bot.monitor import outreach as monitor_outreach
-from bot.records import GatewayRecords, conversations, deliveries, inbox_spool, opt_outs, turns
-from bot.records import metadata as records_metadata
+from bot.messaging.inbox import decode
+from bot.messaging.records import (
+    GatewayRecords,
+    conversations,
+    deliveries,
+    inbox_spool,
+    opt_outs,
+    turns,
+)
+from bot.messaging.records import metadata as records_metadata
+from bot.outreach.monitor import PHONE_CONNECTORS, sender_phone
+from bot.outreach.monitor import alerts as monitor_alerts
+from bot.outreach.monitor import metadata as monitor_metadata
+from bot.outreach.monitor import outreach as monitor_outreach
+from bot.reporting.kpi import tracker_events
 from bot.settings import Settings
 
 log = logging.getLogger("bot.privacy")

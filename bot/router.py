@@ -12,11 +12,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from aiohttp import web
 
 from bot.handoff.desk import HandoffDesk, split_handoff
-from bot.inbound_limit import InboundCounter, MemoryInboundCounter
-from bot.inbox import Inbox, InboxUnavailable
-from bot.metrics import GatewayMetrics
-from bot.rasa import BotRefused, BotUnavailable, RasaClient
-from bot.records import GatewayRecords
+from bot.messaging.inbound_limit import InboundCounter, MemoryInboundCounter
+from bot.messaging.inbox import Inbox, InboxUnavailable
+from bot.messaging.metrics import GatewayMetrics
+from bot.messaging.rasa_client import BotRefused, BotUnavailable, RasaClient
+from bot.messaging.records import GatewayRecords
 from connectors.channel import Channel
 from connectors.config import ChannelPolicy
 from connectors.message import (

@@ -1,11 +1,11 @@
 """Rasa's REST channel, answering 503 for a turn that failed instead of 200 with
 whatever replies it collected before the failure.
 
-The gateway asks Rasa through this channel (bot/rasa.py); credentials.yml puts it at
-Rasa's usual `/webhooks/rest/webhook`, with the same request and answer. A turn fails
-whole (whole_turns.py): its conversation could not be read or saved, a custom action
-failed, or no model is loaded. Its replies are dropped and the conversation is as it
-was, so the gateway asks again.
+The gateway asks Rasa through this channel (bot/messaging/rasa_client.py);
+credentials.yml puts it at Rasa's usual `/webhooks/rest/webhook`, with the same
+request and answer. A turn fails whole (whole_turns.py): its conversation could not
+be read or saved, a custom action failed, or no model is loaded. Its replies are
+dropped and the conversation is as it was, so the gateway asks again.
 
 Errors are logged by type only: Rasa's and the database's messages quote the events,
 which hold the customer's words. No streaming."""

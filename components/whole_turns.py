@@ -13,7 +13,8 @@ cuts PostgreSQL off).
 `install()` makes both fail the turn: the tracker store raises what its database
 raised, and a custom action that fails marks the turn, after which no custom action
 runs in it and it is not saved. The strict REST channel (rest_channel.py) answers such
-a turn 503, and the gateway asks again (bot/rasa.py) with the conversation as it was.
+a turn 503, and the gateway asks again (bot/messaging/rasa_client.py) with the
+conversation as it was.
 A form rejecting a value (ActionExecutionRejection) is dialogue, not a failure."""
 from __future__ import annotations
 

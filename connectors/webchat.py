@@ -47,6 +47,8 @@ SOCKETIO_PATH = "socket.io"
 PACKET_SEPARATOR = "\x1e"
 CLIENT_PACKET_TYPES = frozenset("134b")
 STATIC_PREFIX = "/webchat/"
+# the page and its scripts, served by this channel
+PAGE_DIR = Path(__file__).parent / "webchat_page"
 
 MAX_TEXT_CHARS = 4096
 MAX_SESSION_ID_CHARS = 128
@@ -194,13 +196,12 @@ def conversation_id(session_id: str) -> str:
 class WebChatChannel(Channel):
     name = CHANNEL
 
-    def __init__(self, secret: bytes, static_dir: Path, redis_url: Optional[str] = None,
+    def __init__(self, secret: bytes, redis_url: Optional[str] = None,
                  *, allowed_origins: Union[str, List[str]] = "*") -> None:
         # Any origin by default: the widget is meant to be embedded in the store's own
         # site. That is safe because the socket carries no ambient credential (no
         # cookie): a session is only what the page itself presents, signed.
         self._signer = SessionSigner(secret)
-        self._static_dir = Path(static_dir)
         manager = socketio.AsyncRedisManager(
             redis_url, redis_options={"socket_connect_timeout": REDIS_WAIT_SECONDS}) \
             if redis_url else None
@@ -219,7 +220,7 @@ class WebChatChannel(Channel):
             return await self._receive(sid, args[0] if args else None, context)
 
         async def page(request: web.Request) -> web.FileResponse:
-            return web.FileResponse(self._static_dir / "index.html", headers=_PAGE_HEADERS)
+            return web.FileResponse(PAGE_DIR / "index.html", headers=_PAGE_HEADERS)
 
         self.sio.on("session_request", on_session_request)
         self.sio.on("user_uttered", on_user_uttered)
@@ -229,7 +230,7 @@ class WebChatChannel(Channel):
         app.router.add_route("OPTIONS", path, self.sio.handle_request)
         app.router.add_post(path, self._polling_post)
         app.router.add_get("/", page)
-        app.router.add_static(STATIC_PREFIX, self._static_dir)
+        app.router.add_static(STATIC_PREFIX, PAGE_DIR)
         # aiohttp 3.9's signal annotation does not match aiosignal 1.4's ParamSpec one.
         app.on_shutdown.append(self._close_sockets)  # type: ignore[arg-type]
 

@@ -106,7 +106,7 @@ def action_server_command(port: int) -> List[str]:
 def trained_model() -> Path:
     """The model for the current config, domain and data (`bot train`: trained only
     when they changed), so the suite trains at most once."""
-    from bot.launcher import train_if_changed
+    from bot.tools.launcher import train_if_changed
 
     return train_if_changed({**os.environ, "RASA_TELEMETRY_ENABLED": "false"},
                             REPO_ROOT / "var" / "logs" / "train.log")

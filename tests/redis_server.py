@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from bot.launcher import port_open
+from bot.tools.launcher import port_open
 from tests.provider_api import free_port
 
 needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None,

@@ -442,7 +442,7 @@ def test_dockerfile_installs_the_pinned_requirements_and_trains() -> None:
     runs = dockerfile("RUN")
     assert any(re.search(r"pip install\b.*-r requirements\.txt\b", run) for run in runs)
     assert any(re.search(r"pip install\b.*--no-deps\b.*-e \.", run) for run in runs), (
-        "the project is installed editable: it finds policy/ and bot/static/ beside it")
+        "the project is installed editable: it finds policy/ and its pages beside it")
     assert any("rasa train" in run for run in runs)
     assert any(copy.split()[0] == "requirements.txt" for copy in dockerfile("COPY"))
 

@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from bot.nlu_report import (
+from bot.tools.nlu_report import (
     CANONICAL_INTENTS,
     DEFAULT_EVAL_DIR,
     EXTRA_INTENTS,

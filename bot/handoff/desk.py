@@ -16,11 +16,11 @@ from actions.policy import EscalationPolicy
 from actions.store.sql import Store
 from bot.handoff.events import EventBus
 from bot.handoff.live import LiveQueues
+from bot.handoff.peak import PeakMode
 from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
 from bot.handoff.snapshot import order_snapshot
 from bot.handoff.store import Agent, HandoffConflict, HandoffStore
-from bot.peak import PeakMode
-from bot.records import GatewayRecords
+from bot.messaging.records import GatewayRecords
 from connectors.message import Attachment, Button, Delivery, Message, Reply, TranscriptTurn
 from connectors.privacy import mask, redact
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from redis import asyncio as aioredis
 
 from bot.handoff.store import HandoffStore
-from bot.records import GatewayRecords
+from bot.messaging.records import GatewayRecords
 
 log = logging.getLogger("bot.handoff.live")
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from actions.store.sql import create_tables
-from bot.records import DriverStatement, driver_cursor
+from bot.messaging.records import DriverStatement, driver_cursor
 
 metadata = sa.MetaData()
 
@@ -91,7 +91,7 @@ agents = sa.Table(
 
 JSON_COLUMNS = ("slots", "order_snapshot", "actions_attempted", "summary")
 
-# `routing` runs it for every customer message, on the DBAPI cursor (bot/records.py's
+# `routing` runs it for every customer message, on the DBAPI cursor (bot/messaging/records.py's
 # DriverStatement), which takes no expanding IN
 _ROUTING = sa.select(handoffs).where(
     handoffs.c.conversation_id == sa.bindparam("conversation"),

@@ -11,7 +11,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.gateway import create_app, load_channel_policy
+from bot.app import create_app, load_channel_policy
 from bot.settings import load_settings
 from connectors.telegram import TelegramChannel
 from tests.browser import Browser, unavailable

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Tuple
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.gateway import ROUTER, create_app, load_channel_policy
+from bot.app import ROUTER, create_app, load_channel_policy
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.live import RedisLiveQueues
 from bot.settings import load_settings

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bot.balancer import Balancer, parse_backend, serve
+from bot.tools.balancer import Balancer, parse_backend, serve
 from tests.provider_api import free_port
 
 

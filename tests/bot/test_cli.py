@@ -9,7 +9,7 @@ from aiohttp import web
 
 from actions.store.sql import create_store_engine, open_store
 from bot.cli import main
-from bot.records import GatewayRecords
+from bot.messaging.records import GatewayRecords
 from connectors.message import Delivery, Reply
 from tests.conftest import REPO_ROOT
 from tests.provider_api import ProviderAPI, RecordedRequest

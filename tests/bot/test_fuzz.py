@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from bot.gateway import ROUTER, STATIC_DIR, create_app, load_channel_policy
+from bot.app import ROUTER, STATIC_DIR, create_app, load_channel_policy
 from bot.settings import load_settings
 from connectors.config import TwilioCredentials
 from connectors.message import Message

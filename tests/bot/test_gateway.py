@@ -18,7 +18,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.gateway import ROUTER, create_app, load_channel_policy
+from bot.app import ROUTER, create_app, load_channel_policy
 from bot.settings import load_settings
 from connectors.config import ChannelPolicy, TwilioCredentials
 from connectors.telegram import SECRET_HEADER, TelegramChannel
@@ -326,7 +326,7 @@ async def test_channels_without_credentials_are_off_and_say_so_and_the_gateway_s
     settings = dataclasses.replace(load_settings(), var_dir=tmp_path, database_url="",
                                    redis_url="",
                                    rasa_url=f"http://127.0.0.1:{free_port()}")
-    with caplog.at_level(logging.INFO, logger="bot.gateway"):
+    with caplog.at_level(logging.INFO, logger="bot.app"):
         app = create_app(settings)
     assert "channel telegram: on" in caplog.text and "channel webchat: on" in caplog.text
     assert "channel twilio: off (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)" in caplog.text

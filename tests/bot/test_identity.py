@@ -21,7 +21,7 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from actions.policy import DEFAULT_POLICY_DIR, load_policy
-from bot.gateway import ROUTER, create_app, load_channel_policy
+from bot.app import ROUTER, create_app, load_channel_policy
 from bot.settings import load_settings
 from connectors.config import TwilioCredentials
 from connectors.rest import RestChannel

@@ -7,7 +7,7 @@ from typing import List
 
 from redis import asyncio as aioredis
 
-from bot.inbound_limit import MemoryInboundCounter, RedisInboundCounter
+from bot.messaging.inbound_limit import MemoryInboundCounter, RedisInboundCounter
 
 
 class Clock:

@@ -17,12 +17,12 @@ import sqlalchemy.exc
 from aiohttp.test_utils import TestClient, TestServer
 from redis import asyncio as aioredis
 
-import bot.gateway
-import bot.inbox
+import bot.app
+import bot.messaging.inbox
 from actions.store.sql import create_store_engine
-from bot.gateway import connect_redis, load_channel_policy
-from bot.inbox import InboxUnavailable, RedisInbox, SqlInbox, decode
-from bot.records import GatewayRecords, inbox_spool
+from bot.app import connect_redis, load_channel_policy
+from bot.messaging.inbox import InboxUnavailable, RedisInbox, SqlInbox, decode
+from bot.messaging.records import GatewayRecords, inbox_spool
 from bot.settings import load_settings
 from connectors.message import Attachment, Message
 from connectors.telegram import SECRET_HEADER, TelegramChannel
@@ -316,7 +316,7 @@ async def test_after_a_redis_restart_idle_connections_send_no_message_to_the_spo
     """Every pooled connection died with the restart; each is checked and opened again
     before use, so Redis takes the messages: none waits in the spool, where the
     conversation's next message, taken by another gateway, could overtake it."""
-    monkeypatch.setattr(bot.gateway, "REDIS_IDLE_CHECK_SECONDS", 0.1)
+    monkeypatch.setattr(bot.app, "REDIS_IDLE_CHECK_SECONDS", 0.1)
     await asyncio.to_thread(down_redis.start)
     redis = connect_redis(down_redis.url)
     inbox, processor = RedisInbox(redis, spool, 60, prefix=prefix), Processor()
@@ -350,7 +350,7 @@ async def test_when_neither_redis_nor_the_spool_can_keep_a_message_the_inbox_say
 
 
 def decode_text(raw: str) -> str:
-    return bot.inbox.decode(raw).text
+    return bot.messaging.inbox.decode(raw).text
 
 
 @pytest.mark.parametrize(("failure", "processed"), [
@@ -364,7 +364,7 @@ def decode_text(raw: str) -> str:
 async def test_a_failing_message_is_passed_over_and_an_outage_waited_out(
         failure: Exception, processed: List[str], monkeypatch: pytest.MonkeyPatch,
         records: GatewayRecords) -> None:
-    monkeypatch.setattr(bot.inbox, "RETRY_FIRST_SECONDS", 0.01)
+    monkeypatch.setattr(bot.messaging.inbox, "RETRY_FIRST_SECONDS", 0.01)
     processor, failures = Processor(), [failure, failure]
 
     async def failing(msg: Message) -> None:
@@ -393,7 +393,7 @@ async def test_a_black_holed_redis_does_not_hang_a_webhook(
         gateway_database_override=f"sqlite:///{tmp_path / 'gateway.db'}",
         redis_url=f"redis://127.0.0.1:{proxy.port}/0", rasa_url=f"http://127.0.0.1:{free_port()}")
     policy = load_channel_policy()
-    client = TestClient(TestServer(bot.gateway.create_app(
+    client = TestClient(TestServer(bot.app.create_app(
         settings, {"telegram": TelegramChannel(credentials(telegram.url), policy)}, policy)))
     await client.start_server()
     try:
@@ -403,8 +403,8 @@ async def test_a_black_holed_redis_does_not_hang_a_webhook(
                                      headers={SECRET_HEADER: SECRET})
         assert response.status == 200
         # at most two waits: an idle connection's PING, then the command on a new one
-        assert time.monotonic() - started < 2 * bot.gateway.REDIS_TIMEOUT_SECONDS + 1
-        records = client.app[bot.gateway.ROUTER].records
+        assert time.monotonic() - started < 2 * bot.app.REDIS_TIMEOUT_SECONDS + 1
+        records = client.app[bot.app.ROUTER].records
         assert [decode(raw).text for _, raw in records.spooled(10)] == ["hi"]
     finally:
         proxy.cut()

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from actions.policy import PolicyError
-from bot.kpi import (
+from bot.reporting.kpi import (
     CustomerTurn,
     History,
     KpiRow,

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from bot.launcher import port_open
+from bot.tools.launcher import port_open
 
 from ..conftest import REPO_ROOT, stop_group
 

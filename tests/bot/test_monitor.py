@@ -1,4 +1,4 @@
-"""Proactive outreach (bot/monitor.py) against real SQLite databases: the demo store
+"""Proactive outreach (bot/outreach/monitor.py) against real SQLite databases: the demo store
 seeded relative to a fixed clock, and the gateway's records with the conversations each
 test writes. Sends go through a real Router (its delivery records turns and
 deliveries) to channels that record what they were asked to send, or to the real
@@ -40,8 +40,11 @@ from bot.handoff.live import LiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore, handoffs
 from bot.handoff.store import metadata as handoff_tables
-from bot.inbox import SqlInbox
-from bot.monitor import (
+from bot.messaging.inbox import SqlInbox
+from bot.messaging.rasa_client import RasaClient
+from bot.messaging.records import GatewayRecords
+from bot.messaging.records import metadata as records_tables
+from bot.outreach.monitor import (
     ALERT_EVENT,
     Monitor,
     MonitorPolicy,
@@ -53,10 +56,7 @@ from bot.monitor import (
     run_once,
     sender_phone,
 )
-from bot.monitor import metadata as monitor_tables
-from bot.rasa import RasaClient
-from bot.records import GatewayRecords
-from bot.records import metadata as records_tables
+from bot.outreach.monitor import metadata as monitor_tables
 from bot.router import Router
 from bot.settings import load_settings
 from connectors.channel import Channel, ChannelContext
@@ -692,7 +692,7 @@ async def test_the_schedule_runs_enabled_monitors_and_survives_failures(
     outreach.shipments = flaky  # type: ignore[method-assign]
     monitor = Monitor(outreach, first_run_after_seconds=0)
     assert [name for name, _ in monitor.enabled()] == ["shipments"]
-    with caplog.at_level(logging.INFO, logger="bot.monitor"):
+    with caplog.at_level(logging.INFO, logger="bot.outreach.monitor"):
         await monitor.start()
         for _ in range(200):
             if monitor.runs["shipments"] >= 3:
@@ -1084,7 +1084,8 @@ def test_bot_monitor_promises_prints_what_it_handed_over(
     add_handoff(records, now.timestamp() - DAY, chat, "A1003")
     records.close()
     # whatever the time of day the tests run (business hours are tested on their own)
-    monkeypatch.setattr("bot.monitor.load_monitor_policy", lambda channels: monitor_policy())
+    monkeypatch.setattr("bot.outreach.monitor.load_monitor_policy",
+                        lambda channels: monitor_policy())
 
     assert main(["monitor", "promises"]) == 0
 

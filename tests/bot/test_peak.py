@@ -17,7 +17,7 @@ from actions.policy import load_peak_policy
 from bot import peak as peak_module
 from bot.cli import main
 from bot.handoff.live import LiveQueues
-from bot.peak import PeakConfigured, PeakMode
+from bot.handoff.peak import PeakConfigured, PeakMode
 from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.handoff.test_desk import Desk, desk_with, escalate
 from tests.bot.test_agent_console import agent, ask_for_a_person, call

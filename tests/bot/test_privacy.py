@@ -32,15 +32,15 @@ from actions.store.sql import (
     keep_private,
 )
 from actions.store.sql import metadata as store_metadata
+from bot.app import create_app, load_channel_policy
 from bot.cli import main
-from bot.gateway import create_app, load_channel_policy
 from bot.handoff import store as handoff_tables
 from bot.handoff.store import Agent, HandoffStore
-from bot.kpi import tracker_events
-from bot.monitor import metadata as monitor_metadata
+from bot.messaging.records import GatewayRecords, deliveries, turns
+from bot.messaging.records import metadata as records_metadata
+from bot.outreach.monitor import metadata as monitor_metadata
 from bot.privacy import Holdings, Privacy, load_privacy_policy, purge_every
-from bot.records import GatewayRecords, deliveries, turns
-from bot.records import metadata as records_metadata
+from bot.reporting.kpi import tracker_events
 from bot.settings import REPO_ROOT, load_settings
 from connectors.message import Delivery, Message, Reply
 from tests.bot.conftest import ADMIN_TOKEN

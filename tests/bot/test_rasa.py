@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bot.rasa import BotRefused, BotUnavailable, RasaClient
+from bot.messaging.rasa_client import BotRefused, BotUnavailable, RasaClient
 from tests.provider_api import ProviderAPI, RecordedRequest, free_port
 
 WEBHOOK = "/webhooks/rest/webhook"

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from actions.store.sql import create_store_engine, open_store
 from bot.handoff.store import HandoffStore
-from bot.inbox import decode, encode
-from bot.records import GatewayRecords, inbox_spool, metadata, seen_messages
+from bot.messaging.inbox import decode, encode
+from bot.messaging.records import GatewayRecords, inbox_spool, metadata, seen_messages
 from connectors.message import Attachment, Button, Delivery, Message, Reply, StatusUpdate
 from tests.tcp_proxy import CuttableProxy
 

@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actions.store.sql import Store, open_store
 from actions.store.types import Order, OrderStatus
-from bot.gateway import ROUTER, create_app, load_channel_policy
-from bot.launcher import drop_database, ensure_database
+from bot.app import ROUTER, create_app, load_channel_policy
 from bot.settings import load_settings
+from bot.tools.launcher import drop_database, ensure_database
 from connectors.rest import RestChannel
 from tests.bot.test_identity import REST_TOKEN, rest, said
 from tests.conftest import POSTGRES_URL, MailServer, RasaStack, start_rasa_stack

@@ -21,9 +21,9 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 from actions.store.sql import create_store_engine
-from bot.agent_console import RECHECK_SECONDS, UNAUTHORIZED_CLOSE
+from bot.app import ROUTER, create_app, load_channel_policy
 from bot.cli import main
-from bot.gateway import ROUTER, create_app, load_channel_policy
+from bot.handoff.console import RECHECK_SECONDS, UNAUTHORIZED_CLOSE
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.store import HandoffStore, metadata
 from bot.settings import load_settings

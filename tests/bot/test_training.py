@@ -1,4 +1,4 @@
-"""`bot train` (bot/launcher.py): a model is trained only when what it is trained from
+"""`bot train` (bot/tools/launcher.py): a model is trained only when what it is trained from
 changed, and `models/` keeps the newest few. `rasa train` itself writes a new model on
 every call, so `make run` used to leave one more on every start."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.launcher import (
+from bot.tools.launcher import (
     fingerprint_file,
     keep_newest,
     train_if_changed,
@@ -69,9 +69,9 @@ def test_a_failed_training_is_an_error_naming_its_log(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rasa is replaced by a process that fails: what is tested is what the launcher
     does with a failure, not Rasa."""
-    import bot.launcher
+    import bot.tools.launcher
 
-    monkeypatch.setattr(bot.launcher, "rasa_command",
+    monkeypatch.setattr(bot.tools.launcher, "rasa_command",
                         lambda *args: [sys.executable, "-c", "raise SystemExit(3)"])
     models = tmp_path / "models"
     models.mkdir()

@@ -170,7 +170,7 @@ class AnsweringContext(RecordingContext):
 
 @pytest_asyncio.fixture
 async def answering_gateway() -> AsyncIterator[tuple[str, AnsweringContext]]:
-    channel = WebChatChannel(b"browser-test-secret", REPO_ROOT / "bot" / "static" / "webchat")
+    channel = WebChatChannel(b"browser-test-secret")
     context = AnsweringContext(channel=channel, reply=Reply(
         text="Did that help?", image_url="/parcel.png",
         buttons=(Button("Yes, thanks", "/affirm"), Button("No", "/deny"))))

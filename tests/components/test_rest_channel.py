@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from bot.launcher import drop_database, ensure_database
+from bot.tools.launcher import drop_database, ensure_database
 from tests.conftest import ACTION_SERVER_TOKEN, POSTGRES_URL, RASA, RasaStack, background
 from tests.provider_api import free_port
 from tests.tcp_proxy import CuttableProxy

@@ -24,7 +24,6 @@ from connectors.webchat import MAX_TEXT_CHARS, SessionSigner, WebChatChannel
 from tests.connectors.conftest import RecordingContext
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STATIC_DIR = REPO_ROOT / "bot" / "static" / "webchat"
 SECRET = b"webchat-test-secret"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WAIT = 5.0
@@ -87,7 +86,7 @@ async def no_sleepers_left() -> AsyncIterator[None]:
 
 @pytest_asyncio.fixture
 async def channel() -> AsyncIterator[WebChatChannel]:
-    webchat = WebChatChannel(SECRET, STATIC_DIR)
+    webchat = WebChatChannel(SECRET)
     await webchat.start()
     yield webchat
     await webchat.stop()
@@ -484,7 +483,7 @@ async def redis_channels() -> AsyncIterator[List[WebChatChannel]]:
                     "or set TEST_REDIS_URL")
     finally:
         await probe.close(close_connection_pool=True)
-    channels = [WebChatChannel(SECRET, STATIC_DIR, REDIS_URL) for _ in range(2)]
+    channels = [WebChatChannel(SECRET, REDIS_URL) for _ in range(2)]
     yield channels
     for webchat in channels:
         await webchat.stop()

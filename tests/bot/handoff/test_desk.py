@@ -21,7 +21,7 @@ from bot.handoff.events import EventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import Agent, HandoffStore
-from bot.records import GatewayRecords
+from bot.messaging.records import GatewayRecords
 from connectors.message import Delivery, Message, Reply
 
 # Monday 2026-11-23 12:00 UTC: open (08:00-20:00 in policy/handoff.yml)

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import weakref
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Optional
 
 from aiohttp import WSCloseCode, web
@@ -19,13 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, iso, may_see
 from bot.handoff.events import Event
+from bot.handoff.peak import PeakConfigured, PeakMode
 from bot.handoff.store import Agent, HandoffConflict, hash_token
-from bot.peak import PeakConfigured, PeakMode
-from bot.settings import REPO_ROOT
 from connectors.outbound import PermanentError, TransientError
 from connectors.privacy import loggable_error
 
-log = logging.getLogger("bot.agent_console")
+log = logging.getLogger("bot.handoff.console")
 # attachments the console shows as pictures; every other type is downloaded as bytes
 SHOWN_IMAGE_TYPES = frozenset(["image/jpeg", "image/png", "image/gif", "image/webp"])
 
@@ -35,7 +35,7 @@ ADMIN_TOKEN = web.AppKey("admin_token", str)
 # RECHECK_SECONDS
 SOCKETS: web.AppKey[weakref.WeakKeyDictionary[web.WebSocketResponse, str]] = \
     web.AppKey("sockets")
-CONSOLE_DIR = REPO_ROOT / "bot" / "static" / "agent"
+CONSOLE_DIR = Path(__file__).parent / "console_page"
 STATUSES = ("waiting", "active", "resolved")
 MAX_TEXT = 4096
 HANDOFF_ID = re.compile(r"[1-9][0-9]{0,17}")  # below 2**63

@@ -32,11 +32,11 @@ from prometheus_client import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.agent_console import bearer_token
+from bot.handoff.console import bearer_token
 from bot.handoff.desk import HandoffDesk
 from connectors.message import Delivery
 
-log = logging.getLogger("bot.metrics")
+log = logging.getLogger("bot.messaging.metrics")
 
 METRICS_PATH = "/metrics"
 # Routes under this prefix are channels' webhooks: /webhooks/<channel>[/...].

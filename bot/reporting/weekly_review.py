@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import List, Optional, Sequence
 
-from bot.kpi import KpiRow, Kpis
+from bot.reporting.kpi import KpiRow, Kpis
 
 COLUMNS = ("conv", "automated", "handoffs", "handoff %", "1st resp p50", "p90", "SLA met",
            "resolved p50", "p90", "backlog", "repeat", "CSAT", "CSAT resp")

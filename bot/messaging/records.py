@@ -100,7 +100,7 @@ seen_messages = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
-# Messages acknowledged to a provider and not yet done with, oldest first (bot/inbox.py):
+# Messages acknowledged to a provider and not yet done with, oldest first (bot/messaging/inbox.py):
 # without Redis, the inbox itself, until each is processed; with Redis, those it could
 # not take while Redis was down, until they are moved there.
 inbox_spool = sa.Table(

@@ -16,7 +16,7 @@ from actions.policy import PeakPolicy
 from actions.store.sql import create_tables
 from bot.handoff.store import HandoffStore
 from bot.handoff.store import metadata as handoff_metadata
-from bot.records import GatewayRecords
+from bot.messaging.records import GatewayRecords
 
 REFRESH_SECONDS = 5.0
 

@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from datetime import date
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 from zoneinfo import ZoneInfo
 
@@ -17,10 +18,12 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from actions.store.sql import create_store_engine
-from bot.agent_console import DESK, authenticated, bearer_agent, error_response
+from bot.handoff.console import DESK, authenticated, bearer_agent, error_response
 from bot.handoff.desk import iso
 from bot.handoff.store import Agent
-from bot.kpi import (
+from bot.messaging.records import GatewayRecords
+from bot.outreach.monitor import recent_alerts
+from bot.reporting.kpi import (
     DIMENSIONS,
     KpiPolicy,
     Kpis,
@@ -29,11 +32,8 @@ from bot.kpi import (
     day_start,
     tracker_engine,
 )
-from bot.monitor import recent_alerts
-from bot.records import GatewayRecords
-from bot.settings import REPO_ROOT
 
-DASHBOARD_DIR = REPO_ROOT / "bot" / "static" / "dashboard"
+DASHBOARD_DIR = Path(__file__).parent / "dashboard_page"
 MAX_DAYS = 366
 CACHE_SECONDS = 60.0
 

@@ -28,9 +28,9 @@ from sqlalchemy.engine import Engine
 from actions.policy import StrictModel, check_intents, parse_yaml_model, policy_dir
 from actions.store.sql import create_store_engine
 from bot.handoff.store import OPEN, handoffs
-from bot.records import conversations, turns
+from bot.messaging.records import conversations, turns
 
-log = logging.getLogger("bot.kpi")
+log = logging.getLogger("bot.reporting.kpi")
 
 UNSTATED = "unstated"
 DIMENSIONS = ("all", "channel", "intent", "queue")

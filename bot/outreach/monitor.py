@@ -88,7 +88,7 @@ from bot.handoff.desk import HandoffDesk, Place, Send, iso
 from bot.handoff.events import EventBus
 from bot.handoff.policy import BusinessHours, describe_opening
 from bot.handoff.store import HandoffStore
-from bot.records import GatewayRecords, conversations, insert_if_absent, turns
+from bot.messaging.records import GatewayRecords, conversations, insert_if_absent, turns
 from bot.router import Router
 from bot.settings import Settings
 from connectors.config import ChannelPolicy
@@ -96,7 +96,7 @@ from connectors.message import Delivery, Reply
 from connectors.privacy import mask
 from connectors.whatsapp import SERVICE_WINDOW_SECONDS
 
-log = logging.getLogger("bot.monitor")
+log = logging.getLogger("bot.outreach.monitor")
 
 MonitorName = Literal["shipments", "products", "promises"]
 MONITORS: Tuple[MonitorName, ...] = ("shipments", "products", "promises")
@@ -1146,8 +1146,8 @@ async def run_once(monitor: MonitorName, settings: Optional[Settings] = None,
     builds it (create_app: channels from the environment, records, handoff desk, event
     bus, router) but not serving: only its channels are started, not the inbox, so this
     process takes no customer's message."""
-    # bot.gateway imports this module to wire the schedule: imported here, when called
-    from bot.gateway import REDIS, ROUTER, STORE, create_app
+    # bot.app imports this module to wire the schedule: imported here, when called
+    from bot.app import REDIS, ROUTER, STORE, create_app
 
     app = create_app(settings)
     router, shop, redis = app[ROUTER], app[STORE], app[REDIS]

@@ -24,24 +24,24 @@ from sqlalchemy import text
 from actions.notify import outbox_path
 from actions.policy import load_peak_policy, load_policy, parse_yaml_model, policy_dir
 from actions.store.sql import Store, create_store_engine, open_store
-from bot.agent_console import install_agent_console
-from bot.dashboard import KpiSource, install_dashboard
+from bot.handoff.console import install_agent_console
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus, RedisEventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
+from bot.handoff.peak import PeakMode
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore
-from bot.inbound_limit import InboundCounter, MemoryInboundCounter, RedisInboundCounter
-from bot.inbox import Inbox, RedisInbox, SqlInbox
-from bot.kpi import load_kpi_policy
-from bot.metrics import GatewayMetrics, install_metrics
-from bot.monitor import Monitor, load_monitor_policy
-from bot.peak import PeakMode
+from bot.messaging.inbound_limit import InboundCounter, MemoryInboundCounter, RedisInboundCounter
+from bot.messaging.inbox import Inbox, RedisInbox, SqlInbox
+from bot.messaging.metrics import GatewayMetrics, install_metrics
+from bot.messaging.rasa_client import RasaClient
+from bot.messaging.records import GatewayRecords
+from bot.outreach.monitor import Monitor, load_monitor_policy
 from bot.privacy import Holdings, Privacy, install_privacy, load_privacy_policy
-from bot.rasa import RasaClient
-from bot.records import GatewayRecords
+from bot.reporting.dashboard import KpiSource, install_dashboard
+from bot.reporting.kpi import load_kpi_policy
 from bot.router import Router
-from bot.settings import REPO_ROOT, REST_TOKEN_FILE, Settings, load_settings, local_secret
+from bot.settings import REST_TOKEN_FILE, Settings, load_settings, local_secret
 from connectors.channel import Channel
 from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
 from connectors.outbound import memory_limiters, redis_limiters
@@ -51,7 +51,7 @@ from connectors.twilio import TwilioChannel
 from connectors.webchat import WebChatChannel
 from connectors.whatsapp import WhatsAppChannel
 
-log = logging.getLogger("bot.gateway")
+log = logging.getLogger("bot.app")
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -60,7 +60,6 @@ REDIS: web.AppKey[Optional[aioredis.Redis]] = web.AppKey("redis")
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 MONITOR = web.AppKey("monitor", Monitor)
 
-STATIC_DIR = REPO_ROOT / "bot" / "static"
 
 
 def load_channel_policy(directory: Optional[Path] = None) -> ChannelPolicy:
@@ -84,7 +83,7 @@ def build_channels(credentials: ChannelCredentials, policy: ChannelPolicy,
     kept by all gateway processes together."""
     limiters = redis_limiters(redis) if redis is not None else memory_limiters
     channels: Dict[str, Channel] = {
-        "webchat": WebChatChannel(webchat_secret(settings), STATIC_DIR / "webchat",
+        "webchat": WebChatChannel(webchat_secret(settings),
                                   settings.redis_url or None),
         "rest": RestChannel(rest_api_token(settings))}
     if credentials.twilio:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rasa.core.agent import Agent
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EVAL_DIR = REPO_ROOT.parent / "shared" / "eval"
 DEFAULT_NLU_DIR = REPO_ROOT / "data" / "nlu"
 
@@ -538,7 +538,7 @@ def make_report(
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bot.launcher import newest_model
+    from bot.tools.launcher import newest_model
 
     model = args.model or newest_model()
     if model is None or not Path(model).exists():

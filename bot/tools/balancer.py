@@ -14,7 +14,7 @@ import logging
 import zlib
 from typing import List, Sequence, Tuple
 
-log = logging.getLogger("bot.balancer")
+log = logging.getLogger("bot.tools.balancer")
 
 Backend = Tuple[str, int]
 REQUEST_LINE_LIMIT = 16 * 1024

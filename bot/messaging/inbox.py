@@ -41,10 +41,10 @@ from typing import (
 import sqlalchemy.exc
 from redis import asyncio as aioredis
 
-from bot.records import GatewayRecords
+from bot.messaging.records import GatewayRecords
 from connectors.message import Attachment, Message
 
-log = logging.getLogger("bot.inbox")
+log = logging.getLogger("bot.messaging.inbox")
 
 Process = Callable[[Message], Awaitable[None]]
 
