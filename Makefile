@@ -28,8 +28,8 @@ seed: setup
 	$(BIN)/bot seed
 
 lint: setup
-	$(BIN)/ruff check actions bot connectors components tests bench
-	$(BIN)/mypy actions bot connectors components bench
+	$(BIN)/ruff check actions bot common connectors components tests bench
+	$(BIN)/mypy actions bot common connectors components bench
 
 nlu-report: setup
 	$(BIN)/bot nlu-report

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from common.paths import var_dir
+
 SMTP_TIMEOUT_SECONDS = 10
 
 
@@ -77,8 +78,8 @@ class Smtp:
 
 
 def outbox_path() -> Path:
-    """var/outbox.jsonl, in VAR_DIR when set (as the gateway's settings read it)."""
-    return Path(os.environ.get("VAR_DIR", REPO_ROOT / "var")) / "outbox.jsonl"
+    """var/outbox.jsonl (VAR_DIR)."""
+    return var_dir() / "outbox.jsonl"
 
 
 def notifier_from_env() -> Notifier:

@@ -2,9 +2,7 @@
 (policy/knowledge.yml), loaded and validated once, with errors that name the key."""
 from __future__ import annotations
 
-import os
 import re
-import string
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -14,21 +12,23 @@ from typing import (
     Dict,
     List,
     Literal,
-    Mapping,
     NamedTuple,
     Optional,
-    Sequence,
     Set,
-    Type,
-    TypeVar,
 )
 
 import phonenumbers
-import yaml
-from pydantic import BaseModel, Extra, Field, ValidationError, root_validator, validator
+from pydantic import Field, root_validator, validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_POLICY_DIR = REPO_ROOT / "policy"
+from common.paths import REPO_ROOT
+from common.policy_files import (
+    PolicyError,
+    StrictModel,
+    check_text,
+    parse_yaml_model,
+    policy_dir,
+    read_yaml,
+)
 
 Remedy = Literal["replacement", "refund", "store_credit"]
 REQUIRED_RULES = (
@@ -82,44 +82,6 @@ def add_business_days(start: datetime, days: int) -> datetime:
         if current.weekday() < 5:
             days -= 1
     return current
-
-
-class PolicyError(ValueError):
-    """The policy files are invalid; the message says which file and key."""
-
-
-class StrictModel(BaseModel):
-    """A policy file's section: unknown keys are errors, values are read-only."""
-
-    class Config:
-        extra = Extra.forbid
-        allow_mutation = False
-
-
-def check_text(text: str, allowed: Sequence[str], required: Sequence[str] = ()) -> str:
-    """A customer-facing text with `{placeholders}`: only known ones, no format specs,
-    the required ones present, and braces that `str.format` understands."""
-    if not text.strip():
-        raise ValueError("must not be empty")
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as error:
-        raise ValueError(f"is not a valid text ({error}); write a literal brace as {{{{ "
-                         "or }}") from None
-    named: Set[str] = set()
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if name not in allowed:
-            raise ValueError(f"unknown placeholder {{{name}}}; known: "
-                             + ", ".join(f"{{{p}}}" for p in allowed))
-        if spec or conversion:
-            raise ValueError(f"placeholder {{{name}}} takes no format or conversion")
-        named.add(name)
-    missing = [p for p in required if p not in named]
-    if missing:
-        raise ValueError(f"must name {{{missing[0]}}}")
-    return text
 
 
 class Thresholds(StrictModel):
@@ -425,36 +387,6 @@ def _trigger_patterns(policy: EscalationPolicy) -> Dict[str, re.Pattern[str]]:
     }
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
-    except FileNotFoundError as error:
-        raise PolicyError(f"{path}: file not found") from error
-    except yaml.YAMLError as error:
-        raise PolicyError(f"{path}: not valid YAML: {error}") from error
-
-
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def _location(error: Mapping[str, Any]) -> str:
-    return ".".join(str(part) for part in error["loc"] if part != "__root__") or "top level"
-
-
-def parse_yaml_model(model: Type[Model], path: Path) -> Model:
-    """Read a YAML file into a pydantic model; errors name the file and the key."""
-    try:
-        return model.parse_obj(_read_yaml(path) or {})
-    except ValidationError as error:
-        problems = "; ".join(f"{_location(e)}: {e['msg']}" for e in error.errors())
-        raise PolicyError(f"{path}: {problems}") from error
-
-
-def policy_dir() -> Path:
-    return Path(os.environ.get("POLICY_DIR", DEFAULT_POLICY_DIR))
-
-
 def load_policy(directory: Optional[Path] = None) -> EscalationPolicy:
     return parse_yaml_model(EscalationPolicy, (directory or policy_dir()) / "escalation.yml")
 
@@ -474,12 +406,12 @@ def load_knowledge(
 
 
 def domain_intents(domain: Path = REPO_ROOT / "domain.yml") -> List[str]:
-    return list(_read_yaml(domain)["intents"])
+    return list(read_yaml(domain)["intents"])
 
 
 @lru_cache(maxsize=1)
 def domain_responses(domain: Path = REPO_ROOT / "domain.yml") -> Set[str]:
-    return set(_read_yaml(domain)["responses"])
+    return set(read_yaml(domain)["responses"])
 
 
 def check_intents(path: Path, named: Any, allowed: Any = ()) -> None:

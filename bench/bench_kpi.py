@@ -172,10 +172,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from actions.store.sql import create_store_engine
-    from bot.reporting import kpi
     from bot.messaging.records import GatewayRecords
+    from bot.reporting import kpi
     from bot.reporting.dashboard import KpiSource, compute
+    from common.sql import create_store_engine
 
     code = Path(kpi.__file__).resolve().parents[2]
     zone = ZoneInfo("UTC")

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
-from connectors.privacy import install_log_redaction
+from common.privacy import install_log_redaction
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -33,8 +33,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bot.settings import REPO_ROOT, load_settings
+    from bot.settings import load_settings
     from bot.tools.launcher import child_environment, train_if_changed
+    from common.paths import REPO_ROOT
 
     settings = load_settings()
     try:
@@ -79,12 +80,13 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from actions.policy import PolicyError, load_knowledge, load_peak_policy, load_policy
-    from bot.app import load_channel_policy
+    from actions.policy import load_knowledge, load_peak_policy, load_policy
     from bot.handoff.policy import load_handoff_policy
     from bot.outreach.monitor import load_monitor_policy
     from bot.privacy import load_privacy_policy
     from bot.reporting.kpi import load_kpi_policy
+    from bot.services import load_channel_policy
+    from common.policy_files import PolicyError
 
     try:
         policy = load_policy()
@@ -133,10 +135,10 @@ def _telegram_set_webhook(args: argparse.Namespace) -> int:
 
 def _gateway_engine() -> Engine:
     """The gateway's database, with its tables, also before the gateway ever ran."""
-    from actions.store.sql import create_store_engine, create_tables
     from bot.handoff import store as handoff_store
     from bot.messaging.records import metadata as records_metadata
     from bot.settings import load_settings
+    from common.sql import create_store_engine, create_tables
 
     settings = load_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -237,9 +239,9 @@ def _peak(args: argparse.Namespace) -> int:
 def _monitor(args: argparse.Namespace) -> int:
     import asyncio
 
-    from actions.policy import PolicyError
-    from bot.app import load_channel_policy
     from bot.outreach.monitor import load_monitor_policy, run_once
+    from bot.services import load_channel_policy
+    from common.policy_files import PolicyError
 
     try:
         policy = load_monitor_policy(load_channel_policy())
@@ -293,9 +295,10 @@ def _privacy(args: argparse.Namespace) -> int:
     """Export or erase one customer's data, or purge what is past its retention."""
     import json
 
-    from actions.policy import PolicyError, load_policy
+    from actions.policy import load_policy
     from bot.privacy import NotAContact, open_privacy
     from bot.settings import load_settings
+    from common.policy_files import PolicyError
 
     try:
         privacy = open_privacy(load_settings(), load_policy())

@@ -42,17 +42,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from actions.identity import normalize_contact
 from actions.notify import outbox_path
-from actions.policy import (
-    EscalationPolicy,
-    PolicyError,
-    StrictModel,
-    parse_yaml_model,
-    policy_dir,
-)
+from actions.policy import EscalationPolicy
 from actions.store import sql as store_tables
-from actions.store.sql import create_store_engine, create_tables, default_url
+from actions.store.sql import default_url
 from bot.handoff import store as handoff_tables
-from bot.handoff.console import authenticated, json_object
+from bot.handoff.console import authenticated
 from bot.handoff.desk import Forbidden, Invalid
 from bot.handoff.store import Agent, HandoffStore
 from bot.messaging.inbox import decode
@@ -71,6 +65,9 @@ from bot.outreach.monitor import metadata as monitor_metadata
 from bot.outreach.monitor import outreach as monitor_outreach
 from bot.reporting.kpi import tracker_events
 from bot.settings import Settings
+from bot.web import json_object
+from common.policy_files import PolicyError, StrictModel, parse_yaml_model, policy_dir
+from common.sql import create_store_engine, create_tables
 
 log = logging.getLogger("bot.privacy")
 

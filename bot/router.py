@@ -17,6 +17,7 @@ from bot.messaging.inbox import Inbox, InboxUnavailable
 from bot.messaging.metrics import GatewayMetrics
 from bot.messaging.rasa_client import BotRefused, BotUnavailable, RasaClient
 from bot.messaging.records import GatewayRecords
+from common.privacy import loggable_error, mask
 from connectors.channel import Channel
 from connectors.config import ChannelPolicy
 from connectors.message import (
@@ -28,7 +29,6 @@ from connectors.message import (
     TranscriptTurn,
 )
 from connectors.outbound import PermanentError
-from connectors.privacy import loggable_error, mask
 
 log = logging.getLogger("bot.router")
 

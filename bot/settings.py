@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from common.paths import var_dir
+
 # the secrets `make run` makes in var/ when the environment gives none
 REST_TOKEN_FILE = "rest-api.token"
 ACTION_TOKEN_FILE = "action-server.token"
@@ -63,13 +64,13 @@ def port_of(url: str) -> int:
 
 def load_settings() -> Settings:
     env = os.environ
-    var_dir = Path(env.get("VAR_DIR", REPO_ROOT / "var"))
+    var = var_dir()
     return Settings(
         gateway_host=env.get("GATEWAY_HOST", "0.0.0.0"),
         gateway_port=int(env.get("GATEWAY_PORT", "8080")),
         rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005").rstrip("/"),
         action_server_url=env.get("ACTION_SERVER_URL", "http://127.0.0.1:5055/webhook"),
-        var_dir=var_dir,
+        var_dir=var,
         rasa_timeout_seconds=float(env.get("RASA_TIMEOUT_SECONDS", "10")),
         redis_url=env.get("REDIS_URL", ""),
         database_url=env.get("DATABASE_URL", ""),
@@ -79,7 +80,7 @@ def load_settings() -> Settings:
         metrics_token=env.get("METRICS_TOKEN", ""),
         rest_api_token=env.get("REST_API_TOKEN", ""),
         tracker_database_url=env.get("TRACKER_DATABASE_URL") or
-        f"sqlite:///{env.get('RASA_TRACKER_DB') or var_dir / 'rasa_tracker.db'}",
+        f"sqlite:///{env.get('RASA_TRACKER_DB') or var / 'rasa_tracker.db'}",
     )
 
 

@@ -2,8 +2,8 @@
 # it loads the model: its action-result check is made cheap (action_validation.py), a
 # turn is kept whole or not at all (whole_turns.py), and its logs carry no email, phone
 # number or street address whole.
+from common.privacy import install_log_redaction
 from components import action_validation, whole_turns
-from connectors.privacy import install_log_redaction
 
 action_validation.install()
 whole_turns.install()

@@ -5,18 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from pydantic import BaseModel, Extra, confloat, conint
+from pydantic import confloat, conint
 
+from common.policy_files import StrictModel
 from connectors.outbound import Rate, RetryPolicy
 
 
-class _Strict(BaseModel):
-    class Config:
-        extra = Extra.forbid
-        allow_mutation = False
-
-
-class RetrySettings(_Strict):
+class RetrySettings(StrictModel):
     attempts: conint(ge=1, le=20)  # type: ignore[valid-type]
     base_delay_seconds: confloat(gt=0, le=60)  # type: ignore[valid-type]
     max_delay_seconds: confloat(gt=0, le=600)  # type: ignore[valid-type]
@@ -25,7 +20,7 @@ class RetrySettings(_Strict):
         return RetryPolicy(self.attempts, self.base_delay_seconds, self.max_delay_seconds)
 
 
-class RateSettings(_Strict):
+class RateSettings(StrictModel):
     per_second: confloat(gt=0)  # type: ignore[valid-type]
     burst: conint(ge=1)  # type: ignore[valid-type]
 
@@ -33,7 +28,7 @@ class RateSettings(_Strict):
         return Rate(self.per_second, self.burst)
 
 
-class Rates(_Strict):
+class Rates(StrictModel):
     twilio_sms_per_sender: RateSettings
     twilio_whatsapp_per_sender: RateSettings
     whatsapp_per_number: RateSettings
@@ -42,26 +37,26 @@ class Rates(_Strict):
     telegram_overall: RateSettings
 
 
-class Template(_Strict):
+class Template(StrictModel):
     name: str
     language: str
 
 
-class WhatsAppSettings(_Strict):
+class WhatsAppSettings(StrictModel):
     window_closed_template: Template
 
 
-class Texts(_Strict):
+class Texts(StrictModel):
     bot_unavailable: str
     too_many_messages: str
 
 
-class InboundLimit(_Strict):
+class InboundLimit(StrictModel):
     messages: conint(ge=1)  # type: ignore[valid-type]
     per_seconds: confloat(gt=0, le=86400)  # type: ignore[valid-type]
 
 
-class ChannelPolicy(_Strict):
+class ChannelPolicy(StrictModel):
     version: conint(ge=1, le=1)  # type: ignore[valid-type]
     retry: RetrySettings
     dedupe_hours: confloat(gt=0)  # type: ignore[valid-type]

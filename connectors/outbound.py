@@ -17,8 +17,8 @@ from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Protocol
 import aiohttp
 from redis import asyncio as aioredis
 
+from common.privacy import loggable_error
 from connectors.message import Delivery
-from connectors.privacy import loggable_error
 
 log = logging.getLogger("connectors.outbound")
 

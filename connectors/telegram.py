@@ -59,6 +59,7 @@ from telegram.error import (
 from telegram.request import BaseRequest, RequestData
 from telegram.warnings import PTBDeprecationWarning
 
+from common.privacy import mask
 from connectors.channel import Channel, ChannelContext, forbidden, json_object_body, malformed
 from connectors.config import ChannelPolicy, TelegramCredentials
 from connectors.message import Attachment, AttachmentKind, Button, Delivery, Message, Reply
@@ -69,7 +70,6 @@ from connectors.outbound import (
     deliver,
     memory_limiters,
 )
-from connectors.privacy import mask
 from connectors.render import split_text
 
 log = logging.getLogger("connectors.telegram")

@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
 
+from common.privacy import mask
 from connectors.channel import (
     ChannelContext,
     HttpChannel,
@@ -45,7 +46,6 @@ from connectors.outbound import (
     memory_limiters,
     post,
 )
-from connectors.privacy import mask
 from connectors.render import numbered_options, split_text
 
 log = logging.getLogger("connectors.twilio")

@@ -33,9 +33,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import socketio
 from aiohttp import web
 
+from common.privacy import mask
 from connectors.channel import Channel, ChannelContext
 from connectors.message import Button, Delivery, Message, Reply, TranscriptTurn
-from connectors.privacy import mask
 
 log = logging.getLogger("connectors.webchat")
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 from yarl import URL
 
+from common.privacy import mask
 from connectors.channel import (
     ChannelContext,
     HttpChannel,
@@ -49,7 +50,6 @@ from connectors.outbound import (
     memory_limiters,
     post,
 )
-from connectors.privacy import mask
 from connectors.render import numbered_options, split_text
 
 log = logging.getLogger("connectors.whatsapp")

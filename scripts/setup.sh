@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv on Python 3.10 with the pinned requirements, once: it reinstalls
-# only when requirements.txt changes.
+# only when requirements.txt or pyproject.toml (the project's packages) changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,7 @@ find_python310() {
 }
 
 stamp=.venv/.requirements.sha256
-wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
   exit 0
 fi

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 export PYTHONDONTWRITEBYTECODE=1
 
-echo "== ruff"; $BIN/ruff check actions bot connectors components tests bench
-echo "== mypy"; $BIN/mypy actions bot connectors components bench
+echo "== ruff"; $BIN/ruff check actions bot common connectors components tests bench
+echo "== mypy"; $BIN/mypy actions bot common connectors components bench
 echo "== policy"; $BIN/bot validate
 # Rasa's and TensorFlow's warning walls go to the log, and to the terminal only on failure
 echo "== rasa data validate (var/logs/rasa-validate.log)"

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import json
 import logging
 import re
 import weakref
@@ -18,12 +17,14 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler as WebHandler
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, iso, may_see
+from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, may_see
 from bot.handoff.events import Event
 from bot.handoff.peak import PeakConfigured, PeakMode
 from bot.handoff.store import Agent, HandoffConflict, hash_token
+from bot.web import bearer_token, error_response, json_object
+from common.privacy import loggable_error
+from common.timefmt import iso
 from connectors.outbound import PermanentError, TransientError
-from connectors.privacy import loggable_error
 
 log = logging.getLogger("bot.handoff.console")
 # attachments the console shows as pictures; every other type is downloaded as bytes
@@ -51,10 +52,6 @@ EXPIRED_TOKEN = ("this token has expired; ask the admin for a new one "
                  "(bot agents add NAME issues it)")
 
 Handler = Callable[[web.Request, Agent], Awaitable[Any]]
-
-
-def error_response(status: type[web.HTTPException], message: str) -> web.HTTPException:
-    return status(text=json.dumps({"error": message}), content_type="application/json")
 
 
 class Unauthorized(Exception):
@@ -104,28 +101,11 @@ def authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Str
     return wrapper
 
 
-def bearer_token(request: web.Request) -> Optional[str]:
-    """The token of an `Authorization: Bearer <token>` header, if there is one."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme == "Bearer" else None
-
-
 async def bearer_agent(request: web.Request) -> Agent:
     try:
         return await agent_for(request.app, bearer_token(request) or "")
     except Unauthorized as error:
         raise error_response(web.HTTPUnauthorized, str(error)) from error
-
-
-async def json_object(request: web.Request) -> Dict[str, Any]:
-    """The request's JSON object body, or a 400 saying what is wrong with it."""
-    try:
-        body = await request.json()
-    except (ValueError, LookupError) as error:  # LookupError: an unknown charset
-        raise error_response(web.HTTPBadRequest, "body must be JSON") from error
-    if not isinstance(body, dict):
-        raise error_response(web.HTTPBadRequest, "body must be a JSON object")
-    return body
 
 
 def _text(body: Dict[str, Any], key: str, required: bool = True) -> str:

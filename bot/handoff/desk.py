@@ -21,8 +21,9 @@ from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
 from bot.handoff.snapshot import order_snapshot
 from bot.handoff.store import Agent, HandoffConflict, HandoffStore
 from bot.messaging.records import GatewayRecords
+from common.privacy import mask, redact
+from common.timefmt import iso
 from connectors.message import Attachment, Button, Delivery, Message, Reply, TranscriptTurn
-from connectors.privacy import mask, redact
 
 Send = Callable[[str, str, Sequence[Reply], str], Awaitable[List[Delivery]]]
 Download = Callable[[str, str], Awaitable[bytes]]
@@ -58,13 +59,6 @@ class Forbidden(Exception):
 
 class Invalid(ValueError):
     """The request names something that does not exist (a queue, a disposition)."""
-
-
-def iso(seconds: Optional[float]) -> Optional[str]:
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds") \
-        .replace("+00:00", "Z")
 
 
 def mask_contact(contact: str) -> str:

@@ -13,10 +13,10 @@ from typing import Any, Callable, Dict, Optional
 import sqlalchemy as sa
 
 from actions.policy import PeakPolicy
-from actions.store.sql import create_tables
 from bot.handoff.store import HandoffStore
 from bot.handoff.store import metadata as handoff_metadata
 from bot.messaging.records import GatewayRecords
+from common.sql import create_tables
 
 REFRESH_SECONDS = 5.0
 

@@ -10,16 +10,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import conint, validator
 
-from actions.policy import (
-    CHANNELS,
-    EscalationPolicy,
-    PolicyError,
-    StrictModel,
-    check_text,
-    parse_yaml_model,
-    policy_dir,
-)
+from actions.policy import CHANNELS, EscalationPolicy
 from bot.handoff.store import Agent
+from common.policy_files import PolicyError, StrictModel, check_text, parse_yaml_model, policy_dir
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")

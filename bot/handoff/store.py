@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from actions.store.sql import create_tables
 from bot.messaging.records import DriverStatement, driver_cursor
+from common.sql import create_tables
 
 metadata = sa.MetaData()
 

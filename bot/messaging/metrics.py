@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Iterable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -32,9 +32,11 @@ from prometheus_client import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.handoff.console import bearer_token
-from bot.handoff.desk import HandoffDesk
+from bot.web import bearer_token
 from connectors.message import Delivery
+
+# the handoff queues' figures at scrape time (HandoffDesk.queues), read from above
+QueueFigures = Callable[[], Awaitable[List[Dict[str, Any]]]]
 
 log = logging.getLogger("bot.messaging.metrics")
 
@@ -121,10 +123,10 @@ class GatewayMetrics:
 
     # scraping
 
-    async def exposition(self, desk: HandoffDesk) -> bytes:
-        """Everything, in the text format, with the queues as the desk sees them now."""
+    async def exposition(self, read_queues: QueueFigures) -> bytes:
+        """Everything, in the text format, with the handoff queues as they are now."""
         try:
-            queues = await desk.queues()
+            queues = await read_queues()
         except SQLAlchemyError as error:
             log.warning("metrics: handoff queues unreadable: %s", type(error).__name__)
             # absent rather than stale: an alert on absent() notices
@@ -169,8 +171,8 @@ def webhook_middleware(metrics: GatewayMetrics) -> Middleware:
     return measure
 
 
-def install_metrics(app: web.Application, metrics: GatewayMetrics, desk: HandoffDesk,
-                    token: str) -> None:
+def install_metrics(app: web.Application, metrics: GatewayMetrics,
+                    read_queues: QueueFigures, token: str) -> None:
     """`GET /metrics` and the webhook middleware. With a token, scrapes must present
     `Authorization: Bearer <token>`; without one the endpoint is open, for a gateway
     whose /metrics only the monitoring network can reach."""
@@ -178,7 +180,7 @@ def install_metrics(app: web.Application, metrics: GatewayMetrics, desk: Handoff
         if token and not _bearer_matches(request, token):
             raise web.HTTPUnauthorized(text="a valid bearer token is required\n",
                                        headers={"WWW-Authenticate": "Bearer"})
-        return web.Response(body=await metrics.exposition(desk),
+        return web.Response(body=await metrics.exposition(read_queues),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.middlewares.append(webhook_middleware(metrics))

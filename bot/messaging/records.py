@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import Executable
 
-from actions.store.sql import create_tables
+from common.sql import create_tables
 from connectors.message import (
     Attachment,
     Button,

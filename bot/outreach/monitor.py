@@ -62,16 +62,8 @@ from pydantic import conint, validator
 from sqlalchemy.engine import Engine
 
 from actions.identity import normalize_phone
-from actions.policy import (
-    PROMISE_WINDOWS,
-    EscalationPolicy,
-    PolicyError,
-    StrictModel,
-    check_text,
-    parse_yaml_model,
-    policy_dir,
-)
-from actions.store.sql import Store, create_tables
+from actions.policy import PROMISE_WINDOWS, EscalationPolicy
+from actions.store.sql import Store
 from actions.store.types import (
     ORDER_ID_PATTERN,
     REMEDY_WRITES,
@@ -84,16 +76,20 @@ from actions.store.types import (
     Shipment,
 )
 from bot.handoff import store as handoff_tables
-from bot.handoff.desk import HandoffDesk, Place, Send, iso
+from bot.handoff.desk import HandoffDesk, Place, Send
 from bot.handoff.events import EventBus
 from bot.handoff.policy import BusinessHours, describe_opening
 from bot.handoff.store import HandoffStore
 from bot.messaging.records import GatewayRecords, conversations, insert_if_absent, turns
 from bot.router import Router
+from bot.services import build_services
 from bot.settings import Settings
+from common.policy_files import PolicyError, StrictModel, check_text, parse_yaml_model, policy_dir
+from common.privacy import mask
+from common.sql import create_tables
+from common.timefmt import iso
 from connectors.config import ChannelPolicy
 from connectors.message import Delivery, Reply
-from connectors.privacy import mask
 from connectors.whatsapp import SERVICE_WINDOW_SECONDS
 
 log = logging.getLogger("bot.outreach.monitor")
@@ -1142,27 +1138,19 @@ def _where(error: BaseException) -> str:
 
 async def run_once(monitor: MonitorName, settings: Optional[Settings] = None,
                    policy: Optional[MonitorPolicy] = None) -> RunReport:
-    """`bot monitor shipments|products|promises`: one run through a gateway built as `bot serve`
-    builds it (create_app: channels from the environment, records, handoff desk, event
-    bus, router) but not serving: only its channels are started, not the inbox, so this
+    """`bot monitor shipments|products|promises`: one run on the gateway's parts as `bot
+    serve` wires them (channels from the environment, records, handoff desk, event bus,
+    router) but not serving: only its channels are started, not the inbox, so this
     process takes no customer's message."""
-    # bot.app imports this module to wire the schedule: imported here, when called
-    from bot.app import REDIS, ROUTER, STORE, create_app
-
-    app = create_app(settings)
-    router, shop, redis = app[ROUTER], app[STORE], app[REDIS]
+    services = build_services(settings)
+    router = services.router
     try:
         for channel in router.channels.values():
             await channel.start()
-        outreach = Outreach.for_router(router, shop, policy or load_monitor_policy(
+        outreach = Outreach.for_router(router, services.store, policy or load_monitor_policy(
             router.policy))
         return await outreach.run(monitor)
     finally:
         for channel in router.channels.values():
             await channel.stop()
-        await router.rasa.close()
-        if redis is not None:
-            await redis.close(close_connection_pool=True)
-        shop.close()
-        router.records.close()
-
+        await services.close()

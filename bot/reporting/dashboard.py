@@ -17,9 +17,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from actions.store.sql import create_store_engine
-from bot.handoff.console import DESK, authenticated, bearer_agent, error_response
-from bot.handoff.desk import iso
+from bot.handoff.console import DESK, authenticated, bearer_agent
 from bot.handoff.store import Agent
 from bot.messaging.records import GatewayRecords
 from bot.outreach.monitor import recent_alerts
@@ -32,6 +30,9 @@ from bot.reporting.kpi import (
     day_start,
     tracker_engine,
 )
+from bot.web import error_response
+from common.sql import create_store_engine
+from common.timefmt import iso
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard_page"
 MAX_DAYS = 366

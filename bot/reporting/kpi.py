@@ -25,10 +25,11 @@ import sqlalchemy as sa
 from pydantic import conint, validator
 from sqlalchemy.engine import Engine
 
-from actions.policy import StrictModel, check_intents, parse_yaml_model, policy_dir
-from actions.store.sql import create_store_engine
+from actions.policy import check_intents
 from bot.handoff.store import OPEN, handoffs
 from bot.messaging.records import conversations, turns
+from common.policy_files import StrictModel, parse_yaml_model, policy_dir
+from common.sql import create_store_engine
 
 log = logging.getLogger("bot.reporting.kpi")
 

@@ -26,16 +26,16 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
 
-from actions.store.sql import POSTGRESQL_TIMEOUTS, STORE_WAIT_SECONDS, keep_private
 from bot.settings import (
     ACTION_TOKEN_FILE,
-    REPO_ROOT,
     REST_TOKEN_FILE,
     Settings,
     load_settings,
     local_secret,
     port_of,
 )
+from common.paths import REPO_ROOT
+from common.sql import POSTGRESQL_TIMEOUTS, STORE_WAIT_SECONDS, keep_private
 
 BIN = Path(sys.executable).parent
 ADMIN_TOKEN_FILE = "agent-admin.token"

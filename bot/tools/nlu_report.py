@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.paths import REPO_ROOT
+
 if TYPE_CHECKING:
     from rasa.core.agent import Agent
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EVAL_DIR = REPO_ROOT.parent / "shared" / "eval"
 DEFAULT_NLU_DIR = REPO_ROOT / "data" / "nlu"
 

@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actions.policy import (
-    DEFAULT_POLICY_DIR,
-    FAQ_TOPICS,
-    REQUIRED_RULES,
-    PolicyError,
-    load_knowledge,
-    load_peak_policy,
-    load_policy,
-)
+from actions.policy import FAQ_TOPICS, REQUIRED_RULES, load_knowledge, load_peak_policy, load_policy
+from common.policy_files import DEFAULT_POLICY_DIR, PolicyError
 
 
 @pytest.fixture

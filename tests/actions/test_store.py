@@ -504,7 +504,7 @@ def test_processes_starting_at_once_on_postgresql_create_the_tables_once(
     what is missing, in turn, instead of two finding a table missing and one failing."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from actions.store.sql import create_store_engine, create_tables
+    from common.sql import create_store_engine, create_tables
 
     schema = f"race_{int(time.time() * 1000) % 10**9}"
     url = sa.engine.make_url(postgres_url).update_query_dict(

@@ -11,7 +11,8 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import create_app, load_channel_policy
+from bot.app import create_app
+from bot.services import load_channel_policy
 from bot.settings import load_settings
 from connectors.telegram import TelegramChannel
 from tests.browser import Browser, unavailable

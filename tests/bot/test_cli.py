@@ -7,9 +7,10 @@ import os
 import pytest
 from aiohttp import web
 
-from actions.store.sql import create_store_engine, open_store
+from actions.store.sql import open_store
 from bot.cli import main
 from bot.messaging.records import GatewayRecords
+from common.sql import create_store_engine
 from connectors.message import Delivery, Reply
 from tests.conftest import REPO_ROOT
 from tests.provider_api import ProviderAPI, RecordedRequest

@@ -10,8 +10,8 @@ from typing import List
 
 from aiohttp.test_utils import TestClient
 
-from bot.app import load_channel_policy
 from bot.outreach.monitor import SkuContacts, load_monitor_policy, record_alert
+from bot.services import load_channel_policy
 from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.test_agent_console import agent, ask_for_a_person, bearer, call, desk_of
 from tests.bot.test_gateway import post_update, sent_texts, until, update

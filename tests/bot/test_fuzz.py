@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from bot.app import ROUTER, STATIC_DIR, create_app, load_channel_policy
+from bot.app import ROUTER, create_app
+from bot.services import load_channel_policy
 from bot.settings import load_settings
 from connectors.config import TwilioCredentials
 from connectors.message import Message
@@ -84,7 +85,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         metrics_token="", webchat_secret="fuzz-webchat-secret",
         tracker_database_url=f"sqlite:///{tmp_path / 'tracker.db'}")
     channels = {
-        "webchat": WebChatChannel(b"fuzz-webchat-secret", STATIC_DIR / "webchat", None),
+        "webchat": WebChatChannel(b"fuzz-webchat-secret", None),
         "twilio": TwilioChannel(TwilioCredentials(
             twilio_test.ACCOUNT_SID, twilio_test.AUTH_TOKEN, api.url), policy, ""),
         "whatsapp": WhatsAppChannel(whatsapp_test.credentials(api.url), policy),

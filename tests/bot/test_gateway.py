@@ -18,7 +18,8 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import ROUTER, create_app, load_channel_policy
+from bot.app import ROUTER, create_app
+from bot.services import load_channel_policy
 from bot.settings import load_settings
 from connectors.config import ChannelPolicy, TwilioCredentials
 from connectors.telegram import SECRET_HEADER, TelegramChannel

@@ -20,9 +20,11 @@ import sqlalchemy as sa
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from actions.policy import DEFAULT_POLICY_DIR, load_policy
-from bot.app import ROUTER, create_app, load_channel_policy
+from actions.policy import load_policy
+from bot.app import ROUTER, create_app
+from bot.services import load_channel_policy
 from bot.settings import load_settings
+from common.policy_files import DEFAULT_POLICY_DIR
 from connectors.config import TwilioCredentials
 from connectors.rest import RestChannel
 from connectors.telegram import TelegramChannel

@@ -19,11 +19,12 @@ from redis import asyncio as aioredis
 
 import bot.app
 import bot.messaging.inbox
-from actions.store.sql import create_store_engine
-from bot.app import connect_redis, load_channel_policy
+import bot.services
 from bot.messaging.inbox import InboxUnavailable, RedisInbox, SqlInbox, decode
 from bot.messaging.records import GatewayRecords, inbox_spool
+from bot.services import connect_redis, load_channel_policy
 from bot.settings import load_settings
+from common.sql import create_store_engine
 from connectors.message import Attachment, Message
 from connectors.telegram import SECRET_HEADER, TelegramChannel
 from tests.connectors.test_telegram import SECRET, credentials, message_update
@@ -316,7 +317,7 @@ async def test_after_a_redis_restart_idle_connections_send_no_message_to_the_spo
     """Every pooled connection died with the restart; each is checked and opened again
     before use, so Redis takes the messages: none waits in the spool, where the
     conversation's next message, taken by another gateway, could overtake it."""
-    monkeypatch.setattr(bot.app, "REDIS_IDLE_CHECK_SECONDS", 0.1)
+    monkeypatch.setattr(bot.services, "REDIS_IDLE_CHECK_SECONDS", 0.1)
     await asyncio.to_thread(down_redis.start)
     redis = connect_redis(down_redis.url)
     inbox, processor = RedisInbox(redis, spool, 60, prefix=prefix), Processor()
@@ -403,7 +404,7 @@ async def test_a_black_holed_redis_does_not_hang_a_webhook(
                                      headers={SECRET_HEADER: SECRET})
         assert response.status == 200
         # at most two waits: an idle connection's PING, then the command on a new one
-        assert time.monotonic() - started < 2 * bot.app.REDIS_TIMEOUT_SECONDS + 1
+        assert time.monotonic() - started < 2 * bot.services.REDIS_TIMEOUT_SECONDS + 1
         records = client.app[bot.app.ROUTER].records
         assert [decode(raw).text for _, raw in records.spooled(10)] == ["hi"]
     finally:

@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from actions.policy import PolicyError
 from bot.reporting.kpi import (
     CustomerTurn,
     History,
@@ -21,6 +20,7 @@ from bot.reporting.kpi import (
     load_kpi_policy,
     percentile,
 )
+from common.policy_files import PolicyError
 
 POLICY = load_kpi_policy()
 UTC = ZoneInfo("UTC")

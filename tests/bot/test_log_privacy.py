@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from connectors.privacy import install_log_redaction, redact
+from common.privacy import install_log_redaction, redact
 from tests.conftest import LIVE_REST_TOKEN, RasaStack
 
 SAID = {

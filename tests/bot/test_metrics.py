@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.app import create_app, load_channel_policy
+from bot.app import create_app
 from bot.handoff.store import handoffs
+from bot.services import load_channel_policy
 from bot.settings import Settings, load_settings
 from connectors.rest import RestChannel
 from connectors.telegram import SECRET_HEADER, TelegramChannel

@@ -23,16 +23,9 @@ import sqlalchemy as sa
 import yaml
 from aiohttp import web
 
-from actions.policy import REPO_ROOT, PolicyError, load_policy
+from actions.policy import load_policy
 from actions.store.seed import seed_demo_store
-from actions.store.sql import (
-    SqlDelivery,
-    Store,
-    create_store_engine,
-    open_store,
-    shipments,
-    tracking_events,
-)
+from actions.store.sql import SqlDelivery, Store, open_store, shipments, tracking_events
 from actions.store.types import CarrierClaim, WriteRecord
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus
@@ -59,6 +52,9 @@ from bot.outreach.monitor import (
 from bot.outreach.monitor import metadata as monitor_tables
 from bot.router import Router
 from bot.settings import load_settings
+from common.paths import REPO_ROOT
+from common.policy_files import PolicyError
+from common.sql import create_store_engine
 from connectors.channel import Channel, ChannelContext
 from connectors.config import REQUIRED, ChannelPolicy, WhatsAppCredentials
 from connectors.message import Delivery, Message, Reply

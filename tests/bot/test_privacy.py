@@ -24,15 +24,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actions.identity import PROOF_FAILED
 from actions.notify import Outbox
-from actions.policy import PolicyError, load_policy
-from actions.store.sql import (
-    SqlCodes,
-    SqlContactLog,
-    create_store_engine,
-    keep_private,
-)
+from actions.policy import load_policy
+from actions.store.sql import SqlCodes, SqlContactLog
 from actions.store.sql import metadata as store_metadata
-from bot.app import create_app, load_channel_policy
+from bot.app import create_app
 from bot.cli import main
 from bot.handoff import store as handoff_tables
 from bot.handoff.store import Agent, HandoffStore
@@ -41,7 +36,11 @@ from bot.messaging.records import metadata as records_metadata
 from bot.outreach.monitor import metadata as monitor_metadata
 from bot.privacy import Holdings, Privacy, load_privacy_policy, purge_every
 from bot.reporting.kpi import tracker_events
-from bot.settings import REPO_ROOT, load_settings
+from bot.services import load_channel_policy
+from bot.settings import load_settings
+from common.paths import REPO_ROOT
+from common.policy_files import PolicyError
+from common.sql import create_store_engine, keep_private
 from connectors.message import Delivery, Message, Reply
 from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.handoff.test_store import values as handoff_values

@@ -9,10 +9,11 @@ from typing import Iterator, Optional
 import pytest
 import sqlalchemy as sa
 
-from actions.store.sql import create_store_engine, open_store
+from actions.store.sql import open_store
 from bot.handoff.store import HandoffStore
 from bot.messaging.inbox import decode, encode
 from bot.messaging.records import GatewayRecords, inbox_spool, metadata, seen_messages
+from common.sql import create_store_engine
 from connectors.message import Attachment, Button, Delivery, Message, Reply, StatusUpdate
 from tests.tcp_proxy import CuttableProxy
 

@@ -20,15 +20,16 @@ import pytest_asyncio
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from actions.store.sql import create_store_engine
-from bot.app import ROUTER, create_app, load_channel_policy
+from bot.app import ROUTER, create_app
 from bot.cli import main
 from bot.handoff.console import RECHECK_SECONDS, UNAUTHORIZED_CLOSE
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.store import HandoffStore, metadata
+from bot.services import load_channel_policy
 from bot.settings import load_settings
+from common.privacy import mask
+from common.sql import create_store_engine
 from connectors.message import Message
-from connectors.privacy import mask
 from connectors.telegram import TelegramChannel
 from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.test_agent_console import bearer, call

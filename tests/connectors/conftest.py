@@ -13,7 +13,8 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from actions.policy import REPO_ROOT, parse_yaml_model
+from common.paths import REPO_ROOT
+from common.policy_files import parse_yaml_model
 from connectors.channel import Channel
 from connectors.config import ChannelPolicy, RateSettings
 from connectors.message import Button, Message, StatusUpdate, TranscriptTurn

@@ -15,13 +15,14 @@ import pytest_asyncio
 from redis import asyncio as aioredis
 
 from actions.policy import load_policy
-from actions.store.sql import create_store_engine, open_store
+from actions.store.sql import open_store
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import Agent, HandoffStore
 from bot.messaging.records import GatewayRecords
+from common.sql import create_store_engine
 from connectors.message import Delivery, Message, Reply
 
 # Monday 2026-11-23 12:00 UTC: open (08:00-20:00 in policy/handoff.yml)

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actions.policy import PolicyError, load_policy
+from actions.policy import load_policy
 from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait, load_handoff_policy
 from bot.handoff.store import Agent
-from bot.settings import REPO_ROOT
+from common.paths import REPO_ROOT
+from common.policy_files import PolicyError
 
 POLICY_DIR = REPO_ROOT / "policy"
 

@@ -1,0 +1,162 @@
+"""The gateway's parts, wired once: channels with credentials, the inbox (in SQL, or in
+Redis with REDIS_URL), the records, the handoff desk, the Rasa client and the router.
+`bot serve` serves them (bot/app.py); `bot monitor` runs outreach on them without
+serving, so it takes no customer's message."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Optional
+
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from actions.policy import EscalationPolicy, load_peak_policy, load_policy
+from actions.store.sql import Store, open_store
+from bot.handoff.desk import HandoffDesk
+from bot.handoff.events import EventBus, RedisEventBus
+from bot.handoff.live import LiveQueues, RedisLiveQueues
+from bot.handoff.peak import PeakMode
+from bot.handoff.policy import load_handoff_policy
+from bot.handoff.store import HandoffStore
+from bot.messaging.inbound_limit import InboundCounter, MemoryInboundCounter, RedisInboundCounter
+from bot.messaging.inbox import Inbox, RedisInbox, SqlInbox
+from bot.messaging.metrics import GatewayMetrics
+from bot.messaging.rasa_client import RasaClient
+from bot.messaging.records import GatewayRecords
+from bot.router import Router
+from bot.settings import REST_TOKEN_FILE, Settings, load_settings, local_secret
+from common.policy_files import parse_yaml_model, policy_dir
+from common.sql import create_store_engine
+from connectors.channel import Channel
+from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
+from connectors.outbound import memory_limiters, redis_limiters
+from connectors.rest import RestChannel
+from connectors.telegram import TelegramChannel
+from connectors.twilio import TwilioChannel
+from connectors.webchat import WebChatChannel
+from connectors.whatsapp import WhatsAppChannel
+
+log = logging.getLogger("bot.services")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    escalation: EscalationPolicy
+    store: Store
+    records: GatewayRecords
+    redis: Optional[aioredis.Redis]
+    desk: HandoffDesk
+    metrics: GatewayMetrics
+    router: Router
+
+    async def close(self) -> None:
+        """Release what `build_services` opened (its channels are started and stopped
+        by whoever runs them)."""
+        await self.router.rasa.close()
+        if self.redis is not None:
+            await self.redis.close(close_connection_pool=True)
+        self.store.close()
+        self.records.close()
+
+
+def build_services(settings: Optional[Settings] = None,
+                   channels: Optional[Dict[str, Channel]] = None,
+                   policy: Optional[ChannelPolicy] = None) -> Services:
+    """The gateway's parts. `channels` defaults to those the environment configures."""
+    settings = settings or load_settings()
+    policy = policy or load_channel_policy()
+    redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    if channels is None:
+        channels = build_channels(credentials_from_env(os.environ), policy, settings, redis)
+        report_channels(channels, os.environ)
+    store = open_store(settings.database_url or None)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    records = GatewayRecords(create_store_engine(settings.gateway_database_url))
+    inbox: Inbox = SqlInbox(records, policy.dedupe_hours * 3600)
+    inbound: InboundCounter = MemoryInboundCounter(policy.inbound_limit.per_seconds)
+    if redis is not None:
+        inbox = RedisInbox(redis, records, policy.dedupe_hours * 3600)
+        inbound = RedisInboundCounter(redis, policy.inbound_limit.per_seconds)
+    escalation = load_policy()
+    handoffs = HandoffStore(records.engine)
+    live = (RedisLiveQueues(handoffs, records, redis, list(escalation.teams)) if redis
+            else LiveQueues(handoffs, records))
+    desk = HandoffDesk(handoffs, records, load_handoff_policy(escalation), escalation, store,
+                       RedisEventBus(redis) if redis else EventBus(), live,
+                       PeakMode(load_peak_policy(), records, handoffs))
+    metrics = GatewayMetrics(channels)
+    router = Router(records, inbox,
+                    RasaClient(settings.rasa_urls, settings.rasa_timeout_seconds,
+                               policy.bot_requests_in_flight),
+                    channels, policy, desk, metrics, inbound)
+
+    return Services(settings, escalation, store, records, redis, desk, metrics, router)
+
+
+def load_channel_policy(directory: Optional[Path] = None) -> ChannelPolicy:
+    return parse_yaml_model(ChannelPolicy, (directory or policy_dir()) / "channels.yml")
+
+
+def webchat_secret(settings: Settings) -> bytes:
+    """WEBCHAT_SECRET, else a random one kept in var/ so sessions survive a restart."""
+    return (settings.webchat_secret or local_secret(settings.var_dir, "webchat.secret")).encode()
+
+
+def rest_api_token(settings: Settings) -> str:
+    """REST_API_TOKEN, else a random one kept in var/ (`make run` prints how to use it)."""
+    return settings.rest_api_token or local_secret(settings.var_dir, REST_TOKEN_FILE)
+
+
+def build_channels(credentials: ChannelCredentials, policy: ChannelPolicy,
+                   settings: Settings, redis: Optional[aioredis.Redis] = None
+                   ) -> Dict[str, Channel]:
+    """The channels that have credentials. With Redis, the providers' rate limits are
+    kept by all gateway processes together."""
+    limiters = redis_limiters(redis) if redis is not None else memory_limiters
+    channels: Dict[str, Channel] = {
+        "webchat": WebChatChannel(webchat_secret(settings),
+                                  settings.redis_url or None),
+        "rest": RestChannel(rest_api_token(settings))}
+    if credentials.twilio:
+        channels["twilio"] = TwilioChannel(credentials.twilio, policy,
+                                           credentials.public_base_url, limiters)
+    if credentials.whatsapp:
+        channels["whatsapp"] = WhatsAppChannel(credentials.whatsapp, policy, limiters)
+    if credentials.telegram:
+        channels["telegram"] = TelegramChannel(credentials.telegram, policy, limiters)
+    return channels
+
+
+def report_channels(channels: Mapping[str, Channel], env: Mapping[str, str]) -> None:
+    missing = ChannelCredentials.missing(env)
+    for name in sorted(set(channels) | set(missing)):
+        if name in channels:
+            log.info("channel %s: on", name)
+        else:
+            log.warning("channel %s: off (set %s)", name, ", ".join(missing[name]))
+
+
+# A pooled Redis connection idle longer than this is checked with a PING before use.
+REDIS_IDLE_CHECK_SECONDS = 1.0
+# A Redis that stops answering (its host off the network) fails a connection or a
+# command after this long, so a webhook waiting on it is answered (its message goes to
+# the spool) instead of hanging; a command takes a millisecond.
+REDIS_TIMEOUT_SECONDS = 2.0
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    """A Redis client whose idle connections are checked before use and opened again
+    when the check fails. After a Redis restart every idle pooled connection is dead,
+    and without the check the first command on each failed, though Redis was up: a
+    message went to the spool and could be overtaken by the conversation's next one,
+    which another gateway put straight into Redis. A command itself is never sent
+    twice: a message would be popped twice."""
+    return aioredis.from_url(url, health_check_interval=REDIS_IDLE_CHECK_SECONDS,
+                             retry=Retry(NoBackoff(), 1),
+                             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                             socket_timeout=REDIS_TIMEOUT_SECONDS)
