@@ -217,7 +217,8 @@ async def test_the_admin_erases_a_customer_and_no_file_keeps_a_byte_of_them(
             name.split("-")[0] for name in before}
     denied = await gateway.post("/api/privacy/erase", json={"contact": EMAIL})
     assert denied.status == 401
-    token = HandoffStore(customers.holdings().gateway).add_agent("ann", ["general"], 2, 0.0)
+    token = HandoffStore(customers.holdings().gateway).add_agent("ann", ["general"], 2,
+                                                                 time.time())
     refused = await gateway.post("/api/privacy/erase", json={"contact": EMAIL},
                                  headers={"Authorization": f"Bearer {token}"})
     assert refused.status == 403
