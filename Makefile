@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 run: setup
 	$(BIN)/bot run
 
-# the production shape from local processes: PostgreSQL and Redis (README: Production)
+# the production shape from local processes: PostgreSQL and Redis (docs/operations.md)
 run-prod: setup
 	$(BIN)/bot run-prod
 

@@ -1,7 +1,7 @@
 """How the store reaches a customer outside the chat: a one-time code goes to the email
 on the customer's orders, never to the conversation that asked for it.
 
-NOTIFY_URL chooses the way (README, "Configuration"):
+NOTIFY_URL chooses the way (docs/configuration.md):
 - unset: the outbox, `var/outbox.jsonl` (readable by its owner only), for `make run`
   and demos, where there is no mail server: the developer reads the code there;
 - `smtp://user:password@host:587` (STARTTLS when the server offers it) or

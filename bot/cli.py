@@ -385,17 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     remove = agents_sub.add_parser("remove", help="remove an agent; their token stops working")
     remove.add_argument("name")
     report = sub.add_parser("report", help="the support review: KPIs per day, channel, "
-                                           "contact reason and queue (README: KPIs)")
+                                           "contact reason and queue (docs/agents.md)")
     report.add_argument("--days", type=_positive, default=7, help="days back, today included "
                                                                   "(default 7)")
     report.add_argument("--csv", action="store_true",
                         help="the daily KPIs of every group as CSV instead")
     peak = sub.add_parser("peak", help="peak mode: surge SLA targets, templated bot flows, "
-                                       "banners (README: Peak mode)")
+                                       "banners (docs/agents.md)")
     peak.add_argument("action", choices=["on", "off", "status"])
     peak.add_argument("--note", default="", help="why, e.g. 'Black Friday'; kept in the audit")
     monitor = sub.add_parser("monitor", help="proactive outreach, run once "
-                                             "(README: Proactive outreach)")
+                                             "(docs/outreach.md)")
     monitor_sub = monitor.add_subparsers(dest="action", required=True, metavar="ACTION")
     monitor_sub.add_parser("shipments", help="message customers of late or unscanned orders")
     monitor_sub.add_parser("products", help="alert the team about SKUs many customers "
@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor_sub.add_parser("promises", help="hand due trace and claim promises to a person "
                                             "and tell the customer")
     privacy = sub.add_parser("privacy", help="a customer's data: export, erase; purge what "
-                                             "is past its retention (README: Privacy)")
+                                             "is past its retention (docs/privacy.md)")
     privacy_sub = privacy.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("export", "print everything held about the customer, as JSON"),
                          ("erase", "remove the customer's data everywhere; counts per kind")):

@@ -1,5 +1,5 @@
 """Privacy: everything we hold about one customer, exported or erased in one place, and
-nothing kept longer than policy/privacy.yml allows (README, "Privacy").
+nothing kept longer than policy/privacy.yml allows (docs/privacy.md).
 
 A *contact* names the customer as we know them:
 - a conversation id as stored, `<connector>:<sender>` (`telegram:4242`,

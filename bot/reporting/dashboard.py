@@ -1,6 +1,6 @@
 """The operations dashboard: the page at /dashboard (agents sign in with their token, as
 in the console), its data at GET /api/kpis?days=N and the daily KPIs of every group as
-CSV at GET /api/kpis.csv?days=N. Definitions: README "KPIs"."""
+CSV at GET /api/kpis.csv?days=N. Definitions: docs/agents.md."""
 from __future__ import annotations
 
 import asyncio

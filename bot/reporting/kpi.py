@@ -1,6 +1,6 @@
 """Operations KPIs per day and per channel, queue and contact reason, computed from
 what the gateway stores (customers' turns, handoffs) and the intents Rasa's tracker
-store recorded for the same conversations. README "KPIs" defines each one; the windows
+store recorded for the same conversations. docs/agents.md defines each one; the windows
 are in policy/kpis.yml.
 
 The computation is pure (lists in, rows out), so every definition is tested on

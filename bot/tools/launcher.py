@@ -3,7 +3,7 @@ the parts, wait until each says it is up, watch them, and stop them all cleanly 
 Ctrl-C.
 
 `bot run` is the embedded shape (one action server, Rasa and gateway on SQLite);
-`bot run-prod` the production shape on PostgreSQL and Redis (README, "Production")."""
+`bot run-prod` the production shape on PostgreSQL and Redis (docs/operations.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -248,7 +248,7 @@ def launch(settings: Settings, env: Dict[str, str], parts: List[Component], trai
         token = ("$AGENT_API_TOKEN" if os.environ.get("AGENT_API_TOKEN")
                  else f"var/{ADMIN_TOKEN_FILE}")
         print(f"agent console and dashboard: sign in with the admin token in {token}, or add "
-              "agents with 'bot agents add'; channel webhooks: see README, 'Channels'",
+              "agents with 'bot agents add'; channel webhooks: see docs/channels.md",
               flush=True)
         print(f"REST channel: {rest_example(base, settings.var_dir)}", flush=True)
         print("logs in var/logs/; press Ctrl-C to stop", flush=True)
