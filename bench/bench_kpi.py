@@ -51,7 +51,7 @@ def write_history(gateway: sa.engine.Engine, tracker: sa.engine.Engine, days: in
     from bot.handoff.store import metadata as handoff_metadata
     from bot.messaging.records import conversations, turns
     from bot.messaging.records import metadata as records_metadata
-    from bot.outreach.monitor import metadata as monitor_metadata
+    from bot.outreach.tables import metadata as monitor_metadata
     from bot.reporting.kpi import tracker_events
 
     records_metadata.create_all(gateway)

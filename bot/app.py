@@ -20,7 +20,8 @@ from actions.notify import outbox_path
 from actions.store.sql import Store
 from bot.handoff.console import install_agent_console
 from bot.messaging.metrics import install_metrics
-from bot.outreach.monitor import Monitor, load_monitor_policy
+from bot.outreach.policy import load_monitor_policy
+from bot.outreach.schedule import Monitor
 from bot.privacy import Holdings, Privacy, install_privacy, load_privacy_policy
 from bot.reporting.dashboard import KpiSource, install_dashboard
 from bot.reporting.kpi import load_kpi_policy

@@ -82,7 +82,7 @@ def _seed(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from actions.policy import load_knowledge, load_peak_policy, load_policy
     from bot.handoff.policy import load_handoff_policy
-    from bot.outreach.monitor import load_monitor_policy
+    from bot.outreach.policy import load_monitor_policy
     from bot.privacy import load_privacy_policy
     from bot.reporting.kpi import load_kpi_policy
     from bot.services import load_channel_policy
@@ -239,7 +239,8 @@ def _peak(args: argparse.Namespace) -> int:
 def _monitor(args: argparse.Namespace) -> int:
     import asyncio
 
-    from bot.outreach.monitor import load_monitor_policy, run_once
+    from bot.outreach.policy import load_monitor_policy
+    from bot.outreach.schedule import run_once
     from bot.services import load_channel_policy
     from common.policy_files import PolicyError
 

@@ -59,10 +59,11 @@ from bot.messaging.records import (
     turns,
 )
 from bot.messaging.records import metadata as records_metadata
-from bot.outreach.monitor import PHONE_CONNECTORS, sender_phone
-from bot.outreach.monitor import alerts as monitor_alerts
-from bot.outreach.monitor import metadata as monitor_metadata
-from bot.outreach.monitor import outreach as monitor_outreach
+from bot.outreach.directory import sender_phone
+from bot.outreach.policy import PHONE_CONNECTORS
+from bot.outreach.tables import alerts as monitor_alerts
+from bot.outreach.tables import metadata as monitor_metadata
+from bot.outreach.tables import outreach as monitor_outreach
 from bot.reporting.kpi import tracker_events
 from bot.settings import Settings
 from bot.web import json_object

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from bot.handoff.console import DESK, authenticated, bearer_agent
 from bot.handoff.store import Agent
 from bot.messaging.records import GatewayRecords
-from bot.outreach.monitor import recent_alerts
+from bot.outreach.products import recent_alerts
 from bot.reporting.kpi import (
     DIMENSIONS,
     KpiPolicy,

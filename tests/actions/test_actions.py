@@ -344,7 +344,7 @@ async def test_a_stuck_parcel_is_traced_on_a_yes_and_asking_again_shows_the_trac
     assert (claim.kind, traced.facts("utter_trace_opened")["claim_id"]) == ("trace",
                                                                             claim.claim_id)
     # the day the monitor hands the promise over if the parcel has not moved
-    # (bot/outreach/monitor.py)
+    # (bot/outreach/promises.py)
     promised = current_policy().promised_by("trace", claim.created_at)
     assert traced.facts("utter_trace_opened")["trace_until"] == f"{promised:%a %d %b}"
     again = await resolve("order_status", "A1003")

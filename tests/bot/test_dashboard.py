@@ -10,7 +10,8 @@ from typing import List
 
 from aiohttp.test_utils import TestClient
 
-from bot.outreach.monitor import SkuContacts, load_monitor_policy, record_alert
+from bot.outreach.policy import load_monitor_policy
+from bot.outreach.products import SkuContacts, record_alert
 from bot.services import load_channel_policy
 from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.test_agent_console import agent, ask_for_a_person, bearer, call, desk_of

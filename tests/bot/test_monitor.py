@@ -1,4 +1,4 @@
-"""Proactive outreach (bot/outreach/monitor.py) against real SQLite databases: the demo store
+"""Proactive outreach (bot/outreach/) against real SQLite databases: the demo store
 seeded relative to a fixed clock, and the gateway's records with the conversations each
 test writes. Sends go through a real Router (its delivery records turns and
 deliveries) to channels that record what they were asked to send, or to the real
@@ -37,19 +37,14 @@ from bot.messaging.inbox import SqlInbox
 from bot.messaging.rasa_client import RasaClient
 from bot.messaging.records import GatewayRecords
 from bot.messaging.records import metadata as records_tables
-from bot.outreach.monitor import (
-    ALERT_EVENT,
-    Monitor,
-    MonitorPolicy,
-    Outreach,
-    RunReport,
-    day,
-    load_monitor_policy,
-    outreach,
-    run_once,
-    sender_phone,
-)
-from bot.outreach.monitor import metadata as monitor_tables
+from bot.outreach.directory import sender_phone
+from bot.outreach.policy import ALERT_EVENT, MonitorPolicy, load_monitor_policy
+from bot.outreach.report import RunReport
+from bot.outreach.run import Outreach
+from bot.outreach.schedule import Monitor, run_once
+from bot.outreach.shipments import day
+from bot.outreach.tables import metadata as monitor_tables
+from bot.outreach.tables import outreach
 from bot.router import Router
 from bot.settings import load_settings
 from common.paths import REPO_ROOT
@@ -688,7 +683,7 @@ async def test_the_schedule_runs_enabled_monitors_and_survives_failures(
     outreach.shipments = flaky  # type: ignore[method-assign]
     monitor = Monitor(outreach, first_run_after_seconds=0)
     assert [name for name, _ in monitor.enabled()] == ["shipments"]
-    with caplog.at_level(logging.INFO, logger="bot.outreach.monitor"):
+    with caplog.at_level(logging.INFO, logger="bot.outreach"):
         await monitor.start()
         for _ in range(200):
             if monitor.runs["shipments"] >= 3:
@@ -1080,7 +1075,7 @@ def test_bot_monitor_promises_prints_what_it_handed_over(
     add_handoff(records, now.timestamp() - DAY, chat, "A1003")
     records.close()
     # whatever the time of day the tests run (business hours are tested on their own)
-    monkeypatch.setattr("bot.outreach.monitor.load_monitor_policy",
+    monkeypatch.setattr("bot.outreach.policy.load_monitor_policy",
                         lambda channels: monitor_policy())
 
     assert main(["monitor", "promises"]) == 0

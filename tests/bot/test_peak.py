@@ -14,8 +14,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
 from actions.policy import load_peak_policy
-from bot import peak as peak_module
 from bot.cli import main
+from bot.handoff import peak as peak_module
 from bot.handoff.live import LiveQueues
 from bot.handoff.peak import PeakConfigured, PeakMode
 from tests.bot.conftest import ADMIN_TOKEN

@@ -33,7 +33,7 @@ from bot.handoff import store as handoff_tables
 from bot.handoff.store import Agent, HandoffStore
 from bot.messaging.records import GatewayRecords, deliveries, turns
 from bot.messaging.records import metadata as records_metadata
-from bot.outreach.monitor import metadata as monitor_metadata
+from bot.outreach.tables import metadata as monitor_metadata
 from bot.privacy import Holdings, Privacy, load_privacy_policy, purge_every
 from bot.reporting.kpi import tracker_events
 from bot.services import load_channel_policy

@@ -1,0 +1,42 @@
+"""What outreach keeps beside the gateway's records: who was messaged about what (at most
+once), and product alerts."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+# One row per message the monitor decided to send: unique on (kind, subject), so it is
+# decided once. subject: the order id (late, no_scan), or "<alert id>:<customer id>".
+outreach = sa.Table(
+    "monitor_outreach", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("subject", sa.String(120), nullable=False),
+    sa.Column("order_id", sa.String(32), nullable=False),
+    sa.Column("sku", sa.String(32), nullable=False, default=""),
+    sa.Column("customer_id", sa.Integer, nullable=False),
+    sa.Column("conversation_id", sa.String(200), nullable=False),
+    # sending (claimed; stays so if the process died mid-send), sent, template, blocked,
+    # failed, or covered (another exception's message covered this one); a promise:
+    # handed_over (its handoff is open; then what became of the message), detail.handoff
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default="{}"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("kind", "subject", name="uq_monitor_outreach_kind_subject"),
+)
+# Product alerts: one per SKU and window (window_bucket = fired_at // window), and none
+# while an earlier one of the SKU is younger than the window.
+alerts = sa.Table(
+    "monitor_alerts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sku", sa.String(32), nullable=False),
+    sa.Column("product", sa.String(200), nullable=False),
+    sa.Column("window_bucket", sa.Integer, nullable=False),
+    sa.Column("window_hours", sa.Integer, nullable=False),
+    sa.Column("contacts", sa.Integer, nullable=False),
+    sa.Column("threshold", sa.Integer, nullable=False),
+    sa.Column("conversations", sa.Text, nullable=False),
+    sa.Column("fired_at", sa.Float, nullable=False, index=True),
+    sa.UniqueConstraint("sku", "window_bucket", name="uq_monitor_alerts_sku_window"),
+)
