@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler as WebHandler
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.handoff.desk import Forbidden, HandoffDesk, HandoffNotFound, Invalid, may_see
-from bot.handoff.events import Event
+from bot.handoff.events import Event, EventType
 from bot.handoff.peak import PeakConfigured, PeakMode
 from bot.handoff.store import Agent, HandoffConflict, hash_token
 from bot.web import bearer_token, error_response, json_object
@@ -166,7 +166,7 @@ async def switch_peak(request: web.Request, agent: Agent) -> Dict[str, Any]:
                                             _text(body, "note", required=False))
     except PeakConfigured as error:
         raise HandoffConflict(str(error)) from error
-    await request.app[DESK].bus.publish({"type": "peak.changed", "peak": state.as_json()})
+    await request.app[DESK].bus.publish({"type": EventType.PEAK_CHANGED, "peak": state.as_json()})
     return state.as_json()
 
 
@@ -285,7 +285,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     except Unauthorized as error:
         await socket.close(code=UNAUTHORIZED_CLOSE, message=str(error).encode())
         return socket
-    await socket.send_json({"type": "ready", "agent": agent.name})
+    await socket.send_json({"type": EventType.READY, "agent": agent.name})
     request.app[SOCKETS][socket] = token
     async with request.app[DESK].bus.subscribe() as queue:
         await _forward(queue, socket, agent)

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tup
 
 from actions.policy import EscalationPolicy
 from actions.store.sql import Store
-from bot.handoff.events import EventBus
+from bot.handoff.events import EventBus, EventType
 from bot.handoff.live import LiveQueues
 from bot.handoff.peak import PeakMode
 from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
@@ -156,7 +156,7 @@ class HandoffDesk:
         return True
 
     async def _customer_wrote(self, handoff: Dict[str, Any]) -> None:
-        await self.publish("handoff.message", handoff)
+        await self.publish(EventType.HANDOFF_MESSAGE, handoff)
         due = (handoff["last_notice_at"] or 0) + self.policy.still_waiting_every_seconds
         if handoff["status"] == "waiting" and self.clock() >= due:
             await self._tell_position(handoff, self.policy.texts.still_waiting)
@@ -170,7 +170,7 @@ class HandoffDesk:
             return False
         await self.records.write(self.store.record_csat, handoff["id"], score, self.clock())
         await self.send(handoff, self.policy.texts.csat_thanks, "bot")
-        await self.publish("handoff.csat", handoff)
+        await self.publish(EventType.HANDOFF_CSAT, handoff)
         return True
 
     async def escalate(self, message: Message,
@@ -242,7 +242,7 @@ class HandoffDesk:
         })
         if not created:  # already with a person
             return None
-        await self.publish("handoff.opened", handoff, await self.live.changed(handoff))
+        await self.publish(EventType.HANDOFF_OPENED, handoff, await self.live.changed(handoff))
         return handoff
 
     async def peak_on(self) -> bool:
@@ -286,13 +286,13 @@ class HandoffDesk:
         self._check_team(for_agent, handoff)
         claimed = await self.records.write(self.store.claim, handoff_id, for_agent, self.clock())
         return await self._done(agent, "claim", claimed, {"agent": for_agent.name},
-                                "handoff.claimed")
+                                EventType.HANDOFF_CLAIMED)
 
     async def claim_next(self, agent: Agent) -> Dict[str, Any]:
         claimed = await self.records.write(self.store.claim_next, agent, list(agent.teams),
                                            self.clock())
         return await self._done(agent, "claim", claimed, {"agent": agent.name, "next": True},
-                                "handoff.claimed")
+                                EventType.HANDOFF_CLAIMED)
 
     async def reply(self, handoff_id: int, agent: Agent,
                     text: str) -> Tuple[List[Delivery], Dict[str, Any]]:
@@ -304,13 +304,13 @@ class HandoffDesk:
             await self.records.write(self.store.first_response, handoff_id, self.clock())
         statuses = [d.status for d in deliveries]
         record = await self._done(agent, "reply", await self._get(handoff_id),
-                                  {"deliveries": statuses}, "handoff.message")
+                                  {"deliveries": statuses}, EventType.HANDOFF_MESSAGE)
         return deliveries, record
 
     async def note(self, handoff_id: int, agent: Agent, text: str) -> Dict[str, Any]:
         handoff = await self._get(handoff_id, agent)
         await self.records.write(self.store.add_note, handoff_id, agent.name, text, self.clock())
-        return await self._done(agent, "note", handoff, {}, "handoff.note")
+        return await self._done(agent, "note", handoff, {}, EventType.HANDOFF_NOTE)
 
     async def transfer(self, handoff_id: int, agent: Agent, queue: str) -> Dict[str, Any]:
         if queue not in self.teams:
@@ -321,8 +321,8 @@ class HandoffDesk:
         if handoff["status"] == "active":
             self._check_owner(agent, handoff)
         moved = await self.records.write(self.store.transfer, handoff_id, queue)
-        return await self._done(agent, "transfer", moved,
-                                {"from": handoff["queue"], "to": queue}, "handoff.transferred")
+        return await self._done(agent, "transfer", moved, {"from": handoff["queue"], "to": queue},
+                                EventType.HANDOFF_TRANSFERRED)
 
     async def resolve(self, handoff_id: int, agent: Agent, disposition: str,
                       note: str) -> Dict[str, Any]:
@@ -343,7 +343,7 @@ class HandoffDesk:
         await self.send(resolved, texts.handback, "bot")
         await self.send(resolved, texts.csat_question, "bot",
                         [Button(title, f"csat:{n}") for n, title in enumerate(options, 1)])
-        return await self.publish("handoff.resolved", resolved)
+        return await self.publish(EventType.HANDOFF_RESOLVED, resolved)
 
     async def attachment(self, handoff_id: int, agent: Agent,
                          url: str) -> Tuple[Attachment, bytes]:
@@ -403,14 +403,14 @@ class HandoffDesk:
         await self.records.write(self.store.audit, actor, action, handoff["id"], detail,
                                  self.clock())
 
-    async def publish(self, kind: str, handoff: Dict[str, Any],
+    async def publish(self, kind: EventType, handoff: Dict[str, Any],
                       position: Optional[int] = None) -> Dict[str, Any]:
         record = await self.record(handoff, position)
         await self.bus.publish({"type": kind, "handoff": record})
         return record
 
     async def _done(self, agent: Agent, action: str, handoff: Dict[str, Any],
-                    detail: Dict[str, Any], event: str) -> Dict[str, Any]:
+                    detail: Dict[str, Any], event: EventType) -> Dict[str, Any]:
         await self.audit(agent.name, action, handoff, detail)
         return await self.publish(event, handoff, await self.live.changed(handoff))
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from enum import Enum
 from typing import Any, AsyncIterator, Dict, Optional, Set
 
 from redis import asyncio as aioredis
@@ -14,6 +15,24 @@ from redis import asyncio as aioredis
 log = logging.getLogger("bot.handoff.events")
 
 Event = Dict[str, Any]
+
+
+class EventType(str, Enum):
+    """Every kind of live event a console receives (its "type"); the console's script
+    (console_page/agent.js, EVENT) names the same ones."""
+
+    READY = "ready"
+    HANDOFF_OPENED = "handoff.opened"
+    HANDOFF_CLAIMED = "handoff.claimed"
+    HANDOFF_MESSAGE = "handoff.message"
+    HANDOFF_NOTE = "handoff.note"
+    HANDOFF_TRANSFERRED = "handoff.transferred"
+    HANDOFF_RESOLVED = "handoff.resolved"
+    HANDOFF_CSAT = "handoff.csat"
+    PEAK_CHANGED = "peak.changed"
+    MONITOR_ALERT = "monitor.alert"
+
+
 CHANNEL = "handoff-events"
 # how long one read of the subscription waits for an event before it looks again
 LISTEN_SECONDS = 1.0

@@ -18,7 +18,6 @@ from connectors.config import ChannelPolicy
 
 MonitorName = Literal["shipments", "products", "promises"]
 MONITORS: Tuple[MonitorName, ...] = ("shipments", "products", "promises")
-ALERT_EVENT = "monitor.alert"
 SHIPMENT_PLACEHOLDERS = ("first_name", "order_id", "carrier", "tracking_number",
                          "tracking_url", "promised_date", "eta", "last_scan",
                          "days_without_scan")

@@ -23,13 +23,12 @@ from actions.store.types import (
     Order,
 )
 from bot.handoff.desk import HandoffDesk, Place, Send
-from bot.handoff.events import EventBus
+from bot.handoff.events import EventBus, EventType
 from bot.handoff.policy import BusinessHours, describe_opening
 from bot.handoff.store import HandoffStore
 from bot.messaging.records import GatewayRecords, insert_if_absent
 from bot.outreach.directory import Conversation, Directory, read_directory
 from bot.outreach.policy import (
-    ALERT_EVENT,
     BUYER_STATUSES,
     PRODUCT_KIND,
     PROMISE_KIND,
@@ -145,7 +144,7 @@ class Outreach:
                     alert["sku"], alert["product"], alert["contacts"], alert["window_hours"],
                     alert["threshold"])
         public = {k: v for k, v in alert.items() if k != "fired_at_epoch"}
-        await self.bus.publish({"type": ALERT_EVENT, "alert": {
+        await self.bus.publish({"type": EventType.MONITOR_ALERT, "alert": {
             **public, "message_buyers": self.policy.products.message_buyers}})
 
     async def _buyer_targets(self, now: float) -> List[Target]:

@@ -28,7 +28,7 @@ from actions.store.seed import seed_demo_store
 from actions.store.sql import SqlDelivery, Store, open_store, shipments, tracking_events
 from actions.store.types import CarrierClaim, WriteRecord
 from bot.handoff.desk import HandoffDesk
-from bot.handoff.events import EventBus
+from bot.handoff.events import EventBus, EventType
 from bot.handoff.live import LiveQueues
 from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore, handoffs
@@ -38,7 +38,7 @@ from bot.messaging.rasa_client import RasaClient
 from bot.messaging.records import GatewayRecords
 from bot.messaging.records import metadata as records_tables
 from bot.outreach.directory import sender_phone
-from bot.outreach.policy import ALERT_EVENT, MonitorPolicy, load_monitor_policy
+from bot.outreach.policy import MonitorPolicy, load_monitor_policy
 from bot.outreach.report import RunReport
 from bot.outreach.run import Outreach
 from bot.outreach.schedule import Monitor, run_once
@@ -523,7 +523,7 @@ async def test_a_product_alert_fires_once_per_window(evening: Gateway) -> None:
     [alert] = report.alerts
     assert alert["sku"] == "JEANS-SLIM-32" and alert["contacts"] == 3
     assert alert["product"] == "Slim-fit jeans" and alert["threshold"] == 3
-    assert event["type"] == ALERT_EVENT and event["alert"]["sku"] == "JEANS-SLIM-32"
+    assert event["type"] == EventType.MONITOR_ALERT and event["alert"]["sku"] == "JEANS-SLIM-32"
     assert event["alert"]["contacts"] == 3 and "conversations" not in event["alert"]
     assert report.contacts["TEE-ORG-M"] == 1  # A1001's other item, one conversation
     assert "ALERT JEANS-SLIM-32 (Slim-fit jeans): 3 conversations in 24 h (threshold 3)" \

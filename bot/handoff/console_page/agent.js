@@ -10,6 +10,19 @@
   const BACKOFF_MIN_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const STATUS_RANK = { waiting: 0, active: 1, resolved: 2 };
+  // the live events' types, as bot/handoff/events.py EventType names them
+  const EVENT = Object.freeze({
+    READY: "ready",
+    HANDOFF_OPENED: "handoff.opened",
+    HANDOFF_CLAIMED: "handoff.claimed",
+    HANDOFF_MESSAGE: "handoff.message",
+    HANDOFF_NOTE: "handoff.note",
+    HANDOFF_TRANSFERRED: "handoff.transferred",
+    HANDOFF_RESOLVED: "handoff.resolved",
+    HANDOFF_CSAT: "handoff.csat",
+    PEAK_CHANGED: "peak.changed",
+    MONITOR_ALERT: "monitor.alert",
+  });
   // Order snapshots have no fixed shape; these keys, when present, come first.
   const ORDER_FIRST = ["id", "order_id", "status", "total", "currency", "placed_at", "items",
     "carrier", "tracking_number", "carrier_events", "events", "shipment", "return", "refund",
@@ -199,7 +212,7 @@
     if (previous && isOlder(record, previous)) return;
     state.records.set(record.id, record);
     if (state.sinceRefresh) state.sinceRefresh.set(record.id, record);
-    renderQueues(eventType === "handoff.opened" ? record.id : null);
+    renderQueues(eventType === EVENT.HANDOFF_OPENED ? record.id : null);
     if (record.id === state.openId) renderOpen(previous || null, true);
   }
 
@@ -226,15 +239,15 @@
     let message;
     try { message = JSON.parse(data); } catch (e) { return; }
     if (!message || typeof message !== "object") return;
-    if (message.type === "ready") {
+    if (message.type === EVENT.READY) {
       state.retries = 0;
       setLive("live", "live");
       refreshAll();   // whatever happened while we were not listening
-    } else if (message.type === "monitor.alert" && message.alert) {
+    } else if (message.type === EVENT.MONITOR_ALERT && message.alert) {
       const a = message.alert;
       setStatus("Product alert: " + a.contacts + " conversations about " + a.product + " (" + a.sku +
                 ") in " + a.window_hours + " h", "warn");
-    } else if (message.type === "peak.changed" && message.peak) {
+    } else if (message.type === EVENT.PEAK_CHANGED && message.peak) {
       state.config.peak = message.peak.on;
       state.config.peak_banner = message.peak.banner;
       showPeak();
