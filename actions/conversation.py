@@ -19,6 +19,7 @@ from actions.identity import belongs_to, normalize_phone, proven_contact
 from actions.policy import EscalationPolicy, current_policy, policy_facts
 from actions.store.sql import Store, open_store
 from actions.store.types import Order, normalize_order_id
+from common.handoff_request import HandoffRequest
 
 HOUSEKEEPING_ACTIONS = frozenset({"action_listen", "action_session_start"})
 
@@ -237,7 +238,7 @@ def user_intent(event: Dict[str, Any]) -> str:
 
 
 def handoff_payload(turn: Turn, rule_name: str, order: Optional[Order],
-                    what_happened: str) -> Dict[str, Any]:
+                    what_happened: str) -> HandoffRequest:
     """What the gateway needs to open a handoff; `order` is the verified order or None."""
     rule = turn.policy.rule(rule_name)
     return {

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from aiohttp import web
 
 from bot.handoff.desk import HandoffDesk, split_handoff
+from bot.handoff.store import Handoff
 from bot.messaging.inbound_limit import InboundCounter, MemoryInboundCounter
 from bot.messaging.inbox import Inbox, InboxUnavailable
 from bot.messaging.metrics import GatewayMetrics
@@ -161,7 +162,7 @@ class Router:
             await self.answer(message, [Reply(text=self.policy.texts.too_many_messages)])
         return True
 
-    def _arrive(self, message: Message) -> Optional[Dict[str, Any]]:
+    def _arrive(self, message: Message) -> Optional[Handoff]:
         """Record the message and find its handoff in one trip to the records' thread:
         each trip waits its turn under load."""
         self.records.record_inbound(message)

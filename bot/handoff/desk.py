@@ -10,7 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from actions.policy import EscalationPolicy
 from actions.store.sql import Store
@@ -19,8 +19,9 @@ from bot.handoff.live import LiveQueues
 from bot.handoff.peak import PeakMode
 from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
 from bot.handoff.snapshot import order_snapshot
-from bot.handoff.store import Agent, HandoffConflict, HandoffStore
+from bot.handoff.store import Agent, Handoff, HandoffConflict, HandoffStore
 from bot.messaging.records import GatewayRecords
+from common.handoff_request import HandoffRequest, is_handoff
 from common.privacy import mask, redact
 from common.timefmt import iso
 from connectors.message import Attachment, Button, Delivery, Message, Reply, TranscriptTurn
@@ -69,6 +70,10 @@ def mask_contact(contact: str) -> str:
     return mask(contact) if contact else ""
 
 
+# A handoff as agents and the API see it (JSON): the stored Handoff's fields with times
+# in ISO 8601, slots masked, and its transcript, notes, audit and queue position.
+HandoffRecord = Dict[str, Any]
+
 def agent_slots(slots: Dict[str, Any], shown: Sequence[str]) -> Dict[str, Any]:
     """The slots as agents see them: numbers and yes/no as they are; the `shown` ones
     whole unless their value looks like an email, phone number or street address;
@@ -88,12 +93,7 @@ def may_see(agent: Agent, queue: str) -> bool:
     return agent.admin or queue in agent.teams
 
 
-def is_handoff(custom: Any) -> bool:
-    """Whether a custom bot message is the bot's escalation payload."""
-    return isinstance(custom, dict) and isinstance(custom.get("handoff"), dict)
-
-
-def split_handoff(replies: Sequence[Reply]) -> Tuple[List[Reply], Optional[Dict[str, Any]]]:
+def split_handoff(replies: Sequence[Reply]) -> Tuple[List[Reply], Optional[HandoffRequest]]:
     """The bot's replies for the customer, and its escalation payload if it escalated."""
     escalations = [r.custom["handoff"] for r in replies
                    if r.custom is not None and is_handoff(r.custom)]
@@ -129,7 +129,7 @@ class HandoffDesk:
         downloads of customers' attachments."""
         self._send, self._download = send, download
 
-    async def send(self, handoff: Dict[str, Any], text: str, role: str,
+    async def send(self, handoff: Handoff, text: str, role: str,
                    buttons: Sequence[Button] = ()) -> List[Delivery]:
         assert self._send is not None, "bind() the desk to the router first"
         conversation = handoff["conversation_id"]
@@ -139,13 +139,13 @@ class HandoffDesk:
 
     # the customer's side, called by the router for every inbound message
 
-    def routing(self, conversation_id: str) -> Optional[Dict[str, Any]]:
+    def routing(self, conversation_id: str) -> Optional[Handoff]:
         """The handoff that decides where the conversation's next message goes (see
         `takes`); synchronous, so the router reads it in the trip that records it."""
         since = self.clock() - self.policy.csat.answer_within_hours * 3600
         return self.store.routing(conversation_id, since)
 
-    async def takes(self, message: Message, handoff: Optional[Dict[str, Any]]) -> bool:
+    async def takes(self, message: Message, handoff: Optional[Handoff]) -> bool:
         """True when the message is for people, not the bot: the conversation is with a
         person, or it answers the CSAT question."""
         if handoff is None:
@@ -155,13 +155,13 @@ class HandoffDesk:
         await self._customer_wrote(handoff)
         return True
 
-    async def _customer_wrote(self, handoff: Dict[str, Any]) -> None:
+    async def _customer_wrote(self, handoff: Handoff) -> None:
         await self.publish(EventType.HANDOFF_MESSAGE, handoff)
         due = (handoff["last_notice_at"] or 0) + self.policy.still_waiting_every_seconds
         if handoff["status"] == "waiting" and self.clock() >= due:
             await self._tell_position(handoff, self.policy.texts.still_waiting)
 
-    async def _csat_answer(self, handoff: Dict[str, Any], text: str) -> bool:
+    async def _csat_answer(self, handoff: Handoff, text: str) -> bool:
         match = CSAT_ANSWER.match(text)
         scale = len(self.policy.csat.options)
         score = int(match.group(1)) if match else None
@@ -174,10 +174,10 @@ class HandoffDesk:
         return True
 
     async def escalate(self, message: Message,
-                       payload: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        """Open the handoff the bot asked for (its payload: see actions/conversation.py)."""
-        customer = payload.get("customer") or {}
-        summary = payload.get("summary") or {}
+                       payload: HandoffRequest) -> Optional[Handoff]:
+        """Open the handoff the bot asked for (common/handoff_request.py), read as untrusted."""
+        customer: Mapping[str, Any] = payload.get("customer") or {}
+        summary: Mapping[str, Any] = payload.get("summary") or {}
         values = {
             "reason_code": str(payload.get("reason_code") or "unknown"),
             "rule": str(payload.get("rule") or ""),
@@ -196,7 +196,7 @@ class HandoffDesk:
         return await self._open(Place.of(message), await self._with_snapshot(values))
 
     async def follow_up(self, place: Place,
-                        values: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+                        values: Dict[str, Any]) -> Optional[Handoff]:
         """Open a handoff nobody asked for in this conversation (the monitor's: a promise
         the bot made fell due), with the order's snapshot like the bot's escalations;
         None if the conversation is already with a person."""
@@ -208,7 +208,7 @@ class HandoffDesk:
         snapshot = await self.records.read(order_snapshot, self.shop, values["order_id"])
         return {**values, "order_snapshot": snapshot}
 
-    async def bot_unavailable(self, message: Message, why: str) -> Optional[Dict[str, Any]]:
+    async def bot_unavailable(self, message: Message, why: str) -> Optional[Handoff]:
         """The bot gave no answer to the message, for the reason `why` (agents read it)."""
         fallback = self.policy.bot_unavailable
         return await self._open(Place.of(message), {
@@ -223,7 +223,7 @@ class HandoffDesk:
         })
 
     async def _open(self, place: Place,
-                    values: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+                    values: Dict[str, Any]) -> Optional[Handoff]:
         """Open the handoff and show it on the consoles; None if the conversation is
         already with a person."""
         now = self.clock()
@@ -248,12 +248,12 @@ class HandoffDesk:
     async def peak_on(self) -> bool:
         return self.peak is not None and await self.peak.is_on()
 
-    async def announce(self, handoff: Dict[str, Any]) -> None:
+    async def announce(self, handoff: Handoff) -> None:
         """Tell the customer their place in the queue, or when the team is back."""
         texts = self.policy.texts
         await self._tell_position(handoff, texts.queued, after_hours=texts.queued_after_hours)
 
-    async def _tell_position(self, handoff: Dict[str, Any], text: str,
+    async def _tell_position(self, handoff: Handoff, text: str,
                              after_hours: Optional[str] = None) -> None:
         now = self.clock()
         moment = datetime.fromtimestamp(now, timezone.utc)
@@ -267,7 +267,7 @@ class HandoffDesk:
             opens=describe_opening(opens, moment, self.policy.business_hours.timezone)), "bot")
         await self.records.write(self.store.noticed, handoff["id"], now)
 
-    async def _expected_wait(self, handoff: Dict[str, Any], position: int) -> float:
+    async def _expected_wait(self, handoff: Handoff, position: int) -> float:
         """The queue's median wait before a claim times the position, once there is
         enough history; until then the time left to the SLA target."""
         estimate = self.policy.wait_estimate
@@ -279,7 +279,7 @@ class HandoffDesk:
 
     # agents' actions
 
-    async def claim(self, handoff_id: int, agent: Agent, for_agent: Agent) -> Dict[str, Any]:
+    async def claim(self, handoff_id: int, agent: Agent, for_agent: Agent) -> HandoffRecord:
         handoff = await self._get(handoff_id, agent)
         if not agent.admin and agent.name != for_agent.name:
             raise Forbidden("agents claim for themselves")
@@ -288,14 +288,14 @@ class HandoffDesk:
         return await self._done(agent, "claim", claimed, {"agent": for_agent.name},
                                 EventType.HANDOFF_CLAIMED)
 
-    async def claim_next(self, agent: Agent) -> Dict[str, Any]:
+    async def claim_next(self, agent: Agent) -> HandoffRecord:
         claimed = await self.records.write(self.store.claim_next, agent, list(agent.teams),
                                            self.clock())
         return await self._done(agent, "claim", claimed, {"agent": agent.name, "next": True},
                                 EventType.HANDOFF_CLAIMED)
 
     async def reply(self, handoff_id: int, agent: Agent,
-                    text: str) -> Tuple[List[Delivery], Dict[str, Any]]:
+                    text: str) -> Tuple[List[Delivery], HandoffRecord]:
         handoff = await self._get(handoff_id, agent)
         self._check_owner(agent, handoff)
         deliveries = await self.send(handoff, text, "agent")
@@ -307,12 +307,12 @@ class HandoffDesk:
                                   {"deliveries": statuses}, EventType.HANDOFF_MESSAGE)
         return deliveries, record
 
-    async def note(self, handoff_id: int, agent: Agent, text: str) -> Dict[str, Any]:
+    async def note(self, handoff_id: int, agent: Agent, text: str) -> HandoffRecord:
         handoff = await self._get(handoff_id, agent)
         await self.records.write(self.store.add_note, handoff_id, agent.name, text, self.clock())
         return await self._done(agent, "note", handoff, {}, EventType.HANDOFF_NOTE)
 
-    async def transfer(self, handoff_id: int, agent: Agent, queue: str) -> Dict[str, Any]:
+    async def transfer(self, handoff_id: int, agent: Agent, queue: str) -> HandoffRecord:
         if queue not in self.teams:
             raise Invalid(f"no queue {queue!r}; queues: {', '.join(self.teams)}")
         # An agent may move a handoff of their team to any queue, and then no longer
@@ -325,7 +325,7 @@ class HandoffDesk:
                                 EventType.HANDOFF_TRANSFERRED)
 
     async def resolve(self, handoff_id: int, agent: Agent, disposition: str,
-                      note: str) -> Dict[str, Any]:
+                      note: str) -> HandoffRecord:
         if disposition not in self.policy.dispositions:
             raise Invalid(f"no disposition {disposition!r}; dispositions: "
                           f"{', '.join(self.policy.dispositions)}")
@@ -361,11 +361,11 @@ class HandoffDesk:
 
     # reading
 
-    async def get(self, handoff_id: int, agent: Agent) -> Dict[str, Any]:
+    async def get(self, handoff_id: int, agent: Agent) -> HandoffRecord:
         return await self.record(await self._get(handoff_id, agent))
 
     async def list(self, agent: Agent, status: Optional[str],
-                   queue: Optional[str]) -> List[Dict[str, Any]]:
+                   queue: Optional[str]) -> List[HandoffRecord]:
         """The agent's teams' handoffs (all for the admin); Forbidden for a queue of
         another team."""
         if queue is not None and not may_see(agent, queue):
@@ -381,14 +381,14 @@ class HandoffDesk:
                  "oldest_waiting_at": iso(counts.get(name, empty)["oldest_waiting_at"])}
                 for name, label in self.teams.items()]
 
-    async def record(self, handoff: Dict[str, Any],
-                     position: Optional[int] = None) -> Dict[str, Any]:
+    async def record(self, handoff: Handoff,
+                     position: Optional[int] = None) -> HandoffRecord:
         """The handoff as agents and the API see it; `position` if already known."""
         if handoff["status"] == "waiting" and position is None:
             position = await self.live.position(handoff)
         return await self.records.read(self._record, handoff, position)
 
-    def _record(self, handoff: Dict[str, Any], position: Optional[int]) -> Dict[str, Any]:
+    def _record(self, handoff: Handoff, position: Optional[int]) -> HandoffRecord:
         """Its reads in one trip to a worker thread: under load each trip waits its turn."""
         handoff_id = handoff["id"]
         return _record(handoff, self.teams, self.policy.slots_shown_whole,
@@ -398,23 +398,23 @@ class HandoffDesk:
 
     # helpers
 
-    async def audit(self, actor: str, action: str, handoff: Dict[str, Any],
+    async def audit(self, actor: str, action: str, handoff: Handoff,
                     detail: Dict[str, Any]) -> None:
         await self.records.write(self.store.audit, actor, action, handoff["id"], detail,
                                  self.clock())
 
-    async def publish(self, kind: EventType, handoff: Dict[str, Any],
-                      position: Optional[int] = None) -> Dict[str, Any]:
+    async def publish(self, kind: EventType, handoff: Handoff,
+                      position: Optional[int] = None) -> HandoffRecord:
         record = await self.record(handoff, position)
         await self.bus.publish({"type": kind, "handoff": record})
         return record
 
-    async def _done(self, agent: Agent, action: str, handoff: Dict[str, Any],
-                    detail: Dict[str, Any], event: EventType) -> Dict[str, Any]:
+    async def _done(self, agent: Agent, action: str, handoff: Handoff,
+                    detail: Dict[str, Any], event: EventType) -> HandoffRecord:
         await self.audit(agent.name, action, handoff, detail)
         return await self.publish(event, handoff, await self.live.changed(handoff))
 
-    async def _get(self, handoff_id: int, agent: Optional[Agent] = None) -> Dict[str, Any]:
+    async def _get(self, handoff_id: int, agent: Optional[Agent] = None) -> Handoff:
         """The handoff; with `agent`, only if they may see it (else Forbidden)."""
         handoff = await self.records.read(self.store.get, handoff_id)
         if handoff is None:
@@ -424,12 +424,12 @@ class HandoffDesk:
         return handoff
 
     @staticmethod
-    def _check_team(agent: Agent, handoff: Dict[str, Any]) -> None:
+    def _check_team(agent: Agent, handoff: Handoff) -> None:
         if not may_see(agent, handoff["queue"]):
             raise Forbidden(f"{agent.name} is not in the {handoff['queue']} team")
 
     @staticmethod
-    def _check_owner(agent: Agent, handoff: Dict[str, Any]) -> None:
+    def _check_owner(agent: Agent, handoff: Handoff) -> None:
         if handoff["status"] != "active":
             raise HandoffConflict(f"the handoff is {handoff['status']}; claim it first")
         if not agent.admin and handoff["agent"] != agent.name:
@@ -440,10 +440,10 @@ def _tier(value: Any) -> int:
     return value if isinstance(value, int) and 1 <= value <= 3 else 1
 
 
-def _record(handoff: Dict[str, Any], teams: Dict[str, str], shown_slots: Sequence[str],
+def _record(handoff: Handoff, teams: Dict[str, str], shown_slots: Sequence[str],
             transcript: List[TranscriptTurn],
             notes: List[Dict[str, Any]], audit: List[Dict[str, Any]], position: Optional[int],
-            now: float) -> Dict[str, Any]:
+            now: float) -> HandoffRecord:
     answered = handoff["first_response_at"]
     return {
         "id": handoff["id"], "reference": f"H-{handoff['id']}",

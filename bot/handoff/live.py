@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from redis import asyncio as aioredis
 
-from bot.handoff.store import HandoffStore
+from bot.handoff.store import Handoff, HandoffStore
 from bot.messaging.records import GatewayRecords
 
 log = logging.getLogger("bot.handoff.live")
@@ -33,12 +33,12 @@ class LiveQueues:
         self.store = store
         self.records = records
 
-    async def changed(self, handoff: Dict[str, Any]) -> Optional[int]:
+    async def changed(self, handoff: Handoff) -> Optional[int]:
         """A handoff was opened, claimed, transferred or resolved; its position when it
         waits, if that came with the update (None: ask `position`)."""
         return None
 
-    async def position(self, handoff: Dict[str, Any]) -> int:
+    async def position(self, handoff: Handoff) -> int:
         """1 for the next waiting handoff agents of its queue are offered."""
         return await self.records.read(self.store.position, handoff)
 
@@ -64,7 +64,7 @@ class RedisLiveQueues(LiveQueues):
     def waiting_key(self, queue: str) -> str:
         return f"{self.prefix}:handoff:waiting:{queue}"
 
-    async def changed(self, handoff: Dict[str, Any]) -> Optional[int]:
+    async def changed(self, handoff: Handoff) -> Optional[int]:
         waiting = handoff["status"] == "waiting"
         member = _member(handoff["id"])
         try:
@@ -82,14 +82,14 @@ class RedisLiveQueues(LiveQueues):
             return None
         return int(results[-1]) + 1 if waiting and results[-1] is not None else None
 
-    def _place(self, pipe: Any, handoff: Dict[str, Any]) -> None:
+    def _place(self, pipe: Any, handoff: Mapping[str, Any]) -> None:
         member = _member(handoff["id"])
         if handoff["status"] == "waiting":
             pipe.zadd(self.waiting_key(handoff["queue"]), {member: _score(handoff)})
         elif handoff["status"] == "active":
             pipe.hset(self.active_key, member, handoff["agent"])
 
-    async def position(self, handoff: Dict[str, Any]) -> int:
+    async def position(self, handoff: Handoff) -> int:
         try:
             rank = await self.redis.zrank(self.waiting_key(handoff["queue"]),
                                           _member(handoff["id"]))
@@ -143,5 +143,5 @@ def _member(handoff_id: int) -> str:
     return f"{handoff_id:012d}"
 
 
-def _score(handoff: Dict[str, Any]) -> float:
+def _score(handoff: Mapping[str, Any]) -> float:
     return float(handoff["created_at"]) - handoff["priority"] * PRIORITY_STEP

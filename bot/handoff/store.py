@@ -11,7 +11,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -60,6 +60,42 @@ handoffs = sa.Table(
     sa.Column("csat_score", sa.Integer),
     sa.Column("csat_at", sa.Float),
 )
+
+
+class Handoff(TypedDict):
+    """A handoff as the store keeps it: a row of `handoffs`, its JSON columns parsed."""
+
+    id: int
+    conversation_id: str
+    connector: str
+    channel: str
+    customer_name: str
+    customer_verified: bool
+    customer_contact: str
+    reason_code: str
+    rule: str
+    tier: int
+    queue: str
+    priority: int
+    status: str
+    agent: Optional[str]
+    created_at: float
+    sla_target_seconds: float
+    sla_due_at: float
+    claimed_at: Optional[float]
+    first_response_at: Optional[float]
+    resolved_at: Optional[float]
+    disposition: Optional[str]
+    resolution_note: str
+    order_id: Optional[str]
+    slots: Dict[str, Any]
+    order_snapshot: Optional[Dict[str, Any]]
+    actions_attempted: List[str]
+    summary: Dict[str, Any]
+    last_notice_at: Optional[float]
+    csat_asked_at: Optional[float]
+    csat_score: Optional[int]
+    csat_at: Optional[float]
 
 notes = sa.Table(
     "handoff_notes", metadata,
@@ -128,14 +164,14 @@ def _agent(row: Any) -> Agent:
     return Agent(row.name, json.loads(row.teams), row.capacity, token_issued_at=row.created_at)
 
 
-def _row(row: Any) -> Dict[str, Any]:
+def _row(row: Any) -> Handoff:
     return _from_columns(dict(row._mapping))
 
 
-def _from_columns(values: Dict[str, Any]) -> Dict[str, Any]:
+def _from_columns(values: Dict[str, Any]) -> Handoff:
     for column in JSON_COLUMNS:
         values[column] = json.loads(values[column])
-    return values
+    return cast(Handoff, values)
 
 
 class HandoffStore:
@@ -146,7 +182,7 @@ class HandoffStore:
 
     # handoffs
 
-    def open(self, values: Dict[str, Any]) -> Tuple[Dict[str, Any], bool]:
+    def open(self, values: Dict[str, Any]) -> Tuple[Handoff, bool]:
         """A new waiting handoff, audited as opened by the bot, and True; unless the
         conversation already has an open one (then that one and False): one person at a
         time works a conversation."""
@@ -163,16 +199,16 @@ class HandoffStore:
                 at=values["created_at"]))
             return self._must_get(conn, handoff_id), True
 
-    def get(self, handoff_id: int) -> Optional[Dict[str, Any]]:
+    def get(self, handoff_id: int) -> Optional[Handoff]:
         with self.engine.connect() as conn:
             return self._get(conn, handoff_id)
 
-    def open_for(self, conversation_id: str) -> Optional[Dict[str, Any]]:
+    def open_for(self, conversation_id: str) -> Optional[Handoff]:
         with self.engine.connect() as conn:
             return self._open_for(conn, conversation_id)
 
     def list(self, status: Optional[str] = None, queues: Optional[Sequence[str]] = None,
-             limit: int = 200) -> List[Dict[str, Any]]:
+             limit: int = 200) -> List[Handoff]:
         """Waiting ones in the order they are offered (priority, then age); the rest
         newest first; only those of `queues` when given."""
         query = sa.select(handoffs)
@@ -193,7 +229,7 @@ class HandoffStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
-    def position(self, handoff: Dict[str, Any]) -> int:
+    def position(self, handoff: Handoff) -> int:
         """1 for the next one an agent of its queue is offered."""
         c = handoffs.c
         ahead = sa.or_(c.priority > handoff["priority"],
@@ -206,14 +242,14 @@ class HandoffStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one()) + 1
 
-    def claim(self, handoff_id: int, agent: Agent, now: float) -> Dict[str, Any]:
+    def claim(self, handoff_id: int, agent: Agent, now: float) -> Handoff:
         with self.engine.begin() as conn:
             self._check_capacity(conn, agent)
             if not self._claimed(conn, handoff_id, agent, now):
                 raise HandoffConflict("only a waiting handoff can be claimed")
             return self._must_get(conn, handoff_id)
 
-    def claim_next(self, agent: Agent, queues: Sequence[str], now: float) -> Dict[str, Any]:
+    def claim_next(self, agent: Agent, queues: Sequence[str], now: float) -> Handoff:
         """The first waiting handoff of these queues in offering order (priority, then
         age), claimed; one that another agent takes meanwhile is passed over."""
         c = handoffs.c
@@ -226,7 +262,7 @@ class HandoffStore:
                     return self._must_get(conn, handoff_id)
         raise HandoffConflict("nobody is waiting in your queues")
 
-    def transfer(self, handoff_id: int, queue: str) -> Dict[str, Any]:
+    def transfer(self, handoff_id: int, queue: str) -> Handoff:
         """Back to waiting, in another queue; its SLA clock keeps running."""
         return self._change(handoff_id, OPEN, status="waiting", queue=queue, agent=None)
 
@@ -237,7 +273,7 @@ class HandoffStore:
                 .values(first_response_at=now))
 
     def resolve(self, handoff_id: int, disposition: str, note: str,
-                now: float) -> Dict[str, Any]:
+                now: float) -> Handoff:
         return self._change(handoff_id, ("active",), status="resolved", disposition=disposition,
                             resolution_note=note, resolved_at=now, csat_asked_at=now)
 
@@ -246,7 +282,7 @@ class HandoffStore:
             conn.execute(handoffs.update().where(handoffs.c.id == handoff_id)
                          .values(last_notice_at=now))
 
-    def routing(self, conversation_id: str, csat_since: float) -> Optional[Dict[str, Any]]:
+    def routing(self, conversation_id: str, csat_since: float) -> Optional[Handoff]:
         """The handoff that decides where a customer's message goes, in one read: the
         open one, else a resolved one whose CSAT question (asked since `csat_since`)
         awaits its answer."""
@@ -359,18 +395,18 @@ class HandoffStore:
     # helpers
 
     @staticmethod
-    def _get(conn: Connection, handoff_id: int) -> Optional[Dict[str, Any]]:
+    def _get(conn: Connection, handoff_id: int) -> Optional[Handoff]:
         row = conn.execute(sa.select(handoffs).where(handoffs.c.id == handoff_id)).first()
         return _row(row) if row else None
 
     @classmethod
-    def _must_get(cls, conn: Connection, handoff_id: int) -> Dict[str, Any]:
+    def _must_get(cls, conn: Connection, handoff_id: int) -> Handoff:
         handoff = cls._get(conn, handoff_id)
         assert handoff is not None, "read in the transaction that wrote it"
         return handoff
 
     @staticmethod
-    def _open_for(conn: Connection, conversation_id: str) -> Optional[Dict[str, Any]]:
+    def _open_for(conn: Connection, conversation_id: str) -> Optional[Handoff]:
         row = conn.execute(sa.select(handoffs).where(
             handoffs.c.conversation_id == conversation_id, handoffs.c.status.in_(OPEN))
             .order_by(handoffs.c.id.desc()).limit(1)).first()
@@ -392,7 +428,7 @@ class HandoffStore:
             status="active", agent=agent.name, claimed_at=now)).rowcount)
 
     def _change(self, handoff_id: int, from_status: Sequence[str],
-                **values: Any) -> Dict[str, Any]:
+                **values: Any) -> Handoff:
         with self.engine.begin() as conn:
             changed = conn.execute(handoffs.update().where(
                 handoffs.c.id == handoff_id, handoffs.c.status.in_(from_status))
