@@ -20,11 +20,9 @@ from actions.notify import outbox_path
 from actions.store.sql import Store
 from bot.handoff.console import install_agent_console
 from bot.messaging.metrics import install_metrics
-from bot.outreach.policy import load_monitor_policy
 from bot.outreach.schedule import Monitor
-from bot.privacy import Holdings, Privacy, install_privacy, load_privacy_policy
+from bot.privacy import Holdings, Privacy, install_privacy
 from bot.reporting.dashboard import KpiSource, install_dashboard
-from bot.reporting.kpi import load_kpi_policy
 from bot.router import Router
 from bot.services import Services, build_services
 from bot.settings import Settings
@@ -118,21 +116,21 @@ def create_app(settings: Optional[Settings] = None,
     services = build_services(settings, channels, policy)
     settings, store, records, router = (services.settings, services.store, services.records,
                                         services.router)
-    desk, escalation = services.desk, services.escalation
+    desk, policies = services.desk, services.policies
     app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, services.redis
-    app[MONITOR] = Monitor.for_router(router, store, load_monitor_policy(router.policy))
+    app[MONITOR] = Monitor.for_router(router, store, policies.outreach)
     app.cleanup_ctx.append(_lifecycle)
     for channel in router.channels.values():
         channel.install(app, router)
     install_agent_console(app, desk, settings.agent_api_token)
     install_dashboard(app, KpiSource(records, settings.gateway_database_url,
-                                     settings.tracker_database_url, load_kpi_policy(),
+                                     settings.tracker_database_url, policies.kpis,
                                      ZoneInfo(desk.policy.business_hours.timezone)))
     install_privacy(app, Privacy(
         Holdings(records.engine, store.engine, settings.tracker_database_url, outbox_path()),
-        load_privacy_policy(escalation), escalation.identity.default_phone_region), records)
+        policies.privacy, policies.escalation.identity.default_phone_region), records)
     app.router.add_get("/health", health)
     install_metrics(app, services.metrics, desk.queues, settings.metrics_token)
     return app

@@ -80,26 +80,15 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from actions.policy import load_knowledge, load_peak_policy, load_policy
-    from bot.handoff.policy import load_handoff_policy
-    from bot.outreach.policy import load_monitor_policy
-    from bot.privacy import load_privacy_policy
-    from bot.reporting.kpi import load_kpi_policy
-    from bot.services import load_channel_policy
+    from bot.policies import load_policies
     from common.policy_files import PolicyError
 
     try:
-        policy = load_policy()
-        load_knowledge(policy=policy)
-        channels = load_channel_policy()
-        load_monitor_policy(channels)
-        handoff = load_handoff_policy(policy)
-        load_kpi_policy()
-        load_peak_policy()
-        load_privacy_policy(policy)
+        policies = load_policies()
     except PolicyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    policy, channels, handoff = policies.escalation, policies.channels, policies.handoff
     print(f"policy ok: {len(policy.rules)} escalation rules, "
           f"{sum(len(p) for p in policy.trigger_phrases.values())} trigger phrases, "
           f"channel retries {channels.retry.attempts}, "
@@ -241,7 +230,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
     from bot.outreach.policy import load_monitor_policy
     from bot.outreach.schedule import run_once
-    from bot.services import load_channel_policy
+    from bot.policies import load_channel_policy
     from common.policy_files import PolicyError
 
     try:

@@ -7,29 +7,26 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, Mapping, Optional
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from actions.policy import EscalationPolicy, load_peak_policy, load_policy
 from actions.store.sql import Store, open_store
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus, RedisEventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.peak import PeakMode
-from bot.handoff.policy import load_handoff_policy
 from bot.handoff.store import HandoffStore
 from bot.messaging.inbound_limit import InboundCounter, MemoryInboundCounter, RedisInboundCounter
 from bot.messaging.inbox import Inbox, RedisInbox, SqlInbox
 from bot.messaging.metrics import GatewayMetrics
 from bot.messaging.rasa_client import RasaClient
 from bot.messaging.records import GatewayRecords
+from bot.policies import Policies, load_policies
 from bot.router import Router
 from bot.settings import REST_TOKEN_FILE, Settings, load_settings, local_secret
-from common.policy_files import parse_yaml_model, policy_dir
 from common.sql import create_store_engine
 from connectors.channel import Channel
 from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
@@ -46,7 +43,7 @@ log = logging.getLogger("bot.services")
 @dataclass
 class Services:
     settings: Settings
-    escalation: EscalationPolicy
+    policies: Policies
     store: Store
     records: GatewayRecords
     redis: Optional[aioredis.Redis]
@@ -69,7 +66,10 @@ def build_services(settings: Optional[Settings] = None,
                    policy: Optional[ChannelPolicy] = None) -> Services:
     """The gateway's parts. `channels` defaults to those the environment configures."""
     settings = settings or load_settings()
-    policy = policy or load_channel_policy()
+    policies = load_policies()
+    if policy is not None:
+        policies = policies.with_channels(policy)
+    policy = policies.channels
     redis = connect_redis(settings.redis_url) if settings.redis_url else None
     if channels is None:
         channels = build_channels(credentials_from_env(os.environ), policy, settings, redis)
@@ -82,24 +82,20 @@ def build_services(settings: Optional[Settings] = None,
     if redis is not None:
         inbox = RedisInbox(redis, records, policy.dedupe_hours * 3600)
         inbound = RedisInboundCounter(redis, policy.inbound_limit.per_seconds)
-    escalation = load_policy()
+    escalation = policies.escalation
     handoffs = HandoffStore(records.engine)
     live = (RedisLiveQueues(handoffs, records, redis, list(escalation.teams)) if redis
             else LiveQueues(handoffs, records))
-    desk = HandoffDesk(handoffs, records, load_handoff_policy(escalation), escalation, store,
+    desk = HandoffDesk(handoffs, records, policies.handoff, escalation, store,
                        RedisEventBus(redis) if redis else EventBus(), live,
-                       PeakMode(load_peak_policy(), records, handoffs))
+                       PeakMode(policies.peak, records, handoffs))
     metrics = GatewayMetrics(channels)
     router = Router(records, inbox,
                     RasaClient(settings.rasa_urls, settings.rasa_timeout_seconds,
                                policy.bot_requests_in_flight),
                     channels, policy, desk, metrics, inbound)
 
-    return Services(settings, escalation, store, records, redis, desk, metrics, router)
-
-
-def load_channel_policy(directory: Optional[Path] = None) -> ChannelPolicy:
-    return parse_yaml_model(ChannelPolicy, (directory or policy_dir()) / "channels.yml")
+    return Services(settings, policies, store, records, redis, desk, metrics, router)
 
 
 def webchat_secret(settings: Settings) -> bytes:

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import create_app
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.settings import load_settings
 from connectors.telegram import TelegramChannel
 from tests.browser import Browser, unavailable

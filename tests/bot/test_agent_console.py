@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.app import ROUTER, create_app
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.live import RedisLiveQueues
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.settings import load_settings
 from connectors.whatsapp import WhatsAppChannel
 from tests.bot.conftest import ADMIN_TOKEN, PHOTO

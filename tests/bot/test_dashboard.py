@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from bot.outreach.policy import load_monitor_policy
 from bot.outreach.products import SkuContacts, record_alert
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.test_agent_console import agent, ask_for_a_person, bearer, call, desk_of
 from tests.bot.test_gateway import post_update, sent_texts, until, update

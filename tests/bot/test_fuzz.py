@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from bot.app import ROUTER, create_app
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.settings import load_settings
 from connectors.config import TwilioCredentials
 from connectors.message import Message

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import ROUTER, create_app
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.settings import load_settings
 from connectors.config import ChannelPolicy, TwilioCredentials
 from connectors.telegram import SECRET_HEADER, TelegramChannel

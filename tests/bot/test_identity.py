@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actions.policy import load_policy
 from bot.app import ROUTER, create_app
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.settings import load_settings
 from common.policy_files import DEFAULT_POLICY_DIR
 from connectors.config import TwilioCredentials

@@ -22,7 +22,8 @@ import bot.messaging.inbox
 import bot.services
 from bot.messaging.inbox import InboxUnavailable, RedisInbox, SqlInbox, decode
 from bot.messaging.records import GatewayRecords, inbox_spool
-from bot.services import connect_redis, load_channel_policy
+from bot.policies import load_channel_policy
+from bot.services import connect_redis
 from bot.settings import load_settings
 from common.sql import create_store_engine
 from connectors.message import Attachment, Message

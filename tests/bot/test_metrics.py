@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import create_app
 from bot.handoff.store import handoffs
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.settings import Settings, load_settings
 from connectors.rest import RestChannel
 from connectors.telegram import SECRET_HEADER, TelegramChannel

@@ -34,9 +34,9 @@ from bot.handoff.store import Agent, HandoffStore
 from bot.messaging.records import GatewayRecords, deliveries, turns
 from bot.messaging.records import metadata as records_metadata
 from bot.outreach.tables import metadata as monitor_metadata
+from bot.policies import load_channel_policy
 from bot.privacy import Holdings, Privacy, load_privacy_policy, purge_every
 from bot.reporting.kpi import tracker_events
-from bot.services import load_channel_policy
 from bot.settings import load_settings
 from common.paths import REPO_ROOT
 from common.policy_files import PolicyError

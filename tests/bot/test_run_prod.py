@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.tools.launcher import consecutive_free_ports, drop_database, port_open
 from tests.conftest import POSTGRES_URL, REPO_ROOT, stop_group
 from tests.connectors.test_telegram import TOKEN

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from actions.store.sql import Store, open_store
 from actions.store.types import Order, OrderStatus
 from bot.app import ROUTER, create_app
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.settings import load_settings
 from bot.tools.launcher import drop_database, ensure_database
 from connectors.rest import RestChannel

@@ -25,7 +25,7 @@ from bot.cli import main
 from bot.handoff.console import RECHECK_SECONDS, UNAUTHORIZED_CLOSE
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.store import HandoffStore, metadata
-from bot.services import load_channel_policy
+from bot.policies import load_channel_policy
 from bot.settings import load_settings
 from common.privacy import mask
 from common.sql import create_store_engine
