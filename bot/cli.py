@@ -229,8 +229,8 @@ def _monitor(args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.outreach.policy import load_monitor_policy
-    from bot.outreach.schedule import run_once
     from bot.policies import load_channel_policy
+    from bot.services import run_once
     from common.policy_files import PolicyError
 
     try:

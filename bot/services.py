@@ -24,6 +24,9 @@ from bot.messaging.inbox import Inbox, RedisInbox, SqlInbox
 from bot.messaging.metrics import GatewayMetrics
 from bot.messaging.rasa_client import RasaClient
 from bot.messaging.records import GatewayRecords
+from bot.outreach.policy import MonitorName, MonitorPolicy, load_monitor_policy
+from bot.outreach.report import RunReport
+from bot.outreach.run import Outreach
 from bot.policies import Policies, load_policies
 from bot.router import Router
 from bot.settings import REST_TOKEN_FILE, Settings, load_settings, local_secret
@@ -156,3 +159,23 @@ def connect_redis(url: str) -> aioredis.Redis:
                              retry=Retry(NoBackoff(), 1),
                              socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                              socket_timeout=REDIS_TIMEOUT_SECONDS)
+
+
+async def run_once(monitor: MonitorName, settings: Optional[Settings] = None,
+                   policy: Optional[MonitorPolicy] = None) -> RunReport:
+    """`bot monitor shipments|products|promises`: one run on the gateway's parts as `bot
+    serve` wires them (channels from the environment, records, handoff desk, event bus,
+    router) but not serving: only its channels are started, not the inbox, so this
+    process takes no customer's message."""
+    services = build_services(settings)
+    router = services.router
+    try:
+        for channel in router.channels.values():
+            await channel.start()
+        outreach = Outreach.for_router(router, services.store, policy or load_monitor_policy(
+            router.policy))
+        return await outreach.run(monitor)
+    finally:
+        for channel in router.channels.values():
+            await channel.stop()
+        await services.close()

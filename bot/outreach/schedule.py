@@ -1,4 +1,4 @@
-"""Outreach on a schedule inside the gateway, and once from the CLI."""
+"""Outreach on a schedule inside the gateway (`bot monitor` runs it once: bot/services.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,17 +9,13 @@ from pathlib import Path
 from typing import (
     Dict,
     List,
-    Optional,
     Tuple,
 )
 
 from actions.store.sql import Store
-from bot.outreach.policy import MONITORS, MonitorName, MonitorPolicy, load_monitor_policy
-from bot.outreach.report import RunReport
+from bot.outreach.policy import MONITORS, MonitorName, MonitorPolicy
 from bot.outreach.run import Outreach
 from bot.router import Router
-from bot.services import build_services
-from bot.settings import Settings
 
 log = logging.getLogger("bot.outreach")
 
@@ -94,23 +90,3 @@ def _where(error: BaseException) -> str:
     a phone number)."""
     frames = traceback.extract_tb(error.__traceback__)
     return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
-
-
-async def run_once(monitor: MonitorName, settings: Optional[Settings] = None,
-                   policy: Optional[MonitorPolicy] = None) -> RunReport:
-    """`bot monitor shipments|products|promises`: one run on the gateway's parts as `bot
-    serve` wires them (channels from the environment, records, handoff desk, event bus,
-    router) but not serving: only its channels are started, not the inbox, so this
-    process takes no customer's message."""
-    services = build_services(settings)
-    router = services.router
-    try:
-        for channel in router.channels.values():
-            await channel.start()
-        outreach = Outreach.for_router(router, services.store, policy or load_monitor_policy(
-            router.policy))
-        return await outreach.run(monitor)
-    finally:
-        for channel in router.channels.values():
-            await channel.stop()
-        await services.close()

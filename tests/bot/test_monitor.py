@@ -41,11 +41,12 @@ from bot.outreach.directory import sender_phone
 from bot.outreach.policy import MonitorPolicy, load_monitor_policy
 from bot.outreach.report import RunReport
 from bot.outreach.run import Outreach
-from bot.outreach.schedule import Monitor, run_once
+from bot.outreach.schedule import Monitor
 from bot.outreach.shipments import day
 from bot.outreach.tables import metadata as monitor_tables
 from bot.outreach.tables import outreach
 from bot.router import Router
+from bot.services import run_once
 from bot.settings import load_settings
 from common.paths import REPO_ROOT
 from common.policy_files import PolicyError
