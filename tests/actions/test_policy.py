@@ -137,6 +137,8 @@ def test_invalid_peak_policy_names_the_key(policy_copy, change, message):
     ("my friend Sue ordered it for me", None),
     ("I'll sue you, and my daughter was burned my hand", "safety_incident"),
     ("the box was empty", "stop_the_line_empty_box"),
+    # "no" is a negation too (YAML once read it as the boolean false)
+    ("no chargeback, please, just a refund", None),
 ])
 def test_trigger_phrases_match_whole_words_in_any_case(text, rule):
     found = load_policy().trigger(text)
