@@ -16,7 +16,7 @@ from bot.handoff.store import Handoff
 from bot.messaging.inbound_limit import InboundCounter, MemoryInboundCounter
 from bot.messaging.inbox import Inbox, InboxUnavailable
 from bot.messaging.metrics import GatewayMetrics
-from bot.messaging.rasa_client import BotRefused, BotUnavailable, RasaClient
+from bot.messaging.rasa_client import BotBusy, BotRefused, BotUnavailable, RasaClient
 from bot.messaging.records import GatewayRecords
 from common.privacy import loggable_error, mask
 from connectors.channel import Channel
@@ -56,6 +56,15 @@ def split_next_request(replies: List[Reply]) -> Tuple[List[Reply], Optional[str]
     later = [str(r.custom[NEXT_REQUEST]) for r in replies if r.custom and NEXT_REQUEST in r.custom]
     shown = [r for r in replies if not (r.custom and NEXT_REQUEST in r.custom)]
     return shown, (later[0] if later else None)
+
+
+def unanswered_because(error: BotUnavailable, retry_seconds: float) -> str:
+    """Why the bot gave no answer, for the agent who takes the conversation over."""
+    if isinstance(error, BotRefused):
+        return f"it refused the turn for {retry_seconds:.0f} s ({error})"
+    if isinstance(error, BotBusy):
+        return f"the message waited in the gateway: {error}"
+    return f"no answer ({error}); the turn may have run, so it was not asked again"
 
 
 class Router:
@@ -134,9 +143,7 @@ class Router:
         try:
             replies, escalation = split_handoff(await self._ask_bot_each_request(message))
         except BotUnavailable as error:
-            why = (f"it refused the turn for {self.policy.bot_retry_seconds:.0f} s ({error})"
-                   if isinstance(error, BotRefused) else
-                   f"no answer ({error}); the turn may have run, so it was not asked again")
+            why = unanswered_because(error, self.policy.bot_retry_seconds)
             log.error("bot unavailable for %s: %s; handing to a person", message.connector, why)
             opened = await self.desk.bot_unavailable(message, why)
             replies = [Reply(text=self.policy.texts.bot_unavailable)]
@@ -190,12 +197,13 @@ class Router:
                     "peak": await self.desk.peak_on()}
         if message.proven_phone:
             metadata["proven_phone"] = message.proven_phone
-        deadline = time.monotonic() + self.policy.bot_retry_seconds
+        deadline: Optional[float] = None  # counted from the first refusal, not the queue
         pause = 0.5
         while True:
             try:
                 return await self.rasa.ask(message.conversation_id, text, metadata)
             except BotRefused:
+                deadline = deadline or time.monotonic() + self.policy.bot_retry_seconds
                 if time.monotonic() + pause > deadline:
                     raise
                 await asyncio.sleep(pause)

@@ -95,7 +95,7 @@ def build_services(settings: Optional[Settings] = None,
     metrics = GatewayMetrics(channels)
     router = Router(records, inbox,
                     RasaClient(settings.rasa_urls, settings.rasa_timeout_seconds,
-                               policy.bot_requests_in_flight),
+                               policy.bot_requests_in_flight, policy.bot_queue_seconds),
                     channels, policy, desk, metrics, inbound)
 
     return Services(settings, policies, store, records, redis, desk, metrics, router)

@@ -62,6 +62,7 @@ class ChannelPolicy(StrictModel):
     dedupe_hours: confloat(gt=0)  # type: ignore[valid-type]
     bot_retry_seconds: confloat(ge=0, le=3600)  # type: ignore[valid-type]
     bot_requests_in_flight: conint(ge=1, le=1000)  # type: ignore[valid-type]
+    bot_queue_seconds: confloat(gt=0, le=3600)  # type: ignore[valid-type]
     inbound_limit: InboundLimit
     rates: Rates
     whatsapp: WhatsAppSettings

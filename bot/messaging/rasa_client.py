@@ -20,21 +20,25 @@ class BotUnavailable(Exception):
 
 
 class BotRefused(BotUnavailable):
-    """Rasa did not run the turn: no instance took the connection, none had a slot free
-    in time, or Rasa answered 503, which keeps nothing of the failed turn
-    (components/whole_turns.py). Asking again is safe."""
+    """Rasa did not run the turn: no instance took the connection, or Rasa answered 503,
+    which keeps nothing of the failed turn (components/whole_turns.py). Asking again is
+    safe."""
+
+
+class BotBusy(BotUnavailable):
+    """No request to Rasa came free within `bot_queue_seconds`: nothing was sent, but
+    the message has waited long enough."""
 
 
 class RasaClient:
     def __init__(self, rasa_urls: Tuple[str, ...], timeout_seconds: float,
-                 in_flight: int = 8) -> None:
+                 in_flight: int = 8, queue_seconds: float = 120.0) -> None:
         if not rasa_urls:
             raise ValueError("at least one Rasa URL is needed")
         self.urls = tuple(f"{url}/webhooks/rest/webhook" for url in rasa_urls)
-        # a burst waits here, not in Rasa, where it would run into the timeout; a slot
-        # is waited for at most as long as a request may take
+        # a burst waits here, not in Rasa, where it would run into the timeout
         self.slots = {url: asyncio.Semaphore(in_flight) for url in self.urls}
-        self.slot_wait_seconds = timeout_seconds
+        self.slot_wait_seconds = queue_seconds
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: Optional[aiohttp.ClientSession] = None
 
@@ -76,7 +80,8 @@ class RasaClient:
         try:
             await asyncio.wait_for(slot.acquire(), self.slot_wait_seconds)
         except asyncio.TimeoutError:
-            raise BotRefused("no request slot free in time") from None
+            raise BotBusy(f"no request to Rasa free for {self.slot_wait_seconds:.0f} s") \
+                from None
         try:
             yield
         finally:
@@ -89,8 +94,9 @@ class RasaClient:
         return self.urls[start:] + self.urls[:start]
 
     async def ask(self, sender: str, text: str, metadata: Dict[str, Any]) -> List[Reply]:
-        """The bot's replies. Raises BotRefused when asking again is safe, and
-        BotUnavailable when the turn may have run."""
+        """The bot's replies. Raises BotRefused when asking again is safe, BotBusy when
+        the message waited too long to be sent, and BotUnavailable when the turn may
+        have run."""
         return [reply_from_rasa(raw) for raw in await self.ask_raw(sender, text, metadata)]
 
 

@@ -327,7 +327,7 @@ async def test_channels_without_credentials_are_off_and_say_so_and_the_gateway_s
     settings = dataclasses.replace(load_settings(), var_dir=tmp_path, database_url="",
                                    redis_url="",
                                    rasa_url=f"http://127.0.0.1:{free_port()}")
-    with caplog.at_level(logging.INFO, logger="bot.app"):
+    with caplog.at_level(logging.INFO, logger="bot.services"):
         app = create_app(settings)
     assert "channel telegram: on" in caplog.text and "channel webchat: on" in caplog.text
     assert "channel twilio: off (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)" in caplog.text

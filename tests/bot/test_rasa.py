@@ -1,7 +1,8 @@
 """The gateway's Rasa client against a local server that answers as Rasa's (strict)
 REST channel does: replies pass through; an error is the bot being unavailable, and
-only a refusal (503, no connection, no request slot in time) is safe to ask again; a
-timeout or another error may come after the turn ran, and goes to a person."""
+only a refusal (503, no connection) is safe to ask again; a message that waits too long
+for a free request is given up without sending it; a timeout or another error may
+come after the turn ran, and goes to a person."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bot.messaging.rasa_client import BotRefused, BotUnavailable, RasaClient
+from bot.messaging.rasa_client import BotBusy, BotRefused, BotUnavailable, RasaClient
 from tests.provider_api import ProviderAPI, RecordedRequest, free_port
 
 WEBHOOK = "/webhooks/rest/webhook"
@@ -68,20 +69,18 @@ async def test_a_turn_that_timed_out_is_not_a_refusal(rasa: ProviderAPI) -> None
     assert not isinstance(raised.value, BotRefused)
 
 
-async def test_the_wait_for_a_request_slot_is_bounded_and_a_refusal(
-        rasa: ProviderAPI) -> None:
-    """Nothing was sent while waiting for a slot, so the turn did not run."""
+async def test_the_wait_for_a_request_slot_is_bounded(rasa: ProviderAPI) -> None:
+    """Past bot_queue_seconds the message is given up, having sent nothing."""
     async def slow(request: RecordedRequest) -> web.Response:
         await asyncio.sleep(1)
         return web.json_response([{"recipient_id": "x", "text": "ok"}])
 
     rasa.answer("POST", WEBHOOK, slow)
-    client = RasaClient((rasa.url,), 5, in_flight=1)
-    client.slot_wait_seconds = 0.1
+    client = RasaClient((rasa.url,), 5, in_flight=1, queue_seconds=0.1)
     try:
         first = asyncio.create_task(client.ask("telegram:1", "hi", {}))
         await asyncio.sleep(0.05)
-        with pytest.raises(BotRefused, match="no request slot"):
+        with pytest.raises(BotBusy, match="no request to Rasa free"):
             await client.ask("telegram:2", "hi", {})
         assert [reply.text for reply in await first] == ["ok"]
     finally:
