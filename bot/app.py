@@ -52,13 +52,21 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         app[HTTP] = session
         yield
+    for channel in router.channels.values():
+        await channel.stop()
+    await app[SERVICES].close()
+
+
+async def _stop_background_work(app: web.Application) -> None:
+    """On shutdown, before aiohttp waits (up to its shutdown timeout) for every task to
+    end: the monitors' schedule, the inbox (turns under way may finish, within its
+    grace; the rest stays kept for the next start), the live queues and the event bus.
+    Left to the cleanup, a monitor waiting for its first run held a stop for 30 s."""
+    router = app[ROUTER]
     await app[MONITOR].stop()
     await router.inbox.stop()
     await router.desk.live.stop()
     await router.desk.bus.stop()
-    for channel in router.channels.values():
-        await channel.stop()
-    await app[SERVICES].close()
 
 
 async def _component_up(session: aiohttp.ClientSession, url: str) -> bool:
@@ -122,6 +130,8 @@ def create_app(settings: Optional[Settings] = None,
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, services.redis
     app[MONITOR] = Monitor.for_router(router, store, policies.outreach)
     app.cleanup_ctx.append(_lifecycle)
+    # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown
+    app.on_shutdown.append(_stop_background_work)  # type: ignore[arg-type]
     for channel in router.channels.values():
         channel.install(app, router)
     install_agent_console(app, desk, settings.agent_api_token)
