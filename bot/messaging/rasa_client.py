@@ -45,7 +45,11 @@ class RasaClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            # A new connection for every turn: on a kept-alive one that Rasa closed (its
+            # idle timeout, or a restart) a request fails without reaching Rasa, and
+            # could not be told from a turn that ran, so it would not be asked again.
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout, connector=aiohttp.TCPConnector(force_close=True))
         return self._session
 
     async def close(self) -> None:

@@ -145,3 +145,29 @@ async def test_a_burst_waits_in_the_gateway_with_few_requests_in_flight(
         await client.close()
     assert [reply.text for [reply] in answers] == ["ok"] * 12
     assert most == 3
+
+
+async def test_every_turn_goes_on_a_new_connection() -> None:
+    """A kept-alive connection Rasa closed meanwhile fails a request that never reached
+    Rasa, indistinguishable from a turn that ran; on a new connection that cannot be."""
+    peers: list = []
+
+    async def answer(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport
+                     else None)
+        return web.json_response([{"recipient_id": "x", "text": "ok"}])
+
+    app = web.Application()
+    app.router.add_post(WEBHOOK, answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = RasaClient((f"http://127.0.0.1:{port}",), 5)
+    try:
+        for text in ("hi", "again", "and again"):
+            await client.ask("telegram:1", text, {})
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert len(peers) == 3 and len(set(peers)) == 3

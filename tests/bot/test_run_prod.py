@@ -146,7 +146,11 @@ def shape(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
            "REDIS_URL": redis.url,
            "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_SECRET_TOKEN": SECRET,
            "TELEGRAM_API_BASE_URL": f"http://127.0.0.1:{api.port}",
-           "AGENT_API_TOKEN": ADMIN}
+           "AGENT_API_TOKEN": ADMIN,
+           # Two Rasa instances, two gateways, the action server, the databases and the
+           # load itself share this machine's two cores: a turn can take over the default
+           # 10 s, and a turn not answered in time goes to a person, not back to Rasa.
+           "RASA_TIMEOUT_SECONDS": "25"}
     process = subprocess.Popen([str(REPO_ROOT / ".venv" / "bin" / "bot"), "run-prod",
                                 "--no-train"], cwd=REPO_ROOT, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
