@@ -322,21 +322,35 @@ async def test_a_rasa_instance_killed_under_load_loses_no_message(
     killed = listener_pid(shape.rasa_ports[0])
     os.kill(killed, signal.SIGKILL)
     await load
+    handed_over = await answered_or_handed_over(shape, chats, expected)
+    assert len(handed_over) < len(chats) / 2, "only turns under way in the dead instance"
+    await _until_restarted(shape, shape.rasa_ports[0], killed)
+
+
+async def answered_or_handed_over(shape: Shape, chats: Sequence[int], expected: List[str],
+                                  repeats: bool = False, seconds: float = 300
+                                  ) -> List[List[str]]:
+    """Until every chat has every reply, once, in order, or has been handed to a person
+    where its turn may have run: the replies before, the apology, where they stand in
+    the queue, then nothing from the bot. With `repeats`, a reply may come twice in a
+    row (at least once, see _without_repeats). The handed-over chats' replies."""
     apology = load_channel_policy().texts.bot_unavailable
-    deadline = time.monotonic() + 300
-    while not all(shape.api.replies(chat) == expected or apology in shape.api.replies(chat)
-                  for chat in chats):
+
+    def replies(chat: int) -> List[str]:
+        got = shape.api.replies(chat)
+        return _without_repeats(got) if repeats else got
+
+    deadline = time.monotonic() + seconds
+    while not all(replies(chat) == expected or apology in replies(chat) for chat in chats):
         assert time.monotonic() < deadline, "conversations neither answered nor handed over"
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)  # a moment for any extra reply
-    handed_over = [shape.api.replies(chat) for chat in chats
-                   if shape.api.replies(chat) != expected]
-    for replies in handed_over:
-        cut = replies.index(apology)
-        assert replies[:cut] == expected[:cut], replies
-        assert len(replies) == cut + 2, f"the apology, where they stand; then a person: {replies}"
-    assert len(handed_over) < len(chats) / 2, "only turns under way in the dead instance"
-    await _until_restarted(shape, shape.rasa_ports[0], killed)
+    handed_over = [replies(chat) for chat in chats if replies(chat) != expected]
+    for these in handed_over:
+        cut = these.index(apology)
+        assert these[:cut] == expected[:cut], these
+        assert len(these) == cut + 2, f"the apology, where they stand; then a person: {these}"
+    return handed_over
 
 
 async def _until_restarted(shape: Shape, port: int, old_pid: int) -> None:
@@ -356,6 +370,10 @@ async def _until_restarted(shape: Shape, port: int, old_pid: int) -> None:
 
 async def test_redis_restarted_under_load_loses_no_message(
         shape: Shape, expected: List[str]) -> None:
+    """Turns that fail while Redis is away are answered 503 and asked again. A turn
+    whose conversation lock Rasa could not release waits for it to lapse
+    (TICKET_LOCK_LIFETIME, longer than a turn) and runs out of the gateway's time:
+    that customer is handed to a person, never answered twice or out of order."""
     chats = [next(CHAT_IDS) for _ in range(40)]
     load = asyncio.ensure_future(converse(shape, chats))
     await asyncio.sleep(1.5)
@@ -363,10 +381,8 @@ async def test_redis_restarted_under_load_loses_no_message(
     await asyncio.sleep(1)
     await asyncio.to_thread(shape.redis.start)
     await load
-    await settled(shape, chats, len(expected), 300)
-    lost = {chat: replies for chat in chats
-            if (replies := _without_repeats(shape.api.replies(chat))) != expected}
-    assert not lost, f"{len(lost)} conversations differ, e.g. {next(iter(lost.values()))}"
+    handed_over = await answered_or_handed_over(shape, chats, expected, repeats=True)
+    assert len(handed_over) <= len(chats) / 4, "only conversations caught mid-turn"
 
 
 def _without_repeats(replies: List[str]) -> List[str]:
