@@ -77,6 +77,7 @@ class RedisEventBus(EventBus):
         super().__init__()
         self.redis = redis
         self._listener: Optional[asyncio.Task[None]] = None
+        self._stopping = False
 
     async def publish(self, event: Event) -> None:
         try:
@@ -87,20 +88,24 @@ class RedisEventBus(EventBus):
             self._fan_out(event)
 
     async def start(self) -> None:
+        self._stopping = False
         self._listener = asyncio.create_task(self._listen())
 
     async def stop(self) -> None:
+        """Cancel the listener. redis-py can swallow a cancellation that lands in a read
+        with a timeout (the read returns nothing), so the listener also stops at its next
+        read on its own, and stop() waits no longer than that."""
+        self._stopping = True
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await asyncio.wait({self._listener}, timeout=2 * LISTEN_SECONDS + 1)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
-                    while True:
+                    while not self._stopping:
                         # a wait of its own: the client's socket timeout, meant for
                         # commands, would end a quiet subscription
                         item = await pubsub.get_message(timeout=LISTEN_SECONDS)
