@@ -24,7 +24,7 @@ from bot.messaging.inbox import Inbox, RedisInbox, SqlInbox
 from bot.messaging.metrics import GatewayMetrics
 from bot.messaging.rasa_client import RasaClient
 from bot.messaging.records import GatewayRecords
-from bot.outreach.policy import MonitorName, MonitorPolicy, load_monitor_policy
+from bot.outreach.policy import MonitorName, MonitorPolicy
 from bot.outreach.report import RunReport
 from bot.outreach.run import Outreach
 from bot.policies import Policies, load_policies
@@ -172,8 +172,8 @@ async def run_once(monitor: MonitorName, settings: Optional[Settings] = None,
     try:
         for channel in router.channels.values():
             await channel.start()
-        outreach = Outreach.for_router(router, services.store, policy or load_monitor_policy(
-            router.policy))
+        outreach = Outreach.for_router(router, services.store,
+                                       policy or services.policies.outreach)
         return await outreach.run(monitor)
     finally:
         for channel in router.channels.values():
