@@ -3,10 +3,14 @@ it records every request and answers with what each test registers, shaped as th
 real API documents. Tests may queue failures (429, 500) ahead of the normal answer."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import socket
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs
 
 from aiohttp import web
@@ -75,6 +79,42 @@ class ProviderAPI:
     async def stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
+
+
+def answer_twilio_messages(api: ProviderAPI, account_sid: str) -> str:
+    """Answer Twilio's Messages API as it documents a created message; its path."""
+    path = f"/2010-04-01/Accounts/{account_sid}/Messages.json"
+    sids = (f"SM{number:032x}" for number in itertools.count(1))
+
+    async def created(request: RecordedRequest) -> web.Response:
+        form = request.form
+        return web.json_response({
+            "account_sid": account_sid, "api_version": "2010-04-01",
+            "body": form.get("Body", [""])[0], "direction": "outbound-api",
+            "error_code": None, "error_message": None, "from": form["From"][0],
+            "num_media": str(len(form.get("MediaUrl", []))), "num_segments": "1",
+            "price": None, "sid": next(sids), "status": "queued", "to": form["To"][0],
+        }, status=201)
+
+    api.answer("POST", path, created)
+    return path
+
+
+@contextlib.contextmanager
+def serving_in_a_thread(api: ProviderAPI) -> Iterator[ProviderAPI]:
+    """The stand-in on an event loop of its own, for a process that is not the test's
+    (an action server calling Twilio) while the test's loop is busy or absent."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(api.start(), loop).result(10)
+    try:
+        yield api
+    finally:
+        asyncio.run_coroutine_threadsafe(api.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def free_port() -> int:

@@ -3,17 +3,20 @@ The whole way, through the gateway to the real Rasa, is in
 tests/bot/test_self_service.py."""
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from actions.codes import code_hash
-from actions.notify import Outbox, Smtp, notifier_from_env
+from actions.notify import NotSent, Outbox, Smtp, TwilioSms, notifier_from_env
 from actions.store.sql import Store, open_store
 from tests.conftest import MailServer
+from tests.provider_api import ProviderAPI, answer_twilio_messages, free_port, serving_in_a_thread
 
 
 def test_the_outbox_is_a_file_only_its_owner_reads(tmp_path: Path) -> None:
@@ -35,9 +38,15 @@ def test_smtp_hands_the_email_to_the_mail_server(mail_server: MailServer) -> Non
     assert mail_server.codes_to("ann@example.com")[-1] == "123456"
 
 
-def test_codes_go_to_emails_only_and_notify_url_must_be_mail(
+def test_a_mail_server_that_cannot_be_reached_is_a_code_not_sent() -> None:
+    with pytest.raises(NotSent, match="mail server"):
+        Smtp(f"smtp://127.0.0.1:{free_port()}", "support@shop.test").send(
+            "ann@example.com", "Your support chat code", "Your code is 123456.")
+
+
+def test_notify_url_must_be_mail_and_a_mail_server_reaches_emails_only(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert not Outbox(Path("unused")).reaches("+14155550100")
+    monkeypatch.delenv("NOTIFY_SMS_FROM", raising=False)
     monkeypatch.setenv("NOTIFY_URL", "http://mail.example.com")
     with pytest.raises(ValueError, match="smtp://"):
         notifier_from_env()
@@ -45,6 +54,45 @@ def test_codes_go_to_emails_only_and_notify_url_must_be_mail(
     smtp = notifier_from_env()
     assert isinstance(smtp, Smtp) and (smtp.host, smtp.port, smtp.password) == (
         "mail.example.com", 2525, "p@ss")
+    assert smtp.reaches("ann@example.com") and not smtp.reaches("+14155550100")
+
+
+def test_the_demo_outbox_keeps_codes_for_emails_and_phone_numbers() -> None:
+    outbox = Outbox(Path("unused"))
+    assert outbox.reaches("ann@example.com") and outbox.reaches("+14155550100")
+    assert not outbox.reaches("4155550100")  # numbers reach the notifier in E.164
+
+
+SMS_ENV = {"NOTIFY_URL": "smtp://mail.example.com", "NOTIFY_SMS_FROM": "+15017122661",
+           "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t" * 32}
+
+
+def test_notify_sms_from_adds_text_messages_through_twilio() -> None:
+    ways = notifier_from_env(SMS_ENV)
+    assert ways.reaches("+14155550100") and ways.reaches("ann@example.com")
+    with pytest.raises(ValueError, match="TWILIO_AUTH_TOKEN"):
+        notifier_from_env({**SMS_ENV, "TWILIO_AUTH_TOKEN": ""})
+    with pytest.raises(ValueError, match="E.164"):
+        notifier_from_env({**SMS_ENV, "NOTIFY_SMS_FROM": "SHOP"})
+
+
+def test_a_text_message_goes_through_twilios_messages_api() -> None:
+    sid, token = SMS_ENV["TWILIO_ACCOUNT_SID"], SMS_ENV["TWILIO_AUTH_TOKEN"]
+    with serving_in_a_thread(ProviderAPI()) as api:
+        path = answer_twilio_messages(api, sid)
+        sms = TwilioSms(sid, token, "+15017122661", api.url)
+        sms.send("+14155550101", "Your support chat code", "Your code is 123456.")
+        [sent] = api.calls(path)
+        assert sent.form == {"To": ["+14155550101"], "From": ["+15017122661"],
+                             "Body": ["Your code is 123456."]}
+        assert sent.headers["Authorization"] == "Basic " + base64.b64encode(
+            f"{sid}:{token}".encode()).decode()
+        api.fail_next("POST", path, web.json_response(
+            {"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}, status=400))
+        with pytest.raises(NotSent, match="400"):
+            sms.send("+14155550102", "Your support chat code", "Your code is 654321.")
+    with pytest.raises(NotSent, match="Twilio"):  # the API is gone
+        sms.send("+14155550101", "Your support chat code", "Your code is 123456.")
 
 
 def test_a_code_works_once_for_its_conversation_within_its_tries(

@@ -19,7 +19,7 @@ from tests.browser import Browser, unavailable
 from tests.conftest import RasaStack
 from tests.connectors import test_twilio as twilio_test
 from tests.connectors.test_telegram import API, TOKEN, credentials, sent_message
-from tests.provider_api import ProviderAPI, RecordedRequest
+from tests.provider_api import ProviderAPI, RecordedRequest, answer_twilio_messages
 
 ADMIN_TOKEN = "admin-token-for-tests"
 PHOTO = b"\xff\xd8\xff\xe0 a damaged parcel"
@@ -55,15 +55,7 @@ async def bot_api() -> AsyncIterator[ProviderAPI]:
 @pytest_asyncio.fixture
 async def twilio_api() -> AsyncIterator[ProviderAPI]:
     api = await ProviderAPI().start()
-    sids = iter(range(1, 10_000))
-
-    async def create_message(request: RecordedRequest) -> web.Response:
-        form = request.form
-        return web.json_response({"sid": f"SM{next(sids):032d}", "status": "queued",
-                                  "to": form["To"][0], "from": form["From"][0],
-                                  "body": form.get("Body", [""])[0]}, status=201)
-
-    api.answer("POST", twilio_test.MESSAGES_PATH, create_message)
+    answer_twilio_messages(api, twilio_test.ACCOUNT_SID)
     yield api
     await api.stop()
 

@@ -6,6 +6,7 @@ yes to the question that says what it does, and the customer hears what the stor
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -26,6 +27,7 @@ from bot.tools.launcher import drop_database, ensure_database
 from connectors.rest import RestChannel
 from tests.bot.test_identity import REST_TOKEN, rest, said
 from tests.conftest import POSTGRES_URL, MailServer, RasaStack, start_rasa_stack
+from tests.provider_api import ProviderAPI, answer_twilio_messages, serving_in_a_thread
 
 ADMIN_TOKEN = "admin-token-for-self-service-tests"
 
@@ -40,9 +42,27 @@ class Shop:
     returnable: Iterator[Order]
 
 
+SMS_ACCOUNT_SID = "AC" + "5" * 32
+STORE_NUMBER = "+15017122661"
+
+
+@pytest.fixture(scope="module")
+def sms_api() -> Iterator[ProviderAPI]:
+    """Twilio's Messages API, where the action server texts one-time codes."""
+    with serving_in_a_thread(ProviderAPI()) as api:
+        answer_twilio_messages(api, SMS_ACCOUNT_SID)
+        yield api
+
+
+def texted_codes(api: ProviderAPI, number: str) -> List[str]:
+    return [re.findall(r"\b\d{6}\b", call.form["Body"][0])[0] for call in api.requests
+            if call.form.get("To") == [number] and call.form["From"] == [STORE_NUMBER]]
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def shop(request: pytest.FixtureRequest, trained_model: Path, mail_server: MailServer,
-         tmp_path_factory: pytest.TempPathFactory, now: datetime) -> Iterator[Shop]:
+         sms_api: ProviderAPI, tmp_path_factory: pytest.TempPathFactory,
+         now: datetime) -> Iterator[Shop]:
     var = tmp_path_factory.mktemp(f"self_service_{request.param}")
     database_url = ""
     if request.param == "postgresql":
@@ -55,7 +75,9 @@ def shop(request: pytest.FixtureRequest, trained_model: Path, mail_server: MailS
             pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({error.orig})")
     try:
         with start_rasa_stack(trained_model, var, now, database_url,
-                              NOTIFY_URL=mail_server.url) as stack:
+                              NOTIFY_URL=mail_server.url, NOTIFY_SMS_FROM=STORE_NUMBER,
+                              TWILIO_ACCOUNT_SID=SMS_ACCOUNT_SID, TWILIO_AUTH_TOKEN="t" * 32,
+                              TWILIO_API_BASE_URL=sms_api.url) as stack:
             store = open_store(stack.database_url)
             yield Shop(stack, store, orders_in(store, OrderStatus.PAID),
                        returnable_orders(store, now))
@@ -360,7 +382,7 @@ async def test_without_the_order_number_a_code_emailed_to_the_customer_proves_th
     ivy = Customer(gateway, "code")
     await ivy.says("where is my order?")
     hint = await ivy.says("I can't find the order number")
-    assert "email address on your orders" in hint
+    assert "email address or phone number on your orders" in hint
     sent = await ivy.says("buyer1@example.com")
     assert "emailed it a one-time code" in sent and "6-digit code" in sent
     code = mail_server.codes_to("buyer1@example.com")[-1]
@@ -371,6 +393,29 @@ async def test_without_the_order_number_a_code_emailed_to_the_customer_proves_th
     [a1001] = [title for title, _ in ivy.buttons() if title.startswith("#A1001")]
     status = await ivy.presses(a1001)
     assert "A1001" in status and "UPS" in status
+
+
+async def test_without_the_order_number_a_code_texted_to_the_number_on_file_proves_them(
+        gateway: TestClient, shop: Shop, sms_api: ProviderAPI) -> None:
+    kim = Customer(gateway, "sms-code")
+    await kim.says("where is my order?")
+    hint = await kim.says("I don't have the order number")
+    assert "phone number on your orders" in hint
+    sent = await kim.says("+1 415 555 0101")
+    assert "texted it a one-time code" in sent
+    code = texted_codes(sms_api, "+14155550101")[-1]
+    listed = await kim.says(code)
+    assert "Which order" in listed
+    assert any(title.startswith("#A1001") for title, _ in kim.buttons())
+
+
+async def test_a_number_without_orders_is_answered_alike_and_texted_nothing(
+        gateway: TestClient, shop: Shop, sms_api: ProviderAPI) -> None:
+    lou = Customer(gateway, "sms-no-orders")
+    await lou.says("where is my order?")
+    sent = await lou.says("+1 415 555 0199")
+    assert "texted it a one-time code" in sent
+    assert texted_codes(sms_api, "+14155550199") == []
 
 
 async def test_an_email_without_orders_is_answered_alike_and_sent_nothing(

@@ -2,7 +2,6 @@
 that answers like the Messages API (201 with the message resource, error JSON)."""
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from connectors.message import Attachment, Button, Message, Reply
 from connectors.outbound import PermanentError
 from connectors.twilio import TwilioChannel
 from tests.connectors.conftest import RecordingContext, channel_policy
-from tests.provider_api import ProviderAPI, RecordedRequest
+from tests.provider_api import ProviderAPI, RecordedRequest, answer_twilio_messages
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -87,19 +86,7 @@ MakeHarness = Callable[..., Awaitable[Harness]]
 async def make_harness(provider_api: ProviderAPI,
                        context: RecordingContext) -> AsyncIterator[MakeHarness]:
     opened: List[tuple[TwilioChannel, TestClient]] = []
-    sids = (f"SM{number:032x}" for number in itertools.count(1))
-
-    async def created(request: RecordedRequest) -> web.Response:
-        form = request.form
-        return web.json_response({
-            "account_sid": ACCOUNT_SID, "api_version": "2010-04-01",
-            "body": form.get("Body", [""])[0], "direction": "outbound-api",
-            "error_code": None, "error_message": None, "from": form["From"][0],
-            "num_media": str(len(form.get("MediaUrl", []))), "num_segments": "1",
-            "price": None, "sid": next(sids), "status": "queued", "to": form["To"][0],
-        }, status=201)
-
-    provider_api.answer("POST", MESSAGES_PATH, created)
+    answer_twilio_messages(provider_api, ACCOUNT_SID)
 
     async def make(public_base_url: str = "", policy: Optional[ChannelPolicy] = None,
                    ) -> Harness:
