@@ -46,7 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.nlu_thresholds import stratified_folds  # noqa: E402
+from nlu_thresholds import stratified_folds  # noqa: E402
+
 from bot.tools.nlu_report import DEFAULT_NLU_DIR, OUT_OF_SCOPE_INTENT  # noqa: E402
 
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "nlu_oos.md"
