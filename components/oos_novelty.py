@@ -8,9 +8,9 @@ This component keeps the unit-length sentence embeddings of the training example
 every intent but `out_of_scope` and scores each message by the mean cosine similarity
 of its ``k`` nearest ones. Below ``min_similarity`` the intent becomes `out_of_scope`
 (confidence 1 - that similarity) at the top of the ranking, the classifier's ranking
-kept below it. ``k`` and ``min_similarity`` were chosen on held-out folds of our own
-data in which whole out-of-scope topics were held out (bench/nlu_oos.py,
-bench/results/nlu_oos.md).
+kept below it with its confidences times the similarity. ``k`` and ``min_similarity``
+were chosen on held-out folds of our own data in which whole out-of-scope topics were
+held out (bench/nlu_oos.py, bench/results/nlu_oos.md).
 
 Place it after the intent classifier and before the EscalationTriggerClassifier (a
 trigger phrase still wins) and the FallbackClassifier. It reads the dense sentence
@@ -139,9 +139,15 @@ class NoveltyOutOfScopeClassifier(GraphComponent, IntentClassifier):
             similarity = self.similarity(message)
             if similarity is None or similarity >= self.min_similarity:
                 continue
-            novel = {"name": self.out_of_scope, "confidence": round(1.0 - similarity, 4)}
+            # in scope with probability `similarity`: the classifier's confidences are
+            # scaled by it, so out_of_scope (1 - similarity > 1 - min_similarity) leads
+            # the ranking by a clear margin and the FallbackClassifier's ambiguity rule
+            # does not turn it into nlu_fallback
+            similarity = max(similarity, 0.0)
+            novel = {"name": self.out_of_scope, "confidence": 1.0 - similarity}
             ranking = [novel] + [
-                r for r in message.get(INTENT_RANKING_KEY) or []
+                {**r, "confidence": float(r.get("confidence") or 0.0) * similarity}
+                for r in message.get(INTENT_RANKING_KEY) or []
                 if r.get("name") != self.out_of_scope
             ]
             message.set(INTENT, novel, add_to_output=True)

@@ -70,6 +70,12 @@ def test_far_message_becomes_out_of_scope_above_the_classifier_ranking(
     assert message.get("intent")["confidence"] > 0.5
     ranking = message.get("intent_ranking")
     assert [r["name"] for r in ranking] == ["out_of_scope", "order_status"]
+    # the classifier's confidences are scaled down below out_of_scope's: a clear lead,
+    # so the FallbackClassifier's ambiguity rule keeps out_of_scope
+    similarity = component.similarity(message)
+    assert similarity is not None
+    assert ranking[1]["confidence"] == pytest.approx(0.9 * similarity)
+    assert ranking[0]["confidence"] - ranking[1]["confidence"] > 0.1
 
 
 def test_near_message_keeps_the_classifier_intent(storage: LocalModelStorage) -> None:
