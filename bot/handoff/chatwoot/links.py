@@ -1,0 +1,94 @@
+"""Which Chatwoot conversation shows which handoff, which handoffs Chatwoot has not
+taken yet (to offer again), and which agents' messages were already delivered (a
+webhook retried is not sent twice). Beside the handoff records, same engine;
+synchronous, run on the records' worker threads."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bot.handoff.store import OPEN, handoffs
+from bot.messaging.records import insert_if_absent
+from common.sql import create_tables
+
+metadata = sa.MetaData()
+
+links = sa.Table(
+    "chatwoot_links", metadata,
+    sa.Column("handoff_id", sa.Integer, primary_key=True),
+    # None until Chatwoot has the conversation
+    sa.Column("chatwoot_conversation_id", sa.Integer, unique=True),
+    # a gateway pushing it to Chatwoot holds it until then, so two never both do
+    sa.Column("claimed_until", sa.Float, nullable=False, default=0.0),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+)
+
+delivered = sa.Table(
+    "chatwoot_delivered", metadata,
+    sa.Column("message_id", sa.BigInteger, primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+
+class ChatwootLinks:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        create_tables(metadata, engine)
+
+    def add(self, handoff_id: int) -> None:
+        """A handoff for Chatwoot, not there yet."""
+        with self.engine.begin() as db:
+            insert_if_absent(db, links, {"handoff_id": handoff_id, "claimed_until": 0.0,
+                                         "attempts": 0})
+
+    def claim(self, handoff_id: int, now: float, lease_seconds: float) -> bool:
+        """Hold a handoff Chatwoot does not have yet, to push it now; False when it is
+        there already or another gateway holds it."""
+        c = links.c
+        with self.engine.begin() as db:
+            return bool(db.execute(links.update().where(
+                c.handoff_id == handoff_id, c.chatwoot_conversation_id.is_(None),
+                c.claimed_until <= now).values(
+                claimed_until=now + lease_seconds, attempts=c.attempts + 1)).rowcount)
+
+    def release(self, handoff_id: int) -> None:
+        """Pushing failed: free for the next try."""
+        with self.engine.begin() as db:
+            db.execute(links.update().where(links.c.handoff_id == handoff_id)
+                       .values(claimed_until=0.0))
+
+    def linked(self, handoff_id: int, conversation_id: int) -> None:
+        with self.engine.begin() as db:
+            db.execute(links.update().where(links.c.handoff_id == handoff_id)
+                       .values(chatwoot_conversation_id=conversation_id))
+
+    def waiting(self) -> List[int]:
+        """Open handoffs Chatwoot does not have yet, oldest first."""
+        query = (sa.select(links.c.handoff_id)
+                 .join(handoffs, handoffs.c.id == links.c.handoff_id)
+                 .where(links.c.chatwoot_conversation_id.is_(None),
+                        handoffs.c.status.in_(OPEN))
+                 .order_by(links.c.handoff_id))
+        with self.engine.connect() as db:
+            return [int(i) for i in db.execute(query).scalars()]
+
+    def conversation_of(self, handoff_id: int) -> Optional[int]:
+        query = sa.select(links.c.chatwoot_conversation_id).where(
+            links.c.handoff_id == handoff_id)
+        with self.engine.connect() as db:
+            found = db.execute(query).scalar()
+        return int(found) if found is not None else None
+
+    def handoff_of(self, conversation_id: int) -> Optional[int]:
+        query = sa.select(links.c.handoff_id).where(
+            links.c.chatwoot_conversation_id == conversation_id)
+        with self.engine.connect() as db:
+            found = db.execute(query).scalar()
+        return int(found) if found is not None else None
+
+    def first_delivery(self, message_id: int, now: float) -> bool:
+        """Claim an agent's message for delivery; False if it was claimed before."""
+        with self.engine.begin() as db:
+            return insert_if_absent(db, delivered, {"message_id": message_id, "at": now})
