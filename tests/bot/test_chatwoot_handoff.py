@@ -206,6 +206,13 @@ async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_
     await until(lambda: len(sent_texts(bot_api, chat)) > sent)
     assert "order number" in sent_texts(bot_api, chat)[-1].lower()
 
+    # asking again later opens a new conversation for the same Chatwoot contact
+    again = await ask_for_a_person(client, bot_api, chat, 2005)
+    assert again["id"] != handoff["id"]
+    second = await in_chatwoot(chatwoot, again)
+    assert second.id != conversation.id and second.contact_id == conversation.contact_id
+    assert len(chatwoot.contacts) == 1
+
 
 async def test_forged_stale_and_malformed_webhooks_are_refused(
         client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer,
@@ -260,6 +267,25 @@ async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it
     assert sent_texts(bot_api, chat)[-1] == "Sorry about that, Ann."
     assert len([c for c in chatwoot.conversations.values()
                 if c.additional_attributes["handoff_reference"] == f"H-{handoff['id']}"]) == 1
+
+
+async def test_a_wrong_api_token_keeps_the_handoff_and_says_why_without_content(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        policy_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = chatwoot_settings(rasa_stack.rasa_url, rasa_stack, chatwoot)
+    assert settings.chatwoot is not None
+    settings = dataclasses.replace(settings, chatwoot=dataclasses.replace(
+        settings.chatwoot, api_token="revoked-token"))
+    telegram = TelegramChannel(credentials(bot_api.url), load_channel_policy())
+    client = await serve(settings, {"telegram": telegram}, chatwoot)
+    try:
+        with caplog.at_level(logging.WARNING, logger="bot.handoff.chatwoot"):
+            handoff = await ask_for_a_person(client, bot_api, 7500004, 2300)
+            await until(lambda: "HTTP 401" in caplog.text)
+        assert handoff["status"] == "waiting" and not chatwoot.conversations
+        assert "human" not in caplog.text and "Ann" not in caplog.text
+    finally:
+        await client.close()
 
 
 @pytest_asyncio.fixture
