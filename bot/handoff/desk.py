@@ -367,9 +367,12 @@ class HandoffDesk:
         """An agent's reply in the helpdesk, sent to the customer on their channel; the
         first one claims a waiting handoff for them."""
         if handoff["status"] == "waiting":
-            handoff = await self.records.write(self.store.claim, handoff["id"],
-                                               self._helpdesk_agent(actor), self.clock())
-            await self.audit(actor, "claim", handoff, {})
+            try:
+                handoff = await self.records.write(self.store.claim, handoff["id"],
+                                                   self._helpdesk_agent(actor), self.clock())
+                await self.audit(actor, "claim", handoff, {})
+            except HandoffConflict:  # claimed or resolved meanwhile: the reply still goes
+                handoff = await self._get(handoff["id"])
         deliveries = await self.send(handoff, text, "agent")
         if any(d.status in REACHED and not d.template for d in deliveries):
             await self.records.write(self.store.first_response, handoff["id"], self.clock())

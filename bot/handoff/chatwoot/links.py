@@ -19,7 +19,7 @@ links = sa.Table(
     "chatwoot_links", metadata,
     sa.Column("handoff_id", sa.Integer, primary_key=True),
     # None until Chatwoot has the conversation
-    sa.Column("chatwoot_conversation_id", sa.Integer, unique=True),
+    sa.Column("chatwoot_conversation_id", sa.BigInteger, unique=True),
     # a gateway pushing it to Chatwoot holds it until then, so two never both do
     sa.Column("claimed_until", sa.Float, nullable=False, default=0.0),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -92,3 +92,7 @@ class ChatwootLinks:
         """Claim an agent's message for delivery; False if it was claimed before."""
         with self.engine.begin() as db:
             return insert_if_absent(db, delivered, {"message_id": message_id, "at": now})
+
+    def forget_delivery(self, message_id: int) -> None:
+        with self.engine.begin() as db:
+            db.execute(delivered.delete().where(delivered.c.message_id == message_id))

@@ -90,7 +90,12 @@ class ChatwootWebhook:
                                              time.time()):
             return  # a retried delivery: sent already
         actor = _actor(event.get("sender"))
-        deliveries = await self.desk.helpdesk_reply(handoff, actor, content.strip())
+        try:
+            deliveries = await self.desk.helpdesk_reply(handoff, actor, content.strip())
+        except Exception:
+            # not sent: Chatwoot's retry of this delivery may send it
+            await self.desk.records.write(self.links.forget_delivery, message_id)
+            raise
         log.info("H-%s: Chatwoot agent reply sent (%s)", handoff["id"],
                  ", ".join(d.status for d in deliveries))
 
@@ -129,9 +134,10 @@ def _event(body: bytes) -> Dict[str, Any]:
 
 
 def _number(part: Any, key: str) -> int:
+    """A Chatwoot id: a positive number a database's 64-bit column holds."""
     value = part.get(key) if isinstance(part, dict) else None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise Malformed(f"'{key}' is not a number")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
+        raise Malformed(f"'{key}' is not an id")
     return value
 
 
