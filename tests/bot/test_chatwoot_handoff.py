@@ -8,7 +8,8 @@ mirrored there and the bot stays silent; an agent's reply reaches them on Telegr
 private note does not; resolving hands them back to the bot with the CSAT question, a
 reopen back to the agents. Forged, stale and malformed webhooks are refused. When
 Chatwoot is down the handoff is kept, the customer told, and Chatwoot given it once
-it is back. WhatsApp and SMS customers get agents' replies on their own channel."""
+it is back; so are the customer's messages meanwhile, in order. WhatsApp and SMS
+customers get agents' replies on their own channel."""
 from __future__ import annotations
 
 import asyncio
@@ -248,9 +249,9 @@ async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it
         caplog: pytest.LogCaptureFixture) -> None:
     chat = 7500003
     chatwoot.down()
-    with caplog.at_level(logging.WARNING, logger="bot.handoff.chatwoot"):
-        handoff = await ask_for_a_person(client, bot_api, chat, 2200)
-        await until(lambda: "did not take the handoff" in caplog.text)
+    caplog.set_level(logging.WARNING, logger="bot.handoff.chatwoot")
+    handoff = await ask_for_a_person(client, bot_api, chat, 2200)
+    await until(lambda: "did not take the handoff" in caplog.text)
     told = sent_texts(bot_api, chat)[-1]
     assert "queue" in told and f"H-{handoff['id']}" in told  # a person will pick it up
     assert handoff["status"] == "waiting" and not chatwoot.conversations
@@ -265,6 +266,16 @@ async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it
     assert "Customer: my parcel is damaged" in conversation.notes()[0]
     assert await chatwoot.agent_reply(conversation.id, "Sorry about that, Ann.") == 200
     assert sent_texts(bot_api, chat)[-1] == "Sorry about that, Ann."
+
+    # down again: what the customer writes is held, in order, until Chatwoot is back
+    chatwoot.down()
+    for number, text in enumerate(("the box was crushed", "and wet"), 2202):
+        assert await post_update(client, update(number, text, chat=chat)) == 200
+    await until(lambda: "a customer message is held" in caplog.text)
+    await asyncio.sleep(2 * RETRY_SECONDS)
+    assert conversation.incoming() == []
+    chatwoot.down(False)
+    await until(lambda: conversation.incoming() == ["the box was crushed", "and wet"])
     assert len([c for c in chatwoot.conversations.values()
                 if c.additional_attributes["handoff_reference"] == f"H-{handoff['id']}"]) == 1
 

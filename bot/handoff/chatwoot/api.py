@@ -17,6 +17,10 @@ TIMEOUT_SECONDS = 10
 class ChatwootError(Exception):
     """Chatwoot did not do what was asked; the message says why, without content."""
 
+    def __init__(self, why: str, status: int = 0) -> None:
+        super().__init__(why)
+        self.status = status  # Chatwoot's HTTP status; 0 when it gave none
+
 
 class ChatwootApi:
     def __init__(self, settings: ChatwootSettings) -> None:
@@ -76,7 +80,7 @@ class ChatwootApi:
             async with self._session.request(method, self.base + path, json=body,
                                              params=params) as response:
                 if response.status >= 300:
-                    raise ChatwootError(f"{what}: HTTP {response.status}")
+                    raise ChatwootError(f"{what}: HTTP {response.status}", response.status)
                 answer = await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
             raise ChatwootError(f"{what}: {type(error).__name__}") from error

@@ -4,7 +4,7 @@ webhook retried is not sent twice). Beside the handoff records, same engine;
 synchronous, run on the records' worker threads."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -23,6 +23,15 @@ links = sa.Table(
     # a gateway pushing it to Chatwoot holds it until then, so two never both do
     sa.Column("claimed_until", sa.Float, nullable=False, default=0.0),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+)
+
+# what the customer wrote during a handoff, until Chatwoot has it, in order
+pending = sa.Table(
+    "chatwoot_pending", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("handoff_id", sa.Integer, nullable=False, index=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("claimed_until", sa.Float, nullable=False, default=0.0),
 )
 
 delivered = sa.Table(
@@ -96,3 +105,36 @@ class ChatwootLinks:
     def forget_delivery(self, message_id: int) -> None:
         with self.engine.begin() as db:
             db.execute(delivered.delete().where(delivered.c.message_id == message_id))
+
+    def hold(self, handoff_id: int, content: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(pending.insert().values(handoff_id=handoff_id, content=content,
+                                               claimed_until=0.0))
+
+    def next_held(self, now: float, lease_seconds: float) -> Optional[Tuple[int, int, str]]:
+        """The oldest held message of a handoff Chatwoot has, claimed for sending:
+        (its id, the Chatwoot conversation, its content); None when there is none or
+        the oldest is being sent by another gateway (order before speed)."""
+        query = (sa.select(pending.c.id, pending.c.claimed_until,
+                           links.c.chatwoot_conversation_id, pending.c.content)
+                 .join(links, links.c.handoff_id == pending.c.handoff_id)
+                 .where(links.c.chatwoot_conversation_id.is_not(None))
+                 .order_by(pending.c.id).limit(1))
+        with self.engine.begin() as db:
+            row = db.execute(query).first()
+            if row is None or row.claimed_until > now:
+                return None
+            claimed = db.execute(pending.update().where(
+                pending.c.id == row.id, pending.c.claimed_until == row.claimed_until)
+                .values(claimed_until=now + lease_seconds)).rowcount
+            return (int(row.id), int(row.chatwoot_conversation_id), str(row.content)) \
+                if claimed else None
+
+    def sent(self, held_id: int) -> None:
+        with self.engine.begin() as db:
+            db.execute(pending.delete().where(pending.c.id == held_id))
+
+    def unclaim(self, held_id: int) -> None:
+        with self.engine.begin() as db:
+            db.execute(pending.update().where(pending.c.id == held_id)
+                       .values(claimed_until=0.0))

@@ -3,8 +3,9 @@ customer's channel and Chatwoot is where the agents work. A handoff becomes a Ch
 conversation (its contact found or created under an identifier of ours, never a phone
 number or email), with the transcript so far and a private note of everything the
 bot knows, assigned to the queue's team and left open; what the customer writes
-meanwhile follows as incoming messages. When Chatwoot cannot take a handoff, the
-handoff stays in the gateway's records and is offered again every `retry_seconds`."""
+meanwhile follows as incoming messages. When Chatwoot cannot take a handoff or a
+message, the handoff stays in the gateway's records and the message is held, and both
+are offered again every `retry_seconds`."""
 from __future__ import annotations
 
 import asyncio
@@ -54,16 +55,37 @@ class ChatwootTarget:
         await self.push(handoff["id"])
 
     async def customer_wrote(self, handoff: Handoff, message: Message) -> None:
-        """Mirrored as an incoming message; before Chatwoot has the conversation, the
-        transcript it is given will carry it."""
-        conversation = await self.desk.records.read(self.links.conversation_of, handoff["id"])
-        if conversation is None:
+        """Mirrored as an incoming message, held until Chatwoot takes it; before Chatwoot
+        has the conversation, the transcript it is given carries it."""
+        records = self.desk.records
+        if await records.read(self.links.conversation_of, handoff["id"]) is None:
             return
-        try:
-            await self.api.message(conversation, customer_text(message), incoming=True)
-        except ChatwootError as error:
-            log.error("H-%s: a customer message did not reach Chatwoot (%s)", handoff["id"],
-                      error)
+        await records.write(self.links.hold, handoff["id"], customer_text(message))
+        await self.send_held()
+
+    async def send_held(self) -> bool:
+        """The customers' held messages to Chatwoot, oldest first; False when Chatwoot
+        failed (the rest waits for the next try)."""
+        records = self.desk.records
+        while True:
+            held = await records.write(self.links.next_held, self.desk.clock(),
+                                       PUSH_LEASE_SECONDS)
+            if held is None:
+                return True
+            held_id, conversation, content = held
+            try:
+                await self.api.message(conversation, content, incoming=True)
+            except ChatwootError as error:
+                if error.status == 404:  # the conversation was deleted in Chatwoot
+                    log.warning("Chatwoot conversation %s is gone; a customer message for "
+                                "it is dropped (the gateway's transcript has it)", conversation)
+                    await records.write(self.links.sent, held_id)
+                    continue
+                await records.write(self.links.unclaim, held_id)
+                log.warning("Chatwoot conversation %s: a customer message is held (%s)",
+                            conversation, error)
+                return False
+            await records.write(self.links.sent, held_id)
 
     async def push(self, handoff_id: int) -> bool:
         """Give Chatwoot the handoff unless it has it or another gateway is at it;
@@ -144,6 +166,7 @@ class ChatwootTarget:
                 for handoff_id in await self.desk.records.read(self.links.waiting):
                     if not await self.push(handoff_id):
                         break  # Chatwoot is still failing: the rest waits for the next round
+                await self.send_held()
             except Exception:  # noqa: BLE001 - the loop outlives a database hiccup
                 log.exception("offering handoffs to Chatwoot again failed")
 
