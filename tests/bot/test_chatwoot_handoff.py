@@ -38,6 +38,7 @@ from connectors.config import TwilioCredentials
 from connectors.telegram import TelegramChannel
 from connectors.twilio import TwilioChannel
 from connectors.whatsapp import WhatsAppChannel
+from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.test_agent_console import callback
 from tests.bot.test_gateway import post_update, sent_texts, until, update
 from tests.conftest import RasaStack
@@ -75,6 +76,7 @@ def chatwoot_settings(rasa_url: str, stack: RasaStack, server: ChatwootServer) -
     return dataclasses.replace(
         load_settings(), rasa_url=rasa_url, database_url=stack.database_url,
         var_dir=stack.var_dir, redis_url="", handoff_target="chatwoot",
+        agent_api_token=ADMIN_TOKEN,
         chatwoot=ChatwootSettings(server.url, cw.ACCOUNT_ID, cw.TOKEN, cw.INBOX_ID, cw.SECRET))
 
 
@@ -297,6 +299,34 @@ async def test_a_wrong_api_token_keeps_the_handoff_and_says_why_without_content(
         assert "human" not in caplog.text and "Ann" not in caplog.text
     finally:
         await client.close()
+
+
+async def test_erasing_a_customer_forgets_their_chatwoot_links_and_held_messages(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    chat = 7500005
+    handoff = await ask_for_a_person(client, bot_api, chat, 2400)
+    conversation = await in_chatwoot(chatwoot, handoff)
+    chatwoot.down()
+    caplog.set_level(logging.WARNING, logger="bot.handoff.chatwoot")
+    assert await post_update(client, update(2401, "my name is Ann Lee", chat=chat)) == 200
+    await until(lambda: "a customer message is held" in caplog.text)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    contact = {"contact": f"telegram:{chat}"}
+    held = await (await client.get("/api/privacy/export", params=contact,
+                                   headers=admin)).json()
+    assert [row["chatwoot_conversation_id"] for row in held["chatwoot_conversations"]] == [
+        conversation.id]
+    assert [row["content"] for row in held["chatwoot_held"]] == ["my name is Ann Lee"]
+    erased = await client.post("/api/privacy/erase", json=contact, headers=admin)
+    removed = (await erased.json())["removed"]
+    assert (removed["chatwoot_conversations"], removed["chatwoot_held"]) == (1, 1)
+    again = await (await client.get("/api/privacy/export", params=contact,
+                                    headers=admin)).json()
+    assert not again["chatwoot_conversations"] and not again["chatwoot_held"]
+    chatwoot.down(False)
+    await asyncio.sleep(2 * RETRY_SECONDS)
+    assert conversation.incoming() == [], "an erased customer's message went to Chatwoot"
 
 
 @pytest_asyncio.fixture
