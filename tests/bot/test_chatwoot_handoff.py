@@ -282,6 +282,24 @@ async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it
                 if c.additional_attributes["handoff_reference"] == f"H-{handoff['id']}"]) == 1
 
 
+async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer) -> None:
+    """The conversation was made, then assigning the team failed: the next try gives
+    that conversation its notes and team; no second conversation."""
+    chatwoot.fail_next("/assignments")
+    handoff = await ask_for_a_person(client, bot_api, 7500006, 2500)
+    reference = f"H-{handoff['id']}"
+
+    def made() -> List[Conversation]:
+        return [c for c in chatwoot.conversations.values()
+                if c.additional_attributes["handoff_reference"] == reference]
+
+    await until(lambda: any(c.team_id == 4 for c in made()))
+    assert len(made()) == 1
+    assert any(note.startswith(f"Handoff {reference}") for note in made()[0].notes())
+    assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
+
+
 async def test_a_wrong_api_token_keeps_the_handoff_and_says_why_without_content(
         rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
         policy_dir: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -3,7 +3,7 @@
 routes the handoff uses, and sends webhooks as Chatwoot does: every message created
 (the API's own included) and every status change, signed as lib/webhooks/trigger.rb
 signs them, to the API inbox's webhook URL. Tests act as agents with `agent_reply`
-and `set_status`, and take Chatwoot down with `down`."""
+and `set_status`, take Chatwoot down with `down` and fail calls with `fail_next`."""
 from __future__ import annotations
 
 import asyncio
@@ -66,6 +66,8 @@ class ChatwootServer:
     # the gateway's answers to the webhooks sent: (event, HTTP status)
     deliveries: List[tuple] = field(default_factory=list)
     is_down: bool = False
+    # path endings and how many of their next calls fail with 500
+    failures: Dict[str, int] = field(default_factory=dict)
     _runner: Optional[web.AppRunner] = None
     _session: Optional[aiohttp.ClientSession] = None
     _background: Set[asyncio.Task] = field(default_factory=set)
@@ -98,6 +100,10 @@ class ChatwootServer:
     def down(self, is_down: bool = True) -> None:
         """Every API call answered 503, as a Chatwoot behind its proxy while it restarts."""
         self.is_down = is_down
+
+    def fail_next(self, path_ending: str, times: int = 1) -> None:
+        """The next calls to paths ending so fail with 500, as an overloaded Chatwoot."""
+        self.failures[path_ending] = times
 
     def conversation_for(self, reference: str) -> Optional[Conversation]:
         return next((c for c in self.conversations.values()
@@ -142,6 +148,11 @@ class ChatwootServer:
             return web.json_response({"error": "service unavailable"}, status=503)
         if request.headers.get("api_access_token") != TOKEN:
             return web.json_response({"error": "Invalid Access Token"}, status=401)
+        ending = next((e for e, n in self.failures.items()
+                       if n and request.path.endswith(e)), None)
+        if ending is not None:
+            self.failures[ending] -= 1
+            return web.json_response({"error": "Internal Server Error"}, status=500)
         return await handler(request)
 
     async def _search_contacts(self, request: web.Request) -> web.Response:

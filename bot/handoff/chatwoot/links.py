@@ -20,6 +20,8 @@ links = sa.Table(
     sa.Column("handoff_id", sa.Integer, primary_key=True),
     # None until Chatwoot has the conversation
     sa.Column("chatwoot_conversation_id", sa.BigInteger, unique=True),
+    # once it also has the transcript, the handoff's note and the team
+    sa.Column("complete", sa.Boolean, nullable=False, default=False),
     # a gateway pushing it to Chatwoot holds it until then, so two never both do
     sa.Column("claimed_until", sa.Float, nullable=False, default=0.0),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -50,15 +52,15 @@ class ChatwootLinks:
         """A handoff for Chatwoot, not there yet."""
         with self.engine.begin() as db:
             insert_if_absent(db, links, {"handoff_id": handoff_id, "claimed_until": 0.0,
-                                         "attempts": 0})
+                                         "attempts": 0, "complete": False})
 
     def claim(self, handoff_id: int, now: float, lease_seconds: float) -> bool:
-        """Hold a handoff Chatwoot does not have yet, to push it now; False when it is
-        there already or another gateway holds it."""
+        """Hold a handoff Chatwoot does not fully have yet, to push it now; False when
+        it is there already or another gateway holds it."""
         c = links.c
         with self.engine.begin() as db:
             return bool(db.execute(links.update().where(
-                c.handoff_id == handoff_id, c.chatwoot_conversation_id.is_(None),
+                c.handoff_id == handoff_id, c.complete.is_(False),
                 c.claimed_until <= now).values(
                 claimed_until=now + lease_seconds, attempts=c.attempts + 1)).rowcount)
 
@@ -73,11 +75,16 @@ class ChatwootLinks:
             db.execute(links.update().where(links.c.handoff_id == handoff_id)
                        .values(chatwoot_conversation_id=conversation_id))
 
+    def completed(self, handoff_id: int) -> None:
+        with self.engine.begin() as db:
+            db.execute(links.update().where(links.c.handoff_id == handoff_id)
+                       .values(complete=True))
+
     def waiting(self) -> List[int]:
-        """Open handoffs Chatwoot does not have yet, oldest first."""
+        """Open handoffs Chatwoot does not fully have yet, oldest first."""
         query = (sa.select(links.c.handoff_id)
                  .join(handoffs, handoffs.c.id == links.c.handoff_id)
-                 .where(links.c.chatwoot_conversation_id.is_(None),
+                 .where(links.c.complete.is_(False),
                         handoffs.c.status.in_(OPEN))
                  .order_by(links.c.handoff_id))
         with self.engine.connect() as db:

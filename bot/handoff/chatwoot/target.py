@@ -95,20 +95,26 @@ class ChatwootTarget:
                                    PUSH_LEASE_SECONDS):
             return True
         handoff = await records.read(self.desk.store.get, handoff_id)
-        assert handoff is not None, "a link is only made for a stored handoff"
+        if handoff is None:  # erased meanwhile
+            return True
         try:
-            conversation = await self._create(handoff)
+            conversation = await self._conversation(handoff)
+            await self._describe(handoff, conversation)
         except ChatwootError as error:
             await records.write(self.links.release, handoff_id)
             log.warning("H-%s: Chatwoot did not take the handoff (%s); kept, offered again "
                         "in %.0f s", handoff_id, error, self.policy.retry_seconds)
             return False
+        await records.write(self.links.completed, handoff_id)
         log.info("H-%s is Chatwoot conversation %s", handoff_id, conversation)
         return True
 
-    async def _create(self, handoff: Handoff) -> int:
-        """The conversation with its transcript, the handoff's note and its team. Linked
-        once it exists, so a failure after that only loses the note or the team."""
+    async def _conversation(self, handoff: Handoff) -> int:
+        """The handoff's conversation, made once: linked as soon as Chatwoot has it, so
+        a later try completes it rather than making another."""
+        known = await self.desk.records.read(self.links.conversation_of, handoff["id"])
+        if known is not None:
+            return known
         api = self.api
         identifier = self.contact_identifier(handoff["conversation_id"])
         name = handoff["customer_name"] or f"Customer H-{handoff['id']}"
@@ -118,12 +124,15 @@ class ChatwootTarget:
         conversation = await api.create_conversation(contact, source, {
             "handoff_reference": f"H-{handoff['id']}", "channel": handoff["channel"]})
         await self.desk.records.write(self.links.linked, handoff["id"], conversation)
+        return conversation
+
+    async def _describe(self, handoff: Handoff, conversation: int) -> None:
+        """The transcript so far and the handoff as private notes, and the team."""
         transcript = await self.desk.records.read(self.desk.records.transcript,
                                                   handoff["conversation_id"])
-        await api.message(conversation, transcript_note(transcript), private=True)
-        await api.message(conversation, self.handoff_note(handoff), private=True)
-        await api.assign_team(conversation, self.policy.teams[handoff["queue"]])
-        return conversation
+        await self.api.message(conversation, transcript_note(transcript), private=True)
+        await self.api.message(conversation, self.handoff_note(handoff), private=True)
+        await self.api.assign_team(conversation, self.policy.teams[handoff["queue"]])
 
     def contact_identifier(self, conversation_id: str) -> str:
         """Ours for this customer conversation: keyed, so a phone number cannot be
