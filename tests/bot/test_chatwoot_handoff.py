@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import ROUTER, create_app
-from bot.handoff.desk import HandoffDesk
+from bot.handoff.desk import HandoffDesk, Place
 from bot.handoff.store import Handoff
 from bot.policies import load_channel_policy
 from bot.settings import ChatwootSettings, Settings, load_settings
@@ -280,6 +280,26 @@ async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it
     await until(lambda: conversation.incoming() == ["the box was crushed", "and wet"])
     assert len([c for c in chatwoot.conversations.values()
                 if c.additional_attributes["handoff_reference"] == f"H-{handoff['id']}"]) == 1
+
+
+async def test_a_monitors_handoff_reaches_chatwoot_with_the_order(
+        client: TestClient, chatwoot: ChatwootServer) -> None:
+    """The promises monitor opens handoffs nobody asked for (HandoffDesk.follow_up):
+    they reach Chatwoot like the bot's, with the order's snapshot in the note."""
+    place = Place("telegram", "telegram", "7500007")
+    handoff = await desk_of(client).follow_up(place, {
+        "reason_code": "promise_due", "rule": "promise_due", "tier": 2,
+        "queue": "logistics", "customer_name": "Ben", "customer_verified": True,
+        "customer_contact": "", "order_id": "A1001", "slots": {}, "actions_attempted": [],
+        "summary": {"what_happened": "Promise due today: trace claim C1 opened",
+                    "next": "chase the carrier", "eta": "within 2 business hours"}})
+    assert handoff is not None
+    conversation = await in_chatwoot(chatwoot, handoff)
+    note = conversation.notes()[1]
+    assert "Reason: promise_due (rule promise_due), tier 2, queue delivery" in note
+    assert '"order_id": "A1001"' in note and "1Z999AA10123456784" in note
+    assert "Promised: within 2 business hours" in note
+    assert conversation.team_id == 1  # logistics' team
 
 
 async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
