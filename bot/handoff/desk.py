@@ -106,8 +106,7 @@ class HandoffDesk:
     def __init__(self, store: HandoffStore, records: GatewayRecords, policy: HandoffPolicy,
                  escalation: EscalationPolicy, shop: Store, bus: EventBus,
                  live: Optional[LiveQueues] = None, peak: Optional[PeakMode] = None,
-                 clock: Callable[[], float] = time.time,
-                 target: Optional[HandoffTarget] = None) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.records = records
         self.policy = policy
@@ -118,7 +117,8 @@ class HandoffDesk:
         self.live = live or LiveQueues(store, records)
         self.peak = peak
         self.clock = clock
-        self.target: HandoffTarget = target or ConsoleTarget()
+        # where agents work; bot/services.py sets another as HANDOFF_TARGET says
+        self.target: HandoffTarget = ConsoleTarget()
         self._send: Optional[Send] = None
         self._download: Optional[Download] = None
 
