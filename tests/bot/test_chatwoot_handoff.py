@@ -9,7 +9,8 @@ private note does not; resolving hands them back to the bot with the CSAT questi
 reopen back to the agents. Forged, stale and malformed webhooks are refused. When
 Chatwoot is down the handoff is kept, the customer told, and Chatwoot given it once
 it is back; so are the customer's messages meanwhile, in order. WhatsApp and SMS
-customers get agents' replies on their own channel."""
+customers get agents' replies on their own channel. Two gateways on Redis push a
+handoff once and either takes Chatwoot's webhooks."""
 from __future__ import annotations
 
 import asyncio
@@ -318,6 +319,37 @@ async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
     assert len(made()) == 1
     assert any(note.startswith(f"Handoff {reference}") for note in made()[0].notes())
     assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
+
+
+async def test_two_gateways_on_redis_share_the_handoff_and_push_it_once(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        policy_dir: Path, redis_url: str) -> None:
+    """Chatwoot is down when the customer asks; both gateways offer the handoff again,
+    and once it is back it gets one conversation. Its webhooks reach the other
+    gateway, which sends the agent's reply and hands the customer back."""
+    settings = dataclasses.replace(chatwoot_settings(rasa_stack.rasa_url, rasa_stack,
+                                                     chatwoot), redis_url=redis_url)
+    first, second = [await serve(settings, {"telegram": TelegramChannel(
+        credentials(bot_api.url), load_channel_policy())}, chatwoot) for _ in range(2)]
+    chat = 7600000 + int(time.time()) % 100000
+    try:
+        chatwoot.down()
+        handoff = await ask_for_a_person(first, bot_api, chat, chat)
+        await asyncio.sleep(3 * RETRY_SECONDS)
+        chatwoot.down(False)
+        conversation = await in_chatwoot(chatwoot, handoff)
+        await asyncio.sleep(3 * RETRY_SECONDS)
+        assert [c.additional_attributes["handoff_reference"]
+                for c in chatwoot.conversations.values()].count(f"H-{handoff['id']}") == 1
+        assert len(conversation.notes()) == 2
+        assert chatwoot.webhook_url.startswith(str(second.make_url("/")))
+        assert await chatwoot.agent_reply(conversation.id, "Hello from Chatwoot") == 200
+        assert sent_texts(bot_api, chat)[-1] == "Hello from Chatwoot"
+        assert await chatwoot.set_status(conversation.id, "resolved") == 200
+        assert "rate" in sent_texts(bot_api, chat)[-1]
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_a_wrong_api_token_keeps_the_handoff_and_says_why_without_content(
