@@ -47,6 +47,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await channel.start()
     await router.desk.bus.start()
     await router.desk.live.start()
+    await router.desk.target.start()
     await router.inbox.start(router.process)
     await app[MONITOR].start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
@@ -65,6 +66,7 @@ async def _stop_background_work(app: web.Application) -> None:
     router = app[ROUTER]
     await app[MONITOR].stop()
     await router.inbox.stop()
+    await router.desk.target.stop()
     await router.desk.live.stop()
     await router.desk.bus.stop()
 
@@ -135,6 +137,8 @@ def create_app(settings: Optional[Settings] = None,
     for channel in router.channels.values():
         channel.install(app, router)
     install_agent_console(app, desk, settings.agent_api_token)
+    if services.helpdesk_webhook is not None:
+        services.helpdesk_webhook.install(app)
     install_dashboard(app, KpiSource(records, settings.gateway_database_url,
                                      settings.tracker_database_url, policies.kpis,
                                      ZoneInfo(desk.policy.business_hours.timezone)))

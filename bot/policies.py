@@ -16,6 +16,7 @@ from actions.policy import (
     load_peak_policy,
     load_policy,
 )
+from bot.handoff.helpdesk_policy import HelpdeskPolicy, load_helpdesk_policy
 from bot.handoff.policy import HandoffPolicy, load_handoff_policy
 from bot.outreach.policy import MonitorPolicy, load_monitor_policy
 from bot.privacy import PrivacyPolicy, load_privacy_policy
@@ -34,6 +35,7 @@ class Policies:
     outreach: MonitorPolicy       # monitor.yml
     kpis: KpiPolicy               # kpis.yml
     privacy: PrivacyPolicy        # privacy.yml
+    helpdesk: HelpdeskPolicy      # helpdesk.yml
     directory: Optional[Path] = None  # None: POLICY_DIR
 
     def with_channels(self, channels: ChannelPolicy) -> Policies:
@@ -52,14 +54,16 @@ def load_policies(directory: Optional[Path] = None) -> Policies:
     names; raises PolicyError naming the file and key."""
     escalation = load_policy(directory)
     channels = load_channel_policy(directory)
+    handoff = load_handoff_policy(escalation, directory)
     return Policies(
         escalation=escalation,
         knowledge=load_knowledge(directory, policy=escalation),
         channels=channels,
-        handoff=load_handoff_policy(escalation, directory),
+        handoff=handoff,
         peak=load_peak_policy(directory),
         outreach=load_monitor_policy(channels, directory),
         kpis=load_kpi_policy(directory),
         privacy=load_privacy_policy(escalation, directory),
+        helpdesk=load_helpdesk_policy(escalation, handoff, directory),
         directory=directory,
     )

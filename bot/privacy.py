@@ -46,6 +46,7 @@ from actions.policy import EscalationPolicy
 from actions.store import sql as store_tables
 from actions.store.sql import default_url
 from bot.handoff import store as handoff_tables
+from bot.handoff.chatwoot import links as chatwoot_tables
 from bot.handoff.console import authenticated
 from bot.handoff.desk import Forbidden, Invalid
 from bot.handoff.store import Agent, HandoffStore
@@ -139,7 +140,8 @@ class Holdings:
     outbox: Path
 
     def create_tables(self) -> None:
-        for tables in (records_metadata, handoff_tables.metadata, monitor_metadata):
+        for tables in (records_metadata, handoff_tables.metadata, chatwoot_tables.metadata,
+                       monitor_metadata):
             create_tables(tables, self.gateway)
         create_tables(store_tables.metadata, self.store)
 
@@ -221,6 +223,12 @@ class Privacy:
                     handoff_tables.handoffs.c.conversation_id.in_(ids))),
                 "notes": _rows(db, handoff_tables.notes.select().where(
                     handoff_tables.notes.c.handoff_id.in_(self._handoff_ids(db, ids)))),
+                # where Chatwoot shows their handoffs (erased there by its own means), and
+                # what it has not taken yet
+                "chatwoot_conversations": _rows(db, chatwoot_tables.links.select().where(
+                    chatwoot_tables.links.c.handoff_id.in_(self._handoff_ids(db, ids)))),
+                "chatwoot_held": _rows(db, chatwoot_tables.pending.select().where(
+                    chatwoot_tables.pending.c.handoff_id.in_(self._handoff_ids(db, ids)))),
                 "outreach": _rows(db, monitor_outreach.select().where(
                     monitor_outreach.c.conversation_id.in_(ids))),
             }
@@ -247,6 +255,7 @@ class Privacy:
         removed: Dict[str, int] = {}
         with h.gateway.begin() as db:
             handoff_ids = self._handoff_ids(db, ids)
+            removed.update(_forget_in_chatwoot(db, handoff_ids))
             removed["notes"] = _delete(db, handoff_tables.notes,
                                        handoff_tables.notes.c.handoff_id.in_(handoff_ids))
             removed["handoffs"] = _delete(db, handoff_tables.handoffs,
@@ -295,6 +304,7 @@ class Privacy:
             h_c = handoff_tables.handoffs.c
             old = [row.id for row in db.execute(sa.select(h_c.id).where(
                 h_c.status == "resolved", h_c.resolved_at < cut["handoffs"]))]
+            removed.update(_forget_in_chatwoot(db, old))
             removed["notes"] = _delete(db, handoff_tables.notes,
                                        handoff_tables.notes.c.handoff_id.in_(old))
             removed["handoffs"] = _delete(db, handoff_tables.handoffs, h_c.id.in_(old))
@@ -552,3 +562,12 @@ def install_privacy(app: web.Application, privacy: Privacy, records: GatewayReco
     app.router.add_get("/api/privacy/export", authenticated(export_handler))
     app.router.add_post("/api/privacy/erase", authenticated(erase_handler))
     app.cleanup_ctx.append(_purge_schedule)
+
+
+def _forget_in_chatwoot(db: Connection, handoff_ids: List[int]) -> Dict[str, int]:
+    """The gateway's side of these handoffs in Chatwoot: which conversation shows them,
+    and the messages it has not taken yet."""
+    return {"chatwoot_held": _delete(db, chatwoot_tables.pending,
+                                     chatwoot_tables.pending.c.handoff_id.in_(handoff_ids)),
+            "chatwoot_conversations": _delete(
+                db, chatwoot_tables.links, chatwoot_tables.links.c.handoff_id.in_(handoff_ids))}

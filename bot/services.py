@@ -14,6 +14,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from actions.store.sql import Store, open_store
+from bot.handoff.chatwoot.api import ChatwootApi
+from bot.handoff.chatwoot.links import ChatwootLinks
+from bot.handoff.chatwoot.target import ChatwootTarget
+from bot.handoff.chatwoot.webhook import ChatwootWebhook
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus, RedisEventBus
 from bot.handoff.live import LiveQueues, RedisLiveQueues
@@ -29,7 +33,7 @@ from bot.outreach.report import RunReport
 from bot.outreach.run import Outreach
 from bot.policies import Policies, load_policies
 from bot.router import Router
-from bot.settings import REST_TOKEN_FILE, Settings, load_settings, local_secret
+from bot.settings import REST_TOKEN_FILE, Settings, SettingsError, load_settings, local_secret
 from common.sql import create_store_engine
 from connectors.channel import Channel
 from connectors.config import ChannelCredentials, ChannelPolicy, credentials_from_env
@@ -53,11 +57,14 @@ class Services:
     desk: HandoffDesk
     metrics: GatewayMetrics
     router: Router
+    # the helpdesk's webhook, when HANDOFF_TARGET names one
+    helpdesk_webhook: Optional[ChatwootWebhook] = None
 
     async def close(self) -> None:
         """Release what `build_services` opened (its channels are started and stopped
         by whoever runs them)."""
         await self.router.rasa.close()
+        await self.desk.target.stop()
         if self.redis is not None:
             await self.redis.close(close_connection_pool=True)
         self.store.close()
@@ -92,13 +99,32 @@ def build_services(settings: Optional[Settings] = None,
     desk = HandoffDesk(handoffs, records, policies.handoff, escalation, store,
                        RedisEventBus(redis) if redis else EventBus(), live,
                        PeakMode(policies.peak, records, handoffs))
+    webhook = connect_handoff_target(settings, policies, desk)
     metrics = GatewayMetrics(channels)
     router = Router(records, inbox,
                     RasaClient(settings.rasa_urls, settings.rasa_timeout_seconds,
                                policy.bot_requests_in_flight, policy.bot_queue_seconds),
                     channels, policy, desk, metrics, inbound)
 
-    return Services(settings, policies, store, records, redis, desk, metrics, router)
+    return Services(settings, policies, store, records, redis, desk, metrics, router, webhook)
+
+
+def connect_handoff_target(settings: Settings, policies: Policies,
+                           desk: HandoffDesk) -> Optional[ChatwootWebhook]:
+    """HANDOFF_TARGET: the console (nothing to connect), or Chatwoot, whose webhook
+    the gateway then serves."""
+    if settings.handoff_target == "console":
+        return None
+    chatwoot, policy = settings.chatwoot, policies.helpdesk.chatwoot
+    if chatwoot is None:
+        raise SettingsError("HANDOFF_TARGET=chatwoot needs the CHATWOOT_ variables")
+    if policy is None:
+        raise SettingsError("HANDOFF_TARGET=chatwoot needs a `chatwoot` section in "
+                            "policy/helpdesk.yml")
+    links = ChatwootLinks(desk.records.engine)
+    desk.target = ChatwootTarget(ChatwootApi(chatwoot), links, desk, policy)
+    log.info("handoffs go to Chatwoot inbox %s", chatwoot.inbox_id)
+    return ChatwootWebhook(desk, links, chatwoot.webhook_secret, policy.resolved_disposition)
 
 
 def webchat_secret(settings: Settings) -> bytes:

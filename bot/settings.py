@@ -5,13 +5,35 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Mapping, Optional, Tuple
 
 from common.paths import var_dir
 
 # the secrets `make run` makes in var/ when the environment gives none
 REST_TOKEN_FILE = "rest-api.token"
 ACTION_TOKEN_FILE = "action-server.token"
+
+
+HANDOFF_TARGETS = ("console", "chatwoot")
+CHATWOOT_VARIABLES = ("CHATWOOT_URL", "CHATWOOT_ACCOUNT_ID", "CHATWOOT_API_TOKEN",
+                      "CHATWOOT_INBOX_ID", "CHATWOOT_WEBHOOK_SECRET")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class ChatwootSettings:
+    """Chatwoot as the handoff target: its Application API (a token sent as the
+    `api_access_token` header), the API-channel inbox the conversations go to, and
+    the secret its webhooks are signed with."""
+
+    url: str
+    account_id: int
+    api_token: str
+    inbox_id: int
+    webhook_secret: str
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,9 @@ class Settings:
     rest_api_token: str
     # Rasa's tracker store, where the KPIs find each message's intent
     tracker_database_url: str
+    # where agents work handoffs (HANDOFF_TARGET), and Chatwoot's settings when there
+    handoff_target: str = "console"
+    chatwoot: Optional[ChatwootSettings] = None
 
     @property
     def action_health_url(self) -> str:
@@ -81,7 +106,34 @@ def load_settings() -> Settings:
         rest_api_token=env.get("REST_API_TOKEN", ""),
         tracker_database_url=env.get("TRACKER_DATABASE_URL") or
         f"sqlite:///{env.get('RASA_TRACKER_DB') or var / 'rasa_tracker.db'}",
+        handoff_target=handoff_target(env),
+        chatwoot=chatwoot_settings(env) if handoff_target(env) == "chatwoot" else None,
     )
+
+
+def handoff_target(env: Mapping[str, str]) -> str:
+    target = env.get("HANDOFF_TARGET", "").strip().lower() or "console"
+    if target not in HANDOFF_TARGETS:
+        raise SettingsError(f"HANDOFF_TARGET={target!r}: one of {', '.join(HANDOFF_TARGETS)}")
+    return target
+
+
+def chatwoot_settings(env: Mapping[str, str]) -> ChatwootSettings:
+    """Every CHATWOOT_ variable, or SettingsError naming the missing or wrong ones."""
+    missing = [name for name in CHATWOOT_VARIABLES if not env.get(name, "").strip()]
+    if missing:
+        raise SettingsError(f"HANDOFF_TARGET=chatwoot needs {', '.join(missing)}")
+    numbers = {}
+    for name in ("CHATWOOT_ACCOUNT_ID", "CHATWOOT_INBOX_ID"):
+        value = env[name].strip()
+        if not value.isdigit():
+            raise SettingsError(f"{name} must be a number, the id Chatwoot shows")
+        numbers[name] = int(value)
+    return ChatwootSettings(url=env["CHATWOOT_URL"].strip().rstrip("/"),
+                            account_id=numbers["CHATWOOT_ACCOUNT_ID"],
+                            api_token=env["CHATWOOT_API_TOKEN"].strip(),
+                            inbox_id=numbers["CHATWOOT_INBOX_ID"],
+                            webhook_secret=env["CHATWOOT_WEBHOOK_SECRET"].strip())
 
 
 def local_secret(var_dir: Path, name: str) -> str:

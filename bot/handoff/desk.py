@@ -19,7 +19,8 @@ from bot.handoff.live import LiveQueues
 from bot.handoff.peak import PeakMode
 from bot.handoff.policy import HandoffPolicy, describe_opening, describe_wait
 from bot.handoff.snapshot import order_snapshot
-from bot.handoff.store import Agent, Handoff, HandoffConflict, HandoffStore
+from bot.handoff.store import OPEN, Agent, Handoff, HandoffConflict, HandoffStore
+from bot.handoff.target import ConsoleTarget, HandoffTarget
 from bot.messaging.records import GatewayRecords
 from common.handoff_request import HandoffRequest, is_handoff
 from common.privacy import mask, redact
@@ -116,6 +117,8 @@ class HandoffDesk:
         self.live = live or LiveQueues(store, records)
         self.peak = peak
         self.clock = clock
+        # where agents work; bot/services.py sets another as HANDOFF_TARGET says
+        self.target: HandoffTarget = ConsoleTarget()
         self._send: Optional[Send] = None
         self._download: Optional[Download] = None
 
@@ -152,11 +155,12 @@ class HandoffDesk:
             return False
         if handoff["status"] == "resolved":
             return await self._csat_answer(handoff, message.text)
-        await self._customer_wrote(handoff)
+        await self._customer_wrote(handoff, message)
         return True
 
-    async def _customer_wrote(self, handoff: Handoff) -> None:
+    async def _customer_wrote(self, handoff: Handoff, message: Message) -> None:
         await self.publish(EventType.HANDOFF_MESSAGE, handoff)
+        await self.target.customer_wrote(handoff, message)
         due = (handoff["last_notice_at"] or 0) + self.policy.still_waiting_every_seconds
         if handoff["status"] == "waiting" and self.clock() >= due:
             await self._tell_position(handoff, self.policy.texts.still_waiting)
@@ -200,7 +204,10 @@ class HandoffDesk:
         """Open a handoff nobody asked for in this conversation (the monitor's: a promise
         the bot made fell due), with the order's snapshot like the bot's escalations;
         None if the conversation is already with a person."""
-        return await self._open(place, await self._with_snapshot(values))
+        opened = await self._open(place, await self._with_snapshot(values))
+        if opened is not None:
+            await self.target.opened(opened)
+        return opened
 
     async def _with_snapshot(self, values: Dict[str, Any]) -> Dict[str, Any]:
         if not values["order_id"]:
@@ -249,9 +256,11 @@ class HandoffDesk:
         return self.peak is not None and await self.peak.is_on()
 
     async def announce(self, handoff: Handoff) -> None:
-        """Tell the customer their place in the queue, or when the team is back."""
+        """Tell the customer their place in the queue, or when the team is back; then
+        the handoff goes to where agents work, its transcript complete."""
         texts = self.policy.texts
         await self._tell_position(handoff, texts.queued, after_hours=texts.queued_after_hours)
+        await self.target.opened(handoff)
 
     async def _tell_position(self, handoff: Handoff, text: str,
                              after_hours: Optional[str] = None) -> None:
@@ -333,17 +342,62 @@ class HandoffDesk:
         self._check_owner(agent, handoff)
         resolved = await self.records.write(self.store.resolve, handoff_id, disposition, note,
                                             self.clock())
+        return await self._hand_back(agent.name, resolved, disposition)
+
+    async def _hand_back(self, actor: str, resolved: Handoff,
+                         disposition: str) -> HandoffRecord:
+        """The resolved conversation back to the bot: the CSAT question asked."""
         if resolved.get("order_id"):
             # a person reviewed it: a stop-the-line hold on the order ends here
             await self.records.write(self.shop.writes.release, resolved["order_id"])
         # audited before the customer hears of it, so the trail never lags the conversation
-        await self.audit(agent.name, "resolve", resolved, {"disposition": disposition})
+        await self.audit(actor, "resolve", resolved, {"disposition": disposition})
         await self.live.changed(resolved)
         texts, options = self.policy.texts, self.policy.csat.options
         await self.send(resolved, texts.handback, "bot")
         await self.send(resolved, texts.csat_question, "bot",
                         [Button(title, f"csat:{n}") for n, title in enumerate(options, 1)])
         return await self.publish(EventType.HANDOFF_RESOLVED, resolved)
+
+    # a helpdesk's agents (the target's webhooks): they act in the helpdesk, which
+    # decides who may; `actor` names them in the audit trail
+
+    async def helpdesk_reply(self, handoff: Handoff, actor: str,
+                             text: str) -> List[Delivery]:
+        """An agent's reply in the helpdesk, sent to the customer on their channel; the
+        first one claims a waiting handoff for them."""
+        if handoff["status"] == "waiting":
+            try:
+                handoff = await self.records.write(self.store.claim, handoff["id"],
+                                                   self._helpdesk_agent(actor), self.clock())
+                await self.audit(actor, "claim", handoff, {})
+            except HandoffConflict:  # claimed or resolved meanwhile: the reply still goes
+                handoff = await self._get(handoff["id"])
+        deliveries = await self.send(handoff, text, "agent")
+        if any(d.status in REACHED and not d.template for d in deliveries):
+            await self.records.write(self.store.first_response, handoff["id"], self.clock())
+        await self._done(self._helpdesk_agent(actor), "reply", await self._get(handoff["id"]),
+                         {"deliveries": [d.status for d in deliveries]},
+                         EventType.HANDOFF_MESSAGE)
+        return deliveries
+
+    async def helpdesk_resolve(self, handoff: Handoff, actor: str,
+                               disposition: str) -> HandoffRecord:
+        """Resolved in the helpdesk, claimed or not: back to the bot, with CSAT."""
+        resolved = await self.records.write(self.store.resolve, handoff["id"], disposition,
+                                            "", self.clock(), OPEN)
+        return await self._hand_back(actor, resolved, disposition)
+
+    async def helpdesk_reopen(self, handoff: Handoff, actor: str) -> HandoffRecord:
+        """Reopened in the helpdesk: the conversation is with people again."""
+        reopened = await self.records.write(self.store.reopen, handoff["id"])
+        return await self._done(self._helpdesk_agent(actor), "reopen", reopened, {},
+                                EventType.HANDOFF_CLAIMED)
+
+    @staticmethod
+    def _helpdesk_agent(actor: str) -> Agent:
+        """The helpdesk keeps its agents' teams and capacity; here they are unlimited."""
+        return Agent(actor, (), 0, admin=True)
 
     async def attachment(self, handoff_id: int, agent: Agent,
                          url: str) -> Tuple[Attachment, bytes]:

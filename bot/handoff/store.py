@@ -273,9 +273,25 @@ class HandoffStore:
                 .values(first_response_at=now))
 
     def resolve(self, handoff_id: int, disposition: str, note: str,
-                now: float) -> Handoff:
-        return self._change(handoff_id, ("active",), status="resolved", disposition=disposition,
+                now: float, from_status: Sequence[str] = ("active",)) -> Handoff:
+        """Resolved, with the CSAT question asked now; a helpdesk may resolve a handoff
+        nobody claimed (`from_status` OPEN)."""
+        return self._change(handoff_id, from_status, status="resolved", disposition=disposition,
                             resolution_note=note, resolved_at=now, csat_asked_at=now)
+
+    def reopen(self, handoff_id: int) -> Handoff:
+        """A resolved handoff open again (a helpdesk reopened it): with its agent if it
+        had one, else waiting; HandoffConflict if the conversation has another open one."""
+        with self.engine.begin() as conn:
+            handoff = self._get(conn, handoff_id)
+            if handoff is None or handoff["status"] != "resolved":
+                raise HandoffConflict("only a resolved handoff can be reopened")
+            if self._open_for(conn, handoff["conversation_id"]) is not None:
+                raise HandoffConflict("the conversation has another open handoff")
+            conn.execute(handoffs.update().where(handoffs.c.id == handoff_id).values(
+                status="active" if handoff["agent"] else "waiting", resolved_at=None,
+                disposition=None, csat_asked_at=None))
+            return self._must_get(conn, handoff_id)
 
     def noticed(self, handoff_id: int, now: float) -> None:
         with self.engine.begin() as conn:

@@ -1,0 +1,52 @@
+"""The helpdesk policy (policy/helpdesk.yml): how queues map onto an external
+helpdesk's teams, checked against escalation.yml's teams and handoff.yml's
+dispositions."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+from pydantic import confloat, conint
+
+from actions.policy import EscalationPolicy
+from bot.handoff.policy import HandoffPolicy
+from common.policy_files import PolicyError, StrictModel, parse_yaml_model, policy_dir
+
+TeamId = conint(ge=1)
+
+
+class ChatwootPolicy(StrictModel):
+    teams: Dict[str, TeamId]  # type: ignore[valid-type]
+    resolved_disposition: str
+    retry_seconds: confloat(gt=0) = 30.0  # type: ignore[valid-type]
+
+
+class HelpdeskPolicy(StrictModel):
+    version: conint(ge=1, le=1)  # type: ignore[valid-type]
+    chatwoot: Optional[ChatwootPolicy] = None
+
+
+def load_helpdesk_policy(escalation: EscalationPolicy, handoff: HandoffPolicy,
+                         directory: Optional[Path] = None) -> HelpdeskPolicy:
+    path = (directory or policy_dir()) / "helpdesk.yml"
+    policy = parse_yaml_model(HelpdeskPolicy, path)
+    if policy.chatwoot is not None:
+        _check_chatwoot(policy.chatwoot, escalation, handoff, path)
+    return policy
+
+
+def _check_chatwoot(chatwoot: ChatwootPolicy, escalation: EscalationPolicy,
+                    handoff: HandoffPolicy, path: Path) -> None:
+    queues = list(escalation.teams)
+    unknown = [q for q in chatwoot.teams if q not in queues]
+    if unknown:
+        raise PolicyError(f"{path}: chatwoot.teams.{unknown[0]}: not a team of escalation.yml "
+                          f"({', '.join(queues)})")
+    missing = [q for q in queues if q not in chatwoot.teams]
+    if missing:
+        raise PolicyError(f"{path}: chatwoot.teams: no Chatwoot team for the queue "
+                          f"{missing[0]!r}; every team of escalation.yml needs one")
+    if chatwoot.resolved_disposition not in handoff.dispositions:
+        raise PolicyError(f"{path}: chatwoot.resolved_disposition: "
+                          f"{chatwoot.resolved_disposition!r} is not a disposition of "
+                          f"handoff.yml ({', '.join(handoff.dispositions)})")

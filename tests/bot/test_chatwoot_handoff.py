@@ -1,0 +1,458 @@
+"""Handoff into Chatwoot end to end: the gateway in front of the real Rasa and action
+server with HANDOFF_TARGET=chatwoot, against a local server that answers as Chatwoot's
+Application API and sends its signed webhooks (tests/helpdesk_api/chatwoot.py).
+
+A Telegram customer who asks for a person appears in Chatwoot with the transcript and
+a private note of the handoff, assigned to the queue's team; what they write next is
+mirrored there and the bot stays silent; an agent's reply reaches them on Telegram, a
+private note does not; resolving hands them back to the bot with the CSAT question, a
+reopen back to the agents. Forged, stale and malformed webhooks are refused. When
+Chatwoot is down the handoff is kept, the customer told, and Chatwoot given it once
+it is back; so are the customer's messages meanwhile, in order. WhatsApp and SMS
+customers get agents' replies on their own channel. Two gateways on Redis push a
+handoff once and either takes Chatwoot's webhooks."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Dict, List, Optional
+
+import pytest
+import pytest_asyncio
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.app import ROUTER, create_app
+from bot.handoff.desk import HandoffDesk, Place
+from bot.handoff.store import Handoff
+from bot.policies import load_channel_policy
+from bot.settings import ChatwootSettings, Settings, load_settings
+from common.paths import REPO_ROOT
+from connectors.channel import Channel
+from connectors.config import TwilioCredentials
+from connectors.telegram import TelegramChannel
+from connectors.twilio import TwilioChannel
+from connectors.whatsapp import WhatsAppChannel
+from tests.bot.conftest import ADMIN_TOKEN
+from tests.bot.test_agent_console import callback
+from tests.bot.test_gateway import post_update, sent_texts, until, update
+from tests.conftest import RasaStack
+from tests.connectors import test_twilio as twilio_test
+from tests.connectors import test_whatsapp as whatsapp_test
+from tests.connectors.test_telegram import credentials
+from tests.helpdesk_api import chatwoot as cw
+from tests.helpdesk_api.chatwoot import ChatwootServer, Conversation
+from tests.provider_api import ProviderAPI, RecordedRequest, free_port
+
+RETRY_SECONDS = 0.5
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shipped policy, with Chatwoot offered a handoff again every RETRY_SECONDS."""
+    directory = tmp_path / "policy"
+    shutil.copytree(REPO_ROOT / "policy", directory)
+    path = directory / "helpdesk.yml"
+    data = yaml.safe_load(path.read_text())
+    data["chatwoot"]["retry_seconds"] = RETRY_SECONDS
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("POLICY_DIR", str(directory))
+    return directory
+
+
+@pytest_asyncio.fixture
+async def chatwoot() -> AsyncIterator[ChatwootServer]:
+    server = await ChatwootServer().start()
+    yield server
+    await server.stop()
+
+
+def chatwoot_settings(rasa_url: str, stack: RasaStack, server: ChatwootServer) -> Settings:
+    return dataclasses.replace(
+        load_settings(), rasa_url=rasa_url, database_url=stack.database_url,
+        var_dir=stack.var_dir, redis_url="", handoff_target="chatwoot",
+        agent_api_token=ADMIN_TOKEN,
+        chatwoot=ChatwootSettings(server.url, cw.ACCOUNT_ID, cw.TOKEN, cw.INBOX_ID, cw.SECRET))
+
+
+async def serve(settings: Settings, channels: Dict[str, Channel],
+                server: ChatwootServer, **policy_changes: Any) -> TestClient:
+    policy = load_channel_policy().copy(update=policy_changes)
+    client = TestClient(TestServer(create_app(settings, channels, policy)))
+    await client.start_server()
+    server.webhook_url = str(client.make_url("/webhooks/chatwoot"))
+    return client
+
+
+@pytest_asyncio.fixture
+async def client(rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+                 policy_dir: Path) -> AsyncIterator[TestClient]:
+    telegram = TelegramChannel(credentials(bot_api.url), load_channel_policy())
+    client = await serve(chatwoot_settings(rasa_stack.rasa_url, rasa_stack, chatwoot),
+                         {"telegram": telegram}, chatwoot)
+    yield client
+    await client.close()
+
+
+def desk_of(client: TestClient) -> HandoffDesk:
+    return client.app[ROUTER].desk
+
+
+async def open_handoff(client: TestClient, conversation_id: str) -> Handoff:
+    desk = desk_of(client)
+    await until(lambda: desk.store.open_for(conversation_id) is not None)
+    handoff = desk.store.open_for(conversation_id)
+    assert handoff is not None
+    return handoff
+
+
+async def in_chatwoot(server: ChatwootServer, handoff: Handoff) -> Conversation:
+    """The handoff's Chatwoot conversation once it has both notes and its team."""
+    def ready() -> Optional[Conversation]:
+        found = server.conversation_for(f"H-{handoff['id']}")
+        return found if found and len(found.notes()) == 2 and found.team_id else None
+    await until(lambda: ready() is not None)
+    conversation = ready()
+    assert conversation is not None
+    return conversation
+
+
+async def ask_for_a_person(client: TestClient, bot_api: ProviderAPI,
+                           chat: int, update_id: int) -> Handoff:
+    assert await post_update(client, update(update_id, "I want to talk to a human",
+                                            chat=chat)) == 200
+    await until(lambda: len(sent_texts(bot_api, chat)) >= 2)
+    return await open_handoff(client, f"telegram:{chat}")
+
+
+async def quiet(server: ChatwootServer) -> None:
+    """Let the webhooks Chatwoot queued (echoes of the gateway's own calls) arrive."""
+    await asyncio.sleep(0.3)
+    await until(lambda: not server._background)
+
+
+def audit(client: TestClient, handoff_id: int) -> List[tuple]:
+    return [(a["actor"], a["action"]) for a in desk_of(client).store.audit_trail(handoff_id)]
+
+
+async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_bot(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer) -> None:
+    chat = 7500001
+    handoff = await ask_for_a_person(client, bot_api, chat, 2000)
+    conversation = await in_chatwoot(chatwoot, handoff)
+    contact = chatwoot.contacts[conversation.contact_id]
+    assert contact["name"] == "Ann" and contact["identifier"].startswith("gw-")
+    assert str(chat) not in json.dumps(contact)
+    transcript, packet = conversation.notes()
+    assert "Customer: I want to talk to a human" in transcript
+    assert "Assistant: " in transcript and "reference is H-" in transcript
+    assert "Reason: customer_request (rule customer_request), tier 1, queue customer care" \
+        in packet
+    assert "identity verified: no" in packet and "The assistant tried:" in packet
+    assert (conversation.team_id, conversation.status) == (4, "open")  # general's team
+    await quiet(chatwoot)
+    assert len(sent_texts(bot_api, chat)) == 2, "Chatwoot's echo of a note reached the customer"
+
+    # what the customer writes goes to Chatwoot, not to the bot
+    assert await post_update(client, update(2001, "where is my order", chat=chat)) == 200
+    await until(lambda: conversation.incoming() == ["where is my order"])
+    await quiet(chatwoot)
+    assert len(sent_texts(bot_api, chat)) == 2
+
+    assert await chatwoot.agent_reply(conversation.id, "VIP, check stock first",
+                                      private=True) == 200
+    assert await chatwoot.agent_reply(conversation.id, "Hi Ann, Maya here. Checking now.") \
+        == 200
+    assert sent_texts(bot_api, chat)[2:] == ["Hi Ann, Maya here. Checking now."]
+    record = desk_of(client).store.get(handoff["id"])
+    assert record is not None
+    assert (record["status"], record["agent"]) == ("active", "chatwoot:21")
+    assert record["first_response_at"] is not None
+    # Chatwoot delivering the same message again sends nothing twice
+    replied = conversation.messages[-1]
+    assert await chatwoot.send_webhook(chatwoot._message_event(replied)) == 200
+    assert sent_texts(bot_api, chat)[2:] == ["Hi Ann, Maya here. Checking now."]
+
+    assert await chatwoot.set_status(conversation.id, "resolved") == 200
+    handback, question = sent_texts(bot_api, chat)[-2:]
+    assert "back with the assistant" in handback and "rate" in question
+    record = desk_of(client).store.get(handoff["id"])
+    assert record is not None and (record["status"], record["disposition"]) == (
+        "resolved", "solved")
+
+    # reopened: with people again, the bot silent
+    assert await chatwoot.set_status(conversation.id, "open") == 200
+    assert desk_of(client).store.get(handoff["id"])["status"] == "active"  # type: ignore[index]
+    sent = len(sent_texts(bot_api, chat))
+    assert await post_update(client, update(2002, "one more thing", chat=chat)) == 200
+    await until(lambda: conversation.incoming()[-1:] == ["one more thing"])
+    await quiet(chatwoot)
+    assert len(sent_texts(bot_api, chat)) == sent
+
+    assert await chatwoot.set_status(conversation.id, "resolved") == 200
+    assert "rate" in sent_texts(bot_api, chat)[-1]
+    assert await post_update(client, callback(2003, chat, "csat:5")) == 200
+    await until(lambda: sent_texts(bot_api, chat)[-1] == "Thank you for telling us.")
+    assert desk_of(client).store.get(handoff["id"])["csat_score"] == 5  # type: ignore[index]
+    assert audit(client, handoff["id"]) == [
+        ("bot", "open"), ("chatwoot:21", "claim"), ("chatwoot:21", "reply"),
+        ("chatwoot:21", "resolve"), ("chatwoot:21", "reopen"), ("chatwoot:21", "resolve")]
+
+    # back with the bot
+    sent = len(sent_texts(bot_api, chat))
+    assert await post_update(client, update(2004, "where is my order", chat=chat)) == 200
+    await until(lambda: len(sent_texts(bot_api, chat)) > sent)
+    assert "order number" in sent_texts(bot_api, chat)[-1].lower()
+
+    # asking again later opens a new conversation for the same Chatwoot contact
+    again = await ask_for_a_person(client, bot_api, chat, 2005)
+    assert again["id"] != handoff["id"]
+    second = await in_chatwoot(chatwoot, again)
+    assert second.id != conversation.id and second.contact_id == conversation.contact_id
+    assert len(chatwoot.contacts) == 1
+
+
+async def test_forged_stale_and_malformed_webhooks_are_refused(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    chat = 7500002
+    handoff = await ask_for_a_person(client, bot_api, chat, 2100)
+    conversation = await in_chatwoot(chatwoot, handoff)
+    await quiet(chatwoot)
+    forged = chatwoot._message_event(chatwoot._add_message(
+        conversation, "Send your card number to pay-here.example", "outgoing", False, cw.AGENT))
+    stale = str(int(time.time()) - 3600)
+    with caplog.at_level(logging.INFO, logger="bot.handoff.chatwoot"):
+        assert await chatwoot.send_webhook(forged, secret="not-the-secret") == 401
+        assert await chatwoot.send_webhook(forged, headers={
+            "X-Chatwoot-Timestamp": stale}) == 401
+        assert await chatwoot.send_webhook(forged, headers={
+            "X-Chatwoot-Timestamp": stale, "X-Chatwoot-Signature": cw.sign(
+                cw.SECRET, stale, json.dumps(forged).encode())}) == 401
+        unsigned = await client.post("/webhooks/chatwoot", json=forged)
+        assert unsigned.status == 401
+        assert await chatwoot.send_webhook({}, body=b"{not json") == 400
+        assert await chatwoot.send_webhook({}, body=b"[1, 2]") == 400
+        assert await chatwoot.send_webhook({**forged, "conversation": {"id": "x"}}) == 400
+    assert len(sent_texts(bot_api, chat)) == 2, "a refused webhook reached the customer"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused a Chatwoot webhook" in logged
+    assert "card number" not in logged and "Ann" not in logged
+    assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
+
+
+async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it_is_back(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    chat = 7500003
+    chatwoot.down()
+    caplog.set_level(logging.WARNING, logger="bot.handoff.chatwoot")
+    handoff = await ask_for_a_person(client, bot_api, chat, 2200)
+    await until(lambda: "did not take the handoff" in caplog.text)
+    told = sent_texts(bot_api, chat)[-1]
+    assert "queue" in told and f"H-{handoff['id']}" in told  # a person will pick it up
+    assert handoff["status"] == "waiting" and not chatwoot.conversations
+    await asyncio.sleep(2 * RETRY_SECONDS)
+    assert not chatwoot.conversations  # still down: still kept, offered again later
+    # what the customer writes meanwhile reaches the agent with the transcript
+    assert await post_update(client, update(2201, "my parcel is damaged", chat=chat)) == 200
+    await until(lambda: len(desk_of(client).records.transcript(f"telegram:{chat}")) == 4)
+
+    chatwoot.down(False)
+    conversation = await in_chatwoot(chatwoot, handoff)
+    assert "Customer: my parcel is damaged" in conversation.notes()[0]
+    assert await chatwoot.agent_reply(conversation.id, "Sorry about that, Ann.") == 200
+    assert sent_texts(bot_api, chat)[-1] == "Sorry about that, Ann."
+
+    # down again: what the customer writes is held, in order, until Chatwoot is back
+    chatwoot.down()
+    for number, text in enumerate(("the box was crushed", "and wet"), 2202):
+        assert await post_update(client, update(number, text, chat=chat)) == 200
+    await until(lambda: "a customer message is held" in caplog.text)
+    await asyncio.sleep(2 * RETRY_SECONDS)
+    assert conversation.incoming() == []
+    chatwoot.down(False)
+    await until(lambda: conversation.incoming() == ["the box was crushed", "and wet"])
+    assert len([c for c in chatwoot.conversations.values()
+                if c.additional_attributes["handoff_reference"] == f"H-{handoff['id']}"]) == 1
+
+
+async def test_a_monitors_handoff_reaches_chatwoot_with_the_order(
+        client: TestClient, chatwoot: ChatwootServer) -> None:
+    """The promises monitor opens handoffs nobody asked for (HandoffDesk.follow_up):
+    they reach Chatwoot like the bot's, with the order's snapshot in the note."""
+    place = Place("telegram", "telegram", "7500007")
+    handoff = await desk_of(client).follow_up(place, {
+        "reason_code": "promise_due", "rule": "promise_due", "tier": 2,
+        "queue": "logistics", "customer_name": "Ben", "customer_verified": True,
+        "customer_contact": "", "order_id": "A1001", "slots": {}, "actions_attempted": [],
+        "summary": {"what_happened": "Promise due today: trace claim C1 opened",
+                    "next": "chase the carrier", "eta": "within 2 business hours"}})
+    assert handoff is not None
+    conversation = await in_chatwoot(chatwoot, handoff)
+    note = conversation.notes()[1]
+    assert "Reason: promise_due (rule promise_due), tier 2, queue delivery" in note
+    assert '"order_id": "A1001"' in note and "1Z999AA10123456784" in note
+    assert "Promised: within 2 business hours" in note
+    assert conversation.team_id == 1  # logistics' team
+
+
+async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer) -> None:
+    """The conversation was made, then assigning the team failed: the next try gives
+    that conversation its notes and team; no second conversation."""
+    chatwoot.fail_next("/assignments")
+    handoff = await ask_for_a_person(client, bot_api, 7500006, 2500)
+    reference = f"H-{handoff['id']}"
+
+    def made() -> List[Conversation]:
+        return [c for c in chatwoot.conversations.values()
+                if c.additional_attributes["handoff_reference"] == reference]
+
+    await until(lambda: any(c.team_id == 4 for c in made()))
+    assert len(made()) == 1
+    assert any(note.startswith(f"Handoff {reference}") for note in made()[0].notes())
+    assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
+
+
+async def test_two_gateways_on_redis_share_the_handoff_and_push_it_once(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        policy_dir: Path, redis_url: str) -> None:
+    """Chatwoot is down when the customer asks; both gateways offer the handoff again,
+    and once it is back it gets one conversation. Its webhooks reach the other
+    gateway, which sends the agent's reply and hands the customer back."""
+    settings = dataclasses.replace(chatwoot_settings(rasa_stack.rasa_url, rasa_stack,
+                                                     chatwoot), redis_url=redis_url)
+    first, second = [await serve(settings, {"telegram": TelegramChannel(
+        credentials(bot_api.url), load_channel_policy())}, chatwoot) for _ in range(2)]
+    chat = 7600000 + int(time.time()) % 100000
+    try:
+        chatwoot.down()
+        handoff = await ask_for_a_person(first, bot_api, chat, chat)
+        await asyncio.sleep(3 * RETRY_SECONDS)
+        chatwoot.down(False)
+        conversation = await in_chatwoot(chatwoot, handoff)
+        await asyncio.sleep(3 * RETRY_SECONDS)
+        assert [c.additional_attributes["handoff_reference"]
+                for c in chatwoot.conversations.values()].count(f"H-{handoff['id']}") == 1
+        assert len(conversation.notes()) == 2
+        assert chatwoot.webhook_url.startswith(str(second.make_url("/")))
+        assert await chatwoot.agent_reply(conversation.id, "Hello from Chatwoot") == 200
+        assert sent_texts(bot_api, chat)[-1] == "Hello from Chatwoot"
+        assert await chatwoot.set_status(conversation.id, "resolved") == 200
+        assert "rate" in sent_texts(bot_api, chat)[-1]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_wrong_api_token_keeps_the_handoff_and_says_why_without_content(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        policy_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = chatwoot_settings(rasa_stack.rasa_url, rasa_stack, chatwoot)
+    assert settings.chatwoot is not None
+    settings = dataclasses.replace(settings, chatwoot=dataclasses.replace(
+        settings.chatwoot, api_token="revoked-token"))
+    telegram = TelegramChannel(credentials(bot_api.url), load_channel_policy())
+    client = await serve(settings, {"telegram": telegram}, chatwoot)
+    try:
+        with caplog.at_level(logging.WARNING, logger="bot.handoff.chatwoot"):
+            handoff = await ask_for_a_person(client, bot_api, 7500004, 2300)
+            await until(lambda: "HTTP 401" in caplog.text)
+        assert handoff["status"] == "waiting" and not chatwoot.conversations
+        assert "human" not in caplog.text and "Ann" not in caplog.text
+    finally:
+        await client.close()
+
+
+async def test_erasing_a_customer_forgets_their_chatwoot_links_and_held_messages(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    chat = 7500005
+    handoff = await ask_for_a_person(client, bot_api, chat, 2400)
+    conversation = await in_chatwoot(chatwoot, handoff)
+    chatwoot.down()
+    caplog.set_level(logging.WARNING, logger="bot.handoff.chatwoot")
+    assert await post_update(client, update(2401, "my name is Ann Lee", chat=chat)) == 200
+    await until(lambda: "a customer message is held" in caplog.text)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    contact = {"contact": f"telegram:{chat}"}
+    held = await (await client.get("/api/privacy/export", params=contact,
+                                   headers=admin)).json()
+    assert [row["chatwoot_conversation_id"] for row in held["chatwoot_conversations"]] == [
+        conversation.id]
+    assert [row["content"] for row in held["chatwoot_held"]] == ["my name is Ann Lee"]
+    erased = await client.post("/api/privacy/erase", json=contact, headers=admin)
+    removed = (await erased.json())["removed"]
+    assert (removed["chatwoot_conversations"], removed["chatwoot_held"]) == (1, 1)
+    again = await (await client.get("/api/privacy/export", params=contact,
+                                    headers=admin)).json()
+    assert not again["chatwoot_conversations"] and not again["chatwoot_held"]
+    chatwoot.down(False)
+    await asyncio.sleep(2 * RETRY_SECONDS)
+    assert conversation.incoming() == [], "an erased customer's message went to Chatwoot"
+
+
+@pytest_asyncio.fixture
+async def graph() -> AsyncIterator[ProviderAPI]:
+    api = await ProviderAPI().start()
+
+    async def accepted(request: RecordedRequest) -> web.Response:
+        number = len(api.calls(whatsapp_test.MESSAGES_PATH))
+        return web.json_response({"messaging_product": "whatsapp",
+                                  "contacts": [{"input": request.json["to"]}],
+                                  "messages": [{"id": f"wamid.CW{number}"}]})
+
+    api.answer("POST", whatsapp_test.MESSAGES_PATH, accepted)
+    yield api
+    await api.stop()
+
+
+async def test_whatsapp_and_sms_customers_get_the_agents_reply_on_their_own_channel(
+        rasa_stack: RasaStack, chatwoot: ChatwootServer, graph: ProviderAPI,
+        twilio_api: ProviderAPI, policy_dir: Path) -> None:
+    """The bot is down, so both are handed to a person (reason bot_unavailable)."""
+    policy = load_channel_policy()
+    channels: Dict[str, Channel] = {
+        "whatsapp": WhatsAppChannel(whatsapp_test.credentials(graph.url), policy),
+        "twilio": TwilioChannel(TwilioCredentials(twilio_test.ACCOUNT_SID,
+                                                  twilio_test.AUTH_TOKEN, twilio_api.url),
+                                policy)}
+    settings = chatwoot_settings(f"http://127.0.0.1:{free_port()}", rasa_stack, chatwoot)
+    client = await serve(settings, channels, chatwoot, bot_retry_seconds=0.2)
+    phone, sms = "16505550177", "+14155550177"
+    try:
+        message = whatsapp_test.inbound("text", {"body": "my parcel is late"},
+                                        wamid=f"wamid.CW{time.time_ns()}")
+        message["from"] = phone
+        assert await whatsapp_test.post_signed(client, whatsapp_test.notification([message])) \
+            == 200
+        fields = twilio_test.inbound(Body="where is my refund", From=sms,
+                                     MessageSid=f"SM{time.time_ns():032d}"[:34])
+        url = str(client.make_url("/webhooks/twilio"))
+        response = await client.post("/webhooks/twilio", data=fields, headers={
+            "X-Twilio-Signature": twilio_test.sign(url, fields)})
+        assert response.status == 200
+        for conversation_id, reply in ((f"whatsapp:{phone}", "WhatsApp reply from Maya"),
+                                       (f"twilio:{sms}", "SMS reply from Maya")):
+            handoff = await open_handoff(client, conversation_id)
+            assert handoff["reason_code"] == "bot_unavailable"
+            conversation = await in_chatwoot(chatwoot, handoff)
+            assert await chatwoot.agent_reply(conversation.id, reply) == 200
+        whatsapp_sent = [r.json for r in graph.calls(whatsapp_test.MESSAGES_PATH)]
+        assert whatsapp_sent[-1]["to"] == phone
+        assert whatsapp_sent[-1]["text"]["body"] == "WhatsApp reply from Maya"
+        sms_sent = twilio_api.calls(twilio_test.MESSAGES_PATH)[-1].form
+        assert (sms_sent["To"], sms_sent["Body"]) == ([sms], ["SMS reply from Maya"])
+        # Chatwoot never learns a customer's number
+        everything = json.dumps([chatwoot.contacts, [c.__dict__ for c in
+                                                     chatwoot.conversations.values()]])
+        assert phone not in everything and sms.lstrip("+") not in everything
+    finally:
+        await client.close()
