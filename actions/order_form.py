@@ -75,6 +75,14 @@ class ValidateOrderForm(FormValidationAction):
     def name(self) -> str:
         return "validate_order_form"
 
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[Dict[str, Any]]:
+        # the validators read the store, which blocks: the whole validation runs on a
+        # worker thread (with a loop of its own) so the action server's loop never waits
+        validation = super().run(dispatcher, tracker, domain)
+        return await asyncio.to_thread(asyncio.run, validation)
+
     async def required_slots(
         self,
         domain_slots: List[str],
