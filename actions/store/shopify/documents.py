@@ -3,7 +3,7 @@ names (Admin API, the version pinned by SHOPIFY_API_VERSION). Page sizes keep ea
 query well under Shopify's 1,000-point limit per query."""
 from __future__ import annotations
 
-ORDERS_PER_PAGE = 5
+ORDERS_PER_PAGE = 8
 
 ORDER_FIELDS = """
 fragment OrderFields on Order {

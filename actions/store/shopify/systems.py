@@ -47,7 +47,7 @@ STUCK_AFTER_DAYS = 5
 # how long an orderCancel job may take before the bot stops waiting and a person checks
 JOB_PATIENCE_SECONDS = 15.0
 JOB_POLL_SECONDS = 0.5
-MAX_PAGES = 40
+MAX_PAGES = 100
 
 Node = Mapping[str, Any]
 
@@ -311,8 +311,9 @@ class ShopifyReturns:
         if node is None:
             return []
         canonical = self._orders.order(node).order_id
-        found = [_refund(canonical, r) for r in node["refunds"]]
-        return sorted(found, key=lambda r: r.created_at, reverse=True)
+        newest_first = sorted(node["refunds"], reverse=True,
+                              key=lambda r: (r["createdAt"], _numeric_id(r["id"])))
+        return [_refund(canonical, r) for r in newest_first]
 
     def create_refund(self, order_id: str, amount: Decimal, reason: str,
                       method: str = "original_payment") -> Refund:
