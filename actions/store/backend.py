@@ -12,7 +12,7 @@ import os
 from typing import Mapping, Optional
 
 from actions.store.shopify import ShopifyConfig, open_shopify
-from actions.store.sql import open_store
+from actions.store.sql import Store, open_store
 from actions.store.types import StoreConfigError, StoreSystems
 
 BACKENDS = ("sql", "shopify")
@@ -37,7 +37,13 @@ def open_systems(env: Optional[Mapping[str, str]] = None,
     """The store systems STORE_BACKEND names; `order_letter` is the letter the bot puts
     before a platform's bare order numbers (policy: identity.order_number_letter)."""
     env = os.environ if env is None else env
+    check_config(env)  # before a database is opened
+    return systems_on(open_store(env.get("DATABASE_URL") or None), env, order_letter)
+
+
+def systems_on(bot_records: Store, env: Mapping[str, str], order_letter: str) -> StoreSystems:
+    """The store systems STORE_BACKEND names, keeping the bot's records in `bot_records`
+    (the gateway has them open already)."""
     if backend_name(env) == "shopify":
-        config = ShopifyConfig.from_env(env)
-        return open_shopify(config, open_store(env.get("DATABASE_URL") or None), order_letter)
-    return open_store(env.get("DATABASE_URL") or None)
+        return open_shopify(ShopifyConfig.from_env(env), bot_records, order_letter)
+    return bot_records

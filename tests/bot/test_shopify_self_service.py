@@ -12,8 +12,12 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
+from actions.store.shopify import ShopifyStore
+from actions.store.types import StoreConfigError
 from bot.app import create_app
+from bot.handoff.snapshot import order_snapshot
 from bot.policies import load_channel_policy
+from bot.services import build_services
 from bot.settings import load_settings
 from connectors.rest import RestChannel
 from tests.bot.test_identity import REST_TOKEN
@@ -83,3 +87,31 @@ async def test_a_cancel_on_shopify_happens_once_on_a_yes(gateway: TestClient,
 
     again = await ben.says("yes")
     assert "cancelled" not in again and len(shop.calls("OrderCancel")) == 1
+
+
+async def test_the_agents_order_snapshot_comes_from_shopify(
+        shopify_shop: ShopifyStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**shopify_env(shopify_shop), "VAR_DIR": str(tmp_path),
+                        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+                        "REDIS_URL": ""}.items():
+        monkeypatch.setenv(name, value)
+    services = build_services(channels={})
+    try:
+        assert isinstance(services.desk.shop, ShopifyStore)
+        snapshot = await services.records.read(order_snapshot, services.desk.shop, "A1001")
+        assert snapshot is not None and snapshot["status"] == "shipped"
+        assert snapshot["shipment"]["tracking_number"] == "1Z999AA10123456784"
+        assert shopify_shop.calls("Orders")
+    finally:
+        await services.close()
+
+
+def test_the_gateway_does_not_start_without_the_shops_variables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"STORE_BACKEND": "shopify", "SHOPIFY_SHOP": "x.myshopify.com",
+                        "VAR_DIR": str(tmp_path), "REDIS_URL": "",
+                        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SHOPIFY_ACCESS_TOKEN", raising=False)
+    with pytest.raises(StoreConfigError, match="SHOPIFY_ACCESS_TOKEN"):
+        build_services(channels={})
