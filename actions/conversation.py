@@ -223,6 +223,7 @@ class TurnAction(Action, ABC):
 
     def _run(self, dispatcher: CollectingDispatcher, tracker: Tracker) -> List[Dict[str, Any]]:
         turn = Turn(dispatcher, tracker)
+        turn.store.begin_turn()
         self.act(turn)
         if self.completes_request:
             turn.pass_on_next_request()

@@ -13,7 +13,7 @@ from rasa_sdk.types import DomainDict
 
 from actions.address import read_address
 from actions.codes import redeem_code, send_code
-from actions.conversation import Turn, TurnAction
+from actions.conversation import Turn, TurnAction, shared_store
 from actions.identity import Proof, ProofCheck, belongs_to, normalize_contact, proof_holds
 from actions.store.types import Order, OrderStatus, normalize_order_id
 
@@ -81,7 +81,12 @@ class ValidateOrderForm(FormValidationAction):
         # the validators read the store, which blocks: the whole validation runs on a
         # worker thread (with a loop of its own) so the action server's loop never waits
         validation = super().run(dispatcher, tracker, domain)
-        return await asyncio.to_thread(asyncio.run, validation)
+
+        def validate() -> List[Dict[str, Any]]:
+            shared_store().begin_turn()
+            return asyncio.run(validation)
+
+        return await asyncio.to_thread(validate)
 
     async def required_slots(
         self,

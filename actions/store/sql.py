@@ -847,6 +847,9 @@ class Store:
     writes: SqlWriteLog
     codes: SqlCodes
 
+    def begin_turn(self) -> None:
+        """Nothing kept between reads: the database is near and cheap to ask."""
+
     def reset_schema(self) -> None:
         """Drop and recreate every table (tests, demo resets)."""
         metadata.drop_all(self.engine)

@@ -303,6 +303,11 @@ class StoreSystems(Protocol):
     @property
     def codes(self) -> OneTimeCodes: ...
 
+    def begin_turn(self) -> None:
+        """A new action run starts on this thread: orders it reads may be kept until the
+        next run, so that one turn reads each order once (writes always read afresh)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -297,6 +297,26 @@ async def test_status_of_a_shipped_order_from_shopify(shopify_actions: ShopifySt
     assert outcome.facts("utter_status_in_transit")["tracking_number"] == "1Z999AA10123456784"
 
 
+async def test_one_turn_reads_each_order_once(shopify_actions: ShopifyStandIn) -> None:
+    """The status reads the order, its shipment and its refunds: one request to Shopify;
+    the next turn asks again."""
+    for turn in (1, 2):
+        outcome = await resolve("order_status", "A1001")
+        assert outcome.responses[0] == "utter_status_in_transit"
+        assert len(shopify_actions.calls("Orders")) == turn
+
+
+async def test_a_write_reads_the_order_afresh_within_its_turn(
+        shopify_actions: ShopifyStandIn) -> None:
+    question = await resolve("cancel_order", "A1004")
+    before = len(shopify_actions.calls("Orders"))
+    done = await answer(question, "A1004")
+    assert done.responses == ["utter_cancelled"]
+    # the yes: the verified order, then afresh before the write, after it, and on reading
+    # back its refund (the write forgets what the turn had read)
+    assert len(shopify_actions.calls("Orders")) - before >= 3
+
+
 async def test_cancel_on_shopify_asks_first_then_cancels_once(
         shopify_actions: ShopifyStandIn) -> None:
     question = await resolve("cancel_order", "A1004")

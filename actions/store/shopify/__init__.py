@@ -34,6 +34,9 @@ class ShopifyStore:
     def codes(self) -> SqlCodes:
         return self.bot_records.codes
 
+    def begin_turn(self) -> None:
+        self.orders.begin_turn()
+
     def close(self) -> None:
         self.client.close()
         self.bot_records.close()

@@ -8,12 +8,14 @@ named '#1001' is the bot's order 'A1001', the letter being the policy's
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import threading
 import time
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 from actions.store.shopify import documents as doc
 from actions.store.shopify.client import ShopifyClient
@@ -50,6 +52,23 @@ JOB_POLL_SECONDS = 0.5
 MAX_PAGES = 100
 
 Node = Mapping[str, Any]
+R = TypeVar("R")
+
+
+def _forgets_the_turn(write: Callable[..., R]) -> Callable[..., R]:
+    """A write starts from the order as Shopify has it now, and whatever it leaves (done,
+    refused, unknown) is read afresh after it."""
+
+    @functools.wraps(write)
+    def forgetting(self: Any, *args: Any, **kwargs: Any) -> R:
+        orders: ShopifyOrders = self if isinstance(self, ShopifyOrders) else self._orders
+        orders.forget_turn()
+        try:
+            return write(self, *args, **kwargs)
+        finally:
+            orders.forget_turn()
+
+    return forgetting
 
 
 class ShopifyOrders:
@@ -60,22 +79,37 @@ class ShopifyOrders:
         self._client = client
         self._letter = order_letter.upper()
         self._sleep = sleep
+        # the orders read in the current turn, per worker thread (begin_turn); outside a
+        # turn (the gateway, the tests of the store) every read asks Shopify
+        self._turn = threading.local()
+
+    def begin_turn(self) -> None:
+        self._turn.nodes = {}
 
     def get_order(self, order_id: str) -> Optional[Order]:
         node = self.order_node(order_id)
         return None if node is None else self._order(node)
 
     def order_node(self, order_id: str) -> Optional[Node]:
-        """The order's node as Shopify answers it, found by its number."""
+        """The order's node as Shopify answers it, found by its number (once a turn)."""
         canonical = normalize_order_id(order_id)
         if canonical is None or canonical[0] != self._letter:
             return None
         number = canonical[1:]
+        kept: Optional[dict[str, Optional[Node]]] = getattr(self._turn, "nodes", None)
+        if kept is not None and number in kept:
+            return kept[number]
         page = self._client.execute(doc.ORDERS, {"query": f"name:{number}", "first": 1})
         nodes = page["orders"]["nodes"]
-        if not nodes or _digits(nodes[0]["name"]) != number:
-            return None
-        return dict(nodes[0])
+        node = dict(nodes[0]) if nodes and _digits(nodes[0]["name"]) == number else None
+        if kept is not None:
+            kept[number] = node
+        return node
+
+    def forget_turn(self) -> None:
+        """A write changes the order: what this turn read of it is no longer true."""
+        if getattr(self._turn, "nodes", None) is not None:
+            self._turn.nodes = {}
 
     def orders_for_contact(self, contact: str) -> list[Order]:
         """Orders by the customer's email; by phone through the customer (Shopify's
@@ -98,6 +132,7 @@ class ShopifyOrders:
         return [o for o in found if o.placed_at >= since
                 and (status is None or o.status is status)]
 
+    @_forgets_the_turn
     def cancel_order(self, order_id: str, reason: str) -> Order:
         """Cancel an unshipped order, refunding what was paid to its payment methods and
         restocking; Shopify cancels in a job, waited for before reading the order again."""
@@ -110,6 +145,7 @@ class ShopifyOrders:
         self._wait_for(job)
         return self._reread(order_id)
 
+    @_forgets_the_turn
     def change_shipping_address(self, order_id: str, address: Address) -> Order:
         """Set the shipping address of an unshipped order. Shopify has been seen to
         accept this and not apply it: the caller reads back (actions/guarded.py)."""
@@ -315,6 +351,7 @@ class ShopifyReturns:
                               key=lambda r: (r["createdAt"], _numeric_id(r["id"])))
         return [_refund(canonical, r) for r in newest_first]
 
+    @_forgets_the_turn
     def create_refund(self, order_id: str, amount: Decimal, reason: str,
                       method: str = "original_payment") -> Refund:
         """A refund of `amount` to the payment the order was paid with, within what
