@@ -14,13 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actions.store.shopify import ShopifyStore
 from actions.store.types import StoreConfigError
-from bot.app import create_app
+from bot.app import ROUTER, create_app
 from bot.handoff.snapshot import order_snapshot
 from bot.policies import load_channel_policy
 from bot.services import build_services
 from bot.settings import load_settings
 from connectors.rest import RestChannel
-from tests.bot.test_identity import REST_TOKEN
+from tests.bot.test_identity import REST_TOKEN, handoff_of
 from tests.bot.test_self_service import ADMIN_TOKEN, Customer
 from tests.conftest import RasaStack, shopify_env, start_rasa_stack
 from tests.store_api.shopify import ShopifyStandIn
@@ -115,3 +115,32 @@ def test_the_gateway_does_not_start_without_the_shops_variables(
     monkeypatch.delenv("SHOPIFY_ACCESS_TOKEN", raising=False)
     with pytest.raises(StoreConfigError, match="SHOPIFY_ACCESS_TOKEN"):
         build_services(channels={})
+
+
+async def test_when_shopify_refuses_the_credentials_a_person_takes_over(
+        shopify_stack: ShopifyStack) -> None:
+    """The shop rotated the app's token: the turn that reads the order fails whole, the
+    gateway asks again for bot_retry_seconds, then tells the customer and hands over."""
+    stack, shop = shopify_stack.stack, shopify_stack.shop
+    policy = load_channel_policy().copy(update={"bot_retry_seconds": 1.0})
+    settings = dataclasses.replace(load_settings(), rasa_url=stack.rasa_url,
+                                   database_url=stack.database_url, var_dir=stack.var_dir,
+                                   redis_url="", agent_api_token=ADMIN_TOKEN,
+                                   action_server_url=stack.action_server_url)
+    client = TestClient(TestServer(create_app(settings, {"rest": RestChannel(REST_TOKEN)},
+                                              policy)))
+    await client.start_server()
+    kept, shop.access_token = shop.access_token, "shpat_rotated_meanwhile"
+    try:
+        cat = Customer(client, "shopify-revoked")
+        await cat.says("where is my order A1001?")
+        await cat.says("buyer1@example.com")
+        records = client.app[ROUTER].records
+        said_to_customer = [t.text for t in records.transcript(f"rest:{cat.sender}")
+                            if t.role != "customer"]
+        assert said_to_customer[-2] == policy.texts.bot_unavailable  # then the queue place
+        handoff = await handoff_of(client, f"rest:{cat.sender}")
+        assert handoff is not None and handoff["reason_code"] == "bot_unavailable"
+    finally:
+        shop.access_token = kept
+        await client.close()
