@@ -261,6 +261,19 @@ def test_an_address_update_shopify_silently_ignores_shows_on_reading_back(
     assert len(shopify_shop.calls("OrderUpdate")) == 1
 
 
+def test_an_order_shipped_in_two_parcels_has_two_shipments(
+        shop_systems: ShopifyStore, shopify_shop: ShopifyStandIn) -> None:
+    shopify_shop.fulfill("A1001")  # the rest of the order follows in a second parcel
+    first, second = shop_systems.delivery.shipments("A1001")
+    assert (first.carrier, first.tracking_number) == ("UPS", "1Z999AA10123456784")
+    assert second.tracking_number == "1Z999AA10000000001" and second.events == ()
+    assert first.shipped_at < second.shipped_at
+    assert shop_systems.delivery.get_shipment("A1001") == second  # the latest
+    order = shop_systems.orders.get_order("A1001")
+    assert order is not None and order.status is OrderStatus.SHIPPED
+    assert order.shipped_at == first.shipped_at
+
+
 def test_orders_older_than_60_days_are_not_found_without_read_all_orders(
         now: datetime, tmp_path: Path) -> None:
     shop = ShopifyStandIn.from_demo(now, tmp_path, read_all_orders=False)

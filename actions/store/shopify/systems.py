@@ -88,7 +88,7 @@ class ShopifyOrders:
 
     def get_order(self, order_id: str) -> Optional[Order]:
         node = self.order_node(order_id)
-        return None if node is None else self._order(node)
+        return None if node is None else self.from_node(node)
 
     def order_node(self, order_id: str) -> Optional[Node]:
         """The order's node as Shopify answers it, found by its number (once a turn)."""
@@ -172,16 +172,13 @@ class ShopifyOrders:
         checked with this backend (see docs/stores.md)."""
         return 0
 
-    def order(self, node: Node) -> Order:
-        return self._order(node)
-
     # -- helpers --
 
     def _changeable(self, order_id: str, change: str) -> Node:
         node = self.order_node(order_id)
         if node is None:
             raise StoreError(f"unknown order {order_id!r}")
-        order = self._order(node)
+        order = self.from_node(node)
         if not order.can_be_changed:
             raise StoreError(f"order {order.order_id} is {order.status.value}: it cannot be "
                              f"{change} any more")
@@ -209,14 +206,15 @@ class ShopifyOrders:
         for _ in range(MAX_PAGES):
             page = self._client.execute(doc.ORDERS, {"query": query, "after": after,
                                                      "first": doc.ORDERS_PER_PAGE})["orders"]
-            found += [self._order(node) for node in page["nodes"]]
+            found += [self.from_node(node) for node in page["nodes"]]
             if not page["pageInfo"]["hasNextPage"]:
                 return found
             after = page["pageInfo"]["endCursor"]
         log.warning("stopped reading Shopify orders after %d pages", MAX_PAGES)
         return found
 
-    def _order(self, node: Node) -> Order:
+    def from_node(self, node: Node) -> Order:
+        """The order as the bot sees it, from Shopify's answer."""
         fulfillments = _fulfillments(node)
         status = _status(node, fulfillments)
         shipped = [_time(f["createdAt"]) for f in fulfillments]
@@ -242,8 +240,8 @@ class ShopifyOrders:
                                   unit_price=_money(i["originalUnitPriceSet"]))
                         for i in node["lineItems"]["nodes"]),
             shipped_at=min(shipped) if shipped else None,
-            delivered_at=max(delivered) if status is not OrderStatus.SHIPPED
-            and status is not OrderStatus.PAID and delivered else None,
+            delivered_at=max(delivered) if delivered and status in (
+                OrderStatus.DELIVERED, OrderStatus.RETURNED) else None,
             cancelled_at=_time(node["cancelledAt"]) if node.get("cancelledAt") else None,
         )
 
@@ -264,7 +262,7 @@ class ShopifyDelivery:
         node = self._orders.order_node(order_id)
         if node is None:
             return []
-        order_id = self._orders.order(node).order_id
+        order_id = self._orders.from_node(node).order_id
         return [self._shipment(order_id, f) for f in _fulfillments(node)]
 
     def open_claim(self, order_id: str, kind: str) -> CarrierClaim:
@@ -324,7 +322,7 @@ class ShopifyReturns:
         node = self._orders.order_node(order_id)
         if node is None or not node["returns"]["nodes"]:
             return None
-        order = self._orders.order(node)
+        order = self._orders.from_node(node)
         ret = node["returns"]["nodes"][0]
         return ReturnRecord(rma_id=f"RMA-{_numeric_id(ret['id'])}", order_id=order.order_id,
                             status=_RETURN_STATUSES.get(ret["status"], ReturnStatus.LABEL_ISSUED),
@@ -346,7 +344,7 @@ class ShopifyReturns:
         node = self._orders.order_node(order_id)
         if node is None:
             return []
-        canonical = self._orders.order(node).order_id
+        canonical = self._orders.from_node(node).order_id
         newest_first = sorted(node["refunds"], reverse=True,
                               key=lambda r: (r["createdAt"], _numeric_id(r["id"])))
         return [_refund(canonical, r) for r in newest_first]
