@@ -43,6 +43,10 @@ class DeliveryException(str, enum.Enum):
 
 
 class ReturnStatus(str, enum.Enum):
+    # asked for, waiting for the shop to approve it and send the label (Shopify)
+    REQUESTED = "requested"
+    # approved, the label sent by the shop, no parcel on its way yet (Shopify)
+    APPROVED = "approved"
     LABEL_ISSUED = "label_issued"
     IN_TRANSIT = "in_transit"
     RECEIVED = "received"

@@ -370,6 +370,23 @@ async def test_an_address_change_that_does_not_show_goes_to_a_person(
     assert write.status == "unconfirmed"
 
 
+@pytest.mark.parametrize(("state", "response"), [("REQUESTED", "utter_return_requested"),
+                                                 ("OPEN", "utter_return_approved")])
+async def test_a_shopify_return_is_told_as_it_stands(shopify_actions: ShopifyStandIn,
+                                                     state: str, response: str) -> None:
+    """A return asked for in Shopify has no label from the bot: the shop approves it and
+    sends one; and a refund is not made before its parcel is on its way."""
+    shopify_actions.order_named("A1002")["returns"] = [
+        {"id": "gid://shopify/Return/77", "name": "#1002-R1", "status": state}]
+    told = await resolve("return_status", "A1002")
+    assert told.responses == [response]
+    assert told.facts(response)["rma_id"] == "RMA-77"
+    assert "label_url" not in told.texts[0] and "http" not in told.texts[0]
+    refund = await resolve("refund_request", "A1002")
+    assert escalation(refund)["rule"] == "stop_the_line_refund_before_return"
+    assert shopify_actions.calls("RefundCreate") == []
+
+
 async def test_a_slow_shop_does_not_hold_up_the_action_servers_loop(
         shopify_actions: ShopifyStandIn) -> None:
     shopify_actions.delay = 0.3

@@ -325,7 +325,7 @@ class ShopifyReturns:
         order = self._orders.from_node(node)
         ret = node["returns"]["nodes"][0]
         return ReturnRecord(rma_id=f"RMA-{_numeric_id(ret['id'])}", order_id=order.order_id,
-                            status=_RETURN_STATUSES.get(ret["status"], ReturnStatus.LABEL_ISSUED),
+                            status=_RETURN_STATUSES.get(ret["status"], ReturnStatus.REQUESTED),
                             label_url="", reason="", created_at=order.placed_at)
 
     def create_return(self, order_id: str, reason: str) -> ReturnRecord:
@@ -382,7 +382,9 @@ class ShopifyReturns:
         return made
 
 
-_RETURN_STATUSES = {"REQUESTED": ReturnStatus.LABEL_ISSUED, "OPEN": ReturnStatus.IN_TRANSIT,
+# Shopify's return states; whether an approved return's parcel is on its way back is
+# not read yet (its reverse deliveries): approved until the shop closes it
+_RETURN_STATUSES = {"REQUESTED": ReturnStatus.REQUESTED, "OPEN": ReturnStatus.APPROVED,
                     "CLOSED": ReturnStatus.RECEIVED}
 
 
