@@ -251,6 +251,20 @@ def test_refunds_never_exceed_what_shopify_says_is_refundable(
         returns.create_refund("A1006", Decimal("5.00"), "x", method="store_credit")
 
 
+def test_within_a_turn_every_write_reads_back_what_shopify_has_now(
+        shop_systems: ShopifyStore) -> None:
+    shop_systems.begin_turn()  # as the actions do: the turn's reads are kept
+    assert shop_systems.orders.get_order("A1004") is not None
+    assert shop_systems.returns.get_refund("A1006") is None
+    moved = shop_systems.orders.change_shipping_address("A1004", NEW_ADDRESS)
+    assert moved.shipping_address == NEW_ADDRESS
+    cancelled = shop_systems.orders.cancel_order("A1004", "changed my mind")
+    assert cancelled.status is OrderStatus.CANCELLED
+    assert shop_systems.orders.get_order("A1004") == cancelled
+    refund = shop_systems.returns.create_refund("A1006", Decimal("10.00"), "scratched")
+    assert shop_systems.returns.get_refund("A1006") == refund
+
+
 def test_an_address_update_shopify_silently_ignores_shows_on_reading_back(
         shop_systems: ShopifyStore, shopify_shop: ShopifyStandIn) -> None:
     shopify_shop.ignore_address_updates = True

@@ -195,6 +195,7 @@ class ShopifyOrders:
             job = self._client.execute(doc.JOB, {"id": job["id"]})["job"] or {}
 
     def _reread(self, order_id: str) -> Order:
+        self.forget_turn()  # what the turn read before the write is no longer true
         order = self.get_order(order_id)
         if order is None:
             raise StoreUnavailable(f"order {order_id} not found on reading back")
@@ -375,6 +376,7 @@ class ShopifyReturns:
         result = answer["refundCreate"]
         _refuse_on(result.get("userErrors"))
         refund_id = (result.get("refund") or {}).get("id", "")
+        self._orders.forget_turn()  # read the order again, with its new refund
         made = next((r for r in self.refunds(order_id) if r.refund_id == _refund_id(refund_id)),
                     None)
         if made is None:
