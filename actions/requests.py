@@ -219,9 +219,14 @@ class CreateReturn(Change):
         record = turn.store.returns.get_return(self.order_id)
         if record is None:
             return None
-        return {"reference": record.rma_id, "label_url": record.label_url}
+        return {"reference": record.rma_id, "label_url": record.label_url,
+                "status": record.status.value}
 
     def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
+        if found.get("status") == ReturnStatus.REQUESTED.value:  # the shop sends the label
+            turn.say("utter_return_requested", rma_id=found["reference"],
+                     order_id=order.order_id)
+            return
         shipment = turn.store.delivery.get_shipment(order.order_id)
         turn.say("utter_return_created", order_id=order.order_id, rma_id=found["reference"],
                  label_url=found["label_url"], carrier=shipment.carrier if shipment else "UPS",

@@ -19,7 +19,13 @@ from actions.store.backend import open_systems
 from actions.store.shopify import ShopifyStore
 from actions.store.shopify import systems as shopify_systems
 from actions.store.shopify.client import ShopifyClient, ShopifyConfig
-from actions.store.types import Address, OrderStatus, StoreError, StoreUnavailable
+from actions.store.types import (
+    Address,
+    OrderStatus,
+    ReturnStatus,
+    StoreError,
+    StoreUnavailable,
+)
 from tests.conftest import shopify_env
 from tests.store_api.shopify import ShopifyStandIn
 
@@ -251,6 +257,36 @@ def test_refunds_never_exceed_what_shopify_says_is_refundable(
         returns.create_refund("A1006", Decimal("5.00"), "x", method="store_credit")
 
 
+def test_a_return_is_requested_from_the_returnable_fulfilments(
+        shop_systems: ShopifyStore, shopify_shop: ShopifyStandIn) -> None:
+    made = shop_systems.returns.create_return("#a1002", "too small")
+    assert made.status is ReturnStatus.REQUESTED and made.rma_id.startswith("RMA-")
+    assert (made.order_id, made.label_url) == ("A1002", "")  # the shop sends the label
+    assert shop_systems.returns.get_return("A1002") == made
+    (asked,) = shopify_shop.calls("ReturnRequest")
+    (item,) = asked.variables["input"]["returnLineItems"]
+    assert (item["quantity"], item["customerNote"]) == (1, "too small")
+    with pytest.raises(StoreError, match="already has a return"):
+        shop_systems.returns.create_return("A1002", "again")
+    for not_delivered in ("A1001", "A1004", "A9999"):
+        with pytest.raises(StoreError):
+            shop_systems.returns.create_return(not_delivered, "unwanted")
+
+
+def test_a_return_shopify_refuses_is_store_error_with_its_message(
+        shop_systems: ShopifyStore, shopify_shop: ShopifyStandIn) -> None:
+    def returned_meanwhile() -> None:  # the shop's staff opened a return of the item
+        order = shopify_shop.order_named("A1006")
+        (fli,) = order["fulfillments"][0]["fulfillmentLineItems"]
+        order["returns"].append({"id": "gid://shopify/Return/5", "name": "#1006-R1",
+                                 "status": "OPEN", "lineItems": [
+                                     {"fulfillmentLineItemId": fli["id"], "quantity": 1}]})
+
+    shopify_shop.before_next_mutation = returned_meanwhile
+    with pytest.raises(StoreError, match="^Quantity is not available for return$"):
+        shop_systems.returns.create_return("A1006", "damaged")
+
+
 def test_within_a_turn_every_write_reads_back_what_shopify_has_now(
         shop_systems: ShopifyStore) -> None:
     shop_systems.begin_turn()  # as the actions do: the turn's reads are kept
@@ -399,6 +435,19 @@ async def test_a_shopify_return_is_told_as_it_stands(shopify_actions: ShopifySta
     refund = await resolve("refund_request", "A1002")
     assert escalation(refund)["rule"] == "stop_the_line_refund_before_return"
     assert shopify_actions.calls("RefundCreate") == []
+
+
+async def test_a_return_on_shopify_is_requested_on_a_yes_and_told_honestly(
+        shopify_actions: ShopifyStandIn) -> None:
+    question = await resolve("return_item", "A1002")
+    assert question.responses[-1] == "utter_confirm_return"
+    assert shopify_actions.calls("ReturnRequest") == []
+    done = await answer(question, "A1002")
+    assert done.responses == ["utter_return_requested"]
+    assert "http" not in done.texts[0] and "label once it's approved" in done.texts[0]
+    (write,) = shared_store().writes.for_order("A1002")
+    assert (write.kind, write.status) == ("return", "done")
+    assert len(shopify_actions.calls("ReturnRequest")) == 1
 
 
 async def test_a_slow_shop_does_not_hold_up_the_action_servers_loop(

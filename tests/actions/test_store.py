@@ -356,25 +356,25 @@ def test_rma_ids_are_unique(store: Store) -> None:
 
 
 @pytest.mark.parametrize("order_id", ["A1007", "A1008"])
-def test_duplicate_return_refused(store: Store, order_id: str) -> None:
-    before = store.returns.get_return(order_id)
+def test_duplicate_return_refused(systems: StoreSystems, order_id: str) -> None:
+    before = systems.returns.get_return(order_id)
     with pytest.raises(StoreError):
-        store.returns.create_return(order_id, "again")
-    assert before is not None and store.returns.get_return(order_id) == before
+        systems.returns.create_return(order_id, "again")
+    assert before is not None and systems.returns.get_return(order_id) == before
 
 
-def test_second_return_for_new_order_refused(store: Store) -> None:
-    first = store.returns.create_return("A1012", "unwanted")
+def test_second_return_for_new_order_refused(systems: StoreSystems) -> None:
+    first = systems.returns.create_return("A1012", "unwanted")
     with pytest.raises(StoreError):
-        store.returns.create_return("A1012", "again")
-    assert store.returns.get_return("A1012") == first
+        systems.returns.create_return("A1012", "again")
+    assert systems.returns.get_return("A1012") == first
 
 
 @pytest.mark.parametrize("order_id", ["A1001", "A1004", "A1009", "A9999"])
-def test_return_refused_unless_delivered(store: Store, order_id: str) -> None:
+def test_return_refused_unless_delivered(systems: StoreSystems, order_id: str) -> None:
     with pytest.raises(StoreError):
-        store.returns.create_return(order_id, "unwanted")
-    assert store.returns.get_return(order_id) is None
+        systems.returns.create_return(order_id, "unwanted")
+    assert systems.returns.get_return(order_id) is None
 
 
 def test_create_refund_pending(systems: StoreSystems, now: datetime) -> None:

@@ -171,6 +171,10 @@ class ShopifyStandIn:
         shipment = demo.delivery.get_shipment(order.order_id)
         returned = demo.returns.get_return(order.order_id)
         refunds = demo.returns.refunds(order.order_id)
+        line_items = [{"id": f"gid://shopify/LineItem/{self._next()}", "sku": item.sku,
+                       "name": item.name, "quantity": item.quantity,
+                       "originalUnitPriceSet": money(item.unit_price)} for item in order.items]
+        fulfillments = [self._fulfillment(shipment, line_items)] if shipment else []
         sale = {"id": f"gid://shopify/OrderTransaction/{number}", "kind": "SALE",
                 "status": "SUCCESS", "gateway": order.payment_method,
                 "processedAt": iso(order.placed_at), "amountSet": money(order.total)}
@@ -185,27 +189,33 @@ class ShopifyStandIn:
             "customer": customer,
             "shippingAddress": self._address(order.shipping_address),
             "billingAddress": self._address(order.billing_address),
-            "lineItems": [{"id": f"gid://shopify/LineItem/{self._next()}", "sku": item.sku,
-                           "name": item.name, "quantity": item.quantity,
-                           "originalUnitPriceSet": money(item.unit_price)}
-                          for item in order.items],
-            "fulfillments": [self._fulfillment(shipment)] if shipment else [],
+            "lineItems": line_items,
+            "fulfillments": fulfillments,
             "refunds": [self._refund(r.amount, r.created_at, r.reason,
                                      r.status is RefundStatus.PENDING, r.issued_at)
                         for r in refunds],
             "returns": [{"id": f"gid://shopify/Return/{self._next()}",
-                         "name": f"#{number}-R1", "status": _RETURN_STATUS[returned.status]}]
+                         "name": f"#{number}-R1", "status": _RETURN_STATUS[returned.status],
+                         "lineItems": [{"fulfillmentLineItemId": fli["id"],
+                                        "quantity": fli["quantity"]}
+                                       for f in fulfillments
+                                       for fli in f["fulfillmentLineItems"]]}]
             if returned else [],
             "transactions": [sale],
         }
 
-    def _fulfillment(self, shipment: Any) -> Obj:
+    def _fulfillment_line_items(self, line_items: List[Obj]) -> List[Obj]:
+        return [{"id": f"gid://shopify/FulfillmentLineItem/{self._next()}",
+                 "quantity": item["quantity"], "lineItem": item} for item in line_items]
+
+    def _fulfillment(self, shipment: Any, line_items: List[Obj]) -> Obj:
         events = sorted(shipment.events, key=lambda e: e.time)
         last = ("DELIVERED" if shipment.delivered_at else
                 {DeliveryException.LOST: "FAILURE",
                  DeliveryException.DELAYED: "DELAYED"}.get(shipment.exception, "IN_TRANSIT"))
         return {
             "id": f"gid://shopify/Fulfillment/{self._next()}", "name": "F1", "status": "SUCCESS",
+            "fulfillmentLineItems": self._fulfillment_line_items(line_items),
             "displayStatus": {"FAILURE": "FAILURE"}.get(last, "DELIVERED"
                                                          if shipment.delivered_at
                                                          else "IN_TRANSIT"),
@@ -255,6 +265,7 @@ class ShopifyStandIn:
             order["fulfillments"].append({
                 "id": f"gid://shopify/Fulfillment/{self._next()}", "name": "F1",
                 "status": "SUCCESS", "displayStatus": "IN_TRANSIT", "createdAt": iso(now),
+                "fulfillmentLineItems": self._fulfillment_line_items(order["lineItems"]),
                 "inTransitAt": iso(now), "deliveredAt": None, "estimatedDeliveryAt": None,
                 "trackingInfo": [{"company": "UPS", "number": "1Z999AA10000000001",
                                   "url": "https://www.ups.com/track?tracknum=1Z999AA10000000001"}],
@@ -354,8 +365,9 @@ class ShopifyStandIn:
 
     def _root(self) -> Obj:
         return {"order": self._order, "orders": self._orders, "customers": self._customers,
-                "job": self._job, "orderCancel": self._order_cancel,
-                "orderUpdate": self._order_update, "refundCreate": self._refund_create}
+                "job": self._job, "returnableFulfillments": self._returnable_fulfillments,
+                "orderCancel": self._order_cancel, "orderUpdate": self._order_update,
+                "refundCreate": self._refund_create, "returnRequest": self._return_request}
 
     def _visible(self, order: Optional[Obj]) -> Optional[Obj]:
         if order is None:
@@ -461,6 +473,50 @@ class ShopifyStandIn:
         order["displayFinancialStatus"] = ("REFUNDED" if asked == refundable
                                            else "PARTIALLY_REFUNDED")
         return {"refund": refund, "order": self._visible(order), "userErrors": []}
+
+    def _returnable(self, order: Obj) -> Dict[str, int]:
+        """What may still be returned: quantity by fulfilment line item id."""
+        left = {fli["id"]: fli["quantity"] for f in order["fulfillments"]
+                for fli in f["fulfillmentLineItems"]}
+        for ret in order["returns"]:
+            if ret["status"] not in ("CANCELED", "DECLINED"):
+                for item in ret.get("lineItems", []):
+                    left[item["fulfillmentLineItemId"]] -= item["quantity"]
+        return left
+
+    def _returnable_fulfillments(self, orderId: str, first: int = 10,  # noqa: N803
+                                 after: Optional[str] = None) -> Obj:
+        order = self.orders.get(orderId)
+        left = self._returnable(order) if order else {}
+        found = []
+        for fulfillment in order["fulfillments"] if order else []:
+            items = [{"quantity": left[fli["id"]], "fulfillmentLineItem": fli}
+                     for fli in fulfillment["fulfillmentLineItems"] if left[fli["id"]] > 0]
+            if items:
+                found.append({"id": f"gid://shopify/ReturnableFulfillment/"
+                                    f"{digits(fulfillment['id'])}",
+                              "fulfillment": fulfillment,
+                              "returnableFulfillmentLineItems": items})
+        return page(found, first, after)
+
+    def _return_request(self, input: Obj) -> Obj:  # noqa: A002
+        order = self.orders.get(input["orderId"])
+        if order is None:
+            return {"return": None, "userErrors": [{"field": ["input", "orderId"],
+                                                    "message": "Order does not exist"}]}
+        left = self._returnable(order)
+        for n, item in enumerate(input["returnLineItems"]):
+            if item["quantity"] > left.get(item["fulfillmentLineItemId"], 0):
+                return {"return": None, "userErrors": [{
+                    "field": ["input", "returnLineItems", str(n), "quantity"],
+                    "message": "Quantity is not available for return"}]}
+        new = {"id": f"gid://shopify/Return/{self._next()}",
+               "name": f"{order['name']}-R{len(order['returns']) + 1}", "status": "REQUESTED",
+               "lineItems": [{"fulfillmentLineItemId": item["fulfillmentLineItemId"],
+                              "quantity": item["quantity"]}
+                             for item in input["returnLineItems"]]}
+        order["returns"].append(new)
+        return {"return": new, "userErrors": []}
 
     def _refundable(self, order: Obj) -> Decimal:
         return amount_of(order["totalPriceSet"]) - sum(

@@ -98,3 +98,24 @@ mutation RefundCreate($input: RefundInput!) {
   }
 }
 """
+
+RETURNABLE_FULFILLMENTS = """
+query ReturnableFulfillments($orderId: ID!) {
+  returnableFulfillments(orderId: $orderId, first: 5) {
+    nodes {
+      returnableFulfillmentLineItems(first: 20) {
+        nodes { quantity fulfillmentLineItem { id } }
+      }
+    }
+  }
+}
+"""
+
+RETURN_REQUEST = """
+mutation ReturnRequest($input: ReturnRequestInput!) {
+  returnRequest(input: $input) {
+    return { id name status }
+    userErrors { field message }
+  }
+}
+"""

@@ -324,14 +324,42 @@ class ShopifyReturns:
         if node is None or not node["returns"]["nodes"]:
             return None
         order = self._orders.from_node(node)
-        ret = node["returns"]["nodes"][0]
+        ret = node["returns"]["nodes"][-1]  # the latest
+        # Shopify's label is the shop's to send; the reason and the return's own date are
+        # not read (created_at is the order's date)
         return ReturnRecord(rma_id=f"RMA-{_numeric_id(ret['id'])}", order_id=order.order_id,
                             status=_RETURN_STATUSES.get(ret["status"], ReturnStatus.REQUESTED),
                             label_url="", reason="", created_at=order.placed_at)
 
+    @_forgets_the_turn
     def create_return(self, order_id: str, reason: str) -> ReturnRecord:
-        raise StoreError("returns are not yet opened through Shopify by the bot: "
-                         "a person opens the return")
+        """Ask for the return of everything delivered that may still be returned; the
+        shop approves it and sends the label (Shopify's returnRequest: REQUESTED)."""
+        node = self._orders.order_node(order_id)
+        if node is None:
+            raise StoreError(f"unknown order {order_id!r}")
+        order = self._orders.from_node(node)
+        if node["returns"]["nodes"]:
+            raise StoreError(f"order {order.order_id} already has a return")
+        if order.status is not OrderStatus.DELIVERED:
+            raise StoreError(f"order {order.order_id} is {order.status.value}, not delivered")
+        found = self._client.execute(doc.RETURNABLE_FULFILLMENTS, {"orderId": node["id"]})
+        items = [{"fulfillmentLineItemId": item["fulfillmentLineItem"]["id"],
+                  "quantity": item["quantity"], "returnReason": "OTHER",
+                  "customerNote": reason[:300]}
+                 for returnable in found["returnableFulfillments"]["nodes"]
+                 for item in returnable["returnableFulfillmentLineItems"]["nodes"]
+                 if item["quantity"] > 0]
+        if not items:
+            raise StoreError(f"nothing of order {order.order_id} may be returned any more")
+        answer = self._client.execute(doc.RETURN_REQUEST, {"input": {
+            "orderId": node["id"], "returnLineItems": items}})
+        _refuse_on(answer["returnRequest"].get("userErrors"))
+        self._orders.forget_turn()  # read the order again, with its new return
+        made = self.get_return(order_id)
+        if made is None:
+            raise StoreUnavailable(f"the return of order {order_id} not found on reading back")
+        return made
 
     def swapped_returns(self, customer_id: int, since: datetime) -> list[str]:
         """Shopify keeps no serial numbers of units shipped and returned."""
