@@ -20,9 +20,12 @@ from actions.store.types import StoreConfigError, StoreUnavailable
 log = logging.getLogger("actions.store.shopify")
 
 DEFAULT_API_VERSION = "2025-10"
-REQUEST_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+# A turn must be answered within the gateway's wait for Rasa (RASA_TIMEOUT_SECONDS, 10 s
+# by default), else the customer is handed over while the turn may still write: every
+# wait here is kept well inside it.
+REQUEST_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 # how long one call may wait for the bucket (pacing and THROTTLED retries together)
-THROTTLE_PATIENCE_SECONDS = 20.0
+THROTTLE_PATIENCE_SECONDS = 5.0
 FIRST_BACKOFF_SECONDS = 0.5
 # a client-credentials token is fetched again this long before it expires
 TOKEN_REFRESH_MARGIN_SECONDS = 300

@@ -47,7 +47,8 @@ DEFAULT_DELIVERY_DAYS = 5
 # an undelivered parcel without a carrier scan for this long is stuck
 STUCK_AFTER_DAYS = 5
 # how long an orderCancel job may take before the bot stops waiting and a person checks
-JOB_PATIENCE_SECONDS = 15.0
+# (inside the gateway's wait for the turn: client.py)
+JOB_PATIENCE_SECONDS = 5.0
 JOB_POLL_SECONDS = 0.5
 MAX_PAGES = 100
 
