@@ -21,8 +21,8 @@ log = logging.getLogger("actions.store.shopify")
 
 DEFAULT_API_VERSION = "2025-10"
 # A turn must be answered within the gateway's wait for Rasa (RASA_TIMEOUT_SECONDS, 10 s
-# by default), else the customer is handed over while the turn may still write: every
-# wait here is kept well inside it.
+# by default), else the customer is handed over while the turn may still write: each
+# wait here is kept short.
 REQUEST_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 # how long one call may wait for the bucket (pacing and THROTTLED retries together)
 THROTTLE_PATIENCE_SECONDS = 5.0
