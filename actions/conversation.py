@@ -2,6 +2,7 @@
 slot changes and escalation, behind one small `Turn` object."""
 from __future__ import annotations
 
+import asyncio
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -17,8 +18,8 @@ from rasa_sdk.types import DomainDict
 
 from actions.identity import belongs_to, normalize_phone, proven_contact
 from actions.policy import EscalationPolicy, current_policy, policy_facts
-from actions.store.sql import Store, open_store
-from actions.store.types import Order, normalize_order_id
+from actions.store.backend import open_systems
+from actions.store.types import Order, StoreSystems, normalize_order_id
 from common.handoff_request import HandoffRequest
 
 HOUSEKEEPING_ACTIONS = frozenset({"action_listen", "action_session_start"})
@@ -55,9 +56,10 @@ class Question:
 
 
 @lru_cache(maxsize=1)
-def shared_store() -> Store:
-    """One store (and connection pool) per action-server process."""
-    return open_store()
+def shared_store() -> StoreSystems:
+    """One set of store systems (and connection pools) per action-server process, on
+    the platform STORE_BACKEND names."""
+    return open_systems(order_letter=current_policy().identity.order_number_letter)
 
 
 def day(value: date | datetime) -> str:
@@ -74,7 +76,7 @@ class Turn:
 
     dispatcher: CollectingDispatcher
     tracker: Tracker
-    store: Store = field(default_factory=shared_store)
+    store: StoreSystems = field(default_factory=shared_store)
     policy: EscalationPolicy = field(default_factory=current_policy)
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     events: List[EventType] = field(default_factory=list)
@@ -215,7 +217,13 @@ class TurnAction(Action, ABC):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
+        # store calls block (SQL, a platform's HTTP API with its retries): on a worker
+        # thread, so the action server keeps serving other conversations meanwhile
+        return await asyncio.to_thread(self._run, dispatcher, tracker)
+
+    def _run(self, dispatcher: CollectingDispatcher, tracker: Tracker) -> List[Dict[str, Any]]:
         turn = Turn(dispatcher, tracker)
+        turn.store.begin_turn()
         self.act(turn)
         if self.completes_request:
             turn.pass_on_next_request()

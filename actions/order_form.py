@@ -13,7 +13,7 @@ from rasa_sdk.types import DomainDict
 
 from actions.address import read_address
 from actions.codes import redeem_code, send_code
-from actions.conversation import Turn, TurnAction
+from actions.conversation import Turn, TurnAction, shared_store
 from actions.identity import Proof, ProofCheck, belongs_to, normalize_contact, proof_holds
 from actions.store.types import Order, OrderStatus, normalize_order_id
 
@@ -74,6 +74,19 @@ def extra_slots(request: Optional[str], order: Order) -> List[str]:
 class ValidateOrderForm(FormValidationAction):
     def name(self) -> str:
         return "validate_order_form"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[Dict[str, Any]]:
+        # the validators read the store, which blocks: the whole validation runs on a
+        # worker thread (with a loop of its own) so the action server's loop never waits
+        validation = super().run(dispatcher, tracker, domain)
+
+        def validate() -> List[Dict[str, Any]]:
+            shared_store().begin_turn()
+            return asyncio.run(validation)
+
+        return await asyncio.to_thread(validate)
 
     async def required_slots(
         self,

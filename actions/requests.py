@@ -39,8 +39,12 @@ REMEDY_TITLES = {
 CLAIM_OF_PROBLEM = {"not_received": "not_received", "damaged_item": "damaged",
                     "wrong_item": "wrong_item", "lost": "lost"}
 CUSTOMER_CLAIMS = ("not_received", "damaged", "wrong_item")
+# returns whose parcel is not on its way back yet
+NOT_SENT_BACK = (ReturnStatus.REQUESTED, ReturnStatus.APPROVED, ReturnStatus.LABEL_ISSUED)
 PAYMENT_METHODS = {"store_credit": "store credit"}
 RETURN_STATE_RESPONSES = {
+    ReturnStatus.REQUESTED: "utter_return_requested",
+    ReturnStatus.APPROVED: "utter_return_approved",
     ReturnStatus.LABEL_ISSUED: "utter_return_label_issued",
     ReturnStatus.IN_TRANSIT: "utter_return_in_transit",
     ReturnStatus.RECEIVED: "utter_return_received",
@@ -215,9 +219,14 @@ class CreateReturn(Change):
         record = turn.store.returns.get_return(self.order_id)
         if record is None:
             return None
-        return {"reference": record.rma_id, "label_url": record.label_url}
+        return {"reference": record.rma_id, "label_url": record.label_url,
+                "status": record.status.value}
 
     def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
+        if found.get("status") == ReturnStatus.REQUESTED.value:  # the shop sends the label
+            turn.say("utter_return_requested", rma_id=found["reference"],
+                     order_id=order.order_id)
+            return
         shipment = turn.store.delivery.get_shipment(order.order_id)
         turn.say("utter_return_created", order_id=order.order_id, rma_id=found["reference"],
                  label_url=found["label_url"], carrier=shipment.carrier if shipment else "UPS",
@@ -603,7 +612,7 @@ def _refund_delivered(turn: Turn, order: Order) -> None:
     record = turn.store.returns.get_return(order.order_id)
     if record is None:
         return_item(turn, order, intro="utter_refund_needs_return")
-    elif record.status is ReturnStatus.LABEL_ISSUED:
+    elif record.status in NOT_SENT_BACK:
         turn.escalate("stop_the_line_refund_before_return", order,
                       f"Customer asks for a refund on {order.order_id} but return "
                       f"{record.rma_id} has not been shipped yet; no refund was made.")

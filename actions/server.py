@@ -21,6 +21,9 @@ from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from actions.store.backend import check_config
+from actions.store.types import StoreConfigError
+
 log = logging.getLogger("actions.server")
 
 # what answers without the secret: whether the server is up, nothing else
@@ -58,6 +61,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not token:
         sys.exit("error: ACTION_SERVER_TOKEN is not set: the action server takes requests "
                  "only from Rasa, which sends this secret (endpoints.yml)")
+    try:
+        check_config(os.environ)
+    except StoreConfigError as error:
+        sys.exit(f"error: {error}")
     # rasa_sdk binds to SANIC_HOST (0.0.0.0 by default): here loopback, unless the
     # deployment puts the action server on an internal network (docker-compose.yml)
     os.environ["SANIC_HOST"] = os.environ.get("ACTION_SERVER_HOST", "127.0.0.1")

@@ -74,7 +74,9 @@ async def measure(store: Store, calls: List[Callable[[], Awaitable[Any]]]) -> Me
     def count(*_: Any) -> None:
         statements[0] += 1
 
-    sa.event.listen(shared_store().engine, "before_cursor_execute", count)
+    systems = shared_store()
+    assert isinstance(systems, Store), "this benchmark counts the SQL store's statements"
+    sa.event.listen(systems.engine, "before_cursor_execute", count)
     millis, counts = [], []
     try:
         for call in calls:
@@ -84,7 +86,7 @@ async def measure(store: Store, calls: List[Callable[[], Awaitable[Any]]]) -> Me
             millis.append((time.perf_counter() - started) * 1000)
             counts.append(statements[0])
     finally:
-        sa.event.remove(shared_store().engine, "before_cursor_execute", count)
+        sa.event.remove(systems.engine, "before_cursor_execute", count)
     return millis, counts
 
 

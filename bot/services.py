@@ -13,7 +13,9 @@ from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from actions.store.backend import systems_on
 from actions.store.sql import Store, open_store
+from actions.store.types import StoreSystems
 from bot.handoff.chatwoot.api import ChatwootApi
 from bot.handoff.chatwoot.links import ChatwootLinks
 from bot.handoff.chatwoot.target import ChatwootTarget
@@ -52,6 +54,9 @@ class Services:
     settings: Settings
     policies: Policies
     store: Store
+    # the order platform (STORE_BACKEND) the agents' order snapshots read; the monitors
+    # and the data requests still use `store`
+    shop: StoreSystems
     records: GatewayRecords
     redis: Optional[aioredis.Redis]
     desk: HandoffDesk
@@ -67,6 +72,7 @@ class Services:
         await self.desk.target.stop()
         if self.redis is not None:
             await self.redis.close(close_connection_pool=True)
+        self.shop.close()
         self.store.close()
         self.records.close()
 
@@ -85,6 +91,7 @@ def build_services(settings: Optional[Settings] = None,
         channels = build_channels(credentials_from_env(os.environ), policy, settings, redis)
         report_channels(channels, os.environ)
     store = open_store(settings.database_url or None)
+    shop = systems_on(store, os.environ, policies.escalation.identity.order_number_letter)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
     inbox: Inbox = SqlInbox(records, policy.dedupe_hours * 3600)
@@ -96,7 +103,7 @@ def build_services(settings: Optional[Settings] = None,
     handoffs = HandoffStore(records.engine)
     live = (RedisLiveQueues(handoffs, records, redis, list(escalation.teams)) if redis
             else LiveQueues(handoffs, records))
-    desk = HandoffDesk(handoffs, records, policies.handoff, escalation, store,
+    desk = HandoffDesk(handoffs, records, policies.handoff, escalation, shop,
                        RedisEventBus(redis) if redis else EventBus(), live,
                        PeakMode(policies.peak, records, handoffs))
     webhook = connect_handoff_target(settings, policies, desk)
@@ -106,7 +113,8 @@ def build_services(settings: Optional[Settings] = None,
                                policy.bot_requests_in_flight, policy.bot_queue_seconds),
                     channels, policy, desk, metrics, inbound)
 
-    return Services(settings, policies, store, records, redis, desk, metrics, router, webhook)
+    return Services(settings, policies, store, shop, records, redis, desk, metrics, router,
+                    webhook)
 
 
 def connect_handoff_target(settings: Settings, policies: Policies,

@@ -28,9 +28,12 @@ from typing import Any, Dict, Iterator, List, cast
 import pytest
 import sqlalchemy as sa
 
+from actions.store.backend import open_systems
 from actions.store.seed import seed_demo_store
 from actions.store.sql import Store, open_store
+from actions.store.types import StoreSystems
 from tests.provider_api import free_port
+from tests.store_api.shopify import ShopifyStandIn
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,9 +87,47 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def store(store_url: str, now: datetime) -> Iterator[Store]:
     """The store on an empty schema (dropped and recreated), seeded relative to `now`."""
-    opened = open_store(store_url)
+    opened = seeded_sql_store(store_url, now)
+    yield opened
+    opened.close()
+
+
+def seeded_sql_store(url: str, now: datetime) -> Store:
+    opened = open_store(url)
     opened.reset_schema()
     seed_demo_store(opened, now)
+    return opened
+
+
+@pytest.fixture
+def shopify_shop(now: datetime, tmp_path: Path) -> Iterator[ShopifyStandIn]:
+    """The Shopify stand-in holding the demo orders, serving on a free port."""
+    shop = ShopifyStandIn.from_demo(now, tmp_path)
+    shop.start()
+    yield shop
+    shop.stop()
+
+
+def shopify_env(shop: ShopifyStandIn, **more: str) -> Dict[str, str]:
+    """The variables of STORE_BACKEND=shopify pointed at the stand-in."""
+    return {"STORE_BACKEND": "shopify", "SHOPIFY_SHOP": "demo-store.myshopify.com",
+            "SHOPIFY_ACCESS_TOKEN": shop.access_token, "SHOPIFY_API_BASE_URL": shop.url,
+            **more}
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "shopify"])
+def systems(request: pytest.FixtureRequest, now: datetime,
+            tmp_path: Path) -> Iterator[StoreSystems]:
+    """The store systems on each backend, holding the demo data: the SQL store on SQLite
+    and on PostgreSQL, and a Shopify shop (the stand-in) with the bot's own records on
+    SQLite. For the store tests whose meaning every platform shares."""
+    bot_db = f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "shopify":
+        shop: ShopifyStandIn = request.getfixturevalue("shopify_shop")
+        opened: StoreSystems = open_systems({**shopify_env(shop), "DATABASE_URL": bot_db})
+    else:
+        url = bot_db if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+        opened = seeded_sql_store(url, now)
     yield opened
     opened.close()
 

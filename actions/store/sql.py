@@ -138,6 +138,12 @@ def _order_fk(**kwargs: Any) -> sa.Column:
     return sa.Column("order_id", sa.String(16), sa.ForeignKey("orders.order_id"), **kwargs)
 
 
+def _bot_record_order_id() -> sa.Column:
+    """The order a bot record (write log, hold) is about: no foreign key, since with
+    another order platform (STORE_BACKEND) the order is not in this database."""
+    return sa.Column("order_id", sa.String(16), nullable=False, index=True)
+
+
 customers = sa.Table(
     "customers", metadata,
     sa.Column("customer_id", sa.Integer, primary_key=True),
@@ -243,7 +249,7 @@ guarded_writes = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("conversation_id", sa.String(200), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
-    _order_fk(nullable=False, index=True),
+    _bot_record_order_id(),
     sa.Column("params", sa.Text, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("before", sa.Text, nullable=False),
@@ -258,7 +264,7 @@ guarded_writes = sa.Table(
 order_holds = sa.Table(
     "order_holds", metadata,
     sa.Column("hold_id", sa.Integer, primary_key=True),
-    _order_fk(nullable=False, index=True),
+    _bot_record_order_id(),
     sa.Column("rule", sa.String(64), nullable=False),
     sa.Column("conversation_id", sa.String(200), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
@@ -573,6 +579,11 @@ class SqlDelivery(_System):
             return _from_row(Shipment, row, exception=DeliveryException(row.exception),
                              events=tuple(_from_row(TrackingEvent, e) for e in events))
 
+    def shipments(self, order_id: str) -> list[Shipment]:
+        """The demo store ships each order in one parcel."""
+        shipment = self.get_shipment(order_id)
+        return [] if shipment is None else [shipment]
+
     @_unavailable_on_database_errors
     def open_claim(self, order_id: str, kind: str) -> CarrierClaim:
         canonical = _require_id(order_id)
@@ -835,6 +846,9 @@ class Store:
     contacts: SqlContactLog
     writes: SqlWriteLog
     codes: SqlCodes
+
+    def begin_turn(self) -> None:
+        """Nothing kept between reads: the database is near and cheap to ask."""
 
     def reset_schema(self) -> None:
         """Drop and recreate every table (tests, demo resets)."""

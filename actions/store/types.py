@@ -43,6 +43,10 @@ class DeliveryException(str, enum.Enum):
 
 
 class ReturnStatus(str, enum.Enum):
+    # asked for, waiting for the shop to approve it and send the label (Shopify)
+    REQUESTED = "requested"
+    # approved, the label sent by the shop, no parcel on its way yet (Shopify)
+    APPROVED = "approved"
     LABEL_ISSUED = "label_issued"
     IN_TRANSIT = "in_transit"
     RECEIVED = "received"
@@ -166,12 +170,19 @@ class Refund:
 
 
 class StoreError(Exception):
-    """A change the store refuses (e.g. cancelling a shipped order)."""
+    """A change the store refuses (e.g. cancelling a shipped order): permanent, asking
+    again gives the same answer. The message says why, in words a person can read."""
 
 
 class StoreUnavailable(Exception):
-    """The store could not be asked, or did not answer: a change may or may not have
-    been made, and only a fresh read can tell."""
+    """The store could not be asked, or did not answer (down, timed out, throttled for
+    too long, credentials refused): transient as far as the customer is concerned; a
+    change may or may not have been made, and only a fresh read can tell."""
+
+
+class StoreConfigError(Exception):
+    """The store backend cannot start: unknown STORE_BACKEND or a missing variable,
+    which the message names."""
 
 
 # The kinds of WriteRecord that put a problem right (a free replacement, money back).
@@ -229,7 +240,14 @@ class OrderSystem(Protocol):
 
 
 class DeliverySystem(Protocol):
-    def get_shipment(self, order_id: str) -> Optional[Shipment]: ...
+    def get_shipment(self, order_id: str) -> Optional[Shipment]:
+        """The order's latest shipment (the one shipped last), if any."""
+        ...
+
+    def shipments(self, order_id: str) -> list[Shipment]:
+        """Every shipment of the order, oldest first (a platform may ship an order in
+        several parcels)."""
+        ...
 
     def open_claim(self, order_id: str, kind: str) -> CarrierClaim: ...
 
@@ -264,6 +282,37 @@ class ReturnsSystem(Protocol):
     def create_refund(
         self, order_id: str, amount: Decimal, reason: str, method: str = "original_payment"
     ) -> Refund: ...
+
+
+class StoreSystems(Protocol):
+    """Every system the actions use, whatever the order platform (actions/store/backend.py
+    chooses by STORE_BACKEND). The bot's own records (writes, codes, contacts) always live
+    in the bot's SQL database."""
+
+    @property
+    def orders(self) -> OrderSystem: ...
+
+    @property
+    def delivery(self) -> DeliverySystem: ...
+
+    @property
+    def returns(self) -> ReturnsSystem: ...
+
+    @property
+    def contacts(self) -> ContactLog: ...
+
+    @property
+    def writes(self) -> WriteLog: ...
+
+    @property
+    def codes(self) -> OneTimeCodes: ...
+
+    def begin_turn(self) -> None:
+        """A new action run starts on this thread: orders it reads may be kept until the
+        next run, so that one turn reads each order once (writes always read afresh)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class WriteLog(Protocol):

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from actions.policy import EscalationPolicy
-from actions.store.sql import Store
+from actions.store.types import StoreSystems
 from bot.handoff.events import EventBus, EventType
 from bot.handoff.live import LiveQueues
 from bot.handoff.peak import PeakMode
@@ -104,7 +104,7 @@ def split_handoff(replies: Sequence[Reply]) -> Tuple[List[Reply], Optional[Hando
 
 class HandoffDesk:
     def __init__(self, store: HandoffStore, records: GatewayRecords, policy: HandoffPolicy,
-                 escalation: EscalationPolicy, shop: Store, bus: EventBus,
+                 escalation: EscalationPolicy, shop: StoreSystems, bus: EventBus,
                  live: Optional[LiveQueues] = None, peak: Optional[PeakMode] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store

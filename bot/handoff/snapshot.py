@@ -1,5 +1,6 @@
 """The order as the agent needs to see it when a conversation is handed over: status,
-items, total, carrier events, return and refund state, from the store's systems."""
+items, total, carrier events, return and refund state, from the store's systems (the
+order platform STORE_BACKEND names)."""
 from __future__ import annotations
 
 from dataclasses import asdict, is_dataclass
@@ -8,10 +9,10 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Dict, Optional
 
-from actions.store.sql import Store
+from actions.store.types import StoreSystems
 
 
-def order_snapshot(store: Store, order_id: str) -> Optional[Dict[str, Any]]:
+def order_snapshot(store: StoreSystems, order_id: str) -> Optional[Dict[str, Any]]:
     order = store.orders.get_order(order_id)
     if order is None:
         return None

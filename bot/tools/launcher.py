@@ -26,6 +26,8 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
 
+from actions.store.backend import backend_name, check_config
+from actions.store.types import StoreConfigError
 from bot.settings import (
     ACTION_TOKEN_FILE,
     REST_TOKEN_FILE,
@@ -208,6 +210,19 @@ def stop(processes: Dict[str, subprocess.Popen]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def seed_demo_store_if_used(env: Dict[str, str]) -> str:
+    """Reseed the demo store, which wipes the bot's own records beside it (write log,
+    codes, contact log): only when the demo store is the order platform. What was done."""
+    name = backend_name(env)
+    if name != "sql":
+        return f"store: {name} (the demo store is not seeded; the bot's records are kept)"
+    from actions.store.seed import seed_demo_store
+    from actions.store.sql import open_store
+
+    count = seed_demo_store(open_store(env.get("DATABASE_URL") or None))
+    return f"demo store seeded: {count} orders"
+
+
 def run_system(train: bool = True, seed: bool = True) -> int:
     settings = load_settings()
     env = child_environment(settings)
@@ -220,6 +235,11 @@ def launch(settings: Settings, env: Dict[str, str], parts: List[Component], trai
            seed: bool, restart: bool = False) -> int:
     """Start the parts and watch them. With `restart`, a part that exits is started
     again (as a container platform would), unless it keeps exiting."""
+    try:
+        check_config(env)  # the order platform's variables, before anything starts
+    except StoreConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if train:
         try:
             train_if_changed(env, settings.var_dir / "logs" / "train.log")
@@ -227,11 +247,7 @@ def launch(settings: Settings, env: Dict[str, str], parts: List[Component], trai
             print(f"error: {error}", file=sys.stderr)
             return 1
     if seed:
-        from actions.store.seed import seed_demo_store
-        from actions.store.sql import open_store
-
-        count = seed_demo_store(open_store(env.get("DATABASE_URL") or None))
-        print(f"demo store seeded: {count} orders")
+        print(seed_demo_store_if_used(env))
     processes: Dict[str, subprocess.Popen] = {}
     # explicit for both: a process started in the background inherits SIGINT ignored
     for signum in (signal.SIGINT, signal.SIGTERM):

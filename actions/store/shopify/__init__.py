@@ -1,0 +1,51 @@
+"""A Shopify shop behind the store interfaces (STORE_BACKEND=shopify): the Admin
+GraphQL API (client.py), the documents sent (documents.py), and the systems that read
+and change orders with them (systems.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from actions.store.shopify.client import ShopifyClient, ShopifyConfig
+from actions.store.shopify.systems import ShopifyDelivery, ShopifyOrders, ShopifyReturns
+from actions.store.sql import SqlCodes, SqlContactLog, SqlWriteLog, Store
+
+
+@dataclass(frozen=True)
+class ShopifyStore:
+    """StoreSystems: orders, delivery and returns from Shopify; the bot's own records
+    (write log, holds, codes, contact log) in the bot's SQL database."""
+
+    client: ShopifyClient
+    orders: ShopifyOrders
+    delivery: ShopifyDelivery
+    returns: ShopifyReturns
+    bot_records: Store = field(repr=False)
+
+    @property
+    def contacts(self) -> SqlContactLog:
+        return self.bot_records.contacts
+
+    @property
+    def writes(self) -> SqlWriteLog:
+        return self.bot_records.writes
+
+    @property
+    def codes(self) -> SqlCodes:
+        return self.bot_records.codes
+
+    def begin_turn(self) -> None:
+        self.orders.begin_turn()
+
+    def close(self) -> None:
+        self.client.close()
+        self.bot_records.close()
+
+
+def open_shopify(config: ShopifyConfig, bot_records: Store, order_letter: str) -> ShopifyStore:
+    """The shop the SHOPIFY_* variables name (ShopifyConfig.from_env)."""
+    client = ShopifyClient(config)
+    orders = ShopifyOrders(client, order_letter)
+    return ShopifyStore(client=client, orders=orders,
+                        delivery=ShopifyDelivery(orders, lambda: datetime.now(timezone.utc)),
+                        returns=ShopifyReturns(client, orders), bot_records=bot_records)
