@@ -168,7 +168,11 @@ def driver_cursor(engine: Engine) -> Iterator[Any]:
     """A DBAPI cursor on a pooled connection, in a transaction committed at the end.
     The driver's errors are raised as SQLAlchemy's (an OperationalError is an outage
     the inbox waits out), and a connection the error shows dead is not pooled again."""
-    connection = engine.raw_connection()
+    try:
+        # SQLAlchemy 1.4 wraps a failed connect; 2.0 lets the driver's error through
+        connection = engine.raw_connection()
+    except engine.dialect.dbapi.Error as error:
+        raise _sqlalchemy_error(engine, error) from error
     cursor = connection.cursor()
     try:
         yield cursor
@@ -179,13 +183,18 @@ def driver_cursor(engine: Engine) -> Iterator[Any]:
         else:
             with contextlib.suppress(engine.dialect.dbapi.Error):
                 connection.rollback()
-        # no statement or parameters in the error: they hold the customer's words
-        raise sa.exc.DBAPIError.instance(None, None, error, engine.dialect.dbapi.Error,
-                                         dialect=engine.dialect) from error
+        raise _sqlalchemy_error(engine, error) from error
     finally:
         with contextlib.suppress(engine.dialect.dbapi.Error):
             cursor.close()
         connection.close()
+
+
+def _sqlalchemy_error(engine: Engine, error: Exception) -> sa.exc.DBAPIError:
+    """The driver's error as SQLAlchemy raises it, without the statement or its
+    parameters: they hold the customer's words."""
+    return sa.exc.DBAPIError.instance(None, None, error, engine.dialect.dbapi.Error,
+                                      dialect=engine.dialect)
 
 
 class GatewayRecords:
