@@ -16,7 +16,7 @@ try:
         validator,
     )
 except ImportError:  # pydantic 1, which has no pydantic.v1
-    from pydantic import (  # type: ignore[assignment, unused-ignore]
+    from pydantic import (  # type: ignore[assignment, no-redef, unused-ignore]
         BaseModel,
         Extra,
         Field,
