@@ -36,7 +36,6 @@ from typing import (
     Protocol,
     Tuple,
     Type,
-    cast,
 )
 
 import sqlalchemy.exc
@@ -324,8 +323,7 @@ class RedisInbox:
 
     async def _pick_up_pending(self) -> None:
         for member in await self.redis.smembers(self.pending):
-            # the client does not decode responses: bytes
-            self.workers.ensure(cast(bytes, member).decode(), self._drain)
+            self.workers.ensure(member.decode(), self._drain)
 
     async def _sweep(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         while True:
