@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Mapping, Optional, Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -152,30 +152,31 @@ def outbox_path() -> Path:
     return var_dir() / "outbox.jsonl"
 
 
-def notifier_from_env(env: Mapping[str, str] = os.environ) -> Notifier:
+def notifier_from_env() -> Notifier:
     """The SMS way first (when NOTIFY_SMS_FROM is set), then the email way."""
-    sms = sms_from_env(env)
-    email = email_from_env(env)
+    sms = sms_from_env()
+    email = email_from_env()
     return Ways((sms, email)) if sms else email
 
 
-def email_from_env(env: Mapping[str, str]) -> Notifier:
-    url = env.get("NOTIFY_URL", "")
+def email_from_env() -> Notifier:
+    url = os.environ.get("NOTIFY_URL", "")
     if not url:
         return Outbox(outbox_path())
     if urlsplit(url).scheme not in ("smtp", "smtps"):
         raise ValueError("NOTIFY_URL must be smtp://... or smtps://... (or unset: the outbox)")
-    return Smtp(url, env.get("NOTIFY_FROM") or f"no-reply@{urlsplit(url).hostname}")
+    return Smtp(url, os.environ.get("NOTIFY_FROM") or f"no-reply@{urlsplit(url).hostname}")
 
 
-def sms_from_env(env: Mapping[str, str]) -> Optional[TwilioSms]:
-    sender = env.get("NOTIFY_SMS_FROM", "")
+def sms_from_env() -> Optional[TwilioSms]:
+    sender = os.environ.get("NOTIFY_SMS_FROM", "")
     if not sender:
         return None
     if not is_phone(sender):
         raise ValueError("NOTIFY_SMS_FROM must be the store's number in E.164, like +14155550100")
-    missing = [name for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN") if not env.get(name)]
-    if missing:
-        raise ValueError(f"NOTIFY_SMS_FROM sends codes through Twilio: set {', '.join(missing)}")
-    return TwilioSms(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"], sender,
-                     env.get("TWILIO_API_BASE_URL", "https://api.twilio.com").rstrip("/"))
+    sid, token = os.environ.get("TWILIO_ACCOUNT_SID", ""), os.environ.get("TWILIO_AUTH_TOKEN", "")
+    if not (sid and token):
+        raise ValueError("NOTIFY_SMS_FROM sends codes through Twilio: set TWILIO_ACCOUNT_SID "
+                         "and TWILIO_AUTH_TOKEN")
+    return TwilioSms(sid, token, sender,
+                     os.environ.get("TWILIO_API_BASE_URL", "https://api.twilio.com").rstrip("/"))

@@ -67,13 +67,19 @@ SMS_ENV = {"NOTIFY_URL": "smtp://mail.example.com", "NOTIFY_SMS_FROM": "+1501712
            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t" * 32}
 
 
-def test_notify_sms_from_adds_text_messages_through_twilio() -> None:
-    ways = notifier_from_env(SMS_ENV)
+def test_notify_sms_from_adds_text_messages_through_twilio(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SMS_ENV.items():
+        monkeypatch.setenv(name, value)
+    ways = notifier_from_env()
     assert ways.reaches("+14155550100") and ways.reaches("ann@example.com")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "")
     with pytest.raises(ValueError, match="TWILIO_AUTH_TOKEN"):
-        notifier_from_env({**SMS_ENV, "TWILIO_AUTH_TOKEN": ""})
+        notifier_from_env()
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", SMS_ENV["TWILIO_AUTH_TOKEN"])
+    monkeypatch.setenv("NOTIFY_SMS_FROM", "SHOP")
     with pytest.raises(ValueError, match="E.164"):
-        notifier_from_env({**SMS_ENV, "NOTIFY_SMS_FROM": "SHOP"})
+        notifier_from_env()
 
 
 def test_a_text_message_goes_through_twilios_messages_api() -> None:
