@@ -143,8 +143,8 @@ def audit(client: TestClient, handoff_id: int) -> List[tuple]:
 
 async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_bot(
         client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer) -> None:
-    chat = 7500001
-    handoff = await ask_for_a_person(client, bot_api, chat, 2000)
+    chat = 7700001
+    handoff = await ask_for_a_person(client, bot_api, chat, 72000)
     conversation = await in_chatwoot(chatwoot, handoff)
     contact = chatwoot.contacts[conversation.contact_id]
     assert contact["name"] == "Ann" and contact["identifier"].startswith("gw-")
@@ -160,7 +160,7 @@ async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_
     assert len(sent_texts(bot_api, chat)) == 2, "Chatwoot's echo of a note reached the customer"
 
     # what the customer writes goes to Chatwoot, not to the bot
-    assert await post_update(client, update(2001, "where is my order", chat=chat)) == 200
+    assert await post_update(client, update(72001, "where is my order", chat=chat)) == 200
     await until(lambda: conversation.incoming() == ["where is my order"])
     await quiet(chatwoot)
     assert len(sent_texts(bot_api, chat)) == 2
@@ -190,7 +190,7 @@ async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_
     assert await chatwoot.set_status(conversation.id, "open") == 200
     assert desk_of(client).store.get(handoff["id"])["status"] == "active"  # type: ignore[index]
     sent = len(sent_texts(bot_api, chat))
-    assert await post_update(client, update(2002, "one more thing", chat=chat)) == 200
+    assert await post_update(client, update(72002, "one more thing", chat=chat)) == 200
     await until(lambda: conversation.incoming()[-1:] == ["one more thing"])
     await quiet(chatwoot)
     assert len(sent_texts(bot_api, chat)) == sent
@@ -206,12 +206,12 @@ async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_
 
     # back with the bot
     sent = len(sent_texts(bot_api, chat))
-    assert await post_update(client, update(2004, "where is my order", chat=chat)) == 200
+    assert await post_update(client, update(72004, "where is my order", chat=chat)) == 200
     await until(lambda: len(sent_texts(bot_api, chat)) > sent)
     assert "order number" in sent_texts(bot_api, chat)[-1].lower()
 
     # asking again later opens a new conversation for the same Chatwoot contact
-    again = await ask_for_a_person(client, bot_api, chat, 2005)
+    again = await ask_for_a_person(client, bot_api, chat, 72005)
     assert again["id"] != handoff["id"]
     second = await in_chatwoot(chatwoot, again)
     assert second.id != conversation.id and second.contact_id == conversation.contact_id
@@ -221,8 +221,8 @@ async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_
 async def test_forged_stale_and_malformed_webhooks_are_refused(
         client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer,
         caplog: pytest.LogCaptureFixture) -> None:
-    chat = 7500002
-    handoff = await ask_for_a_person(client, bot_api, chat, 2100)
+    chat = 7700002
+    handoff = await ask_for_a_person(client, bot_api, chat, 72100)
     conversation = await in_chatwoot(chatwoot, handoff)
     await quiet(chatwoot)
     forged = chatwoot._message_event(chatwoot._add_message(
@@ -250,10 +250,10 @@ async def test_forged_stale_and_malformed_webhooks_are_refused(
 async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it_is_back(
         client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer,
         caplog: pytest.LogCaptureFixture) -> None:
-    chat = 7500003
+    chat = 7700003
     chatwoot.down()
     caplog.set_level(logging.WARNING, logger="bot.handoff.chatwoot")
-    handoff = await ask_for_a_person(client, bot_api, chat, 2200)
+    handoff = await ask_for_a_person(client, bot_api, chat, 72200)
     await until(lambda: "did not take the handoff" in caplog.text)
     told = sent_texts(bot_api, chat)[-1]
     assert "queue" in told and f"H-{handoff['id']}" in told  # a person will pick it up
@@ -261,7 +261,7 @@ async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it
     await asyncio.sleep(2 * RETRY_SECONDS)
     assert not chatwoot.conversations  # still down: still kept, offered again later
     # what the customer writes meanwhile reaches the agent with the transcript
-    assert await post_update(client, update(2201, "my parcel is damaged", chat=chat)) == 200
+    assert await post_update(client, update(72201, "my parcel is damaged", chat=chat)) == 200
     await until(lambda: len(desk_of(client).records.transcript(f"telegram:{chat}")) == 4)
 
     chatwoot.down(False)
@@ -272,7 +272,7 @@ async def test_when_chatwoot_is_down_the_handoff_is_kept_and_given_to_it_once_it
 
     # down again: what the customer writes is held, in order, until Chatwoot is back
     chatwoot.down()
-    for number, text in enumerate(("the box was crushed", "and wet"), 2202):
+    for number, text in enumerate(("the box was crushed", "and wet"), 72202):
         assert await post_update(client, update(number, text, chat=chat)) == 200
     await until(lambda: "a customer message is held" in caplog.text)
     await asyncio.sleep(2 * RETRY_SECONDS)
@@ -287,7 +287,7 @@ async def test_a_monitors_handoff_reaches_chatwoot_with_the_order(
         client: TestClient, chatwoot: ChatwootServer) -> None:
     """The promises monitor opens handoffs nobody asked for (HandoffDesk.follow_up):
     they reach Chatwoot like the bot's, with the order's snapshot in the note."""
-    place = Place("telegram", "telegram", "7500007")
+    place = Place("telegram", "telegram", "7700007")
     handoff = await desk_of(client).follow_up(place, {
         "reason_code": "promise_due", "rule": "promise_due", "tier": 2,
         "queue": "logistics", "customer_name": "Ben", "customer_verified": True,
@@ -308,7 +308,7 @@ async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
     """The conversation was made, then assigning the team failed: the next try gives
     that conversation its notes and team; no second conversation."""
     chatwoot.fail_next("/assignments")
-    handoff = await ask_for_a_person(client, bot_api, 7500006, 2500)
+    handoff = await ask_for_a_person(client, bot_api, 7700006, 72500)
     reference = f"H-{handoff['id']}"
 
     def made() -> List[Conversation]:
@@ -363,7 +363,7 @@ async def test_a_wrong_api_token_keeps_the_handoff_and_says_why_without_content(
     client = await serve(settings, {"telegram": telegram}, chatwoot)
     try:
         with caplog.at_level(logging.WARNING, logger="bot.handoff.chatwoot"):
-            handoff = await ask_for_a_person(client, bot_api, 7500004, 2300)
+            handoff = await ask_for_a_person(client, bot_api, 7700004, 72300)
             await until(lambda: "HTTP 401" in caplog.text)
         assert handoff["status"] == "waiting" and not chatwoot.conversations
         assert "human" not in caplog.text and "Ann" not in caplog.text
@@ -374,12 +374,12 @@ async def test_a_wrong_api_token_keeps_the_handoff_and_says_why_without_content(
 async def test_erasing_a_customer_forgets_their_chatwoot_links_and_held_messages(
         client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer,
         caplog: pytest.LogCaptureFixture) -> None:
-    chat = 7500005
-    handoff = await ask_for_a_person(client, bot_api, chat, 2400)
+    chat = 7700005
+    handoff = await ask_for_a_person(client, bot_api, chat, 72400)
     conversation = await in_chatwoot(chatwoot, handoff)
     chatwoot.down()
     caplog.set_level(logging.WARNING, logger="bot.handoff.chatwoot")
-    assert await post_update(client, update(2401, "my name is Ann Lee", chat=chat)) == 200
+    assert await post_update(client, update(72401, "my name is Ann Lee", chat=chat)) == 200
     await until(lambda: "a customer message is held" in caplog.text)
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     contact = {"contact": f"telegram:{chat}"}
