@@ -12,6 +12,7 @@ from typing import Dict, Mapping, Optional
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from actions.store.backend import systems_on
 from actions.store.sql import Store, open_store
@@ -187,10 +188,13 @@ def connect_redis(url: str) -> aioredis.Redis:
     when the check fails. After a Redis restart every idle pooled connection is dead,
     and without the check the first command on each failed, though Redis was up: a
     message went to the spool and could be overtaken by the conversation's next one,
-    which another gateway put straight into Redis. A command itself is never sent
-    twice: a message would be popped twice."""
+    which another gateway put straight into Redis. A command that timed out is never
+    sent again (it may still run, and a message would be popped twice): redis-py 6 and
+    later retry commands with this same policy, so it names the broken connection
+    alone, which redis-py 4 retried only at the check."""
     return aioredis.from_url(url, health_check_interval=REDIS_IDLE_CHECK_SECONDS,
-                             retry=Retry(NoBackoff(), 1),
+                             retry=Retry(NoBackoff(), 1,
+                                         supported_errors=(RedisConnectionError,)),
                              socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                              socket_timeout=REDIS_TIMEOUT_SECONDS)
 

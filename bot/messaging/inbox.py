@@ -36,6 +36,7 @@ from typing import (
     Protocol,
     Tuple,
     Type,
+    cast,
 )
 
 import sqlalchemy.exc
@@ -323,7 +324,8 @@ class RedisInbox:
 
     async def _pick_up_pending(self) -> None:
         for member in await self.redis.smembers(self.pending):
-            self.workers.ensure(member.decode(), self._drain)
+            # the client does not decode responses: bytes
+            self.workers.ensure(cast(bytes, member).decode(), self._drain)
 
     async def _sweep(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         while True:

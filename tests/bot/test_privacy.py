@@ -96,6 +96,11 @@ def place(request: pytest.FixtureRequest, tmp_path: Path,
     yield found
 
 
+# The tests that hold a customer write Rasa's tracker store with Rasa's own code, so
+# they run in Rasa's environment (.venv), not the gateway's (docs/development.md#tests).
+WRITES_RASA_TRACKER = pytest.mark.rasa_env
+
+
 async def rasa_tracker(place: Place, conversation: str, events: List[Any]) -> None:
     """Store a conversation as Rasa does: Rasa's own SQL tracker store writes the rows."""
     from rasa.core.tracker_store import SQLTrackerStore
@@ -173,6 +178,7 @@ def files_holding(var: Path, *needles: str) -> Dict[str, List[str]]:
     return found
 
 
+@WRITES_RASA_TRACKER
 def test_the_cli_exports_everything_held_about_a_customer(
         customers: Place, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", "export", "--contact", EMAIL]) == 0
@@ -208,6 +214,7 @@ async def gateway(customers: Place) -> AsyncIterator[TestClient]:
     await client.close()
 
 
+@WRITES_RASA_TRACKER
 async def test_the_admin_erases_a_customer_and_no_file_keeps_a_byte_of_them(
         gateway: TestClient, customers: Place) -> None:
     needles = (EMAIL, PHONE, PHONE.lstrip("+"), "zebra-marmalade")
@@ -260,6 +267,7 @@ async def test_the_admin_erases_a_customer_and_no_file_keeps_a_byte_of_them(
         assert left and all(hits == ["okapi-chutney"] for hits in left.values()), left
 
 
+@WRITES_RASA_TRACKER
 def test_the_cli_erases_by_conversation_id(customers: Place,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", "erase", "--contact", OTHER]) == 0
@@ -270,6 +278,7 @@ def test_the_cli_erases_by_conversation_id(customers: Place,
     assert json.loads(capsys.readouterr().out)["transcripts"]  # the other customer stays
 
 
+@WRITES_RASA_TRACKER
 async def test_retention_purges_old_data_and_keeps_new(
         customers: Place, capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()
