@@ -181,6 +181,8 @@ REDIS_IDLE_CHECK_SECONDS = 1.0
 # command after this long, so a webhook waiting on it is answered (its message goes to
 # the spool) instead of hanging; a command takes a millisecond.
 REDIS_TIMEOUT_SECONDS = 2.0
+# redis-py 4's own default; the gateway's concurrency is bounded by its turns, not here
+REDIS_MAX_CONNECTIONS = 2**31
 
 
 def connect_redis(url: str) -> aioredis.Redis:
@@ -191,8 +193,11 @@ def connect_redis(url: str) -> aioredis.Redis:
     which another gateway put straight into Redis. A command that timed out is never
     sent again (it may still run, and a message would be popped twice): redis-py 6 and
     later retry commands with this same policy, so it names the broken connection
-    alone, which redis-py 4 retried only at the check."""
+    alone, which redis-py 4 retried only at the check. The pool is not capped: redis-py 6
+    and later cap it at 100 connections and fail the next command at once, which under
+    200 conversations paused the inbox; each turn's commands hold a connection briefly."""
     return aioredis.from_url(url, health_check_interval=REDIS_IDLE_CHECK_SECONDS,
+                             max_connections=REDIS_MAX_CONNECTIONS,
                              retry=Retry(NoBackoff(), 1,
                                          supported_errors=(RedisConnectionError,)),
                              socket_connect_timeout=REDIS_TIMEOUT_SECONDS,

@@ -320,7 +320,11 @@ class RedisInbox:
         """Processing one message may outlast the lock (bot retries, rate limits)."""
         while True:
             await asyncio.sleep(self.LOCK_MS / 3000)
-            await self.renew(keys=[lock], args=[token, self.LOCK_MS])
+            try:
+                await self.renew(keys=[lock], args=[token, self.LOCK_MS])
+            except aioredis.RedisError as error:
+                # keep trying: a lock that lapses lets another process answer it again
+                log.warning("inbox lock not renewed, Redis failed: %s", type(error).__name__)
 
     async def _pick_up_pending(self) -> None:
         for member in await self.redis.smembers(self.pending):

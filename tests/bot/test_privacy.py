@@ -30,12 +30,13 @@ from actions.store.sql import metadata as store_metadata
 from bot.app import create_app
 from bot.cli import main
 from bot.handoff import store as handoff_tables
+from bot.handoff.chatwoot import links as chatwoot_tables
 from bot.handoff.store import Agent, HandoffStore
 from bot.messaging.records import GatewayRecords, deliveries, turns
 from bot.messaging.records import metadata as records_metadata
 from bot.outreach.tables import metadata as monitor_metadata
 from bot.policies import load_channel_policy
-from bot.privacy import Holdings, Privacy, load_privacy_policy, purge_every
+from bot.privacy import PRIVACY, Holdings, Privacy, load_privacy_policy, purge_every
 from bot.reporting.kpi import tracker_events
 from bot.settings import load_settings
 from common.paths import REPO_ROOT
@@ -88,7 +89,7 @@ def place(request: pytest.FixtureRequest, tmp_path: Path,
         found = Place(var, url, url, url)
         engine = sa.create_engine(url)
         for tables in (records_metadata, handoff_tables.metadata, monitor_metadata,
-                       store_metadata, tracker_events.metadata):
+                       chatwoot_tables.metadata, store_metadata, tracker_events.metadata):
             tables.drop_all(engine)
         engine.dispose()
     for name, value in found.env().items():
@@ -212,6 +213,18 @@ async def gateway(customers: Place) -> AsyncIterator[TestClient]:
     await client.start_server()
     yield client
     await client.close()
+
+
+async def test_a_new_gateway_on_the_console_purges_without_the_helpdesks_tables(
+        place: Place) -> None:
+    """The purge also forgets helpdesk links; a gateway handing off to its own console
+    never opened them, and its scheduled purge failed on the missing tables."""
+    settings = dataclasses.replace(
+        load_settings(), var_dir=place.var, database_url=place.store_url,
+        gateway_database_override=place.gateway_url, tracker_database_url=place.tracker_url,
+        redis_url="", agent_api_token=ADMIN_TOKEN, rasa_url="http://127.0.0.1:9")
+    app = create_app(settings, {}, load_channel_policy())
+    assert not any(app[PRIVACY].purge("schedule").values())
 
 
 @WRITES_RASA_TRACKER
