@@ -565,6 +565,10 @@ async def _purge_schedule(app: web.Application) -> AsyncIterator[None]:
 def install_privacy(app: web.Application, privacy: Privacy, records: GatewayRecords) -> None:
     """The admin API (/api/privacy/export, /api/privacy/erase) and the scheduled purge."""
     app[PRIVACY], app[RECORDS] = privacy, records
+    # the helpdesks' link tables are made by their targets, only when HANDOFF_TARGET
+    # names one; export and erase read them all whatever the target
+    for tables in (chatwoot_tables.metadata, freshdesk_tables.metadata):
+        create_tables(tables, privacy.holdings.gateway)
     app.router.add_get("/api/privacy/export", authenticated(export_handler))
     app.router.add_post("/api/privacy/erase", authenticated(erase_handler))
     app.cleanup_ctx.append(_purge_schedule)
