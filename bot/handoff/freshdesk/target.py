@@ -179,7 +179,7 @@ class FreshdeskTarget(HelpdeskTarget):
             actor = _actor(reply.get("user_id"))
             try:
                 deliveries = await self.desk.helpdesk_reply(handoff, actor, reply_text(reply))
-            except Exception:
+            except BaseException:  # not sent, or stopped while sending: the next catch-up sends it
                 await records.write(self.links.forget_delivery, reply["id"])
                 raise
             now = await records.read(self.desk.store.get, handoff["id"])
