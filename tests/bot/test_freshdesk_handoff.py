@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import ROUTER, create_app
-from bot.handoff.desk import HandoffDesk
+from bot.handoff.desk import HandoffDesk, Place
 from bot.handoff.store import Handoff
 from bot.policies import load_channel_policy
 from bot.settings import FreshdeskSettings, Settings, load_settings
@@ -245,6 +245,28 @@ async def test_a_telegram_customer_is_worked_in_freshdesk_and_handed_back_to_the
     second = await in_freshdesk(freshdesk, again)
     assert second.id != ticket.id and second.requester_id == ticket.requester_id
     assert len(freshdesk.contacts) == 1
+
+
+async def test_a_monitors_handoff_reaches_freshdesk_with_the_order_and_the_tiers_priority(
+        client: TestClient, freshdesk: FreshdeskServer) -> None:
+    """The promises monitor opens handoffs nobody asked for (HandoffDesk.follow_up):
+    they reach Freshdesk like the bot's, with the order's snapshot in the note."""
+    place = Place("telegram", "telegram", "9500008")
+    handoff = await desk_of(client).follow_up(place, {
+        "reason_code": "promise_due", "rule": "promise_due", "tier": 2,
+        "queue": "logistics", "customer_name": "Ben", "customer_verified": True,
+        "customer_contact": "", "order_id": "A1001", "slots": {}, "actions_attempted": [],
+        "summary": {"what_happened": "Promise due today: trace claim C1 opened",
+                    "next": "chase the carrier", "eta": "within 2 business hours"}})
+    assert handoff is not None
+    ticket = await in_freshdesk(freshdesk, handoff)
+    [note] = ticket.notes(private=True)
+    assert "Reason: promise_due (rule promise_due), tier 2, queue delivery" in note
+    assert "identity verified: yes" in note and "Promised: within 2 business hours" in note
+    assert "&quot;order_id&quot;: &quot;A1001&quot;" in note and "1Z999AA10123456784" in note
+    assert (ticket.fields["priority"], ticket.fields["group_id"]) == (3, 1)  # logistics
+    assert ticket.fields["subject"] == f"Promise due (H-{handoff['id']}, telegram)"
+    assert freshdesk.contacts[ticket.requester_id]["name"] == "Ben"
 
 
 async def test_wrong_or_missing_secrets_and_malformed_webhooks_are_refused(
