@@ -371,6 +371,39 @@ async def test_a_throttling_freshdesk_is_waited_for_as_its_retry_after_says(
     assert ticket.fields["priority"] == 2
 
 
+async def test_two_gateways_on_redis_share_the_handoff_and_create_one_ticket(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, freshdesk: FreshdeskServer,
+        policy_dir: Path, redis_url: str) -> None:
+    """Freshdesk is down when the customer asks; both gateways offer the handoff again,
+    and once it is back it gets one ticket. Its webhooks reach the other gateway, which
+    reads the ticket, sends the agent's reply and hands the customer back."""
+    settings = dataclasses.replace(freshdesk_settings(rasa_stack.rasa_url, rasa_stack,
+                                                      freshdesk), redis_url=redis_url)
+    first, second = [await serve(settings, {"telegram": TelegramChannel(
+        credentials(bot_api.url), load_channel_policy())}, freshdesk) for _ in range(2)]
+    # Redis keeps Telegram's update ids between runs: one of ours not used before
+    number = int(time.time()) % 400
+    chat = 9500100 + number
+    try:
+        freshdesk.down()
+        handoff = await ask_for_a_person(first, bot_api, chat, 95600 + number)
+        await asyncio.sleep(3 * RETRY_SECONDS)
+        freshdesk.down(False)
+        ticket = await in_freshdesk(freshdesk, handoff)
+        await asyncio.sleep(3 * RETRY_SECONDS)
+        assert [t.fields["subject"] for t in freshdesk.tickets.values()].count(
+            ticket.fields["subject"]) == 1
+        assert len(ticket.notes(private=True)) == 1
+        assert freshdesk.webhook_url.startswith(str(second.make_url("/")))
+        assert await freshdesk.agent_reply(ticket.id, "Hello from Freshdesk") == 200
+        await until(lambda: sent_texts(bot_api, chat)[-1] == "Hello from Freshdesk")
+        assert await freshdesk.set_status(ticket.id, 4) == 200
+        await until(lambda: "rate" in sent_texts(bot_api, chat)[-1])
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_wrong_api_key_or_a_refused_ticket_keeps_the_handoff_and_says_why(
         rasa_stack: RasaStack, bot_api: ProviderAPI, freshdesk: FreshdeskServer,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
