@@ -379,6 +379,8 @@ class WooDelivery:
         """The extension keeps the carrier, number, link and the day shipped; no carrier
         events, estimate or delivery (a carrier-tracking service would add them)."""
         shipped = _shipped_on(item)
+        if order.shipped_at is not None and order.shipped_at.date() == shipped.date():
+            shipped = order.shipped_at  # the day shipped, at the time it was completed
         delivered = order.delivered_at if last else None
         return Shipment(
             order_id=order.order_id,
