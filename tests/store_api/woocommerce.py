@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from aiohttp import web
 
@@ -98,6 +98,8 @@ class WooCommerceStandIn:
         self.retry_after = "1"
         self.gateway_refunds_fail = False  # the payment gateway declines refunds
         self.ignore_address_updates = False  # a plugin undoes shipping changes
+        # something happens in the shop just before the next write (PUT or POST)
+        self.before_next_write: Optional[Callable[[], None]] = None
         self.orders: Dict[int, Obj] = {}
         self.trackings: Dict[int, List[Obj]] = {}
         self.refunds: Dict[int, List[Obj]] = {}
@@ -244,6 +246,9 @@ class WooCommerceStandIn:
         except ValueError:
             body = None
         with self._lock:
+            if request.method != "GET" and self.before_next_write:
+                happening, self.before_next_write = self.before_next_write, None
+                happening()
             response = self._refusal(request)
             if response is None:
                 try:
@@ -326,8 +331,8 @@ class WooCommerceStandIn:
 
     @staticmethod
     def _matches(order: Obj, term: str) -> bool:
-        if term.isdigit() and int(term) == order["id"]:
-            return True
+        if term.isdigit() and term in (str(order["id"]), order["number"]):
+            return True  # the number too, as order-numbering plugins add it
         fields = [str(v) for part in ("billing", "shipping") for v in order[part].values()]
         fields += [item["name"] for item in order["line_items"]]
         return any(term in field.lower() for field in fields)

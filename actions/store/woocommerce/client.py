@@ -187,7 +187,7 @@ class WooClient:
                                    f"{' (' + code + ')' if code else ''}")
         if body is None:
             raise StoreUnavailable("WooCommerce's answer was not JSON")
-        return Answer(body=body, headers=dict(response.headers))
+        return Answer(body=body, headers=response.headers)  # names in any case
 
 
 # codes WooCommerce answers with HTTP 500 for a change it refused for a reason

@@ -151,7 +151,9 @@ class WooOrders:
 
     def orders_since(self, since: datetime,
                      status: Optional[OrderStatus] = None) -> list[Order]:
-        after = since.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+        # WooCommerce's `after` is strictly after: asked a second earlier, then filtered
+        after = (since.astimezone(timezone.utc) - timedelta(seconds=1)).replace(
+            tzinfo=None, microsecond=0).isoformat()
         found = [self.from_node(n) for n in self._pages("/orders", {
             "after": after, "dates_are_gmt": "true"})]
         return sorted((o for o in found if o.placed_at >= since
