@@ -331,6 +331,17 @@ def test_cancel_refunds_what_was_paid_and_leaves_a_note(
         woo.orders.cancel_order("A1004", "again")
 
 
+def test_a_cancel_whose_refund_the_gateway_declines_is_unconfirmed(
+        woo: WooStore, woocommerce_shop: WooCommerceStandIn) -> None:
+    """Cancelled, but not refunded: not a refusal ("nothing was changed") but a change
+    a person must finish."""
+    woocommerce_shop.gateway_refunds_fail = True
+    with pytest.raises(StoreUnavailable, match="was cancelled but WooCommerce refused its "
+                                               "refund of 149.00: Refund failed"):
+        woo.orders.cancel_order("A1004", "changed my mind")
+    assert woocommerce_shop.order("1004")["status"] == "cancelled"
+
+
 def test_an_unpaid_order_is_cancelled_without_a_refund(
         woo: WooStore, woocommerce_shop: WooCommerceStandIn) -> None:
     order = woocommerce_shop.order("1004")

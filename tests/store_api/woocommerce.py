@@ -54,7 +54,7 @@ CENT = Decimal("0.01")
 STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded",
             "failed", "checkout-draft", "delivered")
 # payment gateways of the demo orders that can refund through their API
-GATEWAYS_REFUNDING = ("visa", "mastercard", "amex", "paypal", "card")
+GATEWAYS_REFUNDING = ("visa", "mastercard", "amex", "paypal", "apple_pay")
 
 
 def wc_time(value: Optional[datetime]) -> Optional[str]:

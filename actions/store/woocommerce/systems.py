@@ -188,7 +188,13 @@ class WooOrders:
         paid = bool(node.get("date_paid_gmt") or node.get("date_paid"))
         left = refundable(node)
         if paid and left > 0:
-            self.refund(oid, left, f"cancelled: {reason}")
+            try:
+                self.refund(oid, left, f"cancelled: {reason}")
+            except StoreError as error:
+                # the order is cancelled already: not a refusal of the change, which a
+                # person must finish
+                raise StoreUnavailable(f"order {order_id} was cancelled but WooCommerce "
+                                       f"refused its refund of {left}: {error}") from error
         return self._reread(order_id)
 
     @_forgets_the_turn
