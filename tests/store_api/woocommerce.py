@@ -197,7 +197,7 @@ class WooCommerceStandIn:
 
     def _refund(self, oid: int, amount: Decimal, reason: str, at: datetime,
                 paid_back: bool) -> Obj:
-        refund = {"id": self._next(), "date_created": wc_time(at),
+        refund: Obj = {"id": self._next(), "date_created": wc_time(at),
                   "date_created_gmt": wc_time(at), "amount": money(amount), "reason": reason,
                   "refunded_by": 1, "refunded_payment": paid_back, "meta_data": [],
                   "line_items": []}

@@ -163,7 +163,7 @@ class WooClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _answer(self, method: str, path: str, response: httpx.Response) -> Answer:
-        status = response.status_code
+        status, reading = response.status_code, method == "GET"
         try:
             body = response.json()
         except ValueError:
@@ -173,12 +173,12 @@ class WooClient:
             log.error("WooCommerce refused the REST API key (HTTP %s, %s): check "
                       "WOOCOMMERCE_KEY and WOOCOMMERCE_SECRET and that the key has %s "
                       "permission", status, code or "no code",
-                      "Read" if method == "GET" else "Read/Write")
+                      "Read" if reading else "Read/Write")
             raise StoreUnavailable(f"WooCommerce refused the credentials (HTTP {status}"
                                    f"{', ' + code if code else ''})")
         if status == 404:
             raise WooNotFound(message or f"{method} {path}: not found")
-        if status == 400 or (status == 500 and code in REFUSALS):
+        if (status == 400 and not reading) or (status == 500 and code in REFUSALS):
             # WooCommerce refused the change and says why (an invalid refund amount, a
             # payment gateway that could not refund, an invalid status)
             raise StoreError(message or code or f"WooCommerce refused {method} {path}")
