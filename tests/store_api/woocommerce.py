@@ -14,9 +14,10 @@ developer.woocommerce.com documents:
 - `GET/PUT /orders/{id}` (status, shipping; any status change is taken, as WooCommerce
   takes it); `GET/POST /orders/{id}/refunds`, refusing an amount over what was paid less
   refunded with HTTP 500 `woocommerce_rest_cannot_create_order_refund` "Invalid refund
-  amount." as wc_create_refund does, moving money through the gateway only with
-  `api_refund` (WooCommerce's default is true), and marking the order `refunded` once it
-  is refunded in full; `GET/POST /orders/{id}/notes`;
+  amount." (its `data` the bare status, `"data": 500`) as the refunds controller does,
+  moving money through the gateway only with `api_refund` (WooCommerce's default is
+  true), and marking the order `refunded` once it is refunded in full;
+  `GET/POST /orders/{id}/notes`;
 - the Shipment Tracking extension's `GET /wp-json/wc-shipment-tracking/v3/orders/{id}/
   shipment-trackings` (`date_shipped` a day, Y-m-d); without the extension that route is
   WordPress's 404 `rest_no_route`;
@@ -72,8 +73,12 @@ def digits(text: str) -> str:
     return re.sub(r"\D", "", text or "")
 
 
-def error(code: str, message: str, status: int, **headers: str) -> web.Response:
-    return web.json_response({"code": code, "message": message, "data": {"status": status}},
+def error(code: str, message: str, status: int, bare_data: bool = False,
+          **headers: str) -> web.Response:
+    """WordPress's error shape; `bare_data` for a WP_Error made with the status as its
+    data (`"data": 500`), as the refunds controller makes its refusals."""
+    data: Any = status if bare_data else {"status": status}
+    return web.json_response({"code": code, "message": message, "data": data},
                              status=status, headers=headers)
 
 
@@ -388,12 +393,13 @@ class WooCommerceStandIn:
         oid = order["id"]
         if amount > self.refundable(oid):
             return error("woocommerce_rest_cannot_create_order_refund",
-                         "Invalid refund amount.", 500)
+                         "Invalid refund amount.", 500, bare_data=True)
         api_refund = body.get("api_refund", True)  # WooCommerce's default: money moves
         if api_refund and (self.gateway_refunds_fail
                            or order["payment_method"] not in GATEWAYS_REFUNDING):
             return error("woocommerce_rest_cannot_create_order_refund",
-                         "Refund failed: the payment gateway declined the refund.", 500)
+                         "Refund failed: the payment gateway declined the refund.", 500,
+                         bare_data=True)
         refund = self._refund(oid, amount, str(body.get("reason") or ""),
                               datetime.now(timezone.utc), paid_back=bool(api_refund))
         now = wc_time(datetime.now(timezone.utc))
