@@ -74,12 +74,12 @@ def digits(text: str) -> str:
 
 
 def error(code: str, message: str, status: int, bare_data: bool = False,
-          **headers: str) -> web.Response:
+          headers: Optional[Mapping[str, str]] = None) -> web.Response:
     """WordPress's error shape; `bare_data` for a WP_Error made with the status as its
     data (`"data": 500`), as the refunds controller makes its refusals."""
     data: Any = status if bare_data else {"status": status}
     return web.json_response({"code": code, "message": message, "data": data},
-                             status=status, headers=headers)
+                             status=status, headers=dict(headers or {}))
 
 
 @dataclass
@@ -269,7 +269,7 @@ class WooCommerceStandIn:
         if self.throttle_next > 0:
             self.throttle_next -= 1
             return error("too_many_requests", "Too many requests.", 429,
-                         **{"Retry-After": self.retry_after})
+                         headers={"Retry-After": self.retry_after})
         if self.fail_next > 0:
             self.fail_next -= 1
             return web.Response(status=503, text="<html>Service Unavailable</html>",
