@@ -49,6 +49,7 @@ from bot.handoff import store as handoff_tables
 from bot.handoff.chatwoot import links as chatwoot_tables
 from bot.handoff.console import authenticated
 from bot.handoff.desk import Forbidden, Invalid
+from bot.handoff.freshdesk import links as freshdesk_tables
 from bot.handoff.store import Agent, HandoffStore
 from bot.messaging.inbox import decode
 from bot.messaging.records import (
@@ -141,7 +142,7 @@ class Holdings:
 
     def create_tables(self) -> None:
         for tables in (records_metadata, handoff_tables.metadata, chatwoot_tables.metadata,
-                       monitor_metadata):
+                       freshdesk_tables.metadata, monitor_metadata):
             create_tables(tables, self.gateway)
         create_tables(store_tables.metadata, self.store)
 
@@ -229,6 +230,11 @@ class Privacy:
                     chatwoot_tables.links.c.handoff_id.in_(self._handoff_ids(db, ids)))),
                 "chatwoot_held": _rows(db, chatwoot_tables.pending.select().where(
                     chatwoot_tables.pending.c.handoff_id.in_(self._handoff_ids(db, ids)))),
+                # the same for Freshdesk's tickets
+                "freshdesk_tickets": _rows(db, freshdesk_tables.links.select().where(
+                    freshdesk_tables.links.c.handoff_id.in_(self._handoff_ids(db, ids)))),
+                "freshdesk_held": _rows(db, freshdesk_tables.pending.select().where(
+                    freshdesk_tables.pending.c.handoff_id.in_(self._handoff_ids(db, ids)))),
                 "outreach": _rows(db, monitor_outreach.select().where(
                     monitor_outreach.c.conversation_id.in_(ids))),
             }
@@ -255,7 +261,7 @@ class Privacy:
         removed: Dict[str, int] = {}
         with h.gateway.begin() as db:
             handoff_ids = self._handoff_ids(db, ids)
-            removed.update(_forget_in_chatwoot(db, handoff_ids))
+            removed.update(_forget_in_helpdesks(db, handoff_ids))
             removed["notes"] = _delete(db, handoff_tables.notes,
                                        handoff_tables.notes.c.handoff_id.in_(handoff_ids))
             removed["handoffs"] = _delete(db, handoff_tables.handoffs,
@@ -304,7 +310,7 @@ class Privacy:
             h_c = handoff_tables.handoffs.c
             old = [row.id for row in db.execute(sa.select(h_c.id).where(
                 h_c.status == "resolved", h_c.resolved_at < cut["handoffs"]))]
-            removed.update(_forget_in_chatwoot(db, old))
+            removed.update(_forget_in_helpdesks(db, old))
             removed["notes"] = _delete(db, handoff_tables.notes,
                                        handoff_tables.notes.c.handoff_id.in_(old))
             removed["handoffs"] = _delete(db, handoff_tables.handoffs, h_c.id.in_(old))
@@ -559,15 +565,23 @@ async def _purge_schedule(app: web.Application) -> AsyncIterator[None]:
 def install_privacy(app: web.Application, privacy: Privacy, records: GatewayRecords) -> None:
     """The admin API (/api/privacy/export, /api/privacy/erase) and the scheduled purge."""
     app[PRIVACY], app[RECORDS] = privacy, records
+    # the helpdesks' link tables are made by their targets, only when HANDOFF_TARGET
+    # names one; export and erase read them all whatever the target
+    for tables in (chatwoot_tables.metadata, freshdesk_tables.metadata):
+        create_tables(tables, privacy.holdings.gateway)
     app.router.add_get("/api/privacy/export", authenticated(export_handler))
     app.router.add_post("/api/privacy/erase", authenticated(erase_handler))
     app.cleanup_ctx.append(_purge_schedule)
 
 
-def _forget_in_chatwoot(db: Connection, handoff_ids: List[int]) -> Dict[str, int]:
-    """The gateway's side of these handoffs in Chatwoot: which conversation shows them,
-    and the messages it has not taken yet."""
-    return {"chatwoot_held": _delete(db, chatwoot_tables.pending,
-                                     chatwoot_tables.pending.c.handoff_id.in_(handoff_ids)),
-            "chatwoot_conversations": _delete(
-                db, chatwoot_tables.links, chatwoot_tables.links.c.handoff_id.in_(handoff_ids))}
+def _forget_in_helpdesks(db: Connection, handoff_ids: List[int]) -> Dict[str, int]:
+    """The gateway's side of these handoffs in Chatwoot and Freshdesk: which
+    conversation or ticket shows them, and the messages they have not taken yet."""
+    removed: Dict[str, int] = {}
+    for helpdesk, tables, shown in (("chatwoot", chatwoot_tables, "conversations"),
+                                    ("freshdesk", freshdesk_tables, "tickets")):
+        removed[f"{helpdesk}_held"] = _delete(
+            db, tables.pending, tables.pending.c.handoff_id.in_(handoff_ids))
+        removed[f"{helpdesk}_{shown}"] = _delete(
+            db, tables.links, tables.links.c.handoff_id.in_(handoff_ids))
+    return removed

@@ -240,11 +240,12 @@ class Router:
                       role: str = "bot", answering: Optional[Message] = None) -> List[Delivery]:
         """Send replies on the customer's channel and record them and their outcome."""
         channel = self.channels.get(connector)
+        handed_over_at = time.time()
         if channel is None:
             outcomes = [Delivery("failed", error=f"channel {connector} is off")] * len(replies)
         else:
             outcomes = await channel.send(recipient, replies, self, answering=answering)
         self.metrics.sent(connector, outcomes)
         await self.records.write(self.records.record_sent, f"{connector}:{recipient}", connector,
-                                replies, outcomes, role)
+                                replies, outcomes, role, handed_over_at)
         return outcomes

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Union
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -22,6 +22,10 @@ from bot.handoff.chatwoot.target import ChatwootTarget
 from bot.handoff.chatwoot.webhook import ChatwootWebhook
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus, RedisEventBus
+from bot.handoff.freshdesk.api import FreshdeskApi
+from bot.handoff.freshdesk.links import FreshdeskLinks
+from bot.handoff.freshdesk.target import FreshdeskTarget
+from bot.handoff.freshdesk.webhook import FreshdeskWebhook
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.peak import PeakMode
 from bot.handoff.store import HandoffStore
@@ -47,6 +51,8 @@ from connectors.webchat import WebChatChannel
 from connectors.whatsapp import WhatsAppChannel
 
 log = logging.getLogger("bot.services")
+# the webhook route of the helpdesk HANDOFF_TARGET names
+HelpdeskWebhook = Union[ChatwootWebhook, FreshdeskWebhook]
 
 
 @dataclass
@@ -63,7 +69,7 @@ class Services:
     metrics: GatewayMetrics
     router: Router
     # the helpdesk's webhook, when HANDOFF_TARGET names one
-    helpdesk_webhook: Optional[ChatwootWebhook] = None
+    helpdesk_webhook: Optional[HelpdeskWebhook] = None
 
     async def close(self) -> None:
         """Release what `build_services` opened (its channels are started and stopped
@@ -119,11 +125,13 @@ def build_services(settings: Optional[Settings] = None,
 
 
 def connect_handoff_target(settings: Settings, policies: Policies,
-                           desk: HandoffDesk) -> Optional[ChatwootWebhook]:
-    """HANDOFF_TARGET: the console (nothing to connect), or Chatwoot, whose webhook
-    the gateway then serves."""
+                           desk: HandoffDesk) -> Optional[HelpdeskWebhook]:
+    """HANDOFF_TARGET: the console (nothing to connect), or Chatwoot or Freshdesk,
+    whose webhook the gateway then serves."""
     if settings.handoff_target == "console":
         return None
+    if settings.handoff_target == "freshdesk":
+        return connect_freshdesk(settings, policies, desk)
     chatwoot, policy = settings.chatwoot, policies.helpdesk.chatwoot
     if chatwoot is None:
         raise SettingsError("HANDOFF_TARGET=chatwoot needs the CHATWOOT_ variables")
@@ -134,6 +142,21 @@ def connect_handoff_target(settings: Settings, policies: Policies,
     desk.target = ChatwootTarget(ChatwootApi(chatwoot), links, desk, policy)
     log.info("handoffs go to Chatwoot inbox %s", chatwoot.inbox_id)
     return ChatwootWebhook(desk, links, chatwoot.webhook_secret, policy.resolved_disposition)
+
+
+def connect_freshdesk(settings: Settings, policies: Policies,
+                      desk: HandoffDesk) -> FreshdeskWebhook:
+    freshdesk, policy = settings.freshdesk, policies.helpdesk.freshdesk
+    if freshdesk is None:
+        raise SettingsError("HANDOFF_TARGET=freshdesk needs the FRESHDESK_ variables")
+    if policy is None:
+        raise SettingsError("HANDOFF_TARGET=freshdesk needs a `freshdesk` section in "
+                            "policy/helpdesk.yml")
+    target = FreshdeskTarget(FreshdeskApi(freshdesk), FreshdeskLinks(desk.records.engine),
+                             desk, policy)
+    desk.target = target
+    log.info("handoffs go to Freshdesk at %s", freshdesk.api_url)
+    return FreshdeskWebhook(target, freshdesk.webhook_secret)
 
 
 def webchat_secret(settings: Settings) -> bytes:

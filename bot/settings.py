@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ REST_TOKEN_FILE = "rest-api.token"
 ACTION_TOKEN_FILE = "action-server.token"
 
 
-HANDOFF_TARGETS = ("console", "chatwoot")
+HANDOFF_TARGETS = ("console", "chatwoot", "freshdesk")
 CHATWOOT_VARIABLES = ("CHATWOOT_URL", "CHATWOOT_ACCOUNT_ID", "CHATWOOT_API_TOKEN",
                       "CHATWOOT_INBOX_ID", "CHATWOOT_WEBHOOK_SECRET")
 
@@ -33,6 +34,17 @@ class ChatwootSettings:
     account_id: int
     api_token: str
     inbox_id: int
+    webhook_secret: str
+
+
+@dataclass(frozen=True)
+class FreshdeskSettings:
+    """Freshdesk as the handoff target: its API v2 at `api_url` (https://<domain>,
+    or a local stand-in in tests), an agent's API key (HTTP Basic, the key as user and
+    "X" as password), and the secret its automation webhooks send in a header."""
+
+    api_url: str
+    api_key: str
     webhook_secret: str
 
 
@@ -56,6 +68,7 @@ class Settings:
     # where agents work handoffs (HANDOFF_TARGET), and Chatwoot's settings when there
     handoff_target: str = "console"
     chatwoot: Optional[ChatwootSettings] = None
+    freshdesk: Optional[FreshdeskSettings] = None
 
     @property
     def action_health_url(self) -> str:
@@ -108,6 +121,7 @@ def load_settings() -> Settings:
         f"sqlite:///{env.get('RASA_TRACKER_DB') or var / 'rasa_tracker.db'}",
         handoff_target=handoff_target(env),
         chatwoot=chatwoot_settings(env) if handoff_target(env) == "chatwoot" else None,
+        freshdesk=freshdesk_settings(env) if handoff_target(env) == "freshdesk" else None,
     )
 
 
@@ -134,6 +148,30 @@ def chatwoot_settings(env: Mapping[str, str]) -> ChatwootSettings:
                             api_token=env["CHATWOOT_API_TOKEN"].strip(),
                             inbox_id=numbers["CHATWOOT_INBOX_ID"],
                             webhook_secret=env["CHATWOOT_WEBHOOK_SECRET"].strip())
+
+
+def freshdesk_settings(env: Mapping[str, str]) -> FreshdeskSettings:
+    """The FRESHDESK_ variables, or SettingsError naming the missing or wrong ones."""
+    domain = env.get("FRESHDESK_DOMAIN", "").strip().lower().rstrip("/")
+    base = env.get("FRESHDESK_API_BASE_URL", "").strip().rstrip("/")
+    missing = [name for name in ("FRESHDESK_API_KEY", "FRESHDESK_WEBHOOK_SECRET")
+               if not env.get(name, "").strip()]
+    if not domain and not base:
+        missing.insert(0, "FRESHDESK_DOMAIN (or FRESHDESK_API_BASE_URL)")
+    if missing:
+        raise SettingsError(f"HANDOFF_TARGET=freshdesk needs {', '.join(missing)}")
+    if domain and not base:
+        if domain.startswith(("http://", "https://")) or not re.fullmatch(
+                r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+",
+                domain):
+            raise SettingsError(f"FRESHDESK_DOMAIN={domain!r}: the helpdesk's host name, "
+                                "e.g. mystore.freshdesk.com")
+        base = f"https://{domain}"
+    if not base.startswith(("http://", "https://")):
+        raise SettingsError("FRESHDESK_API_BASE_URL must be an http(s) URL, e.g. "
+                            "https://mystore.freshdesk.com")
+    return FreshdeskSettings(api_url=base, api_key=env["FRESHDESK_API_KEY"].strip(),
+                             webhook_secret=env["FRESHDESK_WEBHOOK_SECRET"].strip())
 
 
 def local_secret(var_dir: Path, name: str) -> str:

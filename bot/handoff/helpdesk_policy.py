@@ -4,9 +4,9 @@ dispositions."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
-from pydantic import confloat, conint
+from pydantic import confloat, conint, constr
 
 from actions.policy import EscalationPolicy
 from bot.handoff.policy import HandoffPolicy
@@ -21,9 +21,23 @@ class ChatwootPolicy(StrictModel):
     retry_seconds: confloat(gt=0) = 30.0  # type: ignore[valid-type]
 
 
+Priority = conint(ge=1, le=4)  # Freshdesk's: 1 Low, 2 Medium, 3 High, 4 Urgent
+Tier = conint(ge=1, le=3)
+
+
+class FreshdeskPolicy(StrictModel):
+    groups: Dict[str, TeamId]  # type: ignore[valid-type]
+    priorities: Dict[Tier, Priority]  # type: ignore[valid-type]
+    tags: List[constr(strip_whitespace=True, min_length=1, max_length=32)] = []  # type: ignore[valid-type]
+    requester_phone: bool = True
+    resolved_disposition: str
+    retry_seconds: confloat(gt=0) = 30.0  # type: ignore[valid-type]
+
+
 class HelpdeskPolicy(StrictModel):
     version: conint(ge=1, le=1)  # type: ignore[valid-type]
     chatwoot: Optional[ChatwootPolicy] = None
+    freshdesk: Optional[FreshdeskPolicy] = None
 
 
 def load_helpdesk_policy(escalation: EscalationPolicy, handoff: HandoffPolicy,
@@ -32,6 +46,8 @@ def load_helpdesk_policy(escalation: EscalationPolicy, handoff: HandoffPolicy,
     policy = parse_yaml_model(HelpdeskPolicy, path)
     if policy.chatwoot is not None:
         _check_chatwoot(policy.chatwoot, escalation, handoff, path)
+    if policy.freshdesk is not None:
+        _check_freshdesk(policy.freshdesk, escalation, handoff, path)
     return policy
 
 
@@ -49,4 +65,25 @@ def _check_chatwoot(chatwoot: ChatwootPolicy, escalation: EscalationPolicy,
     if chatwoot.resolved_disposition not in handoff.dispositions:
         raise PolicyError(f"{path}: chatwoot.resolved_disposition: "
                           f"{chatwoot.resolved_disposition!r} is not a disposition of "
+                          f"handoff.yml ({', '.join(handoff.dispositions)})")
+
+
+def _check_freshdesk(freshdesk: FreshdeskPolicy, escalation: EscalationPolicy,
+                     handoff: HandoffPolicy, path: Path) -> None:
+    queues = list(escalation.teams)
+    unknown = [q for q in freshdesk.groups if q not in queues]
+    if unknown:
+        raise PolicyError(f"{path}: freshdesk.groups.{unknown[0]}: not a team of "
+                          f"escalation.yml ({', '.join(queues)})")
+    missing = [q for q in queues if q not in freshdesk.groups]
+    if missing:
+        raise PolicyError(f"{path}: freshdesk.groups: no Freshdesk group for the queue "
+                          f"{missing[0]!r}; every team of escalation.yml needs one")
+    tiers = [t for t in (1, 2, 3) if t not in freshdesk.priorities]
+    if tiers:
+        raise PolicyError(f"{path}: freshdesk.priorities: no priority for tier {tiers[0]}; "
+                          "tiers 1, 2 and 3 each need one (1 Low to 4 Urgent)")
+    if freshdesk.resolved_disposition not in handoff.dispositions:
+        raise PolicyError(f"{path}: freshdesk.resolved_disposition: "
+                          f"{freshdesk.resolved_disposition!r} is not a disposition of "
                           f"handoff.yml ({', '.join(handoff.dispositions)})")

@@ -265,12 +265,17 @@ class GatewayRecords:
                 db.execute(seen_messages.delete().where(seen_messages.c.expires_at < time.time()))
 
     def record_sent(self, conversation_id: str, connector: str, replies: Sequence[Reply],
-                    outcomes: Sequence[Delivery], role: str = "bot") -> None:
-        """The replies as transcript turns, and what became of each provider message."""
+                    outcomes: Sequence[Delivery], role: str = "bot",
+                    handed_over_at: Optional[float] = None) -> None:
+        """The replies as transcript turns, and what became of each provider message.
+
+        The turns take the time they were handed to the channel: the customer may read
+        and answer them before the channel returns, and that answer must come after."""
         now = time.time()
+        at = now if handed_over_at is None else handed_over_at
         turn_rows = [{"conversation_id": conversation_id, "role": role, "text": reply.text,
                       "extras": json.dumps({"buttons": [asdict(b) for b in reply.buttons],
-                                            "image_url": reply.image_url}), "at": now}
+                                            "image_url": reply.image_url}), "at": at}
                      for reply in replies]
         delivery_rows = [{"conversation_id": conversation_id, "connector": connector,
                           "provider_message_id": outcome.provider_message_id,

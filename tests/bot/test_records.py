@@ -66,6 +66,19 @@ def test_a_message_recorded_late_keeps_its_place_by_arrival(records: GatewayReco
         "where is my order", "A1001", "Which one?"]
 
 
+def test_an_answer_sent_while_the_channel_was_still_busy_comes_after_the_reply(
+        records: GatewayRecords) -> None:
+    """The customer can read a reply and answer before the channel's send returns: the
+    reply keeps the time it was handed over, so the answer is not put before it."""
+    records.record_inbound(inbound("where is my order", time.time()))
+    handed_over = time.time()
+    records.record_inbound(inbound("A1001", handed_over + 0.001))
+    records.record_sent(CONVERSATION, "twilio", [Reply("Which one?")], [Delivery("sent", "S")],
+                        handed_over_at=handed_over)
+    assert [t.text for t in records.transcript(CONVERSATION)] == [
+        "where is my order", "Which one?", "A1001"]
+
+
 def test_delivery_status_only_moves_forward(records: GatewayRecords) -> None:
     records.record_sent(CONVERSATION, "twilio", [Reply("hello")],
                         [Delivery("sent", "SM1", attempts=2)])

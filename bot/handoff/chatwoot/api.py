@@ -9,17 +9,14 @@ from typing import Any, Dict, Optional
 
 import aiohttp
 
+from bot.handoff.helpdesk_target import HelpdeskError
 from bot.settings import ChatwootSettings
 
 TIMEOUT_SECONDS = 10
 
 
-class ChatwootError(Exception):
+class ChatwootError(HelpdeskError):
     """Chatwoot did not do what was asked; the message says why, without content."""
-
-    def __init__(self, why: str, status: int = 0) -> None:
-        super().__init__(why)
-        self.status = status  # Chatwoot's HTTP status; 0 when it gave none
 
 
 class ChatwootApi:

@@ -1,147 +1,20 @@
 """Which Chatwoot conversation shows which handoff, which handoffs Chatwoot has not
 taken yet (to offer again), and which agents' messages were already delivered (a
-webhook retried is not sent twice). Beside the handoff records, same engine;
-synchronous, run on the records' worker threads."""
+webhook retried is not sent twice): bot/handoff/helpdesk_links.py on tables of
+Chatwoot's own."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot.handoff.store import OPEN, handoffs
-from bot.messaging.records import insert_if_absent
-from common.sql import create_tables
+from bot.handoff.helpdesk_links import HelpdeskLinks, LinkTables
 
-metadata = sa.MetaData()
-
-links = sa.Table(
-    "chatwoot_links", metadata,
-    sa.Column("handoff_id", sa.Integer, primary_key=True),
-    # None until Chatwoot has the conversation
-    sa.Column("chatwoot_conversation_id", sa.BigInteger, unique=True),
-    # once it also has the transcript, the handoff's note and the team
-    sa.Column("complete", sa.Boolean, nullable=False, default=False),
-    # a gateway pushing it to Chatwoot holds it until then, so two never both do
-    sa.Column("claimed_until", sa.Float, nullable=False, default=0.0),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-)
-
-# what the customer wrote during a handoff, until Chatwoot has it, in order
-pending = sa.Table(
-    "chatwoot_pending", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("handoff_id", sa.Integer, nullable=False, index=True),
-    sa.Column("content", sa.Text, nullable=False),
-    sa.Column("claimed_until", sa.Float, nullable=False, default=0.0),
-)
-
-delivered = sa.Table(
-    "chatwoot_delivered", metadata,
-    sa.Column("message_id", sa.BigInteger, primary_key=True),
-    sa.Column("at", sa.Float, nullable=False),
-)
+TABLES = LinkTables("chatwoot", "chatwoot_conversation_id")
+metadata = TABLES.metadata
+links = TABLES.links
+pending = TABLES.pending
+delivered = TABLES.delivered
 
 
-class ChatwootLinks:
+class ChatwootLinks(HelpdeskLinks):
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        create_tables(metadata, engine)
-
-    def add(self, handoff_id: int) -> None:
-        """A handoff for Chatwoot, not there yet."""
-        with self.engine.begin() as db:
-            insert_if_absent(db, links, {"handoff_id": handoff_id, "claimed_until": 0.0,
-                                         "attempts": 0, "complete": False})
-
-    def claim(self, handoff_id: int, now: float, lease_seconds: float) -> bool:
-        """Hold a handoff Chatwoot does not fully have yet, to push it now; False when
-        it is there already or another gateway holds it."""
-        c = links.c
-        with self.engine.begin() as db:
-            return bool(db.execute(links.update().where(
-                c.handoff_id == handoff_id, c.complete.is_(False),
-                c.claimed_until <= now).values(
-                claimed_until=now + lease_seconds, attempts=c.attempts + 1)).rowcount)
-
-    def release(self, handoff_id: int) -> None:
-        """Pushing failed: free for the next try."""
-        with self.engine.begin() as db:
-            db.execute(links.update().where(links.c.handoff_id == handoff_id)
-                       .values(claimed_until=0.0))
-
-    def linked(self, handoff_id: int, conversation_id: int) -> None:
-        with self.engine.begin() as db:
-            db.execute(links.update().where(links.c.handoff_id == handoff_id)
-                       .values(chatwoot_conversation_id=conversation_id))
-
-    def completed(self, handoff_id: int) -> None:
-        with self.engine.begin() as db:
-            db.execute(links.update().where(links.c.handoff_id == handoff_id)
-                       .values(complete=True))
-
-    def waiting(self) -> List[int]:
-        """Open handoffs Chatwoot does not fully have yet, oldest first."""
-        query = (sa.select(links.c.handoff_id)
-                 .join(handoffs, handoffs.c.id == links.c.handoff_id)
-                 .where(links.c.complete.is_(False),
-                        handoffs.c.status.in_(OPEN))
-                 .order_by(links.c.handoff_id))
-        with self.engine.connect() as db:
-            return [int(i) for i in db.execute(query).scalars()]
-
-    def conversation_of(self, handoff_id: int) -> Optional[int]:
-        query = sa.select(links.c.chatwoot_conversation_id).where(
-            links.c.handoff_id == handoff_id)
-        with self.engine.connect() as db:
-            found = db.execute(query).scalar()
-        return int(found) if found is not None else None
-
-    def handoff_of(self, conversation_id: int) -> Optional[int]:
-        query = sa.select(links.c.handoff_id).where(
-            links.c.chatwoot_conversation_id == conversation_id)
-        with self.engine.connect() as db:
-            found = db.execute(query).scalar()
-        return int(found) if found is not None else None
-
-    def first_delivery(self, message_id: int, now: float) -> bool:
-        """Claim an agent's message for delivery; False if it was claimed before."""
-        with self.engine.begin() as db:
-            return insert_if_absent(db, delivered, {"message_id": message_id, "at": now})
-
-    def forget_delivery(self, message_id: int) -> None:
-        with self.engine.begin() as db:
-            db.execute(delivered.delete().where(delivered.c.message_id == message_id))
-
-    def hold(self, handoff_id: int, content: str) -> None:
-        with self.engine.begin() as db:
-            db.execute(pending.insert().values(handoff_id=handoff_id, content=content,
-                                               claimed_until=0.0))
-
-    def next_held(self, now: float, lease_seconds: float) -> Optional[Tuple[int, int, str]]:
-        """The oldest held message of a handoff Chatwoot has, claimed for sending:
-        (its id, the Chatwoot conversation, its content); None when there is none or
-        the oldest is being sent by another gateway (order before speed)."""
-        query = (sa.select(pending.c.id, pending.c.claimed_until,
-                           links.c.chatwoot_conversation_id, pending.c.content)
-                 .join(links, links.c.handoff_id == pending.c.handoff_id)
-                 .where(links.c.chatwoot_conversation_id.is_not(None))
-                 .order_by(pending.c.id).limit(1))
-        with self.engine.begin() as db:
-            row = db.execute(query).first()
-            if row is None or row.claimed_until > now:
-                return None
-            claimed = db.execute(pending.update().where(
-                pending.c.id == row.id, pending.c.claimed_until == row.claimed_until)
-                .values(claimed_until=now + lease_seconds)).rowcount
-            return (int(row.id), int(row.chatwoot_conversation_id), str(row.content)) \
-                if claimed else None
-
-    def sent(self, held_id: int) -> None:
-        with self.engine.begin() as db:
-            db.execute(pending.delete().where(pending.c.id == held_id))
-
-    def unclaim(self, held_id: int) -> None:
-        with self.engine.begin() as db:
-            db.execute(pending.update().where(pending.c.id == held_id)
-                       .values(claimed_until=0.0))
+        super().__init__(engine, TABLES)
