@@ -59,7 +59,9 @@ class Question:
 def shared_store() -> StoreSystems:
     """One set of store systems (and connection pools) per action-server process, on
     the platform STORE_BACKEND names."""
-    return open_systems(order_letter=current_policy().identity.order_number_letter)
+    policy = current_policy()
+    return open_systems(order_letter=policy.identity.order_number_letter,
+                        refund_through_gateway=policy.refunds.through_payment_gateway)
 
 
 def day(value: date | datetime) -> str:

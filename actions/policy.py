@@ -183,6 +183,10 @@ class Identity(StrictModel):
 
 class Refunds(StrictModel):
     days_to_show: int
+    # on a platform that asks (WooCommerce's api_refund): whether the bot's refunds move
+    # the money through the order's payment gateway, or are only recorded for the shop
+    # to pay back by hand
+    through_payment_gateway: bool = True
 
 
 class Writes(StrictModel):

@@ -1,15 +1,18 @@
 """Turn latency in the action server per store backend: the demo SQL store against a
-Shopify shop (the stand-in of tests/store_api/shopify.py, on loopback, optionally with a
-network delay per request to stand for the distance to Shopify).
+Shopify shop and a WooCommerce shop (the stand-ins of tests/store_api/, on loopback,
+optionally with a network delay per request to stand for the distance to the shop).
 
     .venv/bin/python bench/bench_store_backends.py [--runs 50] [--shopify-delay-ms 0 80]
+        [--woocommerce-delay-ms 0 80]
 
 Runs the custom actions as the action server would (no Rasa, no HTTP to it):
 - *order status*: "where is A1001" for a verified customer (the order, its shipment);
 - *cancel question*: "cancel A1004": fresh read, hold check, the question;
 - *cancel question + yes*: the question and the yes on each of 15 paid orders: the
-  write (on Shopify: orderCancel, its job polled, the order read again) and read-back.
-Prints a table (milliseconds, and GraphQL requests per action on Shopify) and writes
+  write (on Shopify: orderCancel, its job polled, the order read again; on WooCommerce:
+  the status, a note, the refund and its note, the order and refunds read again) and
+  read-back.
+Prints a table (milliseconds, and HTTP requests per action to the platform) and writes
 bench/results/store_backends.md. A benchmark, not a test: run it on an idle machine.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,14 +39,20 @@ from actions.store.seed import seed_demo_store  # noqa: E402
 from actions.store.sql import open_store  # noqa: E402
 from actions.store.types import OrderStatus  # noqa: E402
 from tests.store_api.shopify import ShopifyStandIn  # noqa: E402
+from tests.store_api.woocommerce import WooCommerceStandIn  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "store_backends.md"
 PAID_ORDERS = 15
-Measured = Tuple[List[float], List[int]]  # milliseconds, Shopify requests, per action
+Measured = Tuple[List[float], List[int]]  # milliseconds, platform requests, per action
+
+
+class StandIn(Protocol):
+    @property
+    def received(self) -> List[Any]: ...
 
 
 async def measure(calls: List[Callable[[], Awaitable[object]]],
-                  shop: Optional[ShopifyStandIn]) -> Measured:
+                  shop: Optional[StandIn]) -> Measured:
     millis, requests = [], []
     for call in calls:
         before = len(shop.received) if shop else 0
@@ -55,7 +64,7 @@ async def measure(calls: List[Callable[[], Awaitable[object]]],
 
 
 async def bench_actions(runs: int, paid: List[Tuple[str, str]],
-                        shop: Optional[ShopifyStandIn]) -> Dict[str, Measured]:
+                        shop: Optional[StandIn]) -> Dict[str, Measured]:
     shared_store.cache_clear()
     status = tracker({**proven("A1001", "buyer1@example.com"), "request": "order_status"},
                      "order_status")
@@ -96,9 +105,10 @@ def paid_orders(url: str, now: datetime) -> List[Tuple[str, str]]:
 def render(rows: List[Tuple[str, str, Measured]], runs: int) -> str:
     lines = ["# Turn latency per store backend (bench/bench_store_backends.py)", "",
              f"Actions run directly; {runs} runs each (the cancel with its yes: once on each "
-             f"of {PAID_ORDERS} paid orders). Shopify is the local stand-in, which validates "
-             "and costs every document; the delay stands for the network to Shopify.", "",
-             "| backend | action | runs | p50 ms | p95 ms | Shopify requests |",
+             f"of {PAID_ORDERS} paid orders). Shopify and WooCommerce are the local "
+             "stand-ins (Shopify's validates and costs every GraphQL document); the delay "
+             "stands for the network to the shop, per HTTP request.", "",
+             "| backend | action | runs | p50 ms | p95 ms | platform requests |",
              "|---|---|---:|---:|---:|---:|"]
     for backend, action, (millis, requests) in rows:
         p95 = statistics.quantiles(millis, n=20)[18] if len(millis) >= 20 else max(millis)
@@ -111,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--shopify-delay-ms", type=float, nargs="*", default=[0.0, 80.0])
+    parser.add_argument("--woocommerce-delay-ms", type=float, nargs="*", default=[0.0, 80.0])
     args = parser.parse_args()
     rows: List[Tuple[str, str, Measured]] = []
     now = datetime.now(timezone.utc)
@@ -134,6 +145,19 @@ def main() -> None:
                 shop.stop()
             for action, measured in measured_all.items():
                 rows.append((f"Shopify stand-in, +{delay:.0f} ms/request", action, measured))
+        for delay in args.woocommerce_delay_ms:
+            woo = WooCommerceStandIn.from_demo(now, Path(scratch), delay=delay / 1000)
+            woo.start()
+            os.environ.update(STORE_BACKEND="woocommerce", WOOCOMMERCE_URL=woo.url,
+                              WOOCOMMERCE_KEY=woo.key, WOOCOMMERCE_SECRET=woo.secret,
+                              DATABASE_URL=f"sqlite:///{scratch}/bot-woo-{delay:.0f}.db")
+            try:
+                measured_all = asyncio.run(bench_actions(args.runs, paid, woo))
+            finally:
+                woo.stop()
+            for action, measured in measured_all.items():
+                rows.append((f"WooCommerce stand-in, +{delay:.0f} ms/request", action,
+                             measured))
     table = render(rows, args.runs)
     print(table)
     RESULTS.write_text(table)

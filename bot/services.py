@@ -98,7 +98,8 @@ def build_services(settings: Optional[Settings] = None,
         channels = build_channels(credentials_from_env(os.environ), policy, settings, redis)
         report_channels(channels, os.environ)
     store = open_store(settings.database_url or None)
-    shop = systems_on(store, os.environ, policies.escalation.identity.order_number_letter)
+    shop = systems_on(store, os.environ, policies.escalation.identity.order_number_letter,
+                      policies.escalation.refunds.through_payment_gateway)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
     inbox: Inbox = SqlInbox(records, policy.dedupe_hours * 3600)

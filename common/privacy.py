@@ -24,8 +24,9 @@ def loggable_error(error: object) -> str:
 
 # What a log line must never carry whole, whoever wrote it (our code masks what it logs;
 # this also covers libraries and Rasa): emails, phone numbers (international with +,
-# or grouped 3-3-4), and street addresses (a number, words, a street type).
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# or grouped 3-3-4), and street addresses (a number, words, a street type). An email
+# may be URL-encoded (a query string in an HTTP client's log line: "search=a%40b.com").
+_EMAIL = re.compile(r"[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b")
 _STREET = re.compile(
     r"\b\d{1,5}\s+(?:[A-Za-z]+\s+){1,4}(?:street|st|road|rd|avenue|ave|lane|ln|drive|dr|"

@@ -35,6 +35,7 @@ from actions.store.types import StoreSystems
 from bot.tools.launcher import GATEWAY_BIN, RASA_BIN, newest_model
 from tests.provider_api import free_port
 from tests.store_api.shopify import ShopifyStandIn
+from tests.store_api.woocommerce import WooCommerceStandIn
 
 # The gateway's tests (tests/bot/, tests/connectors/) run in the gateway's environment,
 # .venv-gateway, except those marked `rasa_env`, which use Rasa's own Python code; all
@@ -144,16 +145,38 @@ def shopify_env(shop: ShopifyStandIn, **more: str) -> Dict[str, str]:
             **more}
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "shopify"])
+@pytest.fixture
+def woocommerce_shop(now: datetime, tmp_path: Path) -> Iterator[WooCommerceStandIn]:
+    """The WooCommerce stand-in holding the demo orders, serving on a free port."""
+    shop = WooCommerceStandIn.from_demo(now, tmp_path)
+    shop.start()
+    yield shop
+    shop.stop()
+
+
+def woocommerce_env(shop: WooCommerceStandIn, **more: str) -> Dict[str, str]:
+    """The variables of STORE_BACKEND=woocommerce pointed at the stand-in."""
+    return {"STORE_BACKEND": "woocommerce", "WOOCOMMERCE_URL": shop.url,
+            "WOOCOMMERCE_KEY": shop.key, "WOOCOMMERCE_SECRET": shop.secret, **more}
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "shopify", "woocommerce"])
 def systems(request: pytest.FixtureRequest, now: datetime,
             tmp_path: Path) -> Iterator[StoreSystems]:
     """The store systems on each backend, holding the demo data: the SQL store on SQLite
-    and on PostgreSQL, and a Shopify shop (the stand-in) with the bot's own records on
-    SQLite. For the store tests whose meaning every platform shares."""
+    and on PostgreSQL, and a Shopify and a WooCommerce shop (the stand-ins) with the
+    bot's own records on SQLite. For the store tests whose meaning every platform
+    shares."""
+    for marker in request.node.iter_markers("not_on"):
+        if request.param == marker.args[0]:
+            pytest.skip(f"not on {request.param}: {marker.kwargs['reason']}")
     bot_db = f"sqlite:///{tmp_path / 'store.db'}"
     if request.param == "shopify":
         shop: ShopifyStandIn = request.getfixturevalue("shopify_shop")
         opened: StoreSystems = open_systems({**shopify_env(shop), "DATABASE_URL": bot_db})
+    elif request.param == "woocommerce":
+        woo: WooCommerceStandIn = request.getfixturevalue("woocommerce_shop")
+        opened = open_systems({**woocommerce_env(woo), "DATABASE_URL": bot_db})
     else:
         url = bot_db if request.param == "sqlite" else request.getfixturevalue("postgres_url")
         opened = seeded_sql_store(url, now)

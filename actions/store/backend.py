@@ -1,7 +1,8 @@
 """Which order platform the actions talk to, chosen by STORE_BACKEND:
 
 - `sql` (the default): the demo store in the bot's SQL database (actions/store/sql.py);
-- `shopify`: a Shopify store through its Admin GraphQL API (actions/store/shopify/).
+- `shopify`: a Shopify store through its Admin GraphQL API (actions/store/shopify/);
+- `woocommerce`: a WooCommerce shop through its REST API v3 (actions/store/woocommerce/).
 
 Whatever the platform, the bot's own records (the write log, holds, one-time codes,
 the contact log) stay in the bot's SQL database (DATABASE_URL, else var/store.db).
@@ -14,8 +15,9 @@ from typing import Mapping, Optional
 from actions.store.shopify import ShopifyConfig, open_shopify
 from actions.store.sql import Store, open_store
 from actions.store.types import StoreConfigError, StoreSystems
+from actions.store.woocommerce import WooConfig, open_woocommerce
 
-BACKENDS = ("sql", "shopify")
+BACKENDS = ("sql", "shopify", "woocommerce")
 
 
 def backend_name(env: Mapping[str, str]) -> str:
@@ -28,22 +30,33 @@ def backend_name(env: Mapping[str, str]) -> str:
 
 def check_config(env: Mapping[str, str]) -> None:
     """Raise StoreConfigError, naming the variable, if the backend cannot start."""
-    if backend_name(env) == "shopify":
+    name = backend_name(env)
+    if name == "shopify":
         ShopifyConfig.from_env(env)
+    elif name == "woocommerce":
+        WooConfig.from_env(env)
 
 
-def open_systems(env: Optional[Mapping[str, str]] = None,
-                 order_letter: str = "A") -> StoreSystems:
+def open_systems(env: Optional[Mapping[str, str]] = None, order_letter: str = "A",
+                 refund_through_gateway: bool = True) -> StoreSystems:
     """The store systems STORE_BACKEND names; `order_letter` is the letter the bot puts
-    before a platform's bare order numbers (policy: identity.order_number_letter)."""
+    before a platform's bare order numbers (policy: identity.order_number_letter);
+    `refund_through_gateway` whether a refund on a platform that asks moves the money
+    through the payment gateway (policy: refunds.through_payment_gateway)."""
     env = os.environ if env is None else env
     check_config(env)  # before a database is opened
-    return systems_on(open_store(env.get("DATABASE_URL") or None), env, order_letter)
+    return systems_on(open_store(env.get("DATABASE_URL") or None), env, order_letter,
+                      refund_through_gateway)
 
 
-def systems_on(bot_records: Store, env: Mapping[str, str], order_letter: str) -> StoreSystems:
+def systems_on(bot_records: Store, env: Mapping[str, str], order_letter: str,
+               refund_through_gateway: bool = True) -> StoreSystems:
     """The store systems STORE_BACKEND names, keeping the bot's records in `bot_records`
     (the gateway has them open already)."""
-    if backend_name(env) == "shopify":
+    name = backend_name(env)
+    if name == "shopify":
         return open_shopify(ShopifyConfig.from_env(env), bot_records, order_letter)
+    if name == "woocommerce":
+        return open_woocommerce(WooConfig.from_env(env), bot_records, order_letter,
+                                refund_through_gateway)
     return bot_records

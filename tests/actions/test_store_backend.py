@@ -13,6 +13,7 @@ from actions.store.backend import check_config, open_systems
 from actions.store.shopify import ShopifyStore
 from actions.store.sql import Store
 from actions.store.types import StoreConfigError
+from actions.store.woocommerce import WooStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,8 +43,30 @@ def test_shopify_keeps_the_bots_records_in_sql(tmp_path: Path) -> None:
         systems.close()
 
 
+def test_woocommerce_keeps_the_bots_records_in_sql(tmp_path: Path) -> None:
+    systems = open_systems({"STORE_BACKEND": "WooCommerce",
+                            "WOOCOMMERCE_URL": "https://shop.example.com/",
+                            "WOOCOMMERCE_KEY": "ck_x", "WOOCOMMERCE_SECRET": "cs_x",
+                            "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"},
+                           refund_through_gateway=False)
+    try:
+        assert isinstance(systems, WooStore)
+        assert systems.client.config.api_url == "https://shop.example.com/wp-json/wc/v3"
+        assert systems.orders.refund_through_gateway is False
+        assert str(systems.bot_records.engine.url).endswith("bot.db")
+        systems.writes.hold("A1001", "rule", "conv")
+        assert systems.writes.hold_on("A1001") is not None
+    finally:
+        systems.close()
+
+
 @pytest.mark.parametrize(("env", "named"), [
     ({"STORE_BACKEND": "magento"}, "STORE_BACKEND"),
+    ({"STORE_BACKEND": "woocommerce"}, "WOOCOMMERCE_URL"),
+    ({"STORE_BACKEND": "woocommerce", "WOOCOMMERCE_URL": "https://shop.example.com"},
+     "WOOCOMMERCE_KEY"),
+    ({"STORE_BACKEND": "woocommerce", "WOOCOMMERCE_URL": "https://shop.example.com",
+      "WOOCOMMERCE_KEY": "ck_x"}, "WOOCOMMERCE_SECRET"),
     ({"STORE_BACKEND": "shopify"}, "SHOPIFY_SHOP"),
     ({"STORE_BACKEND": "shopify", "SHOPIFY_SHOP": "x.myshopify.com"}, "SHOPIFY_ACCESS_TOKEN"),
     ({"STORE_BACKEND": "shopify", "SHOPIFY_SHOP": "x.myshopify.com",

@@ -39,6 +39,17 @@ def test_on_shopify_the_bots_records_are_not_wiped_by_the_demo_seed(tmp_path: Pa
     assert writes_kept(url) == 1
 
 
+def test_on_woocommerce_the_bots_records_are_not_wiped_by_the_demo_seed(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    kept_write(url)
+    said = seed_demo_store_if_used({"STORE_BACKEND": "woocommerce", "DATABASE_URL": url,
+                                    "WOOCOMMERCE_URL": "https://shop.example.com",
+                                    "WOOCOMMERCE_KEY": "ck_x", "WOOCOMMERCE_SECRET": "cs_x"})
+    assert said.startswith("store: woocommerce (the demo store is not seeded")
+    assert writes_kept(url) == 1
+
+
 def test_the_demo_store_is_seeded_afresh(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     kept_write(url)

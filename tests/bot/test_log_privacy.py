@@ -27,6 +27,9 @@ TRACES = {"email": ["buyer1@example.com"], "phone": ["555-0101", "4155550101"],
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("contact buyer1@example.com now", "contact [email] now"),
+    ("HTTP Request: GET https://shop.example.com/wp-json/wc/v3/orders?search=buyer1%40"
+     "example.com&per_page=50", "HTTP Request: GET https://shop.example.com/wp-json/wc/v3/"
+     "orders?search=[email]&per_page=50"),
     ("call +1 (415) 555-0101 or +4915112345678", "call [phone] or [phone]"),
     ("or 415-555-0199 / (415) 555 0199", "or [phone] / [phone]"),
     ("ship to 12 Oak Street, Springfield", "ship to [address], Springfield"),

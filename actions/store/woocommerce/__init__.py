@@ -1,0 +1,51 @@
+"""A WooCommerce shop behind the store interfaces (STORE_BACKEND=woocommerce): the REST
+API v3 (client.py) and the systems that read and change orders with it (systems.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from actions.store.sql import SqlCodes, SqlContactLog, SqlWriteLog, Store
+from actions.store.woocommerce.client import WooClient, WooConfig
+from actions.store.woocommerce.systems import WooDelivery, WooOrders, WooReturns
+
+
+@dataclass(frozen=True)
+class WooStore:
+    """StoreSystems: orders, delivery and refunds from WooCommerce; the bot's own
+    records (write log, holds, codes, contact log) in the bot's SQL database."""
+
+    client: WooClient
+    orders: WooOrders
+    delivery: WooDelivery
+    returns: WooReturns
+    bot_records: Store = field(repr=False)
+
+    @property
+    def contacts(self) -> SqlContactLog:
+        return self.bot_records.contacts
+
+    @property
+    def writes(self) -> SqlWriteLog:
+        return self.bot_records.writes
+
+    @property
+    def codes(self) -> SqlCodes:
+        return self.bot_records.codes
+
+    def begin_turn(self) -> None:
+        self.orders.begin_turn()
+
+    def close(self) -> None:
+        self.client.close()
+        self.bot_records.close()
+
+
+def open_woocommerce(config: WooConfig, bot_records: Store, order_letter: str,
+                     refund_through_gateway: bool = True) -> WooStore:
+    """The shop the WOOCOMMERCE_* variables name (WooConfig.from_env). Refunds move money
+    through the order's payment gateway only if `refund_through_gateway` (the policy's
+    refunds.through_payment_gateway)."""
+    client = WooClient(config)
+    orders = WooOrders(client, order_letter, refund_through_gateway)
+    return WooStore(client=client, orders=orders, delivery=WooDelivery(orders),
+                    returns=WooReturns(client, orders), bot_records=bot_records)
