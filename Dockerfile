@@ -1,18 +1,20 @@
-# One image for the three Python services of docker-compose.yml; they differ only by
-# command:
-#   action server  python -m actions.server --actions actions --port 5055
-#   rasa           rasa run --model models --port 5005 --endpoints endpoints.production.yml --credentials credentials.yml
-#   gateway        bot serve                                   (the default command)
+# Two images, one per environment of the project (docs/development.md#two-environments),
+# each chosen by its stage (docker-compose.yml builds both):
+#   --target rasa      Rasa 3.6.21 on Python 3.10, for two services of docker-compose.yml:
+#                        action server  python -m actions.server --actions actions --port 5055
+#                        rasa           rasa run --model models --port 5005 --endpoints endpoints.production.yml --credentials credentials.yml
+#   --target gateway   the public gateway on Python 3.13 without Rasa: bot serve (its command)
 #
-# The model is trained here, at build time, so every container of an image runs the same
-# model and none trains at start-up: changing data/, domain.yml or config.yml means
-# rebuilding (`docker compose build`).
-#
-# Python 3.10: Rasa 3.6 supports 3.8 to 3.10 and pyproject.toml pins >=3.10,<3.11.
-# requirements.txt is the pinned lock of the development .venv (every package has a
-# manylinux x86_64 wheel for CPython 3.10: no compiler needed; tensorflow-text 2.12 has
-# no arm64 Linux wheel, so build for linux/amd64).
-FROM python:3.10-slim
+# The model is trained in the rasa image, at build time, so every container of an image
+# runs the same model and none trains at start-up: changing data/, domain.yml or
+# config.yml means rebuilding (`docker compose build`).
+
+# --- rasa ----------------------------------------------------------------------------------
+# Python 3.10: Rasa 3.6 supports 3.8 to 3.10. requirements.txt is the pinned lock of the
+# development .venv (every package has a manylinux x86_64 wheel for CPython 3.10: no
+# compiler needed; tensorflow-text 2.12 has no arm64 Linux wheel, so build for
+# linux/amd64).
+FROM python:3.10-slim AS rasa
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -37,14 +39,44 @@ RUN pip install --no-deps -e . \
     && ls models/*.tar.gz
 
 # a non-root user (Docker sets HOME from its passwd entry); the code and the model stay
-# root-owned, read-only to the services; only var/ (the gateway's local files, unused
-# when everything is configured by environment) is its own
+# root-owned, read-only to the services; only var/ (local files, unused when everything
+# is configured by environment) is its own
 RUN useradd --create-home --home-dir /home/app --uid 10001 --user-group app \
     && mkdir -p /app/var \
     && chown app:app /app/var
 USER app
 
-# gateway (public), Rasa (internal), action server (internal)
-EXPOSE 8080 5005 5055
+# Rasa (internal), action server (internal)
+EXPOSE 5005 5055
+
+CMD ["rasa", "run", "--model", "models", "--port", "5005", "--endpoints", "endpoints.production.yml", "--credentials", "credentials.yml"]
+
+# --- gateway -------------------------------------------------------------------------------
+# The Python of scripts/setup.sh's GATEWAY_PYTHON, for which requirements-gateway.txt
+# is locked (aiohttp, SQLAlchemy 2.0, redis, pydantic 2: no Rasa).
+FROM python:3.13-slim AS gateway
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/app
+
+WORKDIR /app
+
+COPY requirements-gateway.txt ./
+RUN pip install -r requirements-gateway.txt
+
+# setuptools comes pinned in requirements-gateway.txt, hence no build isolation
+COPY . .
+RUN pip install --no-deps --no-build-isolation -e .
+
+RUN useradd --create-home --home-dir /home/app --uid 10001 --user-group app \
+    && mkdir -p /app/var \
+    && chown app:app /app/var
+USER app
+
+# the public port
+EXPOSE 8080
 
 CMD ["bot", "serve"]

@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make run` and `make test` (see README.md).
-VENV := .venv
-BIN := $(VENV)/bin
+# Rasa's environment and the gateway's (docs/development.md#two-environments)
+BIN := .venv/bin
+GATEWAY_BIN := .venv-gateway/bin
 
 .PHONY: run run-prod test setup train validate seed lint nlu-report bench
 
@@ -30,6 +31,7 @@ seed: setup
 lint: setup
 	$(BIN)/ruff check actions bot common connectors components tests bench
 	$(BIN)/mypy actions bot common connectors components bench
+	$(GATEWAY_BIN)/mypy --cache-dir .mypy_cache/gateway bot common connectors
 
 nlu-report: setup
 	$(BIN)/bot nlu-report

@@ -18,7 +18,6 @@ from typing import (
 )
 
 import phonenumbers
-from pydantic import Field, root_validator, validator
 
 from common.paths import REPO_ROOT
 from common.policy_files import (
@@ -29,6 +28,7 @@ from common.policy_files import (
     policy_dir,
     read_yaml,
 )
+from common.pydantic_v1 import Field, root_validator, validator
 
 Remedy = Literal["replacement", "refund", "store_credit"]
 REQUIRED_RULES = (

@@ -15,7 +15,10 @@ gateway's work plus the local HTTP hops, and calling the bot straight costs one 
 there and back, as calling Rasa does.
 
     .venv/bin/python bench/bench_gateway.py [--conversations 50] [--concurrency 1 50]
-Prints a table and writes bench/results/gateway.md.
+        [--gateway-env .venv-gateway]
+Prints a table and writes bench/results/gateway.md. The gateway runs from
+--gateway-env, as `make run` starts it; `--gateway-env .venv` measures it on Rasa's
+environment instead (aiohttp 3.9, Python 3.10), for a comparison.
 """
 from __future__ import annotations
 
@@ -169,14 +172,14 @@ async def measure(api: BotAPI, rasa_url: str, conversations: int,
     return figures, overhead
 
 
-def start_gateway(rasa_url: str) -> subprocess.Popen:
+def start_gateway(rasa_url: str, environment: Path) -> subprocess.Popen:
     env = {**os.environ, "GATEWAY_PORT": str(GATEWAY_PORT), "GATEWAY_HOST": "127.0.0.1",
            "RASA_URL": rasa_url, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_SECRET_TOKEN": SECRET,
            "REST_API_TOKEN": REST_TOKEN,
            "TELEGRAM_API_BASE_URL": f"http://127.0.0.1:{API_PORT}"}
     log = (ROOT / "var" / "logs").joinpath("bench_gateway.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=ROOT, env=env,
+    return subprocess.Popen([str(environment / "bin" / "bot"), "serve"], cwd=ROOT, env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -224,7 +227,7 @@ ROW_HEAD = ["| bot | concurrency | webhook ack p50 ms | ack p99 ms | turn via Te
 async def run_against(api: BotAPI, bot_name: str, rasa_url: str,
                       args: argparse.Namespace) -> List[str]:
     rows: List[str] = []
-    gateway = start_gateway(rasa_url)
+    gateway = start_gateway(rasa_url, ROOT / args.gateway_env)
     try:
         # /health is 503 without the action server, which the instant bot does not need
         await wait_until_up(f"http://127.0.0.1:{GATEWAY_PORT}/health", args.instant_only)
@@ -270,6 +273,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=50)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
+    parser.add_argument("--gateway-env", default=".venv-gateway",
+                        help="the environment the gateway runs from (default .venv-gateway)")
     parser.add_argument("--instant-only", action="store_true",
                         help="only the instant bot: the gateway's own cost, no Rasa needed")
     args = parser.parse_args()

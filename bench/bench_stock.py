@@ -570,7 +570,7 @@ async def run_ours(processes: Processes, model: Path, args: argparse.Namespace,
     api = TelegramAPI()
     runner = await api.start()
     try:
-        processes.adopt("gateway", gw.start_gateway(rasa_url))
+        processes.adopt("gateway", gw.start_gateway(rasa_url, gw.ROOT / ".venv-gateway"))
         gateway = processes.started["gateway"]
         await gw.wait_until_up(f"http://127.0.0.1:{gw.GATEWAY_PORT}/health")
         watched["gateway"] = gateway.pid

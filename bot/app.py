@@ -133,7 +133,7 @@ def create_app(settings: Optional[Settings] = None,
     app[MONITOR] = Monitor.for_router(router, store, policies.outreach)
     app.cleanup_ctx.append(_lifecycle)
     # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown
-    app.on_shutdown.append(_stop_background_work)  # type: ignore[arg-type]
+    app.on_shutdown.append(_stop_background_work)  # type: ignore[arg-type, unused-ignore]
     for channel in router.channels.values():
         channel.install(app, router)
     install_agent_console(app, desk, settings.agent_api_token)

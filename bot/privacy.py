@@ -37,7 +37,6 @@ from typing import Any, AsyncIterator, Callable, Dict, FrozenSet, Iterator, List
 
 import sqlalchemy as sa
 from aiohttp import web
-from pydantic import conint
 from sqlalchemy.engine import Connection, Engine
 
 from actions.identity import normalize_contact
@@ -70,6 +69,7 @@ from bot.reporting.kpi import tracker_events
 from bot.settings import Settings
 from bot.web import json_object
 from common.policy_files import PolicyError, StrictModel, parse_yaml_model, policy_dir
+from common.pydantic_v1 import conint
 from common.sql import create_store_engine, create_tables
 
 log = logging.getLogger("bot.privacy")

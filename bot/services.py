@@ -12,6 +12,7 @@ from typing import Dict, Mapping, Optional, Union
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from actions.store.backend import systems_on
 from actions.store.sql import Store, open_store
@@ -204,6 +205,8 @@ REDIS_IDLE_CHECK_SECONDS = 1.0
 # command after this long, so a webhook waiting on it is answered (its message goes to
 # the spool) instead of hanging; a command takes a millisecond.
 REDIS_TIMEOUT_SECONDS = 2.0
+# redis-py 4's own default; the gateway's concurrency is bounded by its turns, not here
+REDIS_MAX_CONNECTIONS = 2**31
 
 
 def connect_redis(url: str) -> aioredis.Redis:
@@ -211,10 +214,16 @@ def connect_redis(url: str) -> aioredis.Redis:
     when the check fails. After a Redis restart every idle pooled connection is dead,
     and without the check the first command on each failed, though Redis was up: a
     message went to the spool and could be overtaken by the conversation's next one,
-    which another gateway put straight into Redis. A command itself is never sent
-    twice: a message would be popped twice."""
+    which another gateway put straight into Redis. A command that timed out is never
+    sent again (it may still run, and a message would be popped twice): redis-py 6 and
+    later retry commands with this same policy, so it names the broken connection
+    alone, which redis-py 4 retried only at the check. The pool is not capped: redis-py 6
+    and later cap it at 100 connections and fail the next command at once, which under
+    200 conversations paused the inbox; each turn's commands hold a connection briefly."""
     return aioredis.from_url(url, health_check_interval=REDIS_IDLE_CHECK_SECONDS,
-                             retry=Retry(NoBackoff(), 1),
+                             max_connections=REDIS_MAX_CONNECTIONS,
+                             retry=Retry(NoBackoff(), 1,
+                                         supported_errors=(RedisConnectionError,)),
                              socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                              socket_timeout=REDIS_TIMEOUT_SECONDS)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, Set, Type, TypeVar
 
 import yaml
-from pydantic import BaseModel, Extra, ValidationError
 
 from common.paths import REPO_ROOT
+from common.pydantic_v1 import BaseModel, Extra, ValidationError
 
 DEFAULT_POLICY_DIR = REPO_ROOT / "policy"
 

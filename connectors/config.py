@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from pydantic import confloat, conint
-
 from common.policy_files import StrictModel
+from common.pydantic_v1 import confloat, conint
 from connectors.outbound import Rate, RetryPolicy
 
 

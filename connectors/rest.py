@@ -22,8 +22,8 @@ import weakref
 from typing import Any, Dict, List, Optional, Sequence
 
 from aiohttp import web
-from pydantic import BaseModel, Extra, StrictStr, ValidationError, constr
 
+from common.pydantic_v1 import BaseModel, Extra, StrictStr, ValidationError, constr
 from connectors.channel import Channel, ChannelContext
 from connectors.message import (
     Attachment,

@@ -232,7 +232,7 @@ class WebChatChannel(Channel):
         app.router.add_get("/", page)
         app.router.add_static(STATIC_PREFIX, PAGE_DIR)
         # aiohttp 3.9's signal annotation does not match aiosignal 1.4's ParamSpec one.
-        app.on_shutdown.append(self._close_sockets)  # type: ignore[arg-type]
+        app.on_shutdown.append(self._close_sockets)  # type: ignore[arg-type, unused-ignore]
 
     async def _polling_post(self, request: web.Request) -> web.StreamResponse:
         """Packets a client sends on a polling session, checked before Engine.IO sees

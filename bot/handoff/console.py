@@ -416,7 +416,7 @@ def install_agent_console(app: web.Application, desk: HandoffDesk, admin_token: 
     app.middlewares.append(staff_page_headers)
     app.cleanup_ctx.append(_watching_sockets)
     # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown
-    app.on_shutdown.append(_close_sockets)  # type: ignore[arg-type]
+    app.on_shutdown.append(_close_sockets)  # type: ignore[arg-type, unused-ignore]
     add = app.router
     add.add_get("/api/me", me)
     add.add_get("/api/config", console_config)

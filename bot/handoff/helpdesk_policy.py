@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pydantic import confloat, conint, constr
-
 from actions.policy import EscalationPolicy
 from bot.handoff.policy import HandoffPolicy
 from common.policy_files import PolicyError, StrictModel, parse_yaml_model, policy_dir
+from common.pydantic_v1 import confloat, conint, constr
 
 TeamId = conint(ge=1)
 

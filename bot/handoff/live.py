@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
 
 from redis import asyncio as aioredis
 
@@ -93,19 +93,21 @@ class RedisLiveQueues(LiveQueues):
         try:
             rank = await self.redis.zrank(self.waiting_key(handoff["queue"]),
                                           _member(handoff["id"]))
-            if rank is not None:
-                return int(rank) + 1
+            if isinstance(rank, int):
+                return rank + 1
         except aioredis.RedisError as error:
             log.warning("queue position read from SQL: Redis failed (%s)", type(error).__name__)
         return await super().position(handoff)
 
     async def waiting(self, queue: str) -> List[int]:
         """The ids waiting in the queue, in the order they are offered."""
-        return [int(m) for m in await self.redis.zrange(self.waiting_key(queue), 0, -1)]
+        waiting = await self.redis.zrange(self.waiting_key(queue), 0, -1)
+        return [int(cast(bytes, member)) for member in waiting]
 
     async def active(self) -> Dict[int, str]:
         """Active handoff id -> the agent who has it."""
-        return {int(k): v.decode() for k, v in (await self.redis.hgetall(self.active_key)).items()}
+        active = await self.redis.hgetall(self.active_key)
+        return {int(k): cast(bytes, v).decode() for k, v in active.items()}
 
     async def reconcile(self) -> None:
         """Replace the Redis state with what SQL holds, in one transaction."""

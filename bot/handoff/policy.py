@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import conint, validator
-
 from actions.policy import CHANNELS, EscalationPolicy
 from bot.handoff.store import Agent
 from common.policy_files import PolicyError, StrictModel, check_text, parse_yaml_model, policy_dir
+from common.pydantic_v1 import conint, validator
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")

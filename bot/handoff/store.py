@@ -191,8 +191,10 @@ class HandoffStore:
             existing = self._open_for(conn, values["conversation_id"])
             if existing is not None:
                 return existing, False
-            handoff_id = conn.execute(
-                handoffs.insert().values(status="waiting", **stored)).inserted_primary_key[0]
+            key = conn.execute(
+                handoffs.insert().values(status="waiting", **stored)).inserted_primary_key
+            assert key is not None, "an insert of one row has its primary key"
+            handoff_id = key[0]
             detail = {"reason": values["reason_code"], "queue": values["queue"]}
             conn.execute(audit_log.insert().values(
                 handoff_id=handoff_id, actor="bot", action="open", detail=json.dumps(detail),

@@ -36,6 +36,7 @@ from typing import (
     Protocol,
     Tuple,
     Type,
+    cast,
 )
 
 import sqlalchemy.exc
@@ -319,11 +320,16 @@ class RedisInbox:
         """Processing one message may outlast the lock (bot retries, rate limits)."""
         while True:
             await asyncio.sleep(self.LOCK_MS / 3000)
-            await self.renew(keys=[lock], args=[token, self.LOCK_MS])
+            try:
+                await self.renew(keys=[lock], args=[token, self.LOCK_MS])
+            except aioredis.RedisError as error:
+                # keep trying: a lock that lapses lets another process answer it again
+                log.warning("inbox lock not renewed, Redis failed: %s", type(error).__name__)
 
     async def _pick_up_pending(self) -> None:
         for member in await self.redis.smembers(self.pending):
-            self.workers.ensure(member.decode(), self._drain)
+            # the client does not decode responses: bytes
+            self.workers.ensure(cast(bytes, member).decode(), self._drain)
 
     async def _sweep(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         while True:

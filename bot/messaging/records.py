@@ -27,14 +27,16 @@ from typing import (
     Sequence,
     Tuple,
     TypeVar,
+    cast,
 )
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import ClauseElement
 
 from common.sql import create_tables
 from connectors.message import (
@@ -144,11 +146,11 @@ class DriverStatement:
     took 2.6 ms, where SQLite needed about 0.4 ms; this way it takes 0.8 ms
     (bench/results/gateway.md). An insert or update sets the `columns` named."""
 
-    def __init__(self, statement: Executable, dialect: Dialect,
+    def __init__(self, statement: ClauseElement, dialect: Dialect,
                  columns: Optional[Sequence[str]] = None, returning: bool = False) -> None:
         # compiled for executemany unless it returns rows: SQLAlchemy adds no RETURNING
-        compiled = statement.compile(dialect=dialect, column_keys=columns,
-                                     for_executemany=not returning)
+        compiled = cast(SQLCompiler, statement.compile(
+            dialect=dialect, column_keys=columns, for_executemany=not returning))
         self.sql = str(compiled)
         # the parameters in order where the driver's paramstyle is positional
         self.order: Optional[Sequence[str]] = compiled.positiontup
@@ -168,24 +170,41 @@ def driver_cursor(engine: Engine) -> Iterator[Any]:
     """A DBAPI cursor on a pooled connection, in a transaction committed at the end.
     The driver's errors are raised as SQLAlchemy's (an OperationalError is an outage
     the inbox waits out), and a connection the error shows dead is not pooled again."""
-    connection = engine.raw_connection()
+    driver_error = _driver_error(engine)
+    try:
+        # SQLAlchemy 1.4 wraps a failed connect; 2.0 lets the driver's error through
+        connection = engine.raw_connection()
+    except driver_error as error:
+        raise _sqlalchemy_error(engine, error) from error
     cursor = connection.cursor()
     try:
         yield cursor
         connection.commit()
-    except engine.dialect.dbapi.Error as error:
+    except driver_error as error:
         if engine.dialect.is_disconnect(error, connection.dbapi_connection, cursor):
             connection.invalidate(error)
         else:
-            with contextlib.suppress(engine.dialect.dbapi.Error):
+            with contextlib.suppress(driver_error):
                 connection.rollback()
-        # no statement or parameters in the error: they hold the customer's words
-        raise sa.exc.DBAPIError.instance(None, None, error, engine.dialect.dbapi.Error,
-                                         dialect=engine.dialect) from error
+        raise _sqlalchemy_error(engine, error) from error
     finally:
-        with contextlib.suppress(engine.dialect.dbapi.Error):
+        with contextlib.suppress(driver_error):
             cursor.close()
         connection.close()
+
+
+def _driver_error(engine: Engine) -> Any:
+    """The base class of the driver's errors (DB-API's `Error`)."""
+    dbapi = engine.dialect.dbapi
+    assert dbapi is not None, "an engine's dialect has its driver loaded"
+    return dbapi.Error
+
+
+def _sqlalchemy_error(engine: Engine, error: Exception) -> sa.exc.StatementError:
+    """The driver's error as SQLAlchemy raises it, without the statement or its
+    parameters: they hold the customer's words."""
+    return sa.exc.DBAPIError.instance(None, None, error, _driver_error(engine),
+                                      dialect=engine.dialect)
 
 
 class GatewayRecords:
@@ -398,8 +417,9 @@ def insert_if_absent(db: Connection, table: sa.Table, values: Mapping[str, Any])
 
 @functools.cache
 def _insert_ignoring_conflicts(table: sa.Table, dialect: str) -> Insert:
-    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    return insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing()
+    return postgresql_insert(table).on_conflict_do_nothing()
 
 
 def _turn(row: Any) -> TranscriptTurn:

@@ -8,12 +8,11 @@ from typing import (
     Tuple,
 )
 
-from pydantic import conint, validator
-
 from actions.store.types import (
     OrderStatus,
 )
 from common.policy_files import PolicyError, StrictModel, check_text, parse_yaml_model, policy_dir
+from common.pydantic_v1 import conint, validator
 from connectors.config import ChannelPolicy
 
 MonitorName = Literal["shipments", "products", "promises"]

@@ -183,7 +183,7 @@ def install_dashboard(app: web.Application, source: KpiSource) -> None:
     """After the agent console, whose tokens it accepts."""
     app[SOURCE] = source
     # aiosignal's generics disagree with aiohttp 3.9's annotation of on_cleanup
-    app.on_cleanup.append(_close_source)  # type: ignore[arg-type]
+    app.on_cleanup.append(_close_source)  # type: ignore[arg-type, unused-ignore]
     app.router.add_get("/api/kpis", kpis_json)
     app.router.add_get("/api/kpis.csv", kpis_csv)
     app.router.add_get("/dashboard", dashboard_page)

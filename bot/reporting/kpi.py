@@ -22,13 +22,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from pydantic import conint, validator
 from sqlalchemy.engine import Engine
 
 from actions.policy import check_intents
 from bot.handoff.store import OPEN, handoffs
 from bot.messaging.records import conversations, turns
 from common.policy_files import StrictModel, parse_yaml_model, policy_dir
+from common.pydantic_v1 import conint, validator
 from common.sql import create_store_engine
 
 log = logging.getLogger("bot.reporting.kpi")

@@ -39,7 +39,10 @@ from bot.settings import (
 from common.paths import REPO_ROOT
 from common.sql import POSTGRESQL_TIMEOUTS, STORE_WAIT_SECONDS, keep_private
 
-BIN = Path(sys.executable).parent
+# Rasa, the action server and training run in Rasa's environment; the gateway and its
+# balancer in the gateway's own, on newer releases (docs/development.md#two-environments)
+RASA_BIN = REPO_ROOT / ".venv" / "bin"
+GATEWAY_BIN = REPO_ROOT / ".venv-gateway" / "bin"
 ADMIN_TOKEN_FILE = "agent-admin.token"
 STARTUP_TIMEOUT_SECONDS = 180
 RESTARTS_PER_MINUTE = 3
@@ -51,7 +54,7 @@ TURN_LOCK_SECONDS = 60
 
 
 def rasa_command(*args: str) -> List[str]:
-    return [str(BIN / "rasa"), *args]
+    return [str(RASA_BIN / "rasa"), *args]
 
 
 def child_environment(settings: Settings) -> Dict[str, str]:
@@ -143,7 +146,7 @@ def components(settings: Settings) -> List[Component]:
 def action_server(settings: Settings) -> Component:
     """rasa_sdk's server on loopback, refusing requests without Rasa's secret."""
     return Component("action server",
-                     [sys.executable, "-m", "actions.server", "--actions", "actions",
+                     [str(RASA_BIN / "python"), "-m", "actions.server", "--actions", "actions",
                       "--port", str(settings.action_port)],
                      settings.action_health_url)
 
@@ -156,7 +159,7 @@ def rasa_instance(name: str, url: str, endpoints: str, wave: int = 0) -> Compone
 
 
 def gateway(name: str, port: int, **env: str) -> Component:
-    return Component(name, [sys.executable, "-m", "bot", "serve"],
+    return Component(name, [str(GATEWAY_BIN / "bot"), "serve"],
                      f"http://127.0.0.1:{port}/health", {"GATEWAY_PORT": str(port), **env})
 
 
@@ -248,6 +251,10 @@ def launch(settings: Settings, env: Dict[str, str], parts: List[Component], trai
             return 1
     if seed:
         print(seed_demo_store_if_used(env))
+    missing = sorted({part.command[0] for part in parts if not Path(part.command[0]).exists()})
+    if missing:
+        print(f"error: {', '.join(missing)} missing; run `make setup`", file=sys.stderr)
+        return 1
     processes: Dict[str, subprocess.Popen] = {}
     # explicit for both: a process started in the background inherits SIGINT ignored
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -398,7 +405,7 @@ def production_components(settings: Settings, instances: int) -> List[Component]
     gateway_ports = [settings.gateway_port + 1 + i for i in range(instances)]
     balancer = Component(
         "balancer",
-        [sys.executable, "-m", "bot", "balance", "--host", settings.gateway_host, "--port",
+        [str(GATEWAY_BIN / "bot"), "balance", "--host", settings.gateway_host, "--port",
          str(settings.gateway_port), *(f"127.0.0.1:{port}" for port in gateway_ports)],
         f"http://127.0.0.1:{settings.gateway_port}/health")
     return [action_server(settings),

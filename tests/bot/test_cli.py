@@ -12,7 +12,7 @@ from bot.cli import main
 from bot.messaging.records import GatewayRecords
 from common.sql import create_store_engine
 from connectors.message import Delivery, Reply
-from tests.conftest import REPO_ROOT
+from tests.conftest import GATEWAY_BIN, REPO_ROOT
 from tests.provider_api import ProviderAPI, RecordedRequest
 
 
@@ -74,7 +74,7 @@ def test_nlu_report_has_its_own_help(capsys):
 
 async def bot_command(*args: str, **env: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        str(REPO_ROOT / ".venv" / "bin" / "bot"), *args, cwd=REPO_ROOT,
+        str(GATEWAY_BIN / "bot"), *args, cwd=REPO_ROOT,
         env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)
     output, _ = await process.communicate()

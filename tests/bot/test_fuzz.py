@@ -175,6 +175,15 @@ def query(pairs: List[Tuple[str, str]]) -> str:
     return urlencode(pairs, encoding="utf-8", errors="surrogatepass")
 
 
+# A form as aiohttp's client sends a dict, encoded here: aiohttp 3.10 and later refuse
+# to send a field name with a control character, which a provider's caller may still do.
+FORM = "application/x-www-form-urlencoded"
+
+
+def form_body(form: Dict[str, str]) -> str:
+    return query(list(form.items()))
+
+
 # -- webhooks, unsigned or wrongly signed ------------------------------------------------
 
 WEBHOOKS = ["/webhooks/telegram", "/webhooks/whatsapp", "/webhooks/twilio",
@@ -250,8 +259,8 @@ async def test_twilio_refuses_forms_with_wrong_signatures(
     url = str(gateway.client.make_url("/webhooks/twilio"))
     assume(signature and signature != RequestValidator(twilio_test.AUTH_TOKEN)
            .compute_signature(url, form))
-    assert await gateway.request("POST", "/webhooks/twilio", data=form, headers={
-        "X-Twilio-Signature": signature}) in (400, 403)
+    assert await gateway.request("POST", "/webhooks/twilio", data=form_body(form), headers={
+        "X-Twilio-Signature": signature, "Content-Type": FORM}) in (400, 403)
 
 
 @FUZZ
@@ -309,8 +318,9 @@ async def test_twilio_signed_forms_that_are_not_messages(
         path = f"{path}?{query(query_string)}"
     url = str(gateway.client.make_url(path))
     signature = RequestValidator(twilio_test.AUTH_TOKEN).compute_signature(url, form)
-    status = await gateway.request("POST", path, data=form,
-                                   headers={"X-Twilio-Signature": signature})
+    status = await gateway.request("POST", path, data=form_body(form),
+                                   headers={"X-Twilio-Signature": signature,
+                                            "Content-Type": FORM})
     assert status in (200, 400, 403)
 
 

@@ -348,6 +348,19 @@ async def test_after_a_redis_restart_idle_connections_send_no_message_to_the_spo
     assert processor.done == {c: ["1", "2"] for c in conversations}
 
 
+async def test_the_gateways_redis_serves_more_commands_at_once_than_a_default_pool(
+        redis_url: str, prefix: str) -> None:
+    """redis-py 6 and later cap a pool at 100 connections and fail the next command at
+    once; 200 conversations at once paused the inbox that way. Each BLPOP here holds its
+    connection for a moment, as a busy turn's commands do."""
+    redis = connect_redis(redis_url)
+    try:
+        waits = [redis.blpop([f"{prefix}:empty"], timeout=0.5) for _ in range(150)]
+        assert await asyncio.gather(*waits) == [None] * 150
+    finally:
+        await redis.close()
+
+
 @needs_redis_server
 async def test_when_neither_redis_nor_the_spool_can_keep_a_message_the_inbox_says_so(
         down_redis: RedisServer, records: GatewayRecords, prefix: str) -> None:

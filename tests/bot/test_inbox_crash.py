@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import AsyncIterator, Dict
 
@@ -20,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from connectors.telegram import SECRET_HEADER
-from tests.conftest import background
+from tests.conftest import GATEWAY_BIN, background
 from tests.connectors.test_telegram import (
     API,
     CHAT_ID,
@@ -48,7 +47,7 @@ async def gateway(env: Dict[str, str], log: Path,
     url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
     with contextlib.ExitStack() as stack:
         process = await asyncio.to_thread(stack.enter_context, background(
-            [sys.executable, "-m", "bot", "serve"], env, log, f"{url}/agent"))
+            [str(GATEWAY_BIN / "bot"), "serve"], env, log, f"{url}/agent"))
         yield url
         if process.poll() is None:
             os.killpg(process.pid, stop)

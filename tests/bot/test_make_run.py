@@ -211,7 +211,7 @@ def health() -> Dict[str, Any]:
 def process_group_of(command: str) -> int:
     """The process group of the part `make run` started with this command line (each
     part has its own group)."""
-    listing = subprocess.run(["ps", "-eo", "pgid=,args="], capture_output=True, text=True,
+    listing = subprocess.run(["ps", "-ww", "-eo", "pgid=,args="], capture_output=True, text=True,
                              check=True).stdout
     return next(int(line.split()[0]) for line in listing.splitlines() if command in line)
 

@@ -30,12 +30,13 @@ from actions.store.sql import metadata as store_metadata
 from bot.app import create_app
 from bot.cli import main
 from bot.handoff import store as handoff_tables
+from bot.handoff.chatwoot import links as chatwoot_tables
 from bot.handoff.store import Agent, HandoffStore
 from bot.messaging.records import GatewayRecords, deliveries, turns
 from bot.messaging.records import metadata as records_metadata
 from bot.outreach.tables import metadata as monitor_metadata
 from bot.policies import load_channel_policy
-from bot.privacy import Holdings, Privacy, load_privacy_policy, purge_every
+from bot.privacy import PRIVACY, Holdings, Privacy, load_privacy_policy, purge_every
 from bot.reporting.kpi import tracker_events
 from bot.settings import load_settings
 from common.paths import REPO_ROOT
@@ -88,12 +89,17 @@ def place(request: pytest.FixtureRequest, tmp_path: Path,
         found = Place(var, url, url, url)
         engine = sa.create_engine(url)
         for tables in (records_metadata, handoff_tables.metadata, monitor_metadata,
-                       store_metadata, tracker_events.metadata):
+                       chatwoot_tables.metadata, store_metadata, tracker_events.metadata):
             tables.drop_all(engine)
         engine.dispose()
     for name, value in found.env().items():
         monkeypatch.setenv(name, value)
     yield found
+
+
+# The tests that hold a customer write Rasa's tracker store with Rasa's own code, so
+# they run in Rasa's environment (.venv), not the gateway's (docs/development.md#tests).
+WRITES_RASA_TRACKER = pytest.mark.rasa_env
 
 
 async def rasa_tracker(place: Place, conversation: str, events: List[Any]) -> None:
@@ -173,6 +179,7 @@ def files_holding(var: Path, *needles: str) -> Dict[str, List[str]]:
     return found
 
 
+@WRITES_RASA_TRACKER
 def test_the_cli_exports_everything_held_about_a_customer(
         customers: Place, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", "export", "--contact", EMAIL]) == 0
@@ -208,6 +215,19 @@ async def gateway(customers: Place) -> AsyncIterator[TestClient]:
     await client.close()
 
 
+async def test_a_new_gateway_on_the_console_purges_without_the_helpdesks_tables(
+        place: Place) -> None:
+    """The purge also forgets helpdesk links; a gateway handing off to its own console
+    never opened them, and its scheduled purge failed on the missing tables."""
+    settings = dataclasses.replace(
+        load_settings(), var_dir=place.var, database_url=place.store_url,
+        gateway_database_override=place.gateway_url, tracker_database_url=place.tracker_url,
+        redis_url="", agent_api_token=ADMIN_TOKEN, rasa_url="http://127.0.0.1:9")
+    app = create_app(settings, {}, load_channel_policy())
+    assert not any(app[PRIVACY].purge("schedule").values())
+
+
+@WRITES_RASA_TRACKER
 async def test_the_admin_erases_a_customer_and_no_file_keeps_a_byte_of_them(
         gateway: TestClient, customers: Place) -> None:
     needles = (EMAIL, PHONE, PHONE.lstrip("+"), "zebra-marmalade")
@@ -260,6 +280,7 @@ async def test_the_admin_erases_a_customer_and_no_file_keeps_a_byte_of_them(
         assert left and all(hits == ["okapi-chutney"] for hits in left.values()), left
 
 
+@WRITES_RASA_TRACKER
 def test_the_cli_erases_by_conversation_id(customers: Place,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", "erase", "--contact", OTHER]) == 0
@@ -270,6 +291,7 @@ def test_the_cli_erases_by_conversation_id(customers: Place,
     assert json.loads(capsys.readouterr().out)["transcripts"]  # the other customer stays
 
 
+@WRITES_RASA_TRACKER
 async def test_retention_purges_old_data_and_keeps_new(
         customers: Place, capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()

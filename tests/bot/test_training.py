@@ -19,6 +19,9 @@ from bot.tools.launcher import (
 )
 from tests.conftest import REPO_ROOT
 
+# training reads Rasa's version from its environment: these run in .venv
+pytestmark = pytest.mark.rasa_env
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
