@@ -222,6 +222,19 @@ def environ_reads(package: Path) -> Set[str]:
     return names
 
 
+# The store platforms' and helpdesks' settings are read from the environment passed on
+# as a mapping (actions/store/backend.py, bot/settings.py), which environ_reads misses.
+PLATFORM_VARIABLE = re.compile(
+    r'"((?:STORE|TRACKING)_BACKEND|HANDOFF_TARGET'
+    r'|(?:SHOPIFY|WOOCOMMERCE|EASYPOST|AFTERSHIP|CHATWOOT|FRESHDESK|ZENDESK)_[A-Z0-9_]+)"')
+
+
+def platform_variables(*packages: Path) -> Set[str]:
+    """The platform and helpdesk variables named in the code under `packages`."""
+    return {match[1] for package in packages for path in package.rglob("*.py")
+            for match in PLATFORM_VARIABLE.finditer(path.read_text())}
+
+
 def _is_environ(node: ast.expr) -> bool:
     return isinstance(node, ast.Attribute) and node.attr == "environ"
 
@@ -398,7 +411,8 @@ def test_every_service_restarts(services: Dict[str, Dict[str, Any]]) -> None:
 
 def test_gateway_environment_is_what_the_gateway_reads(
         resolved: Dict[str, Dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    read = gateway_variables(monkeypatch)
+    read = gateway_variables(monkeypatch) | platform_variables(REPO_ROOT / "actions" / "store",
+                                                             REPO_ROOT / "bot")
     assert {"RASA_URL", "DATABASE_URL", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL"} <= read
     given = set(environment(resolved["gateway"]))
     assert sorted(given - read) == [], "the gateway reads none of these"
@@ -418,11 +432,27 @@ def test_gateway_passes_every_channel_credential_through(
 
 def test_action_server_environment_is_what_the_actions_read(
         resolved: Dict[str, Dict[str, Any]]) -> None:
-    read = environ_reads(REPO_ROOT / "actions")
+    read = environ_reads(REPO_ROOT / "actions") | platform_variables(REPO_ROOT / "actions")
     assert "DATABASE_URL" in read
     given = set(environment(resolved["action-server"]))
     assert "DATABASE_URL" in given
     assert sorted(given - read) == [], "the actions read none of these"
+
+
+def test_the_store_platform_and_helpdesk_settings_reach_the_services_that_read_them(
+        services: Dict[str, Dict[str, Any]]) -> None:
+    """Set in the host's environment or .env, STORE_BACKEND=shopify and its variables reach
+    the actions and the gateway (which shows agents the order), HANDOFF_TARGET and its
+    helpdesk's the gateway; empty when unset, as if not given."""
+    store = platform_variables(REPO_ROOT / "actions")
+    assert {"STORE_BACKEND", "SHOPIFY_SHOP", "WOOCOMMERCE_URL"} <= store
+    helpdesk = platform_variables(REPO_ROOT / "bot")
+    assert {"HANDOFF_TARGET", "CHATWOOT_API_TOKEN", "FRESHDESK_API_KEY"} <= helpdesk
+    defaults = {"STORE_BACKEND": "sql", "HANDOFF_TARGET": "console"}
+    for service, names in (("action-server", store), ("gateway", store | helpdesk)):
+        env = environment(services[service])
+        for name in sorted(names):
+            assert env.get(name) == f"${{{name}:-{defaults.get(name, '')}}}", (service, name)
 
 
 def test_secrets_are_required_from_the_environment(
