@@ -321,6 +321,20 @@ async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
     assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
 
 
+async def test_a_conversation_made_though_chatwoots_answer_was_lost_is_not_made_twice(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer) -> None:
+    """Chatwoot made the conversation but its answer never came (a proxy's timeout):
+    the next try finds that conversation by the handoff's reference and completes it."""
+    chatwoot.lose_next_answer("POST", "/conversations")
+    handoff = await ask_for_a_person(client, bot_api, 7700010, 72900)
+    reference = f"H-{handoff['id']}"
+    conversation = await in_chatwoot(chatwoot, handoff)
+    await quiet(chatwoot)
+    assert [c.id for c in chatwoot.conversations.values()
+            if c.additional_attributes["handoff_reference"] == reference] == [conversation.id]
+    assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
+
+
 async def test_two_gateways_on_redis_share_the_handoff_and_push_it_once(
         rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
         policy_dir: Path, redis_url: str) -> None:

@@ -68,6 +68,8 @@ class ChatwootServer:
     is_down: bool = False
     # path endings and how many of their next calls fail with 500
     failures: Dict[str, int] = field(default_factory=dict)
+    # (method, path ending) and how many of their next calls are done but answered 504
+    lost_answers: Dict[tuple, int] = field(default_factory=dict)
     _runner: Optional[web.AppRunner] = None
     _session: Optional[aiohttp.ClientSession] = None
     _background: Set[asyncio.Task] = field(default_factory=set)
@@ -78,6 +80,7 @@ class ChatwootServer:
         app.router.add_get(f"{base}/contacts/search", self._search_contacts)
         app.router.add_post(f"{base}/contacts", self._create_contact)
         app.router.add_post(f"{base}/contacts/{{id}}/contact_inboxes", self._contact_inbox)
+        app.router.add_get(f"{base}/contacts/{{id}}/conversations", self._contact_conversations)
         app.router.add_post(f"{base}/conversations", self._create_conversation)
         app.router.add_post(f"{base}/conversations/{{id}}/messages", self._create_message)
         app.router.add_post(f"{base}/conversations/{{id}}/assignments", self._assign)
@@ -104,6 +107,11 @@ class ChatwootServer:
     def fail_next(self, path_ending: str, times: int = 1) -> None:
         """The next calls to paths ending so fail with 500, as an overloaded Chatwoot."""
         self.failures[path_ending] = times
+
+    def lose_next_answer(self, method: str, path_ending: str, times: int = 1) -> None:
+        """The next such calls are done, but answered 504, as by a proxy whose wait for
+        Chatwoot ran out: the caller cannot tell whether they were done."""
+        self.lost_answers[(method, path_ending)] = times
 
     def conversation_for(self, reference: str) -> Optional[Conversation]:
         return next((c for c in self.conversations.values()
@@ -153,7 +161,13 @@ class ChatwootServer:
         if ending is not None:
             self.failures[ending] -= 1
             return web.json_response({"error": "Internal Server Error"}, status=500)
-        return await handler(request)
+        answer = await handler(request)
+        lost = next((key for key, n in self.lost_answers.items() if n and key[0] ==
+                     request.method and request.path.endswith(key[1])), None)
+        if lost is not None:
+            self.lost_answers[lost] -= 1
+            return web.Response(text="Gateway Timeout", status=504)
+        return answer
 
     async def _search_contacts(self, request: web.Request) -> web.Response:
         query = request.query.get("q", "")
@@ -189,6 +203,15 @@ class ChatwootServer:
         source_id = body.get("source_id") or str(uuid.uuid4())
         self.contact_inboxes.add((contact_id, INBOX_ID, source_id))
         return web.json_response({"source_id": source_id, "inbox": self._inbox()})
+
+    async def _contact_conversations(self, request: web.Request) -> web.Response:
+        """ContactsController#conversations: the contact's conversations, newest first."""
+        contact_id = int(request.match_info["id"])
+        if contact_id not in self.contacts:
+            return web.json_response({"error": "Resource could not be found"}, status=404)
+        found = [self._conversation_data(c) for c in self.conversations.values()
+                 if c.contact_id == contact_id]
+        return web.json_response({"payload": found[::-1]})
 
     async def _create_conversation(self, request: web.Request) -> web.Response:
         body = await request.json()

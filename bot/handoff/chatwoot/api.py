@@ -47,6 +47,14 @@ class ChatwootApi:
                                 {"inbox_id": self.settings.inbox_id, "source_id": source_id})
         return str(made["source_id"])
 
+    async def conversation_with(self, contact_id: int, reference: str) -> Optional[int]:
+        """The contact's conversation in our inbox made for this handoff, if any."""
+        found = await self._call("GET", f"/contacts/{contact_id}/conversations")
+        return next((int(c["id"]) for c in found.get("payload") or []
+                     if c.get("inbox_id") == self.settings.inbox_id
+                     and (c.get("additional_attributes") or {}).get("handoff_reference")
+                     == reference), None)
+
     async def create_conversation(self, contact_id: int, source_id: str,
                                   attributes: Dict[str, Any]) -> int:
         created = await self._call("POST", "/conversations", {

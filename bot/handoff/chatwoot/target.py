@@ -43,9 +43,14 @@ class ChatwootTarget(HelpdeskTarget):
         name = handoff["customer_name"] or f"Customer H-{handoff['id']}"
         contact = await api.find_contact(identifier) or await api.create_contact(name,
                                                                                  identifier)
+        # made by an earlier try whose answer was lost (a timeout): that one, not another
+        reference = f"H-{handoff['id']}"
+        made = await api.conversation_with(contact, reference)
+        if made is not None:
+            return made
         source = await api.contact_inbox(contact, identifier)
         return await api.create_conversation(contact, source, {
-            "handoff_reference": f"H-{handoff['id']}", "channel": handoff["channel"]})
+            "handoff_reference": reference, "channel": handoff["channel"]})
 
     async def _describe(self, handoff: Handoff, remote_id: int) -> None:
         """The transcript so far and the handoff as private notes, and the team."""
