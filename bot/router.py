@@ -149,11 +149,25 @@ class Router:
             replies = [Reply(text=self.policy.texts.bot_unavailable)]
         else:
             opened = await self.desk.escalate(message, escalation) if escalation else None
+            if opened is None and await self._taken_meanwhile(message):
+                return
         # consoles see a new handoff before any send, which may wait on rate limits
         await self.answer(message, replies)
         self.metrics.processed(message.connector, message.received_at)
         if opened is not None:
             await self.desk.announce(opened)
+
+    async def _taken_meanwhile(self, message: Message) -> bool:
+        """A person took the conversation while the bot was answering (an agent reopened
+        it in the helpdesk): the bot's answer is not sent over theirs, and the message
+        goes to them as if it had come a moment later."""
+        handoff = await self.records.read(self.desk.routing, message.conversation_id)
+        if handoff is None or handoff["status"] == "resolved":
+            return False
+        log.info("H-%s: a person took the conversation during the bot's turn; the bot's "
+                 "answer was not sent", handoff["id"])
+        await self.desk.takes(message, handoff)
+        return True
 
     async def _over_limit(self, message: Message) -> bool:
         """Past the sender's inbound limit: recorded already, not for the bot; the first

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional
 
+import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
@@ -197,7 +198,7 @@ async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_
 
     assert await chatwoot.set_status(conversation.id, "resolved") == 200
     assert "rate" in sent_texts(bot_api, chat)[-1]
-    assert await post_update(client, callback(2003, chat, "csat:5")) == 200
+    assert await post_update(client, callback(72003, chat, "csat:5")) == 200
     await until(lambda: sent_texts(bot_api, chat)[-1] == "Thank you for telling us.")
     assert desk_of(client).store.get(handoff["id"])["csat_score"] == 5  # type: ignore[index]
     assert audit(client, handoff["id"]) == [
@@ -319,6 +320,78 @@ async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
     assert len(made()) == 1
     assert any(note.startswith(f"Handoff {reference}") for note in made()[0].notes())
     assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
+
+
+class SlowRasa:
+    """The real Rasa behind a door the test can hold: a turn's answer waits there, as a
+    slow turn's would, while the test does what an agent does meanwhile."""
+
+    def __init__(self, rasa_url: str) -> None:
+        self.rasa_url = rasa_url
+        self.url = ""
+        self.holding = False
+        self.answer_waits = asyncio.Event()
+        self.let_through = asyncio.Event()
+        self._runner: Optional[web.AppRunner] = None
+
+    async def start(self) -> SlowRasa:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self.let_through.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        async with aiohttp.ClientSession() as session, session.request(
+                request.method, self.rasa_url + request.path_qs, data=await request.read(),
+                headers={"Content-Type": request.content_type}) as got:
+            status, body = got.status, await got.read()
+        if self.holding:
+            self.answer_waits.set()
+            await self.let_through.wait()
+        return web.Response(status=status, body=body, content_type="application/json")
+
+
+async def test_an_agent_who_takes_the_conversation_mid_turn_is_not_talked_over(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
+        policy_dir: Path) -> None:
+    """Back with the bot, the customer asks something; while the bot's answer is on its
+    way an agent reopens the conversation in Chatwoot and writes. The bot's answer is
+    not sent after the agent's, and the customer's question goes to the agent."""
+    slow = await SlowRasa(rasa_stack.rasa_url).start()
+    telegram = TelegramChannel(credentials(bot_api.url), load_channel_policy())
+    client = await serve(chatwoot_settings(slow.url, rasa_stack, chatwoot),
+                         {"telegram": telegram}, chatwoot)
+    try:
+        chat = 7700011
+        handoff = await ask_for_a_person(client, bot_api, chat, 72950)
+        conversation = await in_chatwoot(chatwoot, handoff)
+        assert await chatwoot.set_status(conversation.id, "resolved") == 200
+        assert "rate" in sent_texts(bot_api, chat)[-1]
+
+        slow.holding = True
+        assert await post_update(client, update(72951, "where is my order", chat=chat)) == 200
+        await asyncio.wait_for(slow.answer_waits.wait(), 60)
+        assert await chatwoot.set_status(conversation.id, "open") == 200
+        assert await chatwoot.agent_reply(conversation.id, "Maya again: let me look.") == 200
+        slow.let_through.set()
+
+        await until(lambda: conversation.incoming()[-1:] == ["where is my order"])
+        await quiet(chatwoot)
+        assert sent_texts(bot_api, chat)[-1] == "Maya again: let me look."
+        record = desk_of(client).store.get(handoff["id"])
+        assert record is not None and record["status"] == "active"
+    finally:
+        await client.close()
+        await slow.stop()
 
 
 async def test_a_conversation_made_though_chatwoots_answer_was_lost_is_not_made_twice(
