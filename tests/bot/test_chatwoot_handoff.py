@@ -306,8 +306,8 @@ async def test_a_monitors_handoff_reaches_chatwoot_with_the_order(
 
 async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
         client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer) -> None:
-    """The conversation was made, then assigning the team failed: the next try gives
-    that conversation its notes and team; no second conversation."""
+    """The conversation was made with its notes, then assigning the team failed: the
+    next try gives that conversation its team; no second conversation, no note twice."""
     chatwoot.fail_next("/assignments")
     handoff = await ask_for_a_person(client, bot_api, 7700006, 72500)
     reference = f"H-{handoff['id']}"
@@ -318,7 +318,9 @@ async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
 
     await until(lambda: any(c.team_id == 4 for c in made()))
     assert len(made()) == 1
-    assert any(note.startswith(f"Handoff {reference}") for note in made()[0].notes())
+    transcript, packet = made()[0].notes()
+    assert transcript.startswith("Conversation before the handoff:")
+    assert packet.startswith(f"Handoff {reference}")
     assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
 
 

@@ -83,6 +83,7 @@ class ChatwootServer:
         app.router.add_get(f"{base}/contacts/{{id}}/conversations", self._contact_conversations)
         app.router.add_post(f"{base}/conversations", self._create_conversation)
         app.router.add_post(f"{base}/conversations/{{id}}/messages", self._create_message)
+        app.router.add_get(f"{base}/conversations/{{id}}/messages", self._list_messages)
         app.router.add_post(f"{base}/conversations/{{id}}/assignments", self._assign)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -242,6 +243,16 @@ class ChatwootServer:
         self._in_background(self._message_event(message))
         return web.json_response({**message, "message_type": 0 if kind == "incoming" else 1,
                                   "conversation_id": conversation.id})
+
+    async def _list_messages(self, request: web.Request) -> web.Response:
+        """MessagesController#index: the conversation's messages, oldest first, with
+        message_type as the number Chatwoot's API gives (0 incoming, 1 outgoing)."""
+        conversation = self.conversations.get(int(request.match_info["id"]))
+        if conversation is None:
+            return web.json_response({"error": "Resource could not be found"}, status=404)
+        return web.json_response({"meta": {"contact": {}, "assignee": AGENT}, "payload": [
+            {**m, "message_type": 0 if m["message_type"] == "incoming" else 1,
+             "conversation_id": conversation.id} for m in conversation.messages]})
 
     async def _assign(self, request: web.Request) -> web.Response:
         conversation = self.conversations.get(int(request.match_info["id"]))

@@ -5,7 +5,7 @@ a refusal) is ChatwootError: the caller keeps the handoff and offers it again la
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import aiohttp
 
@@ -69,6 +69,12 @@ class ChatwootApi:
             "content": content, "message_type": "incoming" if incoming else "outgoing",
             "private": private})
         return int(created["id"])
+
+    async def private_notes(self, conversation_id: int) -> List[str]:
+        """What the conversation's private notes say, oldest first."""
+        found = await self._call("GET", f"/conversations/{conversation_id}/messages")
+        return [str(m.get("content") or "") for m in found.get("payload") or []
+                if m.get("private")]
 
     async def assign_team(self, conversation_id: int, team_id: int) -> None:
         await self._call("POST", f"/conversations/{conversation_id}/assignments",

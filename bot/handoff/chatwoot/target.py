@@ -53,11 +53,15 @@ class ChatwootTarget(HelpdeskTarget):
             "handoff_reference": reference, "channel": handoff["channel"]})
 
     async def _describe(self, handoff: Handoff, remote_id: int) -> None:
-        """The transcript so far and the handoff as private notes, and the team."""
+        """The transcript so far and the handoff as private notes, and the team. A note
+        an earlier try posted before it failed (assigning the team) is not posted again:
+        its first line tells which note it is."""
         transcript = await self.desk.records.read(self.desk.records.transcript,
                                                   handoff["conversation_id"])
-        await self.api.message(remote_id, transcript_note(transcript), private=True)
-        await self.api.message(remote_id, self.handoff_note(handoff), private=True)
+        posted = {note.split("\n", 1)[0] for note in await self.api.private_notes(remote_id)}
+        for note in (transcript_note(transcript), self.handoff_note(handoff)):
+            if note.split("\n", 1)[0] not in posted:
+                await self.api.message(remote_id, note, private=True)
         await self.api.assign_team(remote_id, self.policy.teams[handoff["queue"]])
 
     async def _add_customer_message(self, remote_id: int, content: str) -> None:
