@@ -133,12 +133,14 @@ class HandoffDesk:
         self._send, self._download = send, download
 
     async def send(self, handoff: Handoff, text: str, role: str,
-                   buttons: Sequence[Button] = ()) -> List[Delivery]:
+                   buttons: Sequence[Button] = (), images: Sequence[str] = ()) -> List[Delivery]:
+        """The text (with the first image, and the buttons) and any further images."""
         assert self._send is not None, "bind() the desk to the router first"
         conversation = handoff["conversation_id"]
         recipient = conversation.split(":", 1)[1]
-        return await self._send(handoff["connector"], recipient,
-                                [Reply(text=text, buttons=tuple(buttons))], role)
+        replies = [Reply(text=text, buttons=tuple(buttons), image_url=images[0] if images else ""),
+                   *(Reply(image_url=url) for url in images[1:])]
+        return await self._send(handoff["connector"], recipient, replies, role)
 
     # the customer's side, called by the router for every inbound message
 
@@ -362,10 +364,10 @@ class HandoffDesk:
     # a helpdesk's agents (the target's webhooks): they act in the helpdesk, which
     # decides who may; `actor` names them in the audit trail
 
-    async def helpdesk_reply(self, handoff: Handoff, actor: str,
-                             text: str) -> List[Delivery]:
-        """An agent's reply in the helpdesk, sent to the customer on their channel; the
-        first one claims a waiting handoff for them."""
+    async def helpdesk_reply(self, handoff: Handoff, actor: str, text: str,
+                             images: Sequence[str] = ()) -> List[Delivery]:
+        """An agent's reply in the helpdesk (its text, the images they attached), sent
+        to the customer on their channel; the first one claims a waiting handoff."""
         if handoff["status"] == "waiting":
             try:
                 handoff = await self.records.write(self.store.claim, handoff["id"],
@@ -373,7 +375,7 @@ class HandoffDesk:
                 await self.audit(actor, "claim", handoff, {})
             except HandoffConflict:  # claimed or resolved meanwhile: the reply still goes
                 handoff = await self._get(handoff["id"])
-        deliveries = await self.send(handoff, text, "agent")
+        deliveries = await self.send(handoff, text, "agent", images=images)
         if any(d.status in REACHED and not d.template for d in deliveries):
             await self.records.write(self.store.first_response, handoff["id"], self.clock())
         await self._done(self._helpdesk_agent(actor), "reply", await self._get(handoff["id"]),

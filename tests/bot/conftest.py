@@ -37,6 +37,7 @@ async def bot_api() -> AsyncIterator[ProviderAPI]:
         return web.json_response({"ok": True, "result": True})
 
     api.answer("POST", f"{API}/sendMessage", send)
+    api.answer("POST", f"{API}/sendPhoto", send)
     async def get_file(request: RecordedRequest) -> web.Response:
         return web.json_response({"ok": True, "result": {
             "file_id": request.form["file_id"][0], "file_unique_id": "u1",

@@ -44,6 +44,7 @@ from tests.bot.conftest import ADMIN_TOKEN
 from tests.bot.test_agent_console import callback
 from tests.bot.test_gateway import post_update, sent_texts, until, update
 from tests.conftest import RasaStack
+from tests.connectors import test_telegram as telegram_test
 from tests.connectors import test_twilio as twilio_test
 from tests.connectors import test_whatsapp as whatsapp_test
 from tests.connectors.test_telegram import credentials
@@ -322,6 +323,24 @@ async def test_a_handoff_chatwoot_half_took_is_completed_not_made_twice(
     assert transcript.startswith("Conversation before the handoff:")
     assert packet.startswith(f"Handoff {reference}")
     assert desk_of(client).store.get(handoff["id"])["status"] == "waiting"  # type: ignore[index]
+
+
+async def test_what_an_agent_attaches_reaches_the_customer(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer) -> None:
+    """An image goes as an image with the reply as its caption, a second image on its
+    own, another file as its link in the text."""
+    chat = 7700012
+    handoff = await ask_for_a_person(client, bot_api, chat, 72960)
+    conversation = await in_chatwoot(chatwoot, handoff)
+    assert await chatwoot.agent_reply(conversation.id, "Here is the label", files=[
+        ("image", "label.png"), ("file", "return-form.pdf"), ("image", "box.jpg")]) == 200
+    photos = [r.form for r in bot_api.calls(f"{telegram_test.API}/sendPhoto")
+              if r.form["chat_id"] == [str(chat)]]
+    urls = [a["data_url"] for a in conversation.messages[-1]["attachments"]]
+    assert [(p["photo"][0], p.get("caption", [""])[0]) for p in photos] == [
+        (urls[0], f"Here is the label\n{urls[1]}"), (urls[2], "")]
+    record = desk_of(client).store.get(handoff["id"])
+    assert record is not None and record["status"] == "active"
 
 
 class SlowRasa:

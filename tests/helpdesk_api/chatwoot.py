@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import aiohttp
 from aiohttp import web
@@ -121,10 +121,18 @@ class ChatwootServer:
     # what agents do in Chatwoot
 
     async def agent_reply(self, conversation_id: int, text: str, private: bool = False,
-                          agent: Optional[Dict[str, Any]] = None) -> int:
-        """An agent writes (a reply, or a private note); the webhook's answer status."""
+                          agent: Optional[Dict[str, Any]] = None,
+                          files: Sequence[Tuple[str, str]] = ()) -> int:
+        """An agent writes (a reply, or a private note), attaching `files` (file type
+        and name, as an upload); the webhook's answer status."""
         message = self._add_message(self.conversations[conversation_id], text, "outgoing",
                                     private, agent or AGENT)
+        if files:  # Attachment#push_event_data; data_url an Active Storage blob URL
+            message["attachments"] = [{
+                "id": next(IDS), "message_id": message["id"], "file_type": kind,
+                "account_id": ACCOUNT_ID, "extension": name.rsplit(".", 1)[-1],
+                "data_url": f"{self.url}/rails/active_storage/blobs/redirect/{uuid.uuid4()}/{name}",
+                "thumb_url": "", "file_size": 1024} for kind, name in files]
         return await self.send_webhook(self._message_event(message))
 
     async def set_status(self, conversation_id: int, status: str) -> int:

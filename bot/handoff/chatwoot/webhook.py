@@ -16,7 +16,7 @@ import hmac
 import json
 import logging
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from aiohttp import web
 
@@ -84,14 +84,17 @@ class ChatwootWebhook:
         handoff = await self._handoff(_number(event.get("conversation", {}), "id"))
         message_id = _number(event, "id")
         content = event.get("content")
-        if handoff is None or not isinstance(content, str) or not content.strip():
+        text = content.strip() if isinstance(content, str) else ""
+        images, files = _attachments(event.get("attachments"))
+        text = "\n".join([text, *files]).strip()
+        if handoff is None or not (text or images):
             return
         if not await self.desk.records.write(self.links.first_delivery, message_id,
                                              time.time()):
             return  # a retried delivery: sent already
         actor = _actor(event.get("sender"))
         try:
-            deliveries = await self.desk.helpdesk_reply(handoff, actor, content.strip())
+            deliveries = await self.desk.helpdesk_reply(handoff, actor, text, images)
         except Exception:
             # not sent: Chatwoot's retry of this delivery may send it
             await self.desk.records.write(self.links.forget_delivery, message_id)
@@ -139,6 +142,19 @@ def _number(part: Any, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
         raise Malformed(f"'{key}' is not an id")
     return value
+
+
+def _attachments(attachments: Any) -> Tuple[List[str], List[str]]:
+    """What an agent attached: images (sent as images on the customer's channel) and
+    other files (their links, in the text): each by its `data_url`."""
+    images: List[str] = []
+    files: List[str] = []
+    for attachment in attachments if isinstance(attachments, list) else []:
+        url = attachment.get("data_url") if isinstance(attachment, dict) else None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            continue
+        (images if attachment.get("file_type") == "image" else files).append(url)
+    return images, files
 
 
 def _agent_reply(event: Dict[str, Any]) -> bool:
