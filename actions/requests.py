@@ -412,7 +412,8 @@ def order_status(turn: Turn, order: Order) -> None:
     shipment = turn.store.delivery.get_shipment(order.order_id)
     if order.status is OrderStatus.PAID or shipment is None:
         _status_without_shipment(turn, order)
-    elif order.status is OrderStatus.DELIVERED and shipment.delivered_at:
+    elif shipment.delivered_at and order.status in (OrderStatus.DELIVERED, OrderStatus.SHIPPED):
+        # delivered, as the store or the carrier (TRACKING_BACKEND) says
         turn.say("utter_status_delivered", order_id=order.order_id,
                  delivered_on=day(shipment.delivered_at), **shipment_facts(shipment))
     elif delivery_exception(turn, order, shipment) is DeliveryException.NONE:
