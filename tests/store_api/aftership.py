@@ -135,6 +135,14 @@ class AfterShipStandIn(ThreadedStandIn):
             if any((t["tracking_number"], t["slug"]) == (number, slug)
                    for t in self.trackings.values()):
                 return envelope(4003, "Tracking already exists.", "BadRequest", 400)
+            return envelope(201, "Created", "Created", 201, self.tracking(number, slug))
+
+    def tracking(self, number: str, slug: str) -> Obj:
+        """The number's tracking, created on first sight (as POST /trackings does)."""
+        with self.lock:
+            for tracking in self.trackings.values():
+                if (tracking["tracking_number"], tracking["slug"]) == (number, slug):
+                    return tracking
             tracking_id = uuid.uuid4().hex[:24]
             self.trackings[tracking_id] = {
                 "id": tracking_id, "tracking_number": number, "slug": slug, "active": True,
@@ -146,7 +154,7 @@ class AfterShipStandIn(ThreadedStandIn):
                     "courier_estimated_delivery_date": None,
                     "shipment_delivery_date": None, "order_number": "",
                     "updated_at": iso(self.now)})}
-            return envelope(201, "Created", "Created", 201, self.trackings[tracking_id])
+            return self.trackings[tracking_id]
 
     async def _list(self, request: web.Request) -> web.Response:
         numbers = set(filter(None, request.query.get("tracking_numbers", "").split(",")))

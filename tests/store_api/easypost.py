@@ -166,7 +166,11 @@ class EasyPostStandIn(ThreadedStandIn):
         code = str(given.get("tracking_code") or "").strip()
         if not code:
             return error("TRACKER.CREATE.ERROR", "Invalid tracking code.", 422)
-        carrier = str(given.get("carrier") or ("USPS" if code in TEST_CODES else ""))
+        return web.json_response(self.tracker(code, str(given.get("carrier") or "")))
+
+    def tracker(self, code: str, carrier: str = "") -> Obj:
+        """The code's tracker, created on first sight (as POST /v2/trackers does)."""
+        carrier = carrier or ("USPS" if code in TEST_CODES else "")
         with self.lock:
             tracker_id = self.by_code.get((code, carrier))
             if tracker_id is None:
@@ -180,7 +184,7 @@ class EasyPostStandIn(ThreadedStandIn):
                     "carrier_detail": None, "created_at": iso(self.now),
                     "public_url": f"https://track.easypost.com/djE6{tracker_id[4:20]}",
                     **self._state(code)}
-            return web.json_response(self.trackers[tracker_id])
+            return self.trackers[tracker_id]
 
     async def _get(self, request: web.Request) -> web.Response:
         with self.lock:
