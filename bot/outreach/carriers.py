@@ -51,6 +51,10 @@ MAX_BODY = 1024 * 1024
 # how often kept events are looked at again (those waiting for business hours)
 SWEEP_SECONDS = 300.0
 BATCH = 50
+# an event whose telling fails this many times is set aside (logged), not tried for ever
+MAX_ATTEMPTS = 5
+# told events are kept this long, so that a service's retry of one is still known
+KEEP_DONE_SECONDS = 30 * 86400
 EASYPOST_EVENTS = ("tracker.updated", "tracker.created")
 AFTERSHIP_EVENTS = ("tracking_update",)
 
@@ -245,15 +249,30 @@ class CarrierWebhooks:
 
     async def tell_pending(self) -> List[str]:
         """Tell what the kept events report, oldest first; the results."""
+        await self.records.write(self._forget_told)
         results: List[str] = []
         after = 0
         while batch := await self.records.read(self._pending, after):
             for row in batch:
-                results.append(await self._tell(row))
+                try:
+                    results.append(await self._tell(row))
+                except Exception as error:  # this event's, not the others'
+                    gave_up = row["attempts"] + 1 >= MAX_ATTEMPTS
+                    log.error("%s event %s not told: %s%s", row["provider"], row["event_id"],
+                              type(error).__name__, "; set aside" if gave_up else "")
+                    await self.records.write(self._settle, row["id"],
+                                             "done" if gave_up else "pending", "failed")
+                    results.append("failed")
                 after = row["id"]
                 if self._stopping:
                     return results
         return results
+
+    def _forget_told(self) -> None:
+        e = carrier_events.c
+        with self.records.engine.begin() as db:
+            db.execute(carrier_events.delete().where(
+                e.state == "done", e.updated_at < self.clock() - KEEP_DONE_SECONDS))
 
     def _pending(self, after: int) -> List[Dict[str, Any]]:
         e = carrier_events.c
@@ -288,9 +307,13 @@ class CarrierWebhooks:
         return canonical or (f"{self.letter}{digits}" if digits else None)
 
     def _settle(self, event_row: int, state: str, result: str) -> None:
+        """Only a pending event: of two gateways telling it at once, the first one's
+        result stays (the outreach record let only one of them send)."""
+        e = carrier_events.c
         with self.records.engine.begin() as db:
-            db.execute(carrier_events.update().where(carrier_events.c.id == event_row).values(
-                state=state, result=result, attempts=carrier_events.c.attempts + 1,
+            db.execute(carrier_events.update().where(e.id == event_row,
+                                                     e.state == "pending").values(
+                state=state, result=result, attempts=e.attempts + 1,
                 updated_at=self.clock()))
 
 

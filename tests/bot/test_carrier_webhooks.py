@@ -351,3 +351,32 @@ async def test_through_the_gateway_a_telegram_customer_hears_once(
         texts = [t.text for t in await records.read(records.transcript, conversation)
                  if t.role == "bot"]
         assert texts == [text]
+
+
+async def test_an_event_that_cannot_be_told_does_not_hold_up_the_others(
+        hooks: Hooks) -> None:
+    gw = hooks.gw
+    await hooks.webhooks.stop()
+    gw.wrote("twilio", BUYER8_SMS, HOUR, channel="sms")
+    with gw.records.engine.begin() as db:  # kept by an older version, say: unreadable
+        db.execute(carrier_events.insert().values(
+            provider="easypost", event_id="evt_unreadable", tracking_number=A1001_UPS,
+            order_ref="", tracking="not json", state="pending", result="", attempts=0,
+            received_at=gw.clock.now, updated_at=gw.clock.now))
+    hooks.easypost.parcel(A1016_DHL, "in_transit", status_detail="held")
+    hooks.easypost.tracker(A1016_DHL, "DHLExpress")
+    assert await hooks.easypost.fire(hooks.easypost_url, hooks.easypost.event(A1016_DHL),
+                                     EASYPOST_SECRET) == 200
+
+    teller = CarrierWebhooks(gw.outreach, SECRETS, gw.clock)  # the stopped one's peer
+    assert await teller.tell_pending() == ["failed", "sent"]
+    for _ in range(3):
+        assert await teller.tell_pending() == ["failed"]
+    assert await teller.tell_pending() == ["failed"]  # the fifth: set aside
+    assert await teller.tell_pending() == []
+    assert [e[2:] for e in hooks.events()] == [("done", "failed"), ("done", "sent")]
+    assert len(sent(gw, "twilio")) == 1
+
+    # told events are forgotten after 30 days
+    gw.clock.now += 31 * DAY
+    assert await teller.tell_pending() == [] and hooks.events() == []
