@@ -12,7 +12,7 @@ import pytest
 
 from actions.store.backend import check_config, open_systems
 from actions.store.tracking import TrackedStore, tracking_backend
-from actions.store.tracking.aftership import AfterShipConfig, AfterShipTracking
+from actions.store.tracking.aftership import AfterShipConfig, AfterShipTracking, slug_of
 from actions.store.tracking.easypost import EasyPostConfig, EasyPostTracking
 from actions.store.types import (
     DeliveryException,
@@ -21,8 +21,10 @@ from actions.store.types import (
     TrackingNotFound,
     TrackingStatus,
 )
+from tests.conftest import woocommerce_env
 from tests.store_api.aftership import AfterShipStandIn
 from tests.store_api.easypost import EasyPostStandIn
+from tests.store_api.woocommerce import WooCommerceStandIn
 
 T = TrackingStatus
 D = DeliveryException
@@ -278,5 +280,33 @@ def test_the_demo_stores_shipments_are_told_as_easypost_sees_them(
         stored = systems.delivery.get_shipment("A1016")
         assert stored is not None and stored.exception is D.DELAYED
         easypost.fail_next = 0
+    finally:
+        systems.close()
+
+
+def test_a_woocommerce_shops_parcels_are_told_as_aftership_sees_them(
+        aftership: AfterShipStandIn, woocommerce_shop: WooCommerceStandIn,
+        tmp_path: Path) -> None:
+    """WooCommerce keeps only the tracking number: the carrier's events and estimate come
+    from the service."""
+    systems = open_systems({**woocommerce_env(woocommerce_shop),
+                            "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+                            "TRACKING_BACKEND": "aftership",
+                            "AFTERSHIP_API_KEY": aftership.api_key,
+                            "AFTERSHIP_API_BASE_URL": aftership.base_url})
+    try:
+        assert isinstance(systems, TrackedStore)
+        before = systems.store.delivery.get_shipment("A1001")
+        assert before is not None and before.events == ()
+        aftership.parcel(before.tracking_number, slug_of(before.carrier), "AttemptFail",
+                         checkpoints=[("AttemptFail", "Delivery attempted: no access",
+                                       "Seattle", "WA")], estimate=date(2030, 1, 3))
+        systems.begin_turn()
+        shipment = systems.delivery.get_shipment("A1001")
+        assert shipment is not None and shipment.exception is D.DELAYED
+        assert shipment.latest_event is not None
+        assert shipment.latest_event.description == "Delivery attempted: no access"
+        assert shipment.eta == date(2030, 1, 3)
+        assert shipment.tracking_number == before.tracking_number
     finally:
         systems.close()
