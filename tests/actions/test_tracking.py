@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Iterator, List
 
 import pytest
 
@@ -310,3 +310,45 @@ def test_a_woocommerce_shops_parcels_are_told_as_aftership_sees_them(
         assert shipment.tracking_number == before.tracking_number
     finally:
         systems.close()
+
+
+# --- the playbooks on the carrier's word (the actions, as the action server runs them) --
+
+@pytest.fixture
+def tracked_actions(actions_store: Any, easypost: EasyPostStandIn,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[EasyPostStandIn]:
+    """The actions on the demo store, TRACKING_BACKEND=easypost on the stand-in."""
+    from actions.conversation import shared_store
+
+    shared_store().close()
+    for name, value in {"TRACKING_BACKEND": "easypost", "EASYPOST_API_KEY": easypost.api_key,
+                        "EASYPOST_API_BASE_URL": easypost.url}.items():
+        monkeypatch.setenv(name, value)
+    shared_store.cache_clear()
+    assert isinstance(shared_store(), TrackedStore)
+    yield easypost
+
+
+async def test_a_late_parcel_the_carrier_delivered_is_told_delivered_and_claimable(
+        tracked_actions: EasyPostStandIn) -> None:
+    from tests.actions.test_actions import resolve
+
+    tracked_actions.parcel("4819203799", "delivered", steps=[
+        ("in_transit", "Departed facility", "Cincinnati", "OH"),
+        ("delivered", "Delivered, front door", "Austin", "TX")])
+    late = await resolve("delivery_problem", "A1016")  # late in the store
+    assert late.responses == ["utter_status_delivered"]
+    missing = await resolve("not_received", "A1016")
+    assert missing.responses == ["utter_offer_claim"]
+    assert "DHL shows it delivered on" in missing.texts[0]
+
+
+async def test_a_parcel_the_carrier_failed_gets_the_lost_parcel_playbook(
+        tracked_actions: EasyPostStandIn) -> None:
+    from tests.actions.test_actions import resolve
+
+    tracked_actions.parcel("1Z999AA10123456784", "return_to_sender",
+                           steps=[("return_to_sender", "Returned to shipper", "Seattle",
+                                   "WA")])
+    lost = await resolve("delivery_problem", "A1001")  # on its way in the store
+    assert lost.responses[0] == "utter_parcel_lost"
