@@ -62,11 +62,13 @@ class AfterShipConfig:
 
 
 def rate_limit_wait(response: httpx.Response, clock: Callable[[], float] = time.time) -> float:
-    """Until X-RateLimit-Reset (a Unix time), else Retry-After."""
+    """Until X-RateLimit-Reset (a Unix time; a small number is taken as seconds from
+    now), else Retry-After."""
     try:
-        return max(0.0, float(response.headers["X-RateLimit-Reset"]) - clock())
+        reset = float(response.headers["X-RateLimit-Reset"])
     except (KeyError, ValueError):
         return retry_after(response)
+    return max(0.0, reset - clock() if reset > 1e9 else reset)
 
 
 class AfterShipTracking:
