@@ -69,6 +69,13 @@ def last_scan(shipment: Shipment) -> datetime:
     return shipment.latest_event.time if shipment.latest_event else shipment.shipped_at
 
 
+def delivered(order: Order, shipment: Shipment) -> bool:
+    """Delivered, as the store or the carrier (TRACKING_BACKEND) says: a carrier may
+    deliver before the shop marks the order delivered."""
+    return shipment.delivered_at is not None and order.status in (OrderStatus.DELIVERED,
+                                                                  OrderStatus.SHIPPED)
+
+
 def delivery_exception(turn: Turn, order: Order, shipment: Shipment) -> DeliveryException:
     """The carrier's exception, or 'stuck' when the parcel has not been scanned for
     longer than the policy allows, or 'delayed' when the promised date passed."""
@@ -412,9 +419,10 @@ def order_status(turn: Turn, order: Order) -> None:
     shipment = turn.store.delivery.get_shipment(order.order_id)
     if order.status is OrderStatus.PAID or shipment is None:
         _status_without_shipment(turn, order)
-    elif order.status is OrderStatus.DELIVERED and shipment.delivered_at:
+    elif delivered(order, shipment):
         turn.say("utter_status_delivered", order_id=order.order_id,
-                 delivered_on=day(shipment.delivered_at), **shipment_facts(shipment))
+                 delivered_on=day(shipment.delivered_at or order.placed_at),
+                 **shipment_facts(shipment))
     elif delivery_exception(turn, order, shipment) is DeliveryException.NONE:
         turn.say("utter_status_in_transit", order_id=order.order_id, **shipment_facts(shipment))
     else:
@@ -437,7 +445,8 @@ def _status_without_shipment(turn: Turn, order: Order) -> None:
 
 def delivery_problem(turn: Turn, order: Order) -> None:
     shipment = turn.store.delivery.get_shipment(order.order_id)
-    if shipment is None or order.status is not OrderStatus.SHIPPED:
+    if shipment is None or order.status is not OrderStatus.SHIPPED or \
+            delivered(order, shipment):
         order_status(turn, order)
         return
     exception = delivery_exception(turn, order, shipment)
@@ -458,7 +467,7 @@ def delivery_problem(turn: Turn, order: Order) -> None:
 
 def not_received(turn: Turn, order: Order) -> None:
     shipment = turn.store.delivery.get_shipment(order.order_id)
-    if shipment is None or order.status is not OrderStatus.DELIVERED:
+    if shipment is None or not delivered(order, shipment):
         order_status(turn, order)
         return
     claim = OpenClaim(order.order_id, claim="not_received")

@@ -20,6 +20,7 @@ from actions.notify import outbox_path
 from actions.store.sql import Store
 from bot.handoff.console import install_agent_console
 from bot.messaging.metrics import install_metrics
+from bot.outreach.carriers import CarrierWebhooks
 from bot.outreach.schedule import Monitor
 from bot.privacy import Holdings, Privacy, install_privacy
 from bot.reporting.dashboard import KpiSource, install_dashboard
@@ -37,6 +38,7 @@ ROUTER = web.AppKey("router", Router)
 REDIS: web.AppKey[Optional[aioredis.Redis]] = web.AppKey("redis")
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 MONITOR = web.AppKey("monitor", Monitor)
+CARRIERS = web.AppKey("carriers", CarrierWebhooks)
 SERVICES = web.AppKey("services", Services)
 
 
@@ -50,6 +52,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await router.desk.target.start()
     await router.inbox.start(router.process)
     await app[MONITOR].start()
+    await app[CARRIERS].start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         app[HTTP] = session
         yield
@@ -65,6 +68,7 @@ async def _stop_background_work(app: web.Application) -> None:
     Left to the cleanup, a monitor waiting for its first run held a stop for 30 s."""
     router = app[ROUTER]
     await app[MONITOR].stop()
+    await app[CARRIERS].stop()
     await router.inbox.stop()
     await router.desk.target.stop()
     await router.desk.live.stop()
@@ -131,6 +135,11 @@ def create_app(settings: Optional[Settings] = None,
     app[SERVICES] = services
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, services.redis
     app[MONITOR] = Monitor.for_router(router, store, policies.outreach)
+    # the carrier-tracking services' webhooks whose secret is set
+    app[CARRIERS] = CarrierWebhooks(app[MONITOR].outreach, {
+        "easypost": settings.easypost_webhook_secret,
+        "aftership": settings.aftership_webhook_secret})
+    app[CARRIERS].install(app)
     app.cleanup_ctx.append(_lifecycle)
     # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown
     app.on_shutdown.append(_stop_background_work)  # type: ignore[arg-type, unused-ignore]

@@ -68,6 +68,10 @@ class Settings:
     # where agents work handoffs (HANDOFF_TARGET), and Chatwoot's settings when there
     handoff_target: str = "console"
     chatwoot: Optional[ChatwootSettings] = None
+    # the carrier-tracking services' webhook secrets: each one set serves its webhook
+    # (bot/outreach/carriers.py)
+    easypost_webhook_secret: str = ""
+    aftership_webhook_secret: str = ""
     freshdesk: Optional[FreshdeskSettings] = None
 
     @property
@@ -122,6 +126,8 @@ def load_settings() -> Settings:
         handoff_target=handoff_target(env),
         chatwoot=chatwoot_settings(env) if handoff_target(env) == "chatwoot" else None,
         freshdesk=freshdesk_settings(env) if handoff_target(env) == "freshdesk" else None,
+        easypost_webhook_secret=env.get("EASYPOST_WEBHOOK_SECRET", ""),
+        aftership_webhook_secret=env.get("AFTERSHIP_WEBHOOK_SECRET", "").strip(),
     )
 
 

@@ -4,6 +4,9 @@
 - `shopify`: a Shopify store through its Admin GraphQL API (actions/store/shopify/);
 - `woocommerce`: a WooCommerce shop through its REST API v3 (actions/store/woocommerce/).
 
+Whatever the platform, TRACKING_BACKEND (actions/store/tracking/) may tell its shipments
+as a carrier-tracking service (EasyPost, AfterShip) sees them.
+
 Whatever the platform, the bot's own records (the write log, holds, one-time codes,
 the contact log) stay in the bot's SQL database (DATABASE_URL, else var/store.db).
 """
@@ -14,6 +17,7 @@ from typing import Mapping, Optional
 
 from actions.store.shopify import ShopifyConfig, open_shopify
 from actions.store.sql import Store, open_store
+from actions.store.tracking import check_tracking_config, with_tracking
 from actions.store.types import StoreConfigError, StoreSystems
 from actions.store.woocommerce import WooConfig, open_woocommerce
 
@@ -35,6 +39,7 @@ def check_config(env: Mapping[str, str]) -> None:
         ShopifyConfig.from_env(env)
     elif name == "woocommerce":
         WooConfig.from_env(env)
+    check_tracking_config(env)
 
 
 def open_systems(env: Optional[Mapping[str, str]] = None, order_letter: str = "A",
@@ -52,11 +57,13 @@ def open_systems(env: Optional[Mapping[str, str]] = None, order_letter: str = "A
 def systems_on(bot_records: Store, env: Mapping[str, str], order_letter: str,
                refund_through_gateway: bool = True) -> StoreSystems:
     """The store systems STORE_BACKEND names, keeping the bot's records in `bot_records`
-    (the gateway has them open already)."""
+    (the gateway has them open already), told by TRACKING_BACKEND's service if any."""
     name = backend_name(env)
+    check_tracking_config(env)
+    systems: StoreSystems = bot_records
     if name == "shopify":
-        return open_shopify(ShopifyConfig.from_env(env), bot_records, order_letter)
-    if name == "woocommerce":
-        return open_woocommerce(WooConfig.from_env(env), bot_records, order_letter,
-                                refund_through_gateway)
-    return bot_records
+        systems = open_shopify(ShopifyConfig.from_env(env), bot_records, order_letter)
+    elif name == "woocommerce":
+        systems = open_woocommerce(WooConfig.from_env(env), bot_records, order_letter,
+                                   refund_through_gateway)
+    return with_tracking(systems, env)

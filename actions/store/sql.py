@@ -579,6 +579,17 @@ class SqlDelivery(_System):
             return _from_row(Shipment, row, exception=DeliveryException(row.exception),
                              events=tuple(_from_row(TrackingEvent, e) for e in events))
 
+    def order_shipped_as(self, tracking_number: str) -> Optional[str]:
+        """The order whose parcel has this tracking number, if one has (a carrier's
+        webhook names the parcel, not the order); the latest shipped, as carriers
+        recycle numbers."""
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                sa.select(shipments.c.order_id)
+                .where(shipments.c.tracking_number == tracking_number)
+                .order_by(shipments.c.shipped_at.desc()).limit(1)).scalar()
+        return None if found is None else str(found)
+
     def shipments(self, order_id: str) -> list[Shipment]:
         """The demo store ships each order in one parcel."""
         shipment = self.get_shipment(order_id)

@@ -136,6 +136,75 @@ class Shipment:
         return max(self.events, key=lambda e: e.time) if self.events else None
 
 
+class TrackingStatus(str, enum.Enum):
+    """Where a parcel is, as a carrier-tracking service says (actions/store/tracking/):
+    EasyPost's and AfterShip's statuses in one vocabulary."""
+
+    PRE_TRANSIT = "pre_transit"  # label made, not handed to the carrier yet
+    IN_TRANSIT = "in_transit"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    AVAILABLE_FOR_PICKUP = "available_for_pickup"  # waits at a pickup point
+    DELIVERED = "delivered"
+    ATTEMPTED_DELIVERY = "attempted_delivery"  # tried, nobody there: tried again
+    EXCEPTION = "exception"  # held, damaged, customs, address problem: delayed
+    RETURN_TO_SENDER = "return_to_sender"  # on its way back to the shop
+    FAILURE = "failure"  # the carrier cannot deliver it (lost, destroyed)
+    EXPIRED = "expired"  # no news from the carrier for a long time
+    CANCELLED = "cancelled"  # the tracker (or the label) was cancelled
+    UNKNOWN = "unknown"  # no information yet
+
+    @property
+    def exception(self) -> DeliveryException:
+        """The delivery exception the playbooks act on: a parcel that will not reach
+        the customer (failure, return to sender) is lost to them; one held up on its
+        way (attempted delivery, exception) is delayed; one without news (expired) is
+        stuck, for a trace."""
+        return STATUS_EXCEPTIONS.get(self, DeliveryException.NONE)
+
+
+STATUS_EXCEPTIONS = {
+    TrackingStatus.FAILURE: DeliveryException.LOST,
+    TrackingStatus.RETURN_TO_SENDER: DeliveryException.LOST,
+    TrackingStatus.ATTEMPTED_DELIVERY: DeliveryException.DELAYED,
+    TrackingStatus.EXCEPTION: DeliveryException.DELAYED,
+    TrackingStatus.EXPIRED: DeliveryException.STUCK,
+}
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """One parcel as a carrier-tracking service knows it: its status, the carrier's
+    events (oldest first) and estimate. `reference` is the service's own id of it."""
+
+    tracking_number: str
+    carrier: str
+    status: TrackingStatus
+    events: Sequence[TrackingEvent] = field(default_factory=tuple)
+    estimated_delivery: Optional[date] = None
+    delivered_at: Optional[datetime] = None
+    detail: str = ""  # the carrier's words for the status ("No one home")
+    public_url: str = ""
+    reference: str = ""
+    # what the service called it: EasyPost's status (status_detail), AfterShip's tag
+    # (subtag)
+    provider_status: str = ""
+
+
+class TrackingSystem(Protocol):
+    """A carrier-tracking service (TRACKING_BACKEND): parcels by tracking number and
+    carrier. Raises StoreUnavailable (transient: down, throttled for too long, the key
+    refused) or TrackingNotFound (permanent: the service cannot track this number)."""
+
+    def track(self, tracking_number: str, carrier: str) -> Tracking: ...
+
+    def close(self) -> None: ...
+
+
+class TrackingNotFound(Exception):
+    """The tracking service cannot track this number with this carrier (an invalid
+    number, an unknown carrier): asking again gives the same answer."""
+
+
 @dataclass(frozen=True)
 class CarrierClaim:
     claim_id: str

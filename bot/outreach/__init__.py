@@ -4,6 +4,9 @@ promises`, once from the CLI or on a schedule inside the gateway (policy/monitor
 - Shipments: orders in transit that are late (days past the promised date) or have had
   no carrier scan for days. Their customer is messaged on the conversation they last
   used, at most once per order and exception, never when opted out.
+- What carriers report (bot/outreach/carriers.py: EasyPost's and AfterShip's signed
+  webhooks): a delivery exception is sent at once under the shipments' policy, once per
+  order, covering the late and no-scan messages; lost parcels are left to people.
 - Products: when the conversations about orders with one SKU reach a threshold within a
   window, the team is alerted (stored, published on the handoff event bus for consoles,
   logged), at most once per SKU and window; optionally the SKU's recent buyers are

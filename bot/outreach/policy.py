@@ -32,6 +32,11 @@ ON_HOLD_PLACEHOLDERS = ("first_name", "order_id")
 NEXT_STEP_PLACEHOLDERS = (*PROMISE_PLACEHOLDERS, "hold_rule")
 # The exceptions of a shipment, most specific first: when both apply, one message.
 SHIPMENT_KINDS = ("no_scan", "late")
+# monitor_outreach.kind of a delivery exception the carrier reported (a tracking
+# webhook: bot/outreach/carriers.py); it covers the shipment kinds that apply then
+CARRIER_KIND = "carrier"
+# what the carrier's text may name besides the shipment's facts
+CARRIER_PLACEHOLDERS = (*SHIPMENT_PLACEHOLDERS, "carrier_status")
 PRODUCT_KIND = "product"
 # monitor_outreach.kind of a promise handed to a person; its subject is the claim id
 PROMISE_KIND = "promise"
@@ -48,10 +53,16 @@ REACHED = ("sent", "delivered", "read")
 class ShipmentTexts(StrictModel):
     late: str
     no_scan: str
+    # the carrier reported a delivery exception (a tracking service's webhook)
+    carrier_exception: str
 
-    @validator("*")
+    @validator("late", "no_scan")
     def _placeholders(cls, value: str) -> str:
         return check_text(value, SHIPMENT_PLACEHOLDERS, ("order_id",))
+
+    @validator("carrier_exception")
+    def _carrier_placeholders(cls, value: str) -> str:
+        return check_text(value, CARRIER_PLACEHOLDERS, ("order_id",))
 
 
 class ShipmentSettings(StrictModel):

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from actions.store.sql import Store
 from actions.store.types import (
     Order,
+    Tracking,
 )
 from bot.handoff.desk import HandoffDesk, Place, Send
 from bot.handoff.events import EventBus, EventType
@@ -30,6 +31,7 @@ from bot.messaging.records import GatewayRecords, insert_if_absent
 from bot.outreach.directory import Conversation, Directory, read_directory
 from bot.outreach.policy import (
     BUYER_STATUSES,
+    CARRIER_KIND,
     PRODUCT_KIND,
     PROMISE_KIND,
     STALE_PROMISE_CLAIM_SECONDS,
@@ -39,7 +41,13 @@ from bot.outreach.policy import (
 from bot.outreach.products import contacts_by_sku, recent_alerts, record_alert
 from bot.outreach.promises import find_promises, promise_target
 from bot.outreach.report import Attempt, Result, RunReport, Target, outcome
-from bot.outreach.shipments import find_shipment_exceptions, first_name, shipment_facts
+from bot.outreach.shipments import (
+    Lost,
+    carrier_exception,
+    find_shipment_exceptions,
+    first_name,
+    shipment_facts,
+)
 from bot.outreach.tables import metadata, outreach
 from bot.router import Router
 from common.sql import create_tables
@@ -110,6 +118,33 @@ class Outreach:
                           customer=f.order.customer, order_id=f.order.order_id)
                    for f in found]
         report.attempts = await self._reach_all(targets, report.outside_hours)
+        log.info("%s", report.summary())
+        return report
+
+    async def carrier_reported(self, order_id: str, tracking: Tracking) -> RunReport:
+        """What the carrier reported of the order's parcel (a tracking webhook): a
+        delivery exception is told to the customer at once, under the shipments'
+        policy and their once-per-order-and-exception guard; a parcel lost or sent
+        back is listed for people, as the scan lists it."""
+        now = self.clock()
+        moment = datetime.fromtimestamp(now, timezone.utc)
+        settings = self.policy.shipments
+        report = self._report("shipments", now)
+        found = await self.records.read(carrier_exception, self.shop, order_id, tracking,
+                                        settings, moment)
+        if isinstance(found, Lost):
+            report.lost = [order_id]
+            log.warning("monitor: the carrier reports order %s's parcel %s: for people",
+                        order_id, tracking.status.value.replace("_", " "))
+        elif found is not None:
+            facts = shipment_facts(found, moment)
+            texts = {kind: (settings.texts.carrier_exception if kind == CARRIER_KIND
+                            else getattr(settings.texts, kind)).format(**facts)
+                     for kind in found.kinds}
+            report.attempts = await self._reach_all(
+                [Target(subject=order_id, kinds=found.kinds, texts=texts,
+                        customer=found.order.customer, order_id=order_id)],
+                report.outside_hours)
         log.info("%s", report.summary())
         return report
 

@@ -7,25 +7,29 @@ from typing import (
     Dict,
     List,
     Tuple,
+    Union,
 )
 
 from actions.store.sql import Store
+from actions.store.tracking import tracked
 from actions.store.types import (
     Customer,
     DeliveryException,
     Order,
     OrderStatus,
     Shipment,
+    Tracking,
 )
-from bot.outreach.policy import ShipmentSettings
+from bot.outreach.policy import CARRIER_KIND, ShipmentSettings
 
 
 @dataclass(frozen=True)
 class ShipmentException:
     order: Order
     shipment: Shipment
-    kinds: Tuple[str, ...]  # of SHIPMENT_KINDS, in that order
+    kinds: Tuple[str, ...]  # of SHIPMENT_KINDS, in that order (CARRIER_KIND first)
     last_scan: datetime
+    carrier_status: str = ""  # the carrier's words, when it reported the exception
 
 
 def exception_kinds(order: Order, shipment: Shipment, settings: ShipmentSettings,
@@ -62,6 +66,36 @@ def find_shipment_exceptions(shop: Store, settings: ShipmentSettings,
     return found, sorted(lost)
 
 
+class Lost(str):
+    """An order whose parcel the carrier reported lost or sent back: for people."""
+
+
+def carrier_exception(shop: Store, order_id: str, tracking: Tracking,
+                      settings: ShipmentSettings, now: datetime
+                      ) -> Union[ShipmentException, Lost, None]:
+    """The shipment exception a carrier's report makes of the order's parcel: its
+    delivery exception first, with the late and no-scan exceptions that apply then;
+    Lost when it will not reach the customer; None when there is nothing to tell (on
+    its way, delivered, an order not in transit, or another parcel of the order)."""
+    order = shop.orders.get_order(order_id)
+    if order is None or order.status is not OrderStatus.SHIPPED:
+        return None
+    stored = shop.delivery.get_shipment(order_id)
+    if stored is None or stored.tracking_number != tracking.tracking_number:
+        return None
+    shipment = tracked(stored, tracking)
+    if shipment.delivered_at is not None:
+        return None
+    if shipment.exception is DeliveryException.LOST:
+        return Lost(order_id)
+    if tracking.status.exception is DeliveryException.NONE:
+        return None
+    kinds, last_scan = exception_kinds(order, shipment, settings, now)
+    status = tracking.detail or tracking.status.value.replace("_", " ")
+    return ShipmentException(order, shipment, (CARRIER_KIND, *kinds), last_scan,
+                             carrier_status=status)
+
+
 def day(value: date) -> str:
     return f"{value:%a %d %b}"
 
@@ -81,4 +115,5 @@ def shipment_facts(found: ShipmentException, now: datetime) -> Dict[str, str]:
         "eta": day(shipment.eta) if shipment.eta >= now.date() else "not available yet",
         "last_scan": day(found.last_scan.date()),
         "days_without_scan": str((now - found.last_scan).days),
+        "carrier_status": found.carrier_status,
     }

@@ -40,3 +40,23 @@ alerts = sa.Table(
     sa.Column("fired_at", sa.Float, nullable=False, index=True),
     sa.UniqueConstraint("sku", "window_bucket", name="uq_monitor_alerts_sku_window"),
 )
+# What the carriers' tracking webhooks reported (bot/outreach/carriers.py), kept before
+# the webhook is answered and unique on (provider, event_id): a provider's retry finds
+# its event and is not told twice, and an event acknowledged before a crash is taken up
+# at the next start. `tracking` is the parcel as the project reads it (no customer
+# data); state: pending (to tell), done (told, or nothing to tell: `result` says).
+carrier_events = sa.Table(
+    "carrier_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(16), nullable=False),
+    sa.Column("event_id", sa.String(120), nullable=False),
+    sa.Column("tracking_number", sa.String(64), nullable=False),
+    sa.Column("order_ref", sa.String(64), nullable=False, default=""),
+    sa.Column("tracking", sa.Text, nullable=False),
+    sa.Column("state", sa.String(12), nullable=False, index=True),
+    sa.Column("result", sa.String(32), nullable=False, default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("provider", "event_id", name="uq_carrier_events_provider_event"),
+)

@@ -1,0 +1,173 @@
+"""EasyPost Trackers (TRACKING_BACKEND=easypost), as docs.easypost.com documents them:
+
+- HTTP Basic authentication with the API key as the user name and no password
+  (EASYPOST_API_KEY: a test key `EZTK…` tracks EasyPost's test codes, a production key
+  `EZAK…` real parcels);
+- `POST /v2/trackers {tracker: {tracking_code, carrier}}` creates the tracker, or answers
+  the one that exists for that code and carrier; `GET /v2/trackers/{id}` reads it again;
+- errors are `{error: {code, message, errors}}`; 429 when throttled (waited out as
+  Retry-After says, else with backoff);
+- a tracker's `status` is unknown, pre_transit, in_transit, out_for_delivery, delivered,
+  available_for_pickup, return_to_sender, failure, cancelled or error, with a
+  `status_detail`, `tracking_details[]` (the carrier's events), `est_delivery_date` and
+  `public_url`. Webhook events (`tracker.updated`) carry the tracker as `result`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import httpx
+
+from actions.store.tracking.http import JsonApi, base_url, required, retry_after
+from actions.store.types import (
+    StoreUnavailable,
+    Tracking,
+    TrackingEvent,
+    TrackingNotFound,
+    TrackingStatus,
+)
+
+log = logging.getLogger("actions.store.tracking.easypost")
+
+DEFAULT_BASE_URL = "https://api.easypost.com"
+S = TrackingStatus
+STATUSES = {
+    "unknown": S.UNKNOWN, "pre_transit": S.PRE_TRANSIT, "in_transit": S.IN_TRANSIT,
+    "out_for_delivery": S.OUT_FOR_DELIVERY, "delivered": S.DELIVERED,
+    "available_for_pickup": S.AVAILABLE_FOR_PICKUP, "return_to_sender": S.RETURN_TO_SENDER,
+    "failure": S.FAILURE, "cancelled": S.CANCELLED, "error": S.UNKNOWN,
+}
+# status_detail values that say a parcel still on its way is held up
+HELD_UP = ("delivery_exception", "transit_exception", "weather_delay", "delayed", "held",
+           "missorted", "address_correction", "awaiting_information")
+# and those that say it will not arrive
+NOT_ARRIVING = ("lost", "damaged")
+# how EasyPost names the carriers the shops name
+CARRIERS = {"ups": "UPS", "fedex": "FedEx", "usps": "USPS", "dhl": "DHLExpress",
+            "dhl express": "DHLExpress", "canada post": "CanadaPost",
+            "royal mail": "RoyalMail"}
+
+
+@dataclass(frozen=True)
+class EasyPostConfig:
+    api_key: str
+    base_url: str = DEFAULT_BASE_URL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EasyPostConfig:
+        return cls(api_key=required(env, "EASYPOST_API_KEY", "easypost",
+                                    "the API key, EZAK… or EZTK… for test mode"),
+                   base_url=base_url(env, "EASYPOST_API_BASE_URL", DEFAULT_BASE_URL))
+
+
+class EasyPostTracking:
+    """TrackingSystem on EasyPost: the first read of a parcel creates (or finds) its
+    tracker; later reads get it by id."""
+
+    def __init__(self, config: EasyPostConfig,
+                 sleep: Optional[Callable[[float], None]] = None) -> None:
+        extra: Dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+        self._api = JsonApi("EasyPost", config.base_url,
+                            auth=httpx.BasicAuth(config.api_key, ""),
+                            wait_of=retry_after, **extra)
+        self._ids: Dict[Tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def track(self, tracking_number: str, carrier: str) -> Tracking:
+        key = (tracking_number, easypost_carrier(carrier))
+        with self._lock:
+            known = self._ids.get(key)
+        if known is not None:
+            answer = self._api.call("GET", f"/v2/trackers/{known}")
+            if answer.status != 404:
+                return self._tracking(key, answer.status, answer.body)
+        tracker: Dict[str, Any] = {"tracking_code": key[0]}
+        if key[1]:
+            tracker["carrier"] = key[1]
+        answer = self._api.call("POST", "/v2/trackers", json={"tracker": tracker})
+        return self._tracking(key, answer.status, answer.body)
+
+    def _tracking(self, key: Tuple[str, str], status: int, body: Any) -> Tracking:
+        if status < 300 and isinstance(body, Mapping) and body.get("object") == "Tracker":
+            with self._lock:
+                self._ids[key] = str(body.get("id") or "")
+            return tracking_of(body)
+        code, message = _error_of(body)
+        if status in (401, 403):
+            log.error("EasyPost refused the API key (HTTP %s, %s): check EASYPOST_API_KEY",
+                      status, code or "no code")
+            raise StoreUnavailable(f"EasyPost refused the API key (HTTP {status})")
+        if status in (400, 404, 422):
+            raise TrackingNotFound(f"EasyPost cannot track it: {code or status} {message}")
+        raise StoreUnavailable(f"EasyPost answered HTTP {status}{' ' + code if code else ''}")
+
+    def close(self) -> None:
+        self._api.close()
+
+
+def easypost_carrier(carrier: str) -> str:
+    name = (carrier or "").strip()
+    return CARRIERS.get(name.lower(), name)
+
+
+def _error_of(body: Any) -> Tuple[str, str]:
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if isinstance(error, Mapping):
+        return str(error.get("code") or ""), str(error.get("message") or "")
+    return "", ""
+
+
+def tracking_of(tracker: Mapping[str, Any]) -> Tracking:
+    """An EasyPost Tracker object in the project's vocabulary."""
+    detail = str(tracker.get("status_detail") or "")
+    status = STATUSES.get(str(tracker.get("status") or ""), S.UNKNOWN)
+    if status in (S.IN_TRANSIT, S.OUT_FOR_DELIVERY, S.PRE_TRANSIT):
+        if detail in NOT_ARRIVING:
+            status = S.FAILURE
+        elif detail in HELD_UP:
+            status = S.EXCEPTION
+    details = [d for d in tracker.get("tracking_details") or () if isinstance(d, Mapping)]
+    events = sorted((TrackingEvent(time=moment, location=_place(d.get("tracking_location")),
+                                   description=str(d.get("message") or d.get("status") or ""))
+                     for d in details if (moment := _moment(d.get("datetime"))) is not None),
+                    key=lambda e: e.time)
+    delivered: Optional[datetime] = None
+    if status is S.DELIVERED:
+        times = [_moment(d.get("datetime")) for d in details if d.get("status") == "delivered"]
+        delivered = max((t for t in times if t is not None), default=None) or \
+            _moment(tracker.get("updated_at"))
+    estimate = _moment(tracker.get("est_delivery_date"))
+    latest = max(details, key=lambda d: str(d.get("datetime") or ""), default={})
+    return Tracking(
+        tracking_number=str(tracker.get("tracking_code") or ""),
+        carrier=str(tracker.get("carrier") or ""), status=status, events=tuple(events),
+        estimated_delivery=estimate.date() if estimate else None, delivered_at=delivered,
+        detail=str(latest.get("message") or detail.replace("_", " ")),
+        public_url=str(tracker.get("public_url") or ""), reference=str(tracker.get("id") or ""),
+        provider_status=f"{tracker.get('status') or ''}"
+                        f"{' (' + detail + ')' if detail else ''}")
+
+
+def _place(location: Any) -> str:
+    if not isinstance(location, Mapping):
+        return ""
+    parts = [str(location.get(k) or "").strip() for k in ("city", "state")]
+    return ", ".join(p for p in parts if p) or str(location.get("country") or "")
+
+
+def _moment(text: Any) -> Optional[datetime]:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return datetime.combine(date.fromisoformat(str(text)[:10]), datetime.min.time(),
+                                    timezone.utc)
+        except ValueError:
+            return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
