@@ -443,13 +443,15 @@ def test_the_store_platform_and_helpdesk_settings_reach_the_services_that_read_t
         services: Dict[str, Dict[str, Any]]) -> None:
     """Set in the host's environment or .env, STORE_BACKEND=shopify and its variables reach
     the actions and the gateway (which shows agents the order), HANDOFF_TARGET and its
-    helpdesk's the gateway; empty when unset, as if not given."""
+    helpdesk's, and the carriers' webhook secrets, the gateway; empty when unset, as if
+    not given."""
     store = platform_variables(REPO_ROOT / "actions")
-    assert {"STORE_BACKEND", "SHOPIFY_SHOP", "WOOCOMMERCE_URL"} <= store
-    helpdesk = platform_variables(REPO_ROOT / "bot")
-    assert {"HANDOFF_TARGET", "CHATWOOT_API_TOKEN", "FRESHDESK_API_KEY"} <= helpdesk
-    defaults = {"STORE_BACKEND": "sql", "HANDOFF_TARGET": "console"}
-    for service, names in (("action-server", store), ("gateway", store | helpdesk)):
+    assert {"STORE_BACKEND", "SHOPIFY_SHOP", "WOOCOMMERCE_URL", "EASYPOST_API_KEY"} <= store
+    gateway = platform_variables(REPO_ROOT / "bot")
+    assert {"HANDOFF_TARGET", "CHATWOOT_API_TOKEN", "FRESHDESK_API_KEY",
+            "AFTERSHIP_WEBHOOK_SECRET"} <= gateway
+    defaults = {"STORE_BACKEND": "sql", "TRACKING_BACKEND": "store", "HANDOFF_TARGET": "console"}
+    for service, names in (("action-server", store), ("gateway", store | gateway)):
         env = environment(services[service])
         for name in sorted(names):
             assert env.get(name) == f"${{{name}:-{defaults.get(name, '')}}}", (service, name)
