@@ -368,13 +368,7 @@ class HandoffDesk:
                              images: Sequence[str] = ()) -> List[Delivery]:
         """An agent's reply in the helpdesk (its text, the images they attached), sent
         to the customer on their channel; the first one claims a waiting handoff."""
-        if handoff["status"] == "waiting":
-            try:
-                handoff = await self.records.write(self.store.claim, handoff["id"],
-                                                   self._helpdesk_agent(actor), self.clock())
-                await self.audit(actor, "claim", handoff, {})
-            except HandoffConflict:  # claimed or resolved meanwhile: the reply still goes
-                handoff = await self._get(handoff["id"])
+        handoff = await self.helpdesk_claim(handoff, actor)
         deliveries = await self.send(handoff, text, "agent", images=images)
         if any(d.status in REACHED and not d.template for d in deliveries):
             await self.records.write(self.store.first_response, handoff["id"], self.clock())
@@ -382,6 +376,20 @@ class HandoffDesk:
                          {"deliveries": [d.status for d in deliveries]},
                          EventType.HANDOFF_MESSAGE)
         return deliveries
+
+    async def helpdesk_claim(self, handoff: Handoff, actor: str) -> Handoff:
+        """A waiting handoff taken by a helpdesk's agent (assigned there, or replying);
+        as it is if it was claimed or resolved meanwhile."""
+        if handoff["status"] != "waiting":
+            return handoff
+        try:
+            handoff = await self.records.write(self.store.claim, handoff["id"],
+                                               self._helpdesk_agent(actor), self.clock())
+        except HandoffConflict:
+            return await self._get(handoff["id"])
+        await self.audit(actor, "claim", handoff, {})
+        await self.publish(EventType.HANDOFF_CLAIMED, handoff)
+        return handoff
 
     async def helpdesk_resolve(self, handoff: Handoff, actor: str,
                                disposition: str) -> HandoffRecord:

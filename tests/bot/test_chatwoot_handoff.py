@@ -343,6 +343,22 @@ async def test_what_an_agent_attaches_reaches_the_customer(
     assert record is not None and record["status"] == "active"
 
 
+async def test_assigning_an_agent_in_chatwoot_claims_the_handoff(
+        client: TestClient, bot_api: ProviderAPI, chatwoot: ChatwootServer) -> None:
+    """The claim, and its time for the KPIs, is the assignment; the agent's first
+    reply then claims nothing more."""
+    handoff = await ask_for_a_person(client, bot_api, 7700013, 72970)
+    conversation = await in_chatwoot(chatwoot, handoff)
+    assert await chatwoot.assign(conversation.id, 21) == 200
+    record = desk_of(client).store.get(handoff["id"])
+    assert record is not None
+    assert (record["status"], record["agent"]) == ("active", "chatwoot:21")
+    assert record["claimed_at"] is not None and record["first_response_at"] is None
+    assert await chatwoot.agent_reply(conversation.id, "Hi, Maya here.") == 200
+    assert audit(client, handoff["id"]) == [
+        ("bot", "open"), ("chatwoot:21", "claim"), ("chatwoot:21", "reply")]
+
+
 class SlowRasa:
     """The real Rasa behind a door the test can hold: a turn's answer waits there, as a
     slow turn's would, while the test does what an agent does meanwhile."""

@@ -45,6 +45,7 @@ class Conversation:
     additional_attributes: Dict[str, Any]
     status: str = "open"
     team_id: Optional[int] = None
+    assignee_id: Optional[int] = None
     messages: List[Dict[str, Any]] = field(default_factory=list)
 
     def notes(self) -> List[str]:
@@ -134,6 +135,15 @@ class ChatwootServer:
                 "data_url": f"{self.url}/rails/active_storage/blobs/redirect/{uuid.uuid4()}/{name}",
                 "thumb_url": "", "file_size": 1024} for kind, name in files]
         return await self.send_webhook(self._message_event(message))
+
+    async def assign(self, conversation_id: int, agent_id: int) -> int:
+        """An agent (or an admin) assigns the conversation to agent_id."""
+        conversation = self.conversations[conversation_id]
+        previous, conversation.assignee_id = conversation.assignee_id, agent_id
+        return await self.send_webhook({
+            **self._conversation_data(conversation), "event": "conversation_updated",
+            "changed_attributes": [{"assignee_id": {"previous_value": previous,
+                                                    "current_value": agent_id}}]})
 
     async def set_status(self, conversation_id: int, status: str) -> int:
         conversation = self.conversations[conversation_id]

@@ -79,6 +79,8 @@ class ChatwootWebhook:
             await self._reply(event)
         elif kind == "conversation_status_changed":
             await self._status(event)
+        elif kind == "conversation_updated" and _assigned_to(event) is not None:
+            await self._assigned(event)
 
     async def _reply(self, event: Dict[str, Any]) -> None:
         handoff = await self._handoff(_number(event.get("conversation", {}), "id"))
@@ -118,6 +120,14 @@ class ChatwootWebhook:
         except HandoffConflict as error:  # changed meanwhile, or a newer handoff is open
             log.info("H-%s: Chatwoot status %s not applied (%s)", handoff["id"], status, error)
 
+    async def _assigned(self, event: Dict[str, Any]) -> None:
+        """Assigned to an agent in Chatwoot: the waiting handoff is theirs (its claim
+        time, in the KPIs, is when it was assigned, not when they first replied)."""
+        handoff = await self._handoff(_number(event, "id"))
+        if handoff is not None and handoff["status"] == "waiting":
+            await self.desk.helpdesk_claim(handoff, f"chatwoot:{_assigned_to(event)}")
+            log.info("H-%s assigned in Chatwoot: claimed", handoff["id"])
+
     async def _handoff(self, conversation_id: int) -> Optional[Handoff]:
         records = self.desk.records
         handoff_id = await records.read(self.links.handoff_of, conversation_id)
@@ -155,6 +165,17 @@ def _attachments(attachments: Any) -> Tuple[List[str], List[str]]:
             continue
         (images if attachment.get("file_type") == "image" else files).append(url)
     return images, files
+
+
+def _assigned_to(event: Dict[str, Any]) -> Optional[int]:
+    """The agent a conversation_updated event says it was assigned to, if that is what
+    changed (`changed_attributes`, as Chatwoot's webhook listener sends them)."""
+    for change in event.get("changed_attributes") or []:
+        assignee = change.get("assignee_id") if isinstance(change, dict) else None
+        current = assignee.get("current_value") if isinstance(assignee, dict) else None
+        if isinstance(current, int) and not isinstance(current, bool) and current > 0:
+            return current
+    return None
 
 
 def _agent_reply(event: Dict[str, Any]) -> bool:
