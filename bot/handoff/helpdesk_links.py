@@ -19,7 +19,7 @@ from common.sql import create_tables
 
 RemoteId = TypeVar("RemoteId", int, str)
 # the longest string id a helpdesk's conversation or message may have
-REMOTE_ID_LENGTH = 64
+REMOTE_ID_LENGTH = 80
 
 
 class LinkTables(Generic[RemoteId]):
