@@ -259,6 +259,25 @@ async def test_a_telegram_customer_is_worked_in_zendesk_and_handed_back_to_the_b
     assert len(sunco.users) == 1
 
 
+async def test_a_long_conversation_reaches_the_ticket_whole(
+        client: TestClient, bot_api: ProviderAPI, sunco: SunshineServer) -> None:
+    """Zendesk puts only the last 10 messages in the ticket unless passControl names
+    the first one: a conversation of more than 10 turns arrives whole."""
+    chat = 9700009
+    for number, text in enumerate(("hello", "what are your delivery options",
+                                   "how long does delivery take", "what payment methods",
+                                   "thanks", "hi again"), 97600):
+        assert await post_update(client, update(number, text, chat=chat)) == 200
+        await until(lambda: len(desk_of(client).records.transcript(f"telegram:{chat}"))
+                    >= 2 * (number - 97599))
+    handoff = await ask_for_a_person(client, bot_api, chat, 97610)
+    conversation = await in_zendesk(sunco, handoff)
+    ticket = conversation.ticket
+    assert ticket is not None and len(conversation.messages) > zd.DEFAULT_TICKET_MESSAGES
+    assert ticket.texts()[0] == ("user", "hello")
+    assert ticket.messages == conversation.messages
+
+
 async def test_a_monitors_handoff_reaches_zendesk_with_the_order_and_the_tiers_tag(
         client: TestClient, sunco: SunshineServer) -> None:
     place = Place("telegram", "telegram", "9700008")
