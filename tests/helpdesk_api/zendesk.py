@@ -114,6 +114,7 @@ class SunshineServer:
     throttled: int = 0
     retry_after: int = 0
     throttled_path: str = ""
+    throttle_after: int = 0
     _port: int = 0
     _runner: Optional[web.AppRunner] = None
     _session: Optional[aiohttp.ClientSession] = None
@@ -138,10 +139,12 @@ class SunshineServer:
         """Every API call answered 503."""
         self.is_down = is_down
 
-    def throttle(self, retry_after: int, times: int = 1, only: str = "") -> None:
-        """The next `times` calls (whose path ends with `only`) answered 429 with
-        Retry-After."""
+    def throttle(self, retry_after: int, times: int = 1, only: str = "",
+                 after: int = 0) -> None:
+        """The next `times` calls (whose path ends with `only`, once `after` of them
+        were answered) answered 429 with Retry-After."""
         self.throttled, self.retry_after, self.throttled_path = times, retry_after, only
+        self.throttle_after = after
 
     async def unreachable(self) -> None:
         if self._runner is not None:
@@ -241,7 +244,10 @@ class SunshineServer:
         expected = "Basic " + base64.b64encode(f"{KEY_ID}:{KEY_SECRET}".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return _error(ApiError(401, "unauthorized", "Authorization is required"))
-        if self.throttled and request.path.endswith(self.throttled_path):
+        if self.throttled and request.path.endswith(self.throttled_path) \
+                and self.throttle_after:
+            self.throttle_after -= 1
+        elif self.throttled and request.path.endswith(self.throttled_path):
             self.throttled -= 1
             return web.json_response({"errors": [{"code": "too_many_requests",
                                                   "title": "Rate limit exceeded"}]},
