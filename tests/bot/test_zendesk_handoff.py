@@ -478,7 +478,7 @@ async def test_whatsapp_and_sms_customers_get_agents_replies_on_their_channel(
                                 policy)}
     settings = zendesk_settings(f"http://127.0.0.1:{free_port()}", rasa_stack, sunco)
     client = await serve(settings, channels, sunco, bot_retry_seconds=0.2)
-    phone, sms = "16505550177", "+14155550177"
+    phone, sms = "16505550197", "+14155550197"
     caplog.set_level(logging.DEBUG, logger="bot")
     try:
         message = whatsapp_test.inbound("text", {"body": "my parcel is late"},
