@@ -408,6 +408,40 @@ async def test_failing_midway_posts_the_transcript_once_and_throttling_is_waited
     assert len(sunco.users) == 1 and len(sunco.conversations) == 1
 
 
+async def test_two_gateways_on_redis_share_the_handoff_and_make_one_conversation(
+        rasa_stack: RasaStack, bot_api: ProviderAPI, sunco: SunshineServer,
+        policy_dir: Path, redis_url: str) -> None:
+    """SunCo is down when the customer asks; both gateways offer the handoff again, and
+    once it is back it gets one user, one conversation, one transcript. Its webhooks
+    reach the other gateway, which sends the agent's reply and hands the customer back."""
+    settings = dataclasses.replace(zendesk_settings(rasa_stack.rasa_url, rasa_stack, sunco),
+                                   redis_url=redis_url)
+    first, second = [await serve(settings, {"telegram": TelegramChannel(
+        credentials(bot_api.url), load_channel_policy())}, sunco) for _ in range(2)]
+    # Redis keeps Telegram's update ids between runs: one of ours not used before
+    number = int(time.time()) % 300  # update ids 97700 to 97999
+    chat = 9700100 + number
+    try:
+        sunco.down()
+        handoff = await ask_for_a_person(first, bot_api, chat, 97700 + number)
+        await asyncio.sleep(3 * RETRY_SECONDS)
+        sunco.down(False)
+        conversation = await in_zendesk(sunco, handoff)
+        await asyncio.sleep(3 * RETRY_SECONDS)
+        assert len(sunco.conversations) == 1 and len(sunco.users) == 1
+        assert len(conversation.tickets) == 1
+        texts = [m["content"]["text"] for m in conversation.messages]
+        assert len(set(texts)) == len(texts)
+        assert sunco.webhook_url.startswith(str(second.make_url("/")))
+        await sunco.agent_reply(conversation.id, "Hello from Zendesk")
+        await until(lambda: sent_texts(bot_api, chat)[-1] == "Hello from Zendesk")
+        assert await sunco.solve(conversation.id) == 200
+        await until(lambda: "rate" in sent_texts(bot_api, chat)[-1])
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_wrong_key_keeps_the_handoff_and_says_why(
         rasa_stack: RasaStack, bot_api: ProviderAPI, sunco: SunshineServer,
         policy_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
