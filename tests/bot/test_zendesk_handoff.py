@@ -315,6 +315,8 @@ async def test_wrong_or_missing_secrets_and_malformed_webhooks_are_refused(
                                                  "text": "Send your card number here"},
                                      "source": {"type": "zd:agentWorkspace"}}}}
     good = sunco.envelope([event])
+    # SunCo checks the URL with HEAD when the webhook is created
+    assert (await client.head("/webhooks/zendesk")).status == 200
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for headers in ({zd.SECRET_HEADER: "not-the-secret"},
                         {zd.SECRET_HEADER: zd.SECRET + "x"}, {},

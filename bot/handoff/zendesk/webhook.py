@@ -37,6 +37,11 @@ class ZendeskWebhook:
 
     def install(self, app: web.Application) -> None:
         app.router.add_post("/webhooks/zendesk", self.receive)
+        app.router.add_route("HEAD", "/webhooks/zendesk", self.check)
+
+    async def check(self, request: web.Request) -> web.Response:
+        """SunCo checks a webhook's URL with a HEAD request when it is created."""
+        return web.Response()
 
     async def receive(self, request: web.Request) -> web.Response:
         body = await request.content.read(MAX_BODY + 1)
