@@ -1,4 +1,4 @@
-"""What every external helpdesk target does the same way (Chatwoot, Freshdesk): a
+"""What every external helpdesk target does the same way (Chatwoot, Freshdesk, Zendesk): a
 handoff is recorded for the helpdesk and pushed at once; what the helpdesk cannot take
 (down, refusing, throttling) stays in the gateway's records, the handoff and the
 customer's messages meanwhile, and is offered again every `retry_seconds` (no sooner
