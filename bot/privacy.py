@@ -50,6 +50,7 @@ from bot.handoff.console import authenticated
 from bot.handoff.desk import Forbidden, Invalid
 from bot.handoff.freshdesk import links as freshdesk_tables
 from bot.handoff.store import Agent, HandoffStore
+from bot.handoff.zendesk import links as zendesk_tables
 from bot.messaging.inbox import decode
 from bot.messaging.records import (
     GatewayRecords,
@@ -142,7 +143,7 @@ class Holdings:
 
     def create_tables(self) -> None:
         for tables in (records_metadata, handoff_tables.metadata, chatwoot_tables.metadata,
-                       freshdesk_tables.metadata, monitor_metadata):
+                       freshdesk_tables.metadata, zendesk_tables.metadata, monitor_metadata):
             create_tables(tables, self.gateway)
         create_tables(store_tables.metadata, self.store)
 
@@ -235,6 +236,11 @@ class Privacy:
                     freshdesk_tables.links.c.handoff_id.in_(self._handoff_ids(db, ids)))),
                 "freshdesk_held": _rows(db, freshdesk_tables.pending.select().where(
                     freshdesk_tables.pending.c.handoff_id.in_(self._handoff_ids(db, ids)))),
+                # and for Zendesk's (Sunshine Conversations') conversations
+                "zendesk_conversations": _rows(db, zendesk_tables.links.select().where(
+                    zendesk_tables.links.c.handoff_id.in_(self._handoff_ids(db, ids)))),
+                "zendesk_held": _rows(db, zendesk_tables.pending.select().where(
+                    zendesk_tables.pending.c.handoff_id.in_(self._handoff_ids(db, ids)))),
                 "outreach": _rows(db, monitor_outreach.select().where(
                     monitor_outreach.c.conversation_id.in_(ids))),
             }
@@ -567,7 +573,8 @@ def install_privacy(app: web.Application, privacy: Privacy, records: GatewayReco
     app[PRIVACY], app[RECORDS] = privacy, records
     # the helpdesks' link tables are made by their targets, only when HANDOFF_TARGET
     # names one; export and erase read them all whatever the target
-    for tables in (chatwoot_tables.metadata, freshdesk_tables.metadata):
+    for tables in (chatwoot_tables.metadata, freshdesk_tables.metadata,
+                   zendesk_tables.metadata):
         create_tables(tables, privacy.holdings.gateway)
     app.router.add_get("/api/privacy/export", authenticated(export_handler))
     app.router.add_post("/api/privacy/erase", authenticated(erase_handler))
@@ -575,11 +582,12 @@ def install_privacy(app: web.Application, privacy: Privacy, records: GatewayReco
 
 
 def _forget_in_helpdesks(db: Connection, handoff_ids: List[int]) -> Dict[str, int]:
-    """The gateway's side of these handoffs in Chatwoot and Freshdesk: which
+    """The gateway's side of these handoffs in Chatwoot, Freshdesk and Zendesk: which
     conversation or ticket shows them, and the messages they have not taken yet."""
     removed: Dict[str, int] = {}
     for helpdesk, tables, shown in (("chatwoot", chatwoot_tables, "conversations"),
-                                    ("freshdesk", freshdesk_tables, "tickets")):
+                                    ("freshdesk", freshdesk_tables, "tickets"),
+                                    ("zendesk", zendesk_tables, "conversations")):
         removed[f"{helpdesk}_held"] = _delete(
             db, tables.pending, tables.pending.c.handoff_id.in_(handoff_ids))
         removed[f"{helpdesk}_{shown}"] = _delete(

@@ -30,6 +30,10 @@ from bot.handoff.freshdesk.webhook import FreshdeskWebhook
 from bot.handoff.live import LiveQueues, RedisLiveQueues
 from bot.handoff.peak import PeakMode
 from bot.handoff.store import HandoffStore
+from bot.handoff.zendesk.api import SunshineApi
+from bot.handoff.zendesk.links import ZendeskLinks
+from bot.handoff.zendesk.target import ZendeskTarget
+from bot.handoff.zendesk.webhook import ZendeskWebhook
 from bot.messaging.inbound_limit import InboundCounter, MemoryInboundCounter, RedisInboundCounter
 from bot.messaging.inbox import Inbox, RedisInbox, SqlInbox
 from bot.messaging.metrics import GatewayMetrics
@@ -53,7 +57,7 @@ from connectors.whatsapp import WhatsAppChannel
 
 log = logging.getLogger("bot.services")
 # the webhook route of the helpdesk HANDOFF_TARGET names
-HelpdeskWebhook = Union[ChatwootWebhook, FreshdeskWebhook]
+HelpdeskWebhook = Union[ChatwootWebhook, FreshdeskWebhook, ZendeskWebhook]
 
 
 @dataclass
@@ -127,12 +131,14 @@ def build_services(settings: Optional[Settings] = None,
 
 def connect_handoff_target(settings: Settings, policies: Policies,
                            desk: HandoffDesk) -> Optional[HelpdeskWebhook]:
-    """HANDOFF_TARGET: the console (nothing to connect), or Chatwoot or Freshdesk,
-    whose webhook the gateway then serves."""
+    """HANDOFF_TARGET: the console (nothing to connect), or Chatwoot, Freshdesk or
+    Zendesk, whose webhook the gateway then serves."""
     if settings.handoff_target == "console":
         return None
     if settings.handoff_target == "freshdesk":
         return connect_freshdesk(settings, policies, desk)
+    if settings.handoff_target == "zendesk":
+        return connect_zendesk(settings, policies, desk)
     chatwoot, policy = settings.chatwoot, policies.helpdesk.chatwoot
     if chatwoot is None:
         raise SettingsError("HANDOFF_TARGET=chatwoot needs the CHATWOOT_ variables")
@@ -158,6 +164,22 @@ def connect_freshdesk(settings: Settings, policies: Policies,
     desk.target = target
     log.info("handoffs go to Freshdesk at %s", freshdesk.api_url)
     return FreshdeskWebhook(target, freshdesk.webhook_secret)
+
+
+def connect_zendesk(settings: Settings, policies: Policies,
+                    desk: HandoffDesk) -> ZendeskWebhook:
+    zendesk, policy = settings.zendesk, policies.helpdesk.zendesk
+    if zendesk is None:
+        raise SettingsError("HANDOFF_TARGET=zendesk needs the ZENDESK_SUNCO_ variables")
+    if policy is None:
+        raise SettingsError("HANDOFF_TARGET=zendesk needs a `zendesk` section in "
+                            "policy/helpdesk.yml")
+    target = ZendeskTarget(SunshineApi(zendesk), ZendeskLinks(desk.records.engine), desk,
+                           policy)
+    desk.target = target
+    log.info("handoffs go to Zendesk through Sunshine Conversations app %s at %s",
+             zendesk.app_id, zendesk.api_url)
+    return ZendeskWebhook(target, zendesk.webhook_secret, zendesk.app_id)
 
 
 def webchat_secret(settings: Settings) -> bytes:

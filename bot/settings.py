@@ -15,7 +15,7 @@ REST_TOKEN_FILE = "rest-api.token"
 ACTION_TOKEN_FILE = "action-server.token"
 
 
-HANDOFF_TARGETS = ("console", "chatwoot", "freshdesk")
+HANDOFF_TARGETS = ("console", "chatwoot", "freshdesk", "zendesk")
 CHATWOOT_VARIABLES = ("CHATWOOT_URL", "CHATWOOT_ACCOUNT_ID", "CHATWOOT_API_TOKEN",
                       "CHATWOOT_INBOX_ID", "CHATWOOT_WEBHOOK_SECRET")
 
@@ -49,6 +49,22 @@ class FreshdeskSettings:
 
 
 @dataclass(frozen=True)
+class ZendeskSettings:
+    """Zendesk as the handoff target, through Sunshine Conversations (SunCo): the SunCo
+    app the conversations go to, an app API key (HTTP Basic: key id and secret), the
+    API at `api_url` (https://api.smooch.io, or a local stand-in in tests), the secret
+    SunCo sends in the X-API-Key header of the integration's webhooks, and the
+    switchboard integration (id or name) of Zendesk's Agent Workspace."""
+
+    app_id: str
+    key_id: str
+    key_secret: str
+    webhook_secret: str
+    api_url: str = "https://api.smooch.io"
+    agent_integration: str = "zd-agentWorkspace"
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway_host: str
     gateway_port: int
@@ -65,14 +81,15 @@ class Settings:
     rest_api_token: str
     # Rasa's tracker store, where the KPIs find each message's intent
     tracker_database_url: str
-    # where agents work handoffs (HANDOFF_TARGET), and Chatwoot's settings when there
+    # where agents work handoffs (HANDOFF_TARGET), and that helpdesk's settings
     handoff_target: str = "console"
     chatwoot: Optional[ChatwootSettings] = None
+    freshdesk: Optional[FreshdeskSettings] = None
+    zendesk: Optional[ZendeskSettings] = None
     # the carrier-tracking services' webhook secrets: each one set serves its webhook
     # (bot/outreach/carriers.py)
     easypost_webhook_secret: str = ""
     aftership_webhook_secret: str = ""
-    freshdesk: Optional[FreshdeskSettings] = None
 
     @property
     def action_health_url(self) -> str:
@@ -126,6 +143,7 @@ def load_settings() -> Settings:
         handoff_target=handoff_target(env),
         chatwoot=chatwoot_settings(env) if handoff_target(env) == "chatwoot" else None,
         freshdesk=freshdesk_settings(env) if handoff_target(env) == "freshdesk" else None,
+        zendesk=zendesk_settings(env) if handoff_target(env) == "zendesk" else None,
         easypost_webhook_secret=env.get("EASYPOST_WEBHOOK_SECRET", ""),
         aftership_webhook_secret=env.get("AFTERSHIP_WEBHOOK_SECRET", "").strip(),
     )
@@ -178,6 +196,32 @@ def freshdesk_settings(env: Mapping[str, str]) -> FreshdeskSettings:
                             "https://mystore.freshdesk.com")
     return FreshdeskSettings(api_url=base, api_key=env["FRESHDESK_API_KEY"].strip(),
                              webhook_secret=env["FRESHDESK_WEBHOOK_SECRET"].strip())
+
+
+ZENDESK_VARIABLES = ("ZENDESK_SUNCO_APP_ID", "ZENDESK_SUNCO_KEY_ID",
+                     "ZENDESK_SUNCO_KEY_SECRET", "ZENDESK_SUNCO_WEBHOOK_SECRET")
+
+
+def zendesk_settings(env: Mapping[str, str]) -> ZendeskSettings:
+    """The ZENDESK_ variables, or SettingsError naming the missing or wrong ones."""
+    missing = [name for name in ZENDESK_VARIABLES if not env.get(name, "").strip()]
+    if missing:
+        raise SettingsError(f"HANDOFF_TARGET=zendesk needs {', '.join(missing)}")
+    app_id = env["ZENDESK_SUNCO_APP_ID"].strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", app_id):
+        raise SettingsError(f"ZENDESK_SUNCO_APP_ID={app_id!r}: the app's id as Admin Center "
+                            "shows it (letters and digits), e.g. 5d8cff3cd55ffa010958a2b5")
+    base = (env.get("ZENDESK_SUNCO_API_BASE_URL", "").strip().rstrip("/")
+            or ZendeskSettings.api_url)
+    if not base.startswith(("http://", "https://")):
+        raise SettingsError("ZENDESK_SUNCO_API_BASE_URL must be an http(s) URL, e.g. "
+                            "https://api.smooch.io or https://<subdomain>.zendesk.com/sc")
+    agent = (env.get("ZENDESK_SWITCHBOARD_AGENT_INTEGRATION", "").strip()
+             or ZendeskSettings.agent_integration)
+    return ZendeskSettings(app_id=app_id, key_id=env["ZENDESK_SUNCO_KEY_ID"].strip(),
+                           key_secret=env["ZENDESK_SUNCO_KEY_SECRET"].strip(),
+                           webhook_secret=env["ZENDESK_SUNCO_WEBHOOK_SECRET"].strip(),
+                           api_url=base, agent_integration=agent)
 
 
 def local_secret(var_dir: Path, name: str) -> str:

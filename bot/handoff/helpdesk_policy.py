@@ -33,10 +33,29 @@ class FreshdeskPolicy(StrictModel):
     retry_seconds: confloat(gt=0) = 30.0  # type: ignore[valid-type]
 
 
+# a Zendesk tag: Zendesk keeps them lower case, without spaces
+ZendeskTag = constr(regex=r"^[a-z0-9_\-:/.]{1,80}$")
+# what the handoff can fill in a custom ticket field (dataCapture.ticketField.<id>)
+TICKET_FIELD_VALUES = ("handoff", "reason", "rule", "tier", "queue", "order", "channel")
+
+
+class ZendeskPolicy(StrictModel):
+    # the tag a queue's tickets get; a Zendesk trigger routes on it to the group
+    queue_tags: Dict[str, ZendeskTag]  # type: ignore[valid-type]
+    # the tag a tier's tickets get; a Zendesk trigger sets the priority from it
+    tier_tags: Dict[Tier, ZendeskTag]  # type: ignore[valid-type]
+    tags: List[ZendeskTag] = []  # type: ignore[valid-type]
+    # custom ticket fields to fill: what (one of TICKET_FIELD_VALUES) and the field's id
+    ticket_fields: Dict[str, TeamId] = {}  # type: ignore[valid-type]
+    resolved_disposition: str
+    retry_seconds: confloat(gt=0) = 30.0  # type: ignore[valid-type]
+
+
 class HelpdeskPolicy(StrictModel):
     version: conint(ge=1, le=1)  # type: ignore[valid-type]
     chatwoot: Optional[ChatwootPolicy] = None
     freshdesk: Optional[FreshdeskPolicy] = None
+    zendesk: Optional[ZendeskPolicy] = None
 
 
 def load_helpdesk_policy(escalation: EscalationPolicy, handoff: HandoffPolicy,
@@ -47,6 +66,8 @@ def load_helpdesk_policy(escalation: EscalationPolicy, handoff: HandoffPolicy,
         _check_chatwoot(policy.chatwoot, escalation, handoff, path)
     if policy.freshdesk is not None:
         _check_freshdesk(policy.freshdesk, escalation, handoff, path)
+    if policy.zendesk is not None:
+        _check_zendesk(policy.zendesk, escalation, handoff, path)
     return policy
 
 
@@ -85,4 +106,29 @@ def _check_freshdesk(freshdesk: FreshdeskPolicy, escalation: EscalationPolicy,
     if freshdesk.resolved_disposition not in handoff.dispositions:
         raise PolicyError(f"{path}: freshdesk.resolved_disposition: "
                           f"{freshdesk.resolved_disposition!r} is not a disposition of "
+                          f"handoff.yml ({', '.join(handoff.dispositions)})")
+
+
+def _check_zendesk(zendesk: ZendeskPolicy, escalation: EscalationPolicy,
+                   handoff: HandoffPolicy, path: Path) -> None:
+    queues = list(escalation.teams)
+    unknown = [q for q in zendesk.queue_tags if q not in queues]
+    if unknown:
+        raise PolicyError(f"{path}: zendesk.queue_tags.{unknown[0]}: not a team of "
+                          f"escalation.yml ({', '.join(queues)})")
+    missing = [q for q in queues if q not in zendesk.queue_tags]
+    if missing:
+        raise PolicyError(f"{path}: zendesk.queue_tags: no tag for the queue {missing[0]!r}; "
+                          "every team of escalation.yml needs one")
+    tiers = [t for t in (1, 2, 3) if t not in zendesk.tier_tags]
+    if tiers:
+        raise PolicyError(f"{path}: zendesk.tier_tags: no tag for tier {tiers[0]}; "
+                          "tiers 1, 2 and 3 each need one")
+    fields = [f for f in zendesk.ticket_fields if f not in TICKET_FIELD_VALUES]
+    if fields:
+        raise PolicyError(f"{path}: zendesk.ticket_fields.{fields[0]}: not one of "
+                          f"{', '.join(TICKET_FIELD_VALUES)}")
+    if zendesk.resolved_disposition not in handoff.dispositions:
+        raise PolicyError(f"{path}: zendesk.resolved_disposition: "
+                          f"{zendesk.resolved_disposition!r} is not a disposition of "
                           f"handoff.yml ({', '.join(handoff.dispositions)})")

@@ -1,4 +1,4 @@
-"""What every external helpdesk target does the same way (Chatwoot, Freshdesk): a
+"""What every external helpdesk target does the same way (Chatwoot, Freshdesk, Zendesk): a
 handoff is recorded for the helpdesk and pushed at once; what the helpdesk cannot take
 (down, refusing, throttling) stays in the gateway's records, the handoff and the
 customer's messages meanwhile, and is offered again every `retry_seconds` (no sooner
@@ -12,10 +12,10 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from typing import Optional
+from typing import Generic, Optional
 
 from bot.handoff.desk import HandoffDesk
-from bot.handoff.helpdesk_links import HelpdeskLinks
+from bot.handoff.helpdesk_links import HelpdeskLinks, RemoteId
 from bot.handoff.packet import customer_text
 from bot.handoff.store import Handoff
 from connectors.message import Message
@@ -33,13 +33,13 @@ class HelpdeskError(Exception):
         self.retry_after = retry_after  # seconds it asked us to wait (429), else 0
 
 
-class HelpdeskTarget:
+class HelpdeskTarget(Generic[RemoteId]):
     name = "the helpdesk"  # for the log: "Chatwoot"
     kind = "conversation"  # what a handoff becomes there
 
-    def __init__(self, links: HelpdeskLinks, desk: HandoffDesk, retry_seconds: float,
+    def __init__(self, links: HelpdeskLinks[RemoteId], desk: HandoffDesk, retry_seconds: float,
                  log: logging.Logger) -> None:
-        self.links = links
+        self.links: HelpdeskLinks[RemoteId] = links
         self.desk = desk
         self.retry_seconds = retry_seconds
         self.log = log
@@ -49,15 +49,15 @@ class HelpdeskTarget:
 
     # the helpdesk's own part
 
-    async def _create(self, handoff: Handoff) -> int:
+    async def _create(self, handoff: Handoff) -> RemoteId:
         """Make the handoff's conversation or ticket there; its id."""
         raise NotImplementedError
 
-    async def _describe(self, handoff: Handoff, remote_id: int) -> None:
+    async def _describe(self, handoff: Handoff, remote_id: RemoteId) -> None:
         """Complete it (notes, team) once it exists."""
         raise NotImplementedError
 
-    async def _add_customer_message(self, remote_id: int, content: str) -> None:
+    async def _add_customer_message(self, remote_id: RemoteId, content: str) -> None:
         raise NotImplementedError
 
     async def _close(self) -> None:
@@ -141,7 +141,7 @@ class HelpdeskTarget:
         self.log.info("H-%s is %s %s %s", handoff_id, self.name, self.kind, remote_id)
         return True
 
-    async def _remote(self, handoff: Handoff) -> int:
+    async def _remote(self, handoff: Handoff) -> RemoteId:
         """The handoff's conversation or ticket, made once: linked as soon as the
         helpdesk has it, so a later try completes it rather than making another."""
         known = await self.desk.records.read(self.links.conversation_of, handoff["id"])

@@ -8,13 +8,13 @@ from sqlalchemy.engine import Engine
 
 from bot.handoff.helpdesk_links import HelpdeskLinks, LinkTables
 
-TABLES = LinkTables("chatwoot", "chatwoot_conversation_id")
+TABLES = LinkTables("chatwoot", "chatwoot_conversation_id", int)
 metadata = TABLES.metadata
 links = TABLES.links
 pending = TABLES.pending
 delivered = TABLES.delivered
 
 
-class ChatwootLinks(HelpdeskLinks):
+class ChatwootLinks(HelpdeskLinks[int]):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, TABLES)

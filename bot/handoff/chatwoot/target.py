@@ -24,7 +24,7 @@ __all__ = ["ChatwootTarget", "PUSH_LEASE_SECONDS", "customer_text", "transcript_
 log = logging.getLogger("bot.handoff.chatwoot")
 
 
-class ChatwootTarget(HelpdeskTarget):
+class ChatwootTarget(HelpdeskTarget[int]):
     name = "Chatwoot"
     kind = "conversation"
 

@@ -7,13 +7,13 @@ from sqlalchemy.engine import Engine
 
 from bot.handoff.helpdesk_links import HelpdeskLinks, LinkTables
 
-TABLES = LinkTables("freshdesk", "freshdesk_ticket_id")
+TABLES = LinkTables("freshdesk", "freshdesk_ticket_id", int)
 metadata = TABLES.metadata
 links = TABLES.links
 pending = TABLES.pending
 delivered = TABLES.delivered
 
 
-class FreshdeskLinks(HelpdeskLinks):
+class FreshdeskLinks(HelpdeskLinks[int]):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, TABLES)

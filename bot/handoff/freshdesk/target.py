@@ -47,7 +47,7 @@ PHONE_CHANNELS = ("sms", "whatsapp")
 TAG_LENGTH = 32
 
 
-class FreshdeskTarget(HelpdeskTarget):
+class FreshdeskTarget(HelpdeskTarget[int]):
     name = "Freshdesk"
     kind = "ticket"
 

@@ -72,7 +72,7 @@ def test_freshdesk_takes_its_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     ({"FRESHDESK_DOMAIN": "mystore"}, "FRESHDESK_DOMAIN='mystore'"),
     ({"FRESHDESK_API_BASE_URL": "mystore.freshdesk.com"},
      "FRESHDESK_API_BASE_URL must be an http"),
-    ({"HANDOFF_TARGET": "zendesk"}, "HANDOFF_TARGET='zendesk'"),
+    ({"HANDOFF_TARGET": "gorgias"}, "HANDOFF_TARGET='gorgias'"),
 ])
 def test_missing_or_wrong_variables_stop_the_start(monkeypatch: pytest.MonkeyPatch,
                                                    env: Dict[str, str], named: str) -> None:

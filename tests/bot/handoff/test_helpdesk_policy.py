@@ -74,7 +74,7 @@ def test_chatwoot_takes_its_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     ({"CHATWOOT_API_TOKEN": ""}, "needs CHATWOOT_API_TOKEN"),
     ({"CHATWOOT_WEBHOOK_SECRET": " "}, "needs CHATWOOT_WEBHOOK_SECRET"),
     ({"CHATWOOT_INBOX_ID": "inbox"}, "CHATWOOT_INBOX_ID must be a number"),
-    ({"HANDOFF_TARGET": "zendesk"}, "HANDOFF_TARGET='zendesk'"),
+    ({"HANDOFF_TARGET": "gorgias"}, "HANDOFF_TARGET='gorgias'"),
 ])
 def test_missing_or_wrong_variables_stop_the_start(monkeypatch: pytest.MonkeyPatch,
                                                    env: Dict[str, str], named: str) -> None:
