@@ -84,8 +84,10 @@ async def test_signed_bodies_that_are_not_ours_change_nothing(gateway: Gateway,
     assert await post(gateway, body, sign(SECRET, timestamp, body), timestamp) in (200, 400)
 
 
+# 30 s clear of the 300 s allowed: a timestamp 301 s ahead, checked a second later on a
+# busy machine, was 300 s ahead and rightly taken
 @FUZZ
-@given(event=events, skew=st.integers(301, 10**6) | st.integers(-10**6, -301))
+@given(event=events, skew=st.integers(330, 10**6) | st.integers(-10**6, -301))
 async def test_stale_signatures_are_refused(gateway: Gateway, event: Dict[str, Any],
                                             skew: int) -> None:
     timestamp = str(int(time.time()) + skew)
