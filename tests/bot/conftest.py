@@ -4,6 +4,7 @@ Chromium (skipped, with the reason, where it is missing)."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import AsyncIterator
 
 import pytest
@@ -18,6 +19,7 @@ from connectors.telegram import TelegramChannel
 from tests.browser import Browser, unavailable
 from tests.conftest import RasaStack
 from tests.connectors import test_twilio as twilio_test
+from tests.connectors import test_whatsapp as whatsapp_test
 from tests.connectors.test_telegram import API, TOKEN, credentials, sent_message
 from tests.provider_api import ProviderAPI, RecordedRequest, answer_twilio_messages
 
@@ -83,3 +85,18 @@ async def browser() -> AsyncIterator[Browser]:
         pytest.skip(reason)
     async with Browser.open() as opened:
         yield opened
+
+
+@pytest_asyncio.fixture
+async def graph() -> AsyncIterator[ProviderAPI]:
+    """Meta's Graph API sending WhatsApp messages: each accepted under an id of its own."""
+    api = await ProviderAPI().start()
+
+    async def accepted(request: RecordedRequest) -> web.Response:
+        return web.json_response({"messaging_product": "whatsapp",
+                                  "contacts": [{"input": request.json["to"]}],
+                                  "messages": [{"id": f"wamid.{uuid.uuid4().hex}"}]})
+
+    api.answer("POST", whatsapp_test.MESSAGES_PATH, accepted)
+    yield api
+    await api.stop()

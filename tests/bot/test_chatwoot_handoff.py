@@ -17,30 +17,35 @@ import asyncio
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import AsyncIterator, Dict, List, Optional
 
 import aiohttp
 import pytest
 import pytest_asyncio
-import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from bot.app import ROUTER, create_app
-from bot.handoff.desk import HandoffDesk, Place
+from bot.handoff.desk import Place
 from bot.handoff.store import Handoff
 from bot.policies import load_channel_policy
 from bot.settings import ChatwootSettings, Settings, load_settings
-from common.paths import REPO_ROOT
 from connectors.channel import Channel
 from connectors.config import TwilioCredentials
 from connectors.telegram import TelegramChannel
 from connectors.twilio import TwilioChannel
 from connectors.whatsapp import WhatsAppChannel
 from tests.bot.conftest import ADMIN_TOKEN
+from tests.bot.helpdesk_support import (
+    RETRY_SECONDS,
+    ask_for_a_person,
+    audit,
+    desk_of,
+    open_handoff,
+    policy_copy,
+    serve,
+)
 from tests.bot.test_agent_console import callback
 from tests.bot.test_gateway import post_update, sent_texts, until, update
 from tests.conftest import RasaStack
@@ -50,22 +55,12 @@ from tests.connectors import test_whatsapp as whatsapp_test
 from tests.connectors.test_telegram import credentials
 from tests.helpdesk_api import chatwoot as cw
 from tests.helpdesk_api.chatwoot import ChatwootServer, Conversation
-from tests.provider_api import ProviderAPI, RecordedRequest, free_port
-
-RETRY_SECONDS = 0.5
+from tests.provider_api import ProviderAPI, free_port
 
 
 @pytest.fixture
 def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shipped policy, with Chatwoot offered a handoff again every RETRY_SECONDS."""
-    directory = tmp_path / "policy"
-    shutil.copytree(REPO_ROOT / "policy", directory)
-    path = directory / "helpdesk.yml"
-    data = yaml.safe_load(path.read_text())
-    data["chatwoot"]["retry_seconds"] = RETRY_SECONDS
-    path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("POLICY_DIR", str(directory))
-    return directory
+    return policy_copy(tmp_path, monkeypatch, "chatwoot")
 
 
 @pytest_asyncio.fixture
@@ -83,15 +78,6 @@ def chatwoot_settings(rasa_url: str, stack: RasaStack, server: ChatwootServer) -
         chatwoot=ChatwootSettings(server.url, cw.ACCOUNT_ID, cw.TOKEN, cw.INBOX_ID, cw.SECRET))
 
 
-async def serve(settings: Settings, channels: Dict[str, Channel],
-                server: ChatwootServer, **policy_changes: Any) -> TestClient:
-    policy = load_channel_policy().copy(update=policy_changes)
-    client = TestClient(TestServer(create_app(settings, channels, policy)))
-    await client.start_server()
-    server.webhook_url = str(client.make_url("/webhooks/chatwoot"))
-    return client
-
-
 @pytest_asyncio.fixture
 async def client(rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: ChatwootServer,
                  policy_dir: Path) -> AsyncIterator[TestClient]:
@@ -100,18 +86,6 @@ async def client(rasa_stack: RasaStack, bot_api: ProviderAPI, chatwoot: Chatwoot
                          {"telegram": telegram}, chatwoot)
     yield client
     await client.close()
-
-
-def desk_of(client: TestClient) -> HandoffDesk:
-    return client.app[ROUTER].desk
-
-
-async def open_handoff(client: TestClient, conversation_id: str) -> Handoff:
-    desk = desk_of(client)
-    await until(lambda: desk.store.open_for(conversation_id) is not None)
-    handoff = desk.store.open_for(conversation_id)
-    assert handoff is not None
-    return handoff
 
 
 async def in_chatwoot(server: ChatwootServer, handoff: Handoff) -> Conversation:
@@ -125,22 +99,10 @@ async def in_chatwoot(server: ChatwootServer, handoff: Handoff) -> Conversation:
     return conversation
 
 
-async def ask_for_a_person(client: TestClient, bot_api: ProviderAPI,
-                           chat: int, update_id: int) -> Handoff:
-    assert await post_update(client, update(update_id, "I want to talk to a human",
-                                            chat=chat)) == 200
-    await until(lambda: len(sent_texts(bot_api, chat)) >= 2)
-    return await open_handoff(client, f"telegram:{chat}")
-
-
 async def quiet(server: ChatwootServer) -> None:
     """Let the webhooks Chatwoot queued (echoes of the gateway's own calls) arrive."""
     await asyncio.sleep(0.3)
     await until(lambda: not server._background)
-
-
-def audit(client: TestClient, handoff_id: int) -> List[tuple]:
-    return [(a["actor"], a["action"]) for a in desk_of(client).store.audit_trail(handoff_id)]
 
 
 async def test_a_telegram_customer_is_worked_in_chatwoot_and_handed_back_to_the_bot(
@@ -521,21 +483,6 @@ async def test_erasing_a_customer_forgets_their_chatwoot_links_and_held_messages
     chatwoot.down(False)
     await asyncio.sleep(2 * RETRY_SECONDS)
     assert conversation.incoming() == [], "an erased customer's message went to Chatwoot"
-
-
-@pytest_asyncio.fixture
-async def graph() -> AsyncIterator[ProviderAPI]:
-    api = await ProviderAPI().start()
-
-    async def accepted(request: RecordedRequest) -> web.Response:
-        number = len(api.calls(whatsapp_test.MESSAGES_PATH))
-        return web.json_response({"messaging_product": "whatsapp",
-                                  "contacts": [{"input": request.json["to"]}],
-                                  "messages": [{"id": f"wamid.CW{number}"}]})
-
-    api.answer("POST", whatsapp_test.MESSAGES_PATH, accepted)
-    yield api
-    await api.stop()
 
 
 async def test_whatsapp_and_sms_customers_get_the_agents_reply_on_their_own_channel(

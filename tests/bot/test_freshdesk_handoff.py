@@ -16,29 +16,34 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import AsyncIterator, Dict, Optional
 
 import pytest
 import pytest_asyncio
-import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from bot.app import ROUTER, create_app
-from bot.handoff.desk import HandoffDesk, Place
+from bot.handoff.desk import Place
 from bot.handoff.store import Handoff
 from bot.policies import load_channel_policy
 from bot.settings import FreshdeskSettings, Settings, load_settings
-from common.paths import REPO_ROOT
 from connectors.channel import Channel
 from connectors.config import TwilioCredentials
 from connectors.telegram import TelegramChannel
 from connectors.twilio import TwilioChannel
 from connectors.whatsapp import WhatsAppChannel
 from tests.bot.conftest import ADMIN_TOKEN
+from tests.bot.helpdesk_support import (
+    RETRY_SECONDS,
+    ask_for_a_person,
+    audit,
+    desk_of,
+    open_handoff,
+    policy_copy,
+    serve,
+    status_of,
+)
 from tests.bot.test_agent_console import callback
 from tests.bot.test_gateway import post_update, sent_texts, until, update
 from tests.conftest import RasaStack
@@ -47,27 +52,14 @@ from tests.connectors import test_whatsapp as whatsapp_test
 from tests.connectors.test_telegram import credentials
 from tests.helpdesk_api import freshdesk as fd
 from tests.helpdesk_api.freshdesk import FreshdeskServer, Ticket
-from tests.provider_api import ProviderAPI, RecordedRequest, free_port
+from tests.provider_api import ProviderAPI, free_port
 
-RETRY_SECONDS = 0.5
 LOGGER = "bot.handoff.freshdesk"
-
-
-def policy_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Path:
-    """The shipped policy, Freshdesk offered a handoff again every RETRY_SECONDS."""
-    directory = tmp_path / "policy"
-    shutil.copytree(REPO_ROOT / "policy", directory)
-    path = directory / "helpdesk.yml"
-    data = yaml.safe_load(path.read_text())
-    data["freshdesk"].update(retry_seconds=RETRY_SECONDS, **changes)
-    path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("POLICY_DIR", str(directory))
-    return directory
 
 
 @pytest.fixture
 def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return policy_copy(tmp_path, monkeypatch)
+    return policy_copy(tmp_path, monkeypatch, "freshdesk")
 
 
 @pytest_asyncio.fixture
@@ -86,15 +78,6 @@ def freshdesk_settings(rasa_url: str, stack: RasaStack, server: FreshdeskServer,
         freshdesk=FreshdeskSettings(server.url, api_key, fd.SECRET))
 
 
-async def serve(settings: Settings, channels: Dict[str, Channel],
-                server: FreshdeskServer, **policy_changes: Any) -> TestClient:
-    policy = load_channel_policy().copy(update=policy_changes)
-    client = TestClient(TestServer(create_app(settings, channels, policy)))
-    await client.start_server()
-    server.webhook_url = str(client.make_url("/webhooks/freshdesk"))
-    return client
-
-
 @pytest_asyncio.fixture
 async def client(rasa_stack: RasaStack, bot_api: ProviderAPI, freshdesk: FreshdeskServer,
                  policy_dir: Path) -> AsyncIterator[TestClient]:
@@ -103,18 +86,6 @@ async def client(rasa_stack: RasaStack, bot_api: ProviderAPI, freshdesk: Freshde
                          {"telegram": telegram}, freshdesk)
     yield client
     await client.close()
-
-
-def desk_of(client: TestClient) -> HandoffDesk:
-    return client.app[ROUTER].desk
-
-
-async def open_handoff(client: TestClient, conversation_id: str) -> Handoff:
-    desk = desk_of(client)
-    await until(lambda: desk.store.open_for(conversation_id) is not None)
-    handoff = desk.store.open_for(conversation_id)
-    assert handoff is not None
-    return handoff
 
 
 async def in_freshdesk(server: FreshdeskServer, handoff: Handoff) -> Ticket:
@@ -128,29 +99,11 @@ async def in_freshdesk(server: FreshdeskServer, handoff: Handoff) -> Ticket:
     return ticket
 
 
-async def ask_for_a_person(client: TestClient, bot_api: ProviderAPI,
-                           chat: int, update_id: int) -> Handoff:
-    assert await post_update(client, update(update_id, "I want to talk to a human",
-                                            chat=chat)) == 200
-    await until(lambda: len(sent_texts(bot_api, chat)) >= 2)
-    return await open_handoff(client, f"telegram:{chat}")
-
-
 async def quiet(server: FreshdeskServer) -> None:
     """Let the webhooks Freshdesk fired (for the gateway's own notes) be handled."""
     await asyncio.sleep(0.3)
     await until(lambda: not server._background)
     await asyncio.sleep(0.3)
-
-
-def audit(client: TestClient, handoff_id: int) -> List[tuple]:
-    return [(a["actor"], a["action"]) for a in desk_of(client).store.audit_trail(handoff_id)]
-
-
-def status_of(client: TestClient, handoff_id: int) -> str:
-    record = desk_of(client).store.get(handoff_id)
-    assert record is not None
-    return record["status"]
 
 
 async def test_a_telegram_customer_is_worked_in_freshdesk_and_handed_back_to_the_bot(
@@ -409,8 +362,8 @@ async def test_a_wrong_api_key_or_a_refused_ticket_keeps_the_handoff_and_says_wh
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """Freshdesk's error codes and fields are logged, never what was sent."""
-    policy_copy(tmp_path, monkeypatch, groups={"logistics": 1, "returns_refunds": 2,
-                                               "payments_fraud": 3, "general": 77})
+    policy_copy(tmp_path, monkeypatch, "freshdesk", groups={
+        "logistics": 1, "returns_refunds": 2, "payments_fraud": 3, "general": 77})
     telegram = TelegramChannel(credentials(bot_api.url), load_channel_policy())
     revoked = freshdesk_settings(rasa_stack.rasa_url, rasa_stack, freshdesk, "revoked-key")
     client = await serve(revoked, {"telegram": telegram}, freshdesk)
@@ -456,21 +409,6 @@ async def test_erasing_a_customer_forgets_their_freshdesk_links_and_held_message
     freshdesk.down(False)
     await asyncio.sleep(2 * RETRY_SECONDS)
     assert ticket.incoming() == [], "an erased customer's message went to Freshdesk"
-
-
-@pytest_asyncio.fixture
-async def graph() -> AsyncIterator[ProviderAPI]:
-    api = await ProviderAPI().start()
-
-    async def accepted(request: RecordedRequest) -> web.Response:
-        number = len(api.calls(whatsapp_test.MESSAGES_PATH))
-        return web.json_response({"messaging_product": "whatsapp",
-                                  "contacts": [{"input": request.json["to"]}],
-                                  "messages": [{"id": f"wamid.FD{number}"}]})
-
-    api.answer("POST", whatsapp_test.MESSAGES_PATH, accepted)
-    yield api
-    await api.stop()
 
 
 async def test_whatsapp_and_sms_customers_are_requesters_by_phone_and_get_replies_there(
@@ -526,7 +464,7 @@ async def test_whatsapp_and_sms_customers_are_requesters_by_phone_and_get_replie
 async def test_with_requester_phone_off_phone_customers_are_an_id_of_ours(
         rasa_stack: RasaStack, freshdesk: FreshdeskServer, twilio_api: ProviderAPI,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    policy_copy(tmp_path, monkeypatch, requester_phone=False)
+    policy_copy(tmp_path, monkeypatch, "freshdesk", requester_phone=False)
     channels: Dict[str, Channel] = {"twilio": TwilioChannel(TwilioCredentials(
         twilio_test.ACCOUNT_SID, twilio_test.AUTH_TOKEN, twilio_api.url),
         load_channel_policy())}

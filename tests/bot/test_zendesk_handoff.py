@@ -19,29 +19,34 @@ import asyncio
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import AsyncIterator, Dict, Optional
 
 import pytest
 import pytest_asyncio
-import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from bot.app import ROUTER, create_app
-from bot.handoff.desk import HandoffDesk, Place
+from bot.handoff.desk import Place
 from bot.handoff.store import Handoff
 from bot.policies import load_channel_policy
 from bot.settings import Settings, ZendeskSettings, load_settings
-from common.paths import REPO_ROOT
 from connectors.channel import Channel
 from connectors.config import TwilioCredentials
 from connectors.telegram import TelegramChannel
 from connectors.twilio import TwilioChannel
 from connectors.whatsapp import WhatsAppChannel
 from tests.bot.conftest import ADMIN_TOKEN
+from tests.bot.helpdesk_support import (
+    RETRY_SECONDS,
+    ask_for_a_person,
+    audit,
+    desk_of,
+    open_handoff,
+    policy_copy,
+    serve,
+    status_of,
+)
 from tests.bot.test_agent_console import callback
 from tests.bot.test_gateway import post_update, sent_texts, until, update
 from tests.conftest import RasaStack
@@ -50,27 +55,14 @@ from tests.connectors import test_whatsapp as whatsapp_test
 from tests.connectors.test_telegram import credentials
 from tests.helpdesk_api import zendesk as zd
 from tests.helpdesk_api.zendesk import Conversation, SunshineServer
-from tests.provider_api import ProviderAPI, RecordedRequest, free_port
+from tests.provider_api import ProviderAPI, free_port
 
-RETRY_SECONDS = 0.5
 LOGGER = "bot.handoff.zendesk"
-
-
-def policy_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Path:
-    """The shipped policy, SunCo offered a handoff again every RETRY_SECONDS."""
-    directory = tmp_path / "policy"
-    shutil.copytree(REPO_ROOT / "policy", directory)
-    path = directory / "helpdesk.yml"
-    data = yaml.safe_load(path.read_text())
-    data["zendesk"].update(retry_seconds=RETRY_SECONDS, **changes)
-    path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("POLICY_DIR", str(directory))
-    return directory
 
 
 @pytest.fixture
 def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return policy_copy(tmp_path, monkeypatch,
+    return policy_copy(tmp_path, monkeypatch, "zendesk",
                        ticket_fields={"order": 360000000001, "handoff": 360000000002})
 
 
@@ -90,15 +82,6 @@ def zendesk_settings(rasa_url: str, stack: RasaStack, server: SunshineServer,
         zendesk=ZendeskSettings(zd.APP_ID, zd.KEY_ID, key_secret, zd.SECRET, server.url))
 
 
-async def serve(settings: Settings, channels: Dict[str, Channel],
-                server: SunshineServer, **policy_changes: Any) -> TestClient:
-    policy = load_channel_policy().copy(update=policy_changes)
-    client = TestClient(TestServer(create_app(settings, channels, policy)))
-    await client.start_server()
-    server.webhook_url = str(client.make_url("/webhooks/zendesk"))
-    return client
-
-
 @pytest_asyncio.fixture
 async def client(rasa_stack: RasaStack, bot_api: ProviderAPI, sunco: SunshineServer,
                  policy_dir: Path) -> AsyncIterator[TestClient]:
@@ -107,18 +90,6 @@ async def client(rasa_stack: RasaStack, bot_api: ProviderAPI, sunco: SunshineSer
                          {"telegram": telegram}, sunco)
     yield client
     await client.close()
-
-
-def desk_of(client: TestClient) -> HandoffDesk:
-    return client.app[ROUTER].desk
-
-
-async def open_handoff(client: TestClient, conversation_id: str) -> Handoff:
-    desk = desk_of(client)
-    await until(lambda: desk.store.open_for(conversation_id) is not None)
-    handoff = desk.store.open_for(conversation_id)
-    assert handoff is not None
-    return handoff
 
 
 async def in_zendesk(server: SunshineServer, handoff: Handoff) -> Conversation:
@@ -132,29 +103,11 @@ async def in_zendesk(server: SunshineServer, handoff: Handoff) -> Conversation:
     return conversation
 
 
-async def ask_for_a_person(client: TestClient, bot_api: ProviderAPI,
-                           chat: int, update_id: int) -> Handoff:
-    assert await post_update(client, update(update_id, "I want to talk to a human",
-                                            chat=chat)) == 200
-    await until(lambda: len(sent_texts(bot_api, chat)) >= 2)
-    return await open_handoff(client, f"telegram:{chat}")
-
-
 async def quiet(server: SunshineServer) -> None:
     """Let the webhooks SunCo sent (for the gateway's own messages) be handled."""
     await asyncio.sleep(0.3)
     await until(lambda: not server._background)
     await asyncio.sleep(0.3)
-
-
-def audit(client: TestClient, handoff_id: int) -> List[tuple]:
-    return [(a["actor"], a["action"]) for a in desk_of(client).store.audit_trail(handoff_id)]
-
-
-def status_of(client: TestClient, handoff_id: int) -> str:
-    record = desk_of(client).store.get(handoff_id)
-    assert record is not None
-    return record["status"]
 
 
 async def test_a_telegram_customer_is_worked_in_zendesk_and_handed_back_to_the_bot(
@@ -484,21 +437,6 @@ async def test_erasing_a_customer_forgets_their_zendesk_links_and_held_messages(
     await asyncio.sleep(2 * RETRY_SECONDS)
     assert "my name is Ann Lee" not in conversation.texts("user"), \
         "an erased customer's message went to Zendesk"
-
-
-@pytest_asyncio.fixture
-async def graph() -> AsyncIterator[ProviderAPI]:
-    api = await ProviderAPI().start()
-
-    async def accepted(request: RecordedRequest) -> web.Response:
-        number = len(api.calls(whatsapp_test.MESSAGES_PATH))
-        return web.json_response({"messaging_product": "whatsapp",
-                                  "contacts": [{"input": request.json["to"]}],
-                                  "messages": [{"id": f"wamid.ZD{number}"}]})
-
-    api.answer("POST", whatsapp_test.MESSAGES_PATH, accepted)
-    yield api
-    await api.stop()
 
 
 async def test_whatsapp_and_sms_customers_get_agents_replies_on_their_channel(
