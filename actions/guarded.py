@@ -4,7 +4,8 @@ replacement, asking a carrier to trace a parcel or opening a claim.
 
 1. **Eligibility on fresh state.** `propose` reads the order afresh and asks the change
    whether it may be made (`Change.refusal`, by the rules of the policy); a change that
-   may not is explained instead.
+   may not is explained instead. A change the store's platform does not take from the
+   bot (`StoreSystems.left_to_people`) is offered to a person, never asked about.
 2. **An explicit yes.** The bot asks a question that says exactly what will happen
    (`Change.ask`), with Yes/No buttons. Only a yes given as the customer's very next
    message, within `writes.confirm_within_minutes`, carries it out (`Turn.answers`);
@@ -63,6 +64,11 @@ class Change(ABC):
         change_class = cls.registry.get(str(params.pop("kind", "")))
         return change_class(question.order_id, **params) if change_class else None
 
+    @property
+    def write_kind(self) -> str:
+        """Which of the store's kinds of write this is (types.WRITE_KINDS)."""
+        return self.kind
+
     @abstractmethod
     def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
         """None when the change may be made to the order as it is now; else what tells
@@ -96,6 +102,12 @@ def propose(turn: Turn, change: Change, order: Order, intro: str = "", **facts: 
     refusal = change.refusal(turn, order)
     if refusal is not None:
         refusal()
+        return
+    if change.write_kind in turn.store.left_to_people:
+        log.info("%s on order %s is made by people on this platform", change.write_kind,
+                 order.order_id)
+        turn.say("utter_made_by_people")
+        turn.offer_person("made_by_people", "utter_offer_person")
         return
     if intro:
         turn.say(intro, order_id=order.order_id, **facts)

@@ -53,6 +53,7 @@ REQUIRED_RULES = (
     "stop_the_line_empty_box",
     "stop_the_line_shared_address",
     "store_refused",
+    "made_by_people",
     "write_unconfirmed",
     "promise_due",
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from actions.address import describe, read_address
 from actions.conversation import Turn, day, money
@@ -255,8 +255,11 @@ class Remedy(Change):
         return None
 
     def record_claim(self, turn: Turn, order: Order) -> None:
+        """Where the platform keeps no carrier claims, none is recorded (the fraud rule
+        then counts none for this remedy)."""
         claim = CLAIM_OF_PROBLEM.get(self.problem)
-        if claim and not _claim_of(turn, order.order_id, claim):
+        if claim and "claim" not in turn.store.left_to_people \
+                and not _claim_of(turn, order.order_id, claim):
             turn.store.delivery.open_claim(order.order_id, claim)
 
 
@@ -264,6 +267,10 @@ class Refund(Remedy):
     """A refund to the payment method, or store credit (`method`)."""
 
     kind = "refund"
+
+    @property
+    def write_kind(self) -> str:
+        return "store_credit" if self.params.get("method") == "store_credit" else "refund"
 
     @property
     def amount(self) -> Decimal:
@@ -514,8 +521,19 @@ def _remedy_or_escalate(turn: Turn, order: Order, problem: str) -> None:
         offer_remedies(turn, order, problem)
 
 
+def remedies_here(turn: Turn, problem: str) -> List[str]:
+    """The policy's remedies for the problem that the store's platform takes from the
+    bot (on Shopify no replacement or store credit, say)."""
+    return [remedy for remedy in getattr(turn.policy.remedies, problem)
+            if remedy not in turn.store.left_to_people]
+
+
 def offer_remedies(turn: Turn, order: Order, problem: str) -> None:
-    choices = getattr(turn.policy.remedies, problem)
+    choices = remedies_here(turn, problem)
+    if not choices:
+        turn.say("utter_made_by_people")
+        turn.offer_person("made_by_people", "utter_offer_person")
+        return
     turn.ask("remedy", "utter_offer_remedy", order_id=order.order_id, problem=problem,
              buttons=[{"title": REMEDY_TITLES[remedy],
                        "payload": f'/choose_remedy{{"remedy":"{remedy}"}}'}
@@ -524,7 +542,7 @@ def offer_remedies(turn: Turn, order: Order, problem: str) -> None:
 
 def choose_remedy(turn: Turn, order: Order, problem: str, remedy: Optional[str]) -> None:
     """The customer picked a remedy: ask for the yes to exactly that one."""
-    if remedy not in getattr(turn.policy.remedies, problem):
+    if remedy not in remedies_here(turn, problem):
         offer_remedies(turn, order, problem)
         return
     if remedy == "replacement":

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Mapping, Optional, Protocol, Sequence
+from typing import Any, FrozenSet, Mapping, Optional, Protocol, Sequence
 
 # Not inside a word: "order 1001" must not read as "R1001".
 ORDER_ID_PATTERN = re.compile(r"(?<![A-Za-z0-9])#?\s*([A-Za-z])\s*-?\s*(\d{4,8})\b")
@@ -353,6 +353,12 @@ class ReturnsSystem(Protocol):
     ) -> Refund: ...
 
 
+# Every kind of write the bot makes (actions/guarded.py's changes; a refund as store
+# credit is its own kind here, since a platform may make one and not the other).
+WRITE_KINDS = frozenset({"cancel", "change_address", "return", "refund", "store_credit",
+                         "replacement", "claim"})
+
+
 class StoreSystems(Protocol):
     """Every system the actions use, whatever the order platform (actions/store/backend.py
     chooses by STORE_BACKEND). The bot's own records (writes, codes, contacts) always live
@@ -375,6 +381,12 @@ class StoreSystems(Protocol):
 
     @property
     def codes(self) -> OneTimeCodes: ...
+
+    @property
+    def left_to_people(self) -> FrozenSet[str]:
+        """The writes this platform does not take from the bot (of WRITE_KINDS): the bot
+        says so and offers a person before asking the customer to confirm one."""
+        ...
 
     def begin_turn(self) -> None:
         """A new action run starts on this thread: orders it reads may be kept until the

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from actions.actions import ActionResolveRequest
+from actions.actions import ActionChooseRemedy, ActionResolveRequest
 from actions.conversation import shared_store
 from actions.store.backend import open_systems
 from actions.store.shopify import ShopifyStore
@@ -352,6 +352,19 @@ def shopify_actions(shopify_shop: ShopifyStandIn, tmp_path: Path,
     yield shopify_shop
     shared_store().close()
     shared_store.cache_clear()
+
+
+async def test_a_damaged_item_on_shopify_is_offered_only_the_remedies_shopify_takes(
+        shopify_actions: ShopifyStandIn) -> None:
+    """Replacements and store credit are the merchant's to make on Shopify: the bot
+    offers a refund alone, and a replacement picked anyway is not asked about."""
+    outcome = await resolve("damaged_item", "A1002", photo="https://cdn.test/p.jpg")
+    offer = outcome.facts("utter_offer_remedy")
+    assert [b["title"] for b in offer["buttons"]] == ["A refund"]
+    chosen = await answer(outcome, "A1002", ActionChooseRemedy(), intent="choose_remedy",
+                          remedy="replacement")
+    assert chosen.responses == ["utter_offer_remedy"]
+    assert shared_store().writes.for_order("A1002") == []
 
 
 async def test_status_of_a_shipped_order_from_shopify(shopify_actions: ShopifyStandIn) -> None:

@@ -523,14 +523,13 @@ async def test_an_address_change_on_woocommerce_is_made_and_told(
     assert (write.kind, write.status) == ("change_address", "done")
 
 
-async def test_a_return_on_woocommerce_goes_to_a_person(
+async def test_a_return_on_woocommerce_goes_to_a_person_without_asking_for_a_yes(
         woo_actions: WooCommerceStandIn) -> None:
+    """WooCommerce has no returns: the customer is not asked to confirm one the store
+    would then refuse, but told a person makes it, and offered one."""
     question = await resolve("return_item", "A1002")
-    assert question.responses[-1] == "utter_confirm_return"
+    assert question.responses[-2:] == ["utter_made_by_people", "utter_offer_person"]
     outcome = await answer(question, "A1002")
-    # refused honestly, and a person offered to arrange it
-    assert outcome.responses == ["utter_store_refused", "utter_offer_human"]
+    assert escalation(outcome)["rule"] == "made_by_people"
     assert woo_actions.calls("PUT", ORDER) == []
-    (write,) = shared_store().writes.for_order("A1002")
-    assert (write.kind, write.status) == ("return", "refused")
-    assert "no returns of its own" in write.error
+    assert shared_store().writes.for_order("A1002") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import FrozenSet
 
 from actions.store.shopify.client import ShopifyClient, ShopifyConfig
 from actions.store.shopify.systems import ShopifyDelivery, ShopifyOrders, ShopifyReturns
@@ -33,6 +34,12 @@ class ShopifyStore:
     @property
     def codes(self) -> SqlCodes:
         return self.bot_records.codes
+
+    @property
+    def left_to_people(self) -> FrozenSet[str]:
+        # Shopify has no carrier claims, and replacements and store credit are the
+        # merchant's to make (draft orders, gift cards)
+        return frozenset({"claim", "replacement", "store_credit"})
 
     def begin_turn(self) -> None:
         self.orders.begin_turn()

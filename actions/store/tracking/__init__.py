@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 from actions.store.tracking.aftership import AfterShipConfig, AfterShipTracking
 from actions.store.tracking.easypost import EasyPostConfig, EasyPostTracking
@@ -172,6 +172,10 @@ class TrackedStore:
     @property
     def codes(self) -> OneTimeCodes:
         return self.store.codes
+
+    @property
+    def left_to_people(self) -> FrozenSet[str]:
+        return self.store.left_to_people
 
     def begin_turn(self) -> None:
         self.store.begin_turn()

@@ -3,6 +3,7 @@ API v3 (client.py) and the systems that read and change orders with it (systems.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import FrozenSet
 
 from actions.store.sql import SqlCodes, SqlContactLog, SqlWriteLog, Store
 from actions.store.woocommerce.client import WooClient, WooConfig
@@ -31,6 +32,12 @@ class WooStore:
     @property
     def codes(self) -> SqlCodes:
         return self.bot_records.codes
+
+    @property
+    def left_to_people(self) -> FrozenSet[str]:
+        # WooCommerce has no returns and no carrier claims; replacements and store
+        # credit are the shop's to make
+        return frozenset({"return", "claim", "replacement", "store_credit"})
 
     def begin_turn(self) -> None:
         self.orders.begin_turn()
