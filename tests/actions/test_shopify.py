@@ -357,7 +357,8 @@ def shopify_actions(shopify_shop: ShopifyStandIn, tmp_path: Path,
 async def test_a_damaged_item_on_shopify_is_offered_only_the_remedies_shopify_takes(
         shopify_actions: ShopifyStandIn) -> None:
     """Replacements and store credit are the merchant's to make on Shopify: the bot
-    offers a refund alone, and a replacement picked anyway is not asked about."""
+    offers a refund alone, a replacement picked anyway is not asked about, and the
+    refund is made though Shopify keeps no carrier claim to record with it."""
     outcome = await resolve("damaged_item", "A1002", photo="https://cdn.test/p.jpg")
     offer = outcome.facts("utter_offer_remedy")
     assert [b["title"] for b in offer["buttons"]] == ["A refund"]
@@ -365,6 +366,12 @@ async def test_a_damaged_item_on_shopify_is_offered_only_the_remedies_shopify_ta
                           remedy="replacement")
     assert chosen.responses == ["utter_offer_remedy"]
     assert shared_store().writes.for_order("A1002") == []
+    chosen = await answer(outcome, "A1002", ActionChooseRemedy(), intent="choose_remedy",
+                          remedy="refund")
+    assert chosen.responses == ["utter_confirm_refund"]
+    refunded = await answer(chosen, "A1002")
+    assert refunded.responses == ["utter_refund_created"]
+    assert len(shopify_actions.calls("RefundCreate")) == 1
 
 
 async def test_status_of_a_shipped_order_from_shopify(shopify_actions: ShopifyStandIn) -> None:
