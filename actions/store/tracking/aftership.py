@@ -16,7 +16,6 @@ documents it:
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -25,16 +24,12 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import httpx
 
-from actions.store.tracking.http import JsonApi, base_url, required, retry_after
+from actions.store.tracking.http import JsonApi, base_url, failure, required, retry_after
 from actions.store.types import (
-    StoreUnavailable,
     Tracking,
     TrackingEvent,
-    TrackingNotFound,
     TrackingStatus,
 )
-
-log = logging.getLogger("actions.store.tracking.aftership")
 
 DEFAULT_BASE_URL = "https://api.aftership.com/tracking/2026-07"
 S = TrackingStatus
@@ -114,13 +109,7 @@ class AfterShipTracking:
                 self._ids[key] = str(found.get("id") or "")
             return tracking_of(found)
         code, message = _meta(body)
-        if status in (401, 403):
-            log.error("AfterShip refused the API key (HTTP %s, %s): check AFTERSHIP_API_KEY",
-                      status, code or "no code")
-            raise StoreUnavailable(f"AfterShip refused the API key (HTTP {status})")
-        if status in (400, 404, 422):
-            raise TrackingNotFound(f"AfterShip cannot track it: {code or status} {message}")
-        raise StoreUnavailable(f"AfterShip answered HTTP {status}")
+        raise failure("AfterShip", "AFTERSHIP_API_KEY", status, str(code or ""), message)
 
     def close(self) -> None:
         self._api.close()

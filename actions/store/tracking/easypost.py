@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -22,16 +21,12 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import httpx
 
-from actions.store.tracking.http import JsonApi, base_url, required, retry_after
+from actions.store.tracking.http import JsonApi, base_url, failure, required, retry_after
 from actions.store.types import (
-    StoreUnavailable,
     Tracking,
     TrackingEvent,
-    TrackingNotFound,
     TrackingStatus,
 )
-
-log = logging.getLogger("actions.store.tracking.easypost")
 
 DEFAULT_BASE_URL = "https://api.easypost.com"
 S = TrackingStatus
@@ -97,13 +92,7 @@ class EasyPostTracking:
                 self._ids[key] = str(body.get("id") or "")
             return tracking_of(body)
         code, message = _error_of(body)
-        if status in (401, 403):
-            log.error("EasyPost refused the API key (HTTP %s, %s): check EASYPOST_API_KEY",
-                      status, code or "no code")
-            raise StoreUnavailable(f"EasyPost refused the API key (HTTP {status})")
-        if status in (400, 404, 422):
-            raise TrackingNotFound(f"EasyPost cannot track it: {code or status} {message}")
-        raise StoreUnavailable(f"EasyPost answered HTTP {status}{' ' + code if code else ''}")
+        raise failure("EasyPost", "EASYPOST_API_KEY", status, code, message)
 
     def close(self) -> None:
         self._api.close()

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from actions.store.types import StoreConfigError, StoreUnavailable
+from actions.store.types import StoreConfigError, StoreUnavailable, TrackingNotFound
 
 log = logging.getLogger("actions.store.tracking")
 
@@ -124,3 +124,15 @@ def retry_after(response: httpx.Response) -> float:
         return max(0.0, float(response.headers.get("Retry-After", "0")))
     except ValueError:
         return 0.0
+
+
+def failure(name: str, key_variable: str, status: int, code: str, message: str) -> Exception:
+    """What a service's refusal is for the bot: its key refused (logged, naming the
+    variable to check), a number it cannot track, or the service unavailable."""
+    if status in (401, 403):
+        log.error("%s refused the API key (HTTP %s, %s): check %s", name, status,
+                  code or "no code", key_variable)
+        return StoreUnavailable(f"{name} refused the API key (HTTP {status})")
+    if status in (400, 404, 422):
+        return TrackingNotFound(f"{name} cannot track it: {code or status} {message}")
+    return StoreUnavailable(f"{name} answered HTTP {status}{' ' + code if code else ''}")
