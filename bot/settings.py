@@ -72,6 +72,11 @@ class Settings:
     # (bot/outreach/carriers.py)
     easypost_webhook_secret: str = ""
     aftership_webhook_secret: str = ""
+    # the store platforms' webhook secrets: each one set serves its webhook
+    # (bot/outreach/store_hooks.py); SHOPIFY_SHOP: the only shop whose webhooks are taken
+    shopify_webhook_secret: str = ""
+    woocommerce_webhook_secret: str = ""
+    shopify_shop: str = ""
     freshdesk: Optional[FreshdeskSettings] = None
 
     @property
@@ -128,6 +133,9 @@ def load_settings() -> Settings:
         freshdesk=freshdesk_settings(env) if handoff_target(env) == "freshdesk" else None,
         easypost_webhook_secret=env.get("EASYPOST_WEBHOOK_SECRET", ""),
         aftership_webhook_secret=env.get("AFTERSHIP_WEBHOOK_SECRET", "").strip(),
+        shopify_webhook_secret=env.get("SHOPIFY_WEBHOOK_SECRET", "").strip(),
+        woocommerce_webhook_secret=env.get("WOOCOMMERCE_WEBHOOK_SECRET", "").strip(),
+        shopify_shop=env.get("SHOPIFY_SHOP", "").strip(),
     )
 
 

@@ -45,6 +45,13 @@ def cache_key(backend: str, number: str, kind: str) -> str:
     return f"{PREFIX}:{backend}:{number}:{kind}"
 
 
+def id_key(backend: str, platform_id: str) -> str:
+    """The key that names, while the order is kept, its number from the platform's own
+    id of it (Shopify's webhooks of refunds, fulfilments and returns name the order by
+    id only)."""
+    return f"{PREFIX}:{backend}:id:{platform_id}"
+
+
 def order_keys(backend: str, number: str) -> Tuple[str, ...]:
     """Every key kept of the order: what a webhook saying it changed deletes."""
     return tuple(cache_key(backend, number, kind) for kind in KINDS)
@@ -193,9 +200,11 @@ class TurnReads:
     def fresh(self) -> bool:
         return bool(getattr(self._turn, "fresh", False))
 
-    def read(self, number: str, kind: str, read: Callable[[], Any]) -> Any:
+    def read(self, number: str, kind: str, read: Callable[[], Any],
+             platform_id: Optional[Callable[[Any], str]] = None) -> Any:
         """What `read` gives of the order `number`: once a turn, kept across turns (when
-        not None) unless this turn reads afresh."""
+        not None) unless this turn reads afresh; `platform_id` gives the platform's id of
+        the order from what was read, to keep beside it (`id_key`)."""
         kept: Optional[dict[Tuple[str, str], Any]] = getattr(self._turn, "kept", None)
         if kept is None:
             return read()
@@ -208,6 +217,8 @@ class TurnReads:
             value = read()
             if shared is not None and value is not None:
                 shared.put(key, value)
+                if platform_id is not None and platform_id(value):
+                    shared.put(id_key(self.backend, platform_id(value)), number)
         kept[(kind, number)] = value
         return value
 

@@ -105,7 +105,8 @@ class ShopifyOrders:
             nodes = page["orders"]["nodes"]
             return dict(nodes[0]) if nodes and _digits(nodes[0]["name"]) == number else None
 
-        node: Optional[Node] = self.reads.read(number, "order", read)
+        node: Optional[Node] = self.reads.read(number, "order", read,
+                                               lambda n: str(_numeric_id(n["id"])))
         return node
 
     def forget_turn(self) -> None:
