@@ -24,9 +24,12 @@ from actions.store.backend import open_systems
 from actions.store.seed import seed_demo_store
 from actions.store.sql import Store, open_store
 from actions.store.types import OrderStatus, StoreSystems
+from bot.app import ROUTER, create_app
 from bot.outreach.store_hooks import StoreWebhooks
 from bot.outreach.tables import store_events
+from bot.policies import load_channel_policy
 from bot.services import connect_redis
+from bot.settings import load_settings
 from connectors.channel import Channel
 from tests.bot.test_monitor import (
     BUYER8_SMS,
@@ -388,3 +391,42 @@ async def test_a_cancellation_is_not_told(hooks: Hooks, shopify_shop: ShopifySta
     assert sent(hooks.gw, "twilio") == []
     assert "shopify orders/cancelled of order 1016: no_shared_cache" in caplog.text
     assert order["email"] not in caplog.text and order["phone"] not in caplog.text
+
+
+# --- through the gateway's app ----------------------------------------------------------
+
+async def test_the_gateway_serves_them_and_clears_its_redis(
+        tmp_path: Path, demo: Store, shopify_shop: ShopifyStandIn,
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bot serve` wires the webhooks whose secret is set to its Redis, which the
+    action server's order cache shares (docker-compose.yml)."""
+    monkeypatch.setenv("STORE_BACKEND", "sql")
+    settings = dataclasses.replace(
+        load_settings(), rasa_url="http://127.0.0.1:9",
+        database_url=f"sqlite:///{tmp_path / 'store.db'}", var_dir=tmp_path,
+        redis_url=redis_server.url,
+        tracker_database_url=f"sqlite:///{tmp_path / 'tracker.db'}",
+        shopify_webhook_secret=SHOPIFY_SECRET, woocommerce_webhook_secret="",
+        shopify_shop=SHOP_DOMAIN)
+    actions = action_server(shopify_env(shopify_shop), tmp_path, redis_server.url)
+    try:
+        status_in_a_turn(actions, "A1004")
+        app = create_app(settings, {}, load_channel_policy())
+        async with TestClient(TestServer(app)) as client:
+            url = str(client.make_url("/webhooks/shopify"))
+            assert await fire_shopify(url, "orders/cancelled",
+                                      shopify_order(shopify_shop, "#1004"),
+                                      SHOPIFY_SECRET) == 200
+            assert (await client.post("/webhooks/woocommerce", data=b"{}")).status == 404
+            with app[ROUTER].records.engine.connect() as db:
+                for _ in range(250):
+                    rows = db.execute(sa.select(store_events.c.result)).scalars().all()
+                    if rows == ["forgotten"]:
+                        break
+                    await asyncio.sleep(0.02)
+                    db.rollback()
+            assert rows == ["forgotten"]
+        status_in_a_turn(actions, "A1004")
+        assert len(shopify_shop.calls("Orders")) == 2
+    finally:
+        actions.close()
