@@ -48,8 +48,10 @@ from tests.store_api.store_hooks import (
     fire_woocommerce,
     ping_woocommerce,
     shopify_fulfillment,
+    shopify_fulfillment_event,
     shopify_order,
     shopify_refund,
+    shopify_return,
     sign,
     woocommerce_order,
 )
@@ -320,6 +322,27 @@ async def test_a_shopify_refund_names_the_order_by_id_only(
             await hooks.handled(2)
             assert [e[4] for e in hooks.events()] == ["forgotten", "not_kept"]
         status_in_a_turn(actions, "A1004")
+        assert len(shopify_shop.calls("Orders")) == 2
+    finally:
+        actions.close()
+
+
+@pytest.mark.parametrize("topic", ["returns/request", "fulfillment_events/create"])
+async def test_shopify_returns_and_fulfilment_events_end_what_the_cache_kept(
+        tmp_path: Path, demo: Store, now: datetime, shopify_shop: ShopifyStandIn,
+        shopify_platform: StoreSystems, redis_server: RedisServer, topic: str) -> None:
+    actions = action_server(shopify_env(shopify_shop), tmp_path, redis_server.url)
+    try:
+        status_in_a_turn(actions, "A1001")
+        payload = (shopify_return(shopify_shop, "#1001") if topic.startswith("returns")
+                   else shopify_fulfillment_event(shopify_shop, "#1001", "delayed"))
+        async for hooks in open_hooks(tmp_path, demo, now, shopify_platform,
+                                      redis_server.url):
+            assert await fire_shopify(hooks.shopify_url, topic, payload,
+                                      SHOPIFY_SECRET) == 200
+            await hooks.handled(1)
+            assert hooks.events()[0][3:] == ("done", "forgotten")
+        status_in_a_turn(actions, "A1001")
         assert len(shopify_shop.calls("Orders")) == 2
     finally:
         actions.close()

@@ -86,6 +86,23 @@ def shopify_refund(shop: ShopifyStandIn, name: str) -> Obj:
             "transactions": [], "order_adjustments": []}
 
 
+def shopify_return(shop: ShopifyStandIn, name: str, status: str = "requested") -> Obj:
+    """returns/request, returns/approve…: the return, naming its order by id."""
+    order = shop.order_named(name)
+    return {"id": 945000954, "admin_graphql_api_id": "gid://shopify/Return/945000954",
+            "name": f"{order['name']}-R1", "status": status,
+            "order": {"id": _numeric(order["id"]), "admin_graphql_api_id": order["id"]},
+            "total_return_line_items": 1}
+
+
+def shopify_fulfillment_event(shop: ShopifyStandIn, name: str, status: str) -> Obj:
+    """fulfillment_events/create: a carrier's event of the order's latest fulfilment."""
+    order = shop.order_named(name)
+    return {"id": 944956395, "fulfillment_id": _numeric(order["fulfillments"][-1]["id"]),
+            "order_id": _numeric(order["id"]), "status": status, "message": "",
+            "happened_at": _now(), "city": "", "country": "", "shop_id": 548380009}
+
+
 async def fire_shopify(url: str, topic: str, payload: Obj | bytes, secret: str, *,
                        webhook_id: Optional[str] = None, signature: Optional[str] = None,
                        shop_domain: str = SHOP_DOMAIN, omit: tuple[str, ...] = ()) -> int:
