@@ -61,7 +61,8 @@ def shared_store() -> StoreSystems:
     the platform STORE_BACKEND names."""
     policy = current_policy()
     return open_systems(order_letter=policy.identity.order_number_letter,
-                        refund_through_gateway=policy.refunds.through_payment_gateway)
+                        refund_through_gateway=policy.refunds.through_payment_gateway,
+                        order_cache_seconds=policy.order_cache.ttl_seconds)
 
 
 def day(value: date | datetime) -> str:

@@ -2,7 +2,8 @@
 delivery address, creating a return, refunding, giving store credit, sending a
 replacement, asking a carrier to trace a parcel or opening a claim.
 
-1. **Eligibility on fresh state.** `propose` reads the order afresh and asks the change
+1. **Eligibility on fresh state.** `propose` reads the order afresh (never from the
+   order cache: `StoreSystems.read_fresh`), as `carry_out` does, and asks the change
    whether it may be made (`Change.refusal`, by the rules of the policy); a change that
    may not is explained instead. A change the store's platform does not take from the
    bot (`StoreSystems.left_to_people`) is offered to a person, never asked about.
@@ -96,7 +97,11 @@ class Change(ABC):
 
 
 def propose(turn: Turn, change: Change, order: Order, intro: str = "", **facts: Any) -> None:
-    """Explain why the change cannot be made, or ask for the yes (after `intro`)."""
+    """Explain why the change cannot be made, or ask for the yes (after `intro`): on
+    the order as the store has it now, never as an earlier turn kept it
+    (actions/store/cache.py)."""
+    turn.store.read_fresh()
+    order = turn.store.orders.get_order(order.order_id) or order
     if on_hold(turn, order):
         return
     refusal = change.refusal(turn, order)
@@ -117,6 +122,8 @@ def propose(turn: Turn, change: Change, order: Order, intro: str = "", **facts: 
 def carry_out(turn: Turn, question: Question) -> None:
     """The customer said yes, in time, to this write: make it once and tell the truth."""
     change = Change.from_question(question)
+    # eligibility, the write and its read-back on the order as the store has it now
+    turn.store.read_fresh()
     order = turn.verified_order()
     if change is None or order is None or order.order_id != change.order_id:
         turn.say("utter_offer_expired")  # the proof of identity ran out meanwhile

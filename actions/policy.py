@@ -194,6 +194,12 @@ class Writes(StrictModel):
     confirm_within_minutes: float = Field(gt=0)
 
 
+class OrderCache(StrictModel):
+    # how long an order read from a store platform (Shopify, WooCommerce) is kept for the
+    # next turns (actions/store/cache.py); 0: every turn reads the platform
+    ttl_seconds: int = Field(60, ge=0, le=3600)
+
+
 class SeveralRequests(StrictModel):
     min_confidence: float = Field(gt=0, lt=1)
 
@@ -256,6 +262,7 @@ class EscalationPolicy(StrictModel):
     several_requests: SeveralRequests
     refunds: Refunds
     remedies: Remedies
+    order_cache: OrderCache = OrderCache(ttl_seconds=60)
     repeat_contact_issues: List[str]
     trigger_phrases: Dict[str, List[str]]
     trigger_negations: List[str]

@@ -5,9 +5,13 @@ optionally with a network delay per request to stand for the distance to the sho
     .venv/bin/python bench/bench_store_backends.py [--runs 50] [--shopify-delay-ms 0 80]
         [--woocommerce-delay-ms 0 80]
 
-Runs the custom actions as the action server would (no Rasa, no HTTP to it):
-- *order status*: "where is A1001" for a verified customer (the order, its shipment);
-- *cancel question*: "cancel A1004": fresh read, hold check, the question;
+Runs the custom actions as the action server would (no Rasa, no HTTP to it), with the
+policy's order cache in the process's memory (order_cache.ttl_seconds; no REDIS_URL):
+- *order status*: "where is A1001" for a verified customer (the order, its shipment),
+  with nothing kept of the order;
+- *order status, next turn*: the same again, the order kept by the order cache;
+- *cancel question*: "cancel A1004": the verified order (kept after the first run),
+  a fresh read for the eligibility, hold check, the question;
 - *cancel question + yes*: the question and the yes on each of 15 paid orders: the
   write (on Shopify: orderCancel, its job polled, the order read again; on WooCommerce:
   the status, a note, the refund and its note, the order and refunds read again) and
@@ -80,8 +84,17 @@ async def bench_actions(runs: int, paid: List[Tuple[str, str]],
     def ask_then_yes_on(order_id: str, email: str) -> Callable[[], Awaitable[None]]:
         return lambda: ask_then_yes(order_id, email)
 
+    async def status_not_kept() -> None:
+        """The order status with nothing kept of A1001 by the order cache (a platform's
+        orders forget it; the SQL store keeps nothing)."""
+        forget = getattr(shared_store().orders, "forget", None)
+        if forget is not None:
+            forget("A1001")
+        await run(ActionResolveRequest(), status)
+
     results = {
-        "order status": await measure(
+        "order status": await measure([status_not_kept for _ in range(runs)], shop),
+        "order status, next turn (order cache)": await measure(
             [lambda: run(ActionResolveRequest(), status) for _ in range(runs)], shop),
         "cancel question": await measure(
             [lambda: run(ActionResolveRequest(), cancel) for _ in range(runs)], shop),

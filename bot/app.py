@@ -22,6 +22,7 @@ from bot.handoff.console import install_agent_console
 from bot.messaging.metrics import install_metrics
 from bot.outreach.carriers import CarrierWebhooks
 from bot.outreach.schedule import Monitor
+from bot.outreach.store_hooks import StoreWebhooks
 from bot.privacy import Holdings, Privacy, install_privacy
 from bot.reporting.dashboard import KpiSource, install_dashboard
 from bot.router import Router
@@ -39,6 +40,7 @@ REDIS: web.AppKey[Optional[aioredis.Redis]] = web.AppKey("redis")
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 MONITOR = web.AppKey("monitor", Monitor)
 CARRIERS = web.AppKey("carriers", CarrierWebhooks)
+STORE_HOOKS = web.AppKey("store_hooks", StoreWebhooks)
 SERVICES = web.AppKey("services", Services)
 
 
@@ -53,6 +55,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await router.inbox.start(router.process)
     await app[MONITOR].start()
     await app[CARRIERS].start()
+    await app[STORE_HOOKS].start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         app[HTTP] = session
         yield
@@ -69,6 +72,7 @@ async def _stop_background_work(app: web.Application) -> None:
     router = app[ROUTER]
     await app[MONITOR].stop()
     await app[CARRIERS].stop()
+    await app[STORE_HOOKS].stop()
     await router.inbox.stop()
     await router.desk.target.stop()
     await router.desk.live.stop()
@@ -140,6 +144,13 @@ def create_app(settings: Optional[Settings] = None,
         "easypost": settings.easypost_webhook_secret,
         "aftership": settings.aftership_webhook_secret})
     app[CARRIERS].install(app)
+    # the store platforms' webhooks whose secret is set: they end what the order cache
+    # kept of an order (in Redis), and tell a parcel the platform reports in trouble
+    app[STORE_HOOKS] = StoreWebhooks(app[MONITOR].outreach, {
+        "shopify": settings.shopify_webhook_secret,
+        "woocommerce": settings.woocommerce_webhook_secret}, services.shop,
+        services.redis, settings.shopify_shop)
+    app[STORE_HOOKS].install(app)
     app.cleanup_ctx.append(_lifecycle)
     # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown
     app.on_shutdown.append(_stop_background_work)  # type: ignore[arg-type, unused-ignore]

@@ -90,6 +90,11 @@ class Settings:
     # (bot/outreach/carriers.py)
     easypost_webhook_secret: str = ""
     aftership_webhook_secret: str = ""
+    # the store platforms' webhook secrets: each one set serves its webhook
+    # (bot/outreach/store_hooks.py); SHOPIFY_SHOP: the only shop whose webhooks are taken
+    shopify_webhook_secret: str = ""
+    woocommerce_webhook_secret: str = ""
+    shopify_shop: str = ""
 
     @property
     def action_health_url(self) -> str:
@@ -146,6 +151,9 @@ def load_settings() -> Settings:
         zendesk=zendesk_settings(env) if handoff_target(env) == "zendesk" else None,
         easypost_webhook_secret=env.get("EASYPOST_WEBHOOK_SECRET", ""),
         aftership_webhook_secret=env.get("AFTERSHIP_WEBHOOK_SECRET", "").strip(),
+        shopify_webhook_secret=env.get("SHOPIFY_WEBHOOK_SECRET", "").strip(),
+        woocommerce_webhook_secret=env.get("WOOCOMMERCE_WEBHOOK_SECRET", "").strip(),
+        shopify_shop=env.get("SHOPIFY_SHOP", "").strip(),
     )
 
 

@@ -206,7 +206,8 @@ def gateway_variables(monkeypatch: pytest.MonkeyPatch) -> Set[str]:
 
 
 def environ_reads(package: Path) -> Set[str]:
-    """Names passed to os.environ.get / os.environ[...] / os.getenv under `package`."""
+    """Names passed to os.environ.get / os.environ[...] / os.getenv (or env.get, env[...])
+    under `package`."""
     names: Set[str] = set()
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -236,7 +237,10 @@ def platform_variables(*packages: Path) -> Set[str]:
 
 
 def _is_environ(node: ast.expr) -> bool:
-    return isinstance(node, ast.Attribute) and node.attr == "environ"
+    """os.environ, or the environment passed on as a mapping named `env`
+    (actions/store/backend.py, actions/store/cache.py: REDIS_URL)."""
+    return ((isinstance(node, ast.Attribute) and node.attr == "environ")
+            or (isinstance(node, ast.Name) and node.id == "env"))
 
 
 def variables_in(text: str) -> Iterator[re.Match[str]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional
 
+from actions.store.cache import open_order_cache
 from actions.store.shopify import ShopifyConfig, open_shopify
 from actions.store.sql import Store, open_store
 from actions.store.tracking import check_tracking_config, with_tracking
@@ -43,27 +44,35 @@ def check_config(env: Mapping[str, str]) -> None:
 
 
 def open_systems(env: Optional[Mapping[str, str]] = None, order_letter: str = "A",
-                 refund_through_gateway: bool = True) -> StoreSystems:
+                 refund_through_gateway: bool = True,
+                 order_cache_seconds: int = 0) -> StoreSystems:
     """The store systems STORE_BACKEND names; `order_letter` is the letter the bot puts
     before a platform's bare order numbers (policy: identity.order_number_letter);
     `refund_through_gateway` whether a refund on a platform that asks moves the money
-    through the payment gateway (policy: refunds.through_payment_gateway)."""
+    through the payment gateway (policy: refunds.through_payment_gateway);
+    `order_cache_seconds` how long a platform's order is kept across turns (policy:
+    order_cache.ttl_seconds; actions/store/cache.py)."""
     env = os.environ if env is None else env
     check_config(env)  # before a database is opened
     return systems_on(open_store(env.get("DATABASE_URL") or None), env, order_letter,
-                      refund_through_gateway)
+                      refund_through_gateway, order_cache_seconds)
 
 
 def systems_on(bot_records: Store, env: Mapping[str, str], order_letter: str,
-               refund_through_gateway: bool = True) -> StoreSystems:
+               refund_through_gateway: bool = True,
+               order_cache_seconds: int = 0) -> StoreSystems:
     """The store systems STORE_BACKEND names, keeping the bot's records in `bot_records`
-    (the gateway has them open already), told by TRACKING_BACKEND's service if any."""
+    (the gateway has them open already), told by TRACKING_BACKEND's service if any. A
+    platform's orders are kept across turns for `order_cache_seconds` (0: not kept, as
+    in the gateway, which reads outside turns), in Redis when REDIS_URL is set."""
     name = backend_name(env)
     check_tracking_config(env)
     systems: StoreSystems = bot_records
     if name == "shopify":
-        systems = open_shopify(ShopifyConfig.from_env(env), bot_records, order_letter)
+        systems = open_shopify(ShopifyConfig.from_env(env), bot_records, order_letter,
+                               open_order_cache(env, order_cache_seconds))
     elif name == "woocommerce":
         systems = open_woocommerce(WooConfig.from_env(env), bot_records, order_letter,
-                                   refund_through_gateway)
+                                   refund_through_gateway,
+                                   open_order_cache(env, order_cache_seconds))
     return with_tracking(systems, env)

@@ -866,6 +866,9 @@ class Store:
     def begin_turn(self) -> None:
         """Nothing kept between reads: the database is near and cheap to ask."""
 
+    def read_fresh(self) -> None:
+        """Every read is fresh."""
+
     def reset_schema(self) -> None:
         """Drop and recreate every table (tests, demo resets)."""
         metadata.drop_all(self.engine)

@@ -393,6 +393,12 @@ class StoreSystems(Protocol):
         next run, so that one turn reads each order once (writes always read afresh)."""
         ...
 
+    def read_fresh(self) -> None:
+        """From now until the next turn, orders are read from the platform as it has them
+        now, never from what an earlier turn kept (actions/store/cache.py): a write's
+        eligibility, the write and its read-back (actions/guarded.py)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -23,9 +23,7 @@ integrations fill), else the store's order shipped with that tracking number.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -36,31 +34,26 @@ from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from actions.store.tracking import aftership, easypost
 from actions.store.types import Tracking, TrackingEvent, TrackingStatus, normalize_order_id
-from bot.messaging.records import insert_if_absent
+from bot.outreach.kept_events import (
+    SWEEP_SECONDS,
+    WAITING,
+    KeptEvents,
+    Malformed,
+    read_body,
+    refused,
+    signed,
+)
 from bot.outreach.run import Outreach
 from bot.outreach.tables import carrier_events
 
 log = logging.getLogger("bot.outreach.carriers")
 
-MAX_BODY = 1024 * 1024
-# how often kept events are looked at again (those waiting for business hours)
-SWEEP_SECONDS = 300.0
-BATCH = 50
-# an event whose telling fails this many times is set aside (logged), not tried for ever
-MAX_ATTEMPTS = 5
-# told events are kept this long, so that a service's retry of one is still known
-KEEP_DONE_SECONDS = 30 * 86400
 EASYPOST_EVENTS = ("tracker.updated", "tracker.created")
 AFTERSHIP_EVENTS = ("tracking_update",)
-
-
-class Malformed(ValueError):
-    pass
 
 
 def easypost_signature(secret: str, body: bytes) -> str:
@@ -70,10 +63,6 @@ def easypost_signature(secret: str, body: bytes) -> str:
 
 def aftership_signature(secret: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-
-
-def _signed(given: str, expected: str) -> bool:
-    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 # A carrier's report, as kept: (event id, tracking, order reference), or None when the
@@ -146,22 +135,20 @@ def decode_tracking(raw: str) -> Tracking:
     return Tracking(**fields)
 
 
-class CarrierWebhooks:
+class CarrierWebhooks(KeptEvents):
     """The webhooks of the services whose secret is set, and the background work that
     tells what they report."""
+
+    task_name = "carrier-events"
+    what = "carrier events"
 
     def __init__(self, outreach: Outreach, secrets: Mapping[str, str],
                  clock: Callable[[], float] = time.time,
                  sweep_seconds: float = SWEEP_SECONDS) -> None:
+        super().__init__(outreach.records, carrier_events, log, clock, sweep_seconds)
         self.outreach = outreach
-        self.records = outreach.records
         self.secrets = {name: secret for name, secret in secrets.items() if secret}
         self.letter = outreach.escalation.identity.order_number_letter.upper()
-        self.clock = clock
-        self.sweep_seconds = sweep_seconds
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: Optional[asyncio.Task[None]] = None
 
     @property
     def enabled(self) -> bool:
@@ -176,17 +163,17 @@ class CarrierWebhooks:
     # -- receiving --------------------------------------------------------------------
 
     async def receive_easypost(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        if not _signed(request.headers.get("X-Hmac-Signature", ""),
-                       easypost_signature(self.secrets["easypost"], body)):
-            return _refused("easypost")
+        body = await read_body(request)
+        if not signed(request.headers.get("X-Hmac-Signature", ""),
+                      easypost_signature(self.secrets["easypost"], body)):
+            return refused(log, "easypost")
         return await self._accept("easypost", body, easypost_report)
 
     async def receive_aftership(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        if not _signed(request.headers.get("aftership-hmac-sha256", ""),
-                       aftership_signature(self.secrets["aftership"], body)):
-            return _refused("aftership")
+        body = await read_body(request)
+        if not signed(request.headers.get("aftership-hmac-sha256", ""),
+                      aftership_signature(self.secrets["aftership"], body)):
+            return refused(log, "aftership")
         return await self._accept("aftership", body, aftership_report)
 
     async def _accept(self, provider: str, body: bytes,
@@ -199,104 +186,34 @@ class CarrierWebhooks:
         if report is None:
             return web.json_response({"ok": True, "ignored": True})
         event_id, tracking, order_ref = report
-        kept = await self.records.write(self._keep, provider, event_id[:120], tracking,
-                                        order_ref)
+        kept = await self.records.write(self.keep, provider, event_id, {
+            "tracking_number": tracking.tracking_number[:64], "order_ref": order_ref,
+            "tracking": encode_tracking(tracking)})
         if not kept:
             log.info("%s event %s again: acknowledged, already kept", provider, event_id)
             return web.json_response({"ok": True, "duplicate": True})
         log.info("%s event %s kept: a parcel %s", provider, event_id,
                  tracking.status.value.replace("_", " "))
-        self._wake.set()
+        self.wake()
         return web.json_response({"ok": True})
-
-    def _keep(self, provider: str, event_id: str, tracking: Tracking, order_ref: str) -> bool:
-        now = self.clock()
-        with self.records.engine.begin() as db:
-            return insert_if_absent(db, carrier_events, {
-                "provider": provider, "event_id": event_id,
-                "tracking_number": tracking.tracking_number[:64], "order_ref": order_ref,
-                "tracking": encode_tracking(tracking), "state": "pending", "result": "",
-                "attempts": 0, "received_at": now, "updated_at": now})
 
     # -- telling ----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._task is None and self.enabled:
-            self._stopping = False
-            self._wake.set()  # what an earlier run kept and did not tell
-            self._task = asyncio.create_task(self._work(), name="carrier-events")
-
-    async def stop(self, grace_seconds: float = 10.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        task, self._task = self._task, None
-        if task is None:
-            return
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(task, grace_seconds)
-
-    async def _work(self) -> None:
-        while not self._stopping:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.sweep_seconds)
-            self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                await self.tell_pending()
-            except Exception as error:  # the next wake or sweep tries again
-                log.error("carrier events not told: %s", type(error).__name__)
-
     async def tell_pending(self) -> List[str]:
         """Tell what the kept events report, oldest first; the results."""
-        await self.records.write(self._forget_told)
-        results: List[str] = []
-        after = 0
-        while batch := await self.records.read(self._pending, after):
-            for row in batch:
-                try:
-                    results.append(await self._tell(row))
-                except Exception as error:  # this event's, not the others'
-                    gave_up = row["attempts"] + 1 >= MAX_ATTEMPTS
-                    log.error("%s event %s not told: %s%s", row["provider"], row["event_id"],
-                              type(error).__name__, "; set aside" if gave_up else "")
-                    await self.records.write(self._settle, row["id"],
-                                             "done" if gave_up else "pending", "failed")
-                    results.append("failed")
-                after = row["id"]
-                if self._stopping:
-                    return results
-        return results
+        return await self.handle_pending()
 
-    def _forget_told(self) -> None:
-        e = carrier_events.c
-        with self.records.engine.begin() as db:
-            db.execute(carrier_events.delete().where(
-                e.state == "done", e.updated_at < self.clock() - KEEP_DONE_SECONDS))
-
-    def _pending(self, after: int) -> List[Dict[str, Any]]:
-        e = carrier_events.c
-        with self.records.engine.connect() as db:
-            rows = db.execute(sa.select(carrier_events).where(
-                e.state == "pending", e.id > after).order_by(e.id).limit(BATCH)).all()
-        return [dict(row._mapping) for row in rows]
-
-    async def _tell(self, row: Mapping[str, Any]) -> str:
+    async def handle(self, row: Mapping[str, Any]) -> str:
         tracking = decode_tracking(row["tracking"])
         order_id = self._order_named(row["order_ref"]) or await self.records.read(
             self.outreach.shop.delivery.order_shipped_as, row["tracking_number"])
         if order_id is None:
-            result = "no_order"
-        else:
-            report = await self.outreach.carrier_reported(order_id, tracking)
-            if report.outside_hours:
-                await self.records.write(self._settle, row["id"], "pending", "outside_hours")
-                return "outside_hours"
-            result = ("lost" if report.lost else
-                      report.attempts[0].result if report.attempts else "nothing_to_tell")
-        await self.records.write(self._settle, row["id"], "done", result)
-        log.info("%s event %s: %s", row["provider"], row["event_id"], result)
-        return result
+            return "no_order"
+        report = await self.outreach.carrier_reported(order_id, tracking)
+        if report.outside_hours:
+            return WAITING
+        return ("lost" if report.lost else
+                report.attempts[0].result if report.attempts else "nothing_to_tell")
 
     def _order_named(self, ref: str) -> Optional[str]:
         ref = ref.strip()
@@ -305,26 +222,3 @@ class CarrierWebhooks:
         canonical = normalize_order_id(ref)
         digits = "".join(c for c in ref if c.isdigit())
         return canonical or (f"{self.letter}{digits}" if digits else None)
-
-    def _settle(self, event_row: int, state: str, result: str) -> None:
-        """Only a pending event: of two gateways telling it at once, the first one's
-        result stays (the outreach record let only one of them send)."""
-        e = carrier_events.c
-        with self.records.engine.begin() as db:
-            db.execute(carrier_events.update().where(e.id == event_row,
-                                                     e.state == "pending").values(
-                state=state, result=result, attempts=e.attempts + 1,
-                updated_at=self.clock()))
-
-
-async def _body(request: web.Request) -> bytes:
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(MAX_BODY, len(body))
-    return body
-
-
-def _refused(provider: str) -> web.Response:
-    log.warning("refused a %s webhook: signature missing or wrong", provider)
-    return web.json_response({"ok": False, "error": "signature missing or wrong"},
-                             status=401)

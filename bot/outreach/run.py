@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from actions.store.sql import Store
 from actions.store.types import (
     Order,
+    StoreSystems,
     Tracking,
 )
 from bot.handoff.desk import HandoffDesk, Place, Send
@@ -121,17 +122,19 @@ class Outreach:
         log.info("%s", report.summary())
         return report
 
-    async def carrier_reported(self, order_id: str, tracking: Tracking) -> RunReport:
+    async def carrier_reported(self, order_id: str, tracking: Tracking,
+                               shop: Optional[StoreSystems] = None) -> RunReport:
         """What the carrier reported of the order's parcel (a tracking webhook): a
         delivery exception is told to the customer at once, under the shipments'
         policy and their once-per-order-and-exception guard; a parcel lost or sent
-        back is listed for people, as the scan lists it."""
+        back is listed for people, as the scan lists it. The order is read from `shop`
+        (the platform a store webhook came from), else from the SQL store."""
         now = self.clock()
         moment = datetime.fromtimestamp(now, timezone.utc)
         settings = self.policy.shipments
         report = self._report("shipments", now)
-        found = await self.records.read(carrier_exception, self.shop, order_id, tracking,
-                                        settings, moment)
+        found = await self.records.read(carrier_exception, shop or self.shop, order_id,
+                                        tracking, settings, moment)
         if isinstance(found, Lost):
             report.lost = [order_id]
             log.warning("monitor: the carrier reports order %s's parcel %s: for people",

@@ -18,6 +18,7 @@ from actions.store.types import (
     Order,
     OrderStatus,
     Shipment,
+    StoreSystems,
     Tracking,
 )
 from bot.outreach.policy import CARRIER_KIND, ShipmentSettings
@@ -70,7 +71,7 @@ class Lost(str):
     """An order whose parcel the carrier reported lost or sent back: for people."""
 
 
-def carrier_exception(shop: Store, order_id: str, tracking: Tracking,
+def carrier_exception(shop: StoreSystems, order_id: str, tracking: Tracking,
                       settings: ShipmentSettings, now: datetime
                       ) -> Union[ShipmentException, Lost, None]:
     """The shipment exception a carrier's report makes of the order's parcel: its

@@ -60,3 +60,23 @@ carrier_events = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.UniqueConstraint("provider", "event_id", name="uq_carrier_events_provider_event"),
 )
+# What the store platforms' webhooks said (bot/outreach/store_hooks.py), kept before the
+# webhook is answered and unique on (provider, event_id: the delivery's id). The order is
+# its number as the platform names it and/or the platform's id of it; `tracking` the
+# parcel of a Shopify fulfilment ("" for other events). state: pending, done.
+store_events = sa.Table(
+    "store_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(16), nullable=False),
+    sa.Column("event_id", sa.String(120), nullable=False),
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("order_number", sa.String(32), nullable=False, default=""),
+    sa.Column("order_platform_id", sa.String(32), nullable=False, default=""),
+    sa.Column("tracking", sa.Text, nullable=False, default=""),
+    sa.Column("state", sa.String(12), nullable=False, index=True),
+    sa.Column("result", sa.String(32), nullable=False, default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("provider", "event_id", name="uq_store_events_provider_event"),
+)

@@ -61,6 +61,10 @@ def test_shipped_policy_is_complete():
      "identity.attempts_per_order: must be at least 1"),
     (lambda d: d["writes"].update(confirm_within_minutes=0),
      "writes.confirm_within_minutes: ensure this value is greater than 0"),
+    (lambda d: d["order_cache"].update(ttl_seconds=-1),
+     "order_cache.ttl_seconds: ensure this value is greater than or equal to 0"),
+    (lambda d: d["order_cache"].update(ttl_seconds=7200),
+     "order_cache.ttl_seconds: ensure this value is less than or equal to 3600"),
 ])
 def test_invalid_escalation_policy_names_the_key(policy_copy, change, message):
     edit(policy_copy, "escalation.yml", change)

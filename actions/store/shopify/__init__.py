@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import FrozenSet
+from typing import FrozenSet, Optional
 
+from actions.store.cache import OrderCache
 from actions.store.shopify.client import ShopifyClient, ShopifyConfig
 from actions.store.shopify.systems import ShopifyDelivery, ShopifyOrders, ShopifyReturns
 from actions.store.sql import SqlCodes, SqlContactLog, SqlWriteLog, Store
@@ -44,15 +45,21 @@ class ShopifyStore:
     def begin_turn(self) -> None:
         self.orders.begin_turn()
 
+    def read_fresh(self) -> None:
+        self.orders.reads.read_fresh()
+
     def close(self) -> None:
+        self.orders.reads.close()
         self.client.close()
         self.bot_records.close()
 
 
-def open_shopify(config: ShopifyConfig, bot_records: Store, order_letter: str) -> ShopifyStore:
-    """The shop the SHOPIFY_* variables name (ShopifyConfig.from_env)."""
+def open_shopify(config: ShopifyConfig, bot_records: Store, order_letter: str,
+                 cache: Optional[OrderCache] = None) -> ShopifyStore:
+    """The shop the SHOPIFY_* variables name (ShopifyConfig.from_env); orders kept
+    across turns in `cache` (actions/store/cache.py) if given."""
     client = ShopifyClient(config)
-    orders = ShopifyOrders(client, order_letter)
+    orders = ShopifyOrders(client, order_letter, cache=cache)
     return ShopifyStore(client=client, orders=orders,
                         delivery=ShopifyDelivery(orders, lambda: datetime.now(timezone.utc)),
                         returns=ShopifyReturns(client, orders), bot_records=bot_records)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import threading
 import time
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
+from actions.store.cache import OrderCache, TurnReads
 from actions.store.shopify import documents as doc
 from actions.store.shopify.client import ShopifyClient
 from actions.store.types import (
@@ -61,13 +61,13 @@ def _forgets_the_turn(write: Callable[..., R]) -> Callable[..., R]:
     refused, unknown) is read afresh after it."""
 
     @functools.wraps(write)
-    def forgetting(self: Any, *args: Any, **kwargs: Any) -> R:
+    def forgetting(self: Any, order_id: str, *args: Any, **kwargs: Any) -> R:
         orders: ShopifyOrders = self if isinstance(self, ShopifyOrders) else self._orders
-        orders.forget_turn()
+        orders.reads.read_fresh()  # never what the order cache kept
         try:
-            return write(self, *args, **kwargs)
+            return write(self, order_id, *args, **kwargs)
         finally:
-            orders.forget_turn()
+            orders.forget(order_id)
 
     return forgetting
 
@@ -76,16 +76,18 @@ class ShopifyOrders:
     """OrderSystem."""
 
     def __init__(self, client: ShopifyClient, order_letter: str,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 cache: Optional[OrderCache] = None) -> None:
         self._client = client
         self._letter = order_letter.upper()
         self._sleep = sleep
-        # the orders read in the current turn, per worker thread (begin_turn); outside a
-        # turn (the gateway, the tests of the store) every read asks Shopify
-        self._turn = threading.local()
+        # the orders read in the current turn, per worker thread (begin_turn), and kept
+        # across turns in the order cache; outside a turn (the gateway, the tests of the
+        # store) every read asks Shopify
+        self.reads = TurnReads("shopify", cache)
 
     def begin_turn(self) -> None:
-        self._turn.nodes = {}
+        self.reads.begin_turn()
 
     def get_order(self, order_id: str) -> Optional[Order]:
         node = self.order_node(order_id)
@@ -97,20 +99,27 @@ class ShopifyOrders:
         if canonical is None or canonical[0] != self._letter:
             return None
         number = canonical[1:]
-        kept: Optional[dict[str, Optional[Node]]] = getattr(self._turn, "nodes", None)
-        if kept is not None and number in kept:
-            return kept[number]
-        page = self._client.execute(doc.ORDERS, {"query": f"name:{number}", "first": 1})
-        nodes = page["orders"]["nodes"]
-        node = dict(nodes[0]) if nodes and _digits(nodes[0]["name"]) == number else None
-        if kept is not None:
-            kept[number] = node
+
+        def read() -> Optional[Node]:
+            page = self._client.execute(doc.ORDERS, {"query": f"name:{number}", "first": 1})
+            nodes = page["orders"]["nodes"]
+            return dict(nodes[0]) if nodes and _digits(nodes[0]["name"]) == number else None
+
+        node: Optional[Node] = self.reads.read(number, "order", read,
+                                               lambda n: str(_numeric_id(n["id"])))
         return node
 
     def forget_turn(self) -> None:
         """A write changes the order: what this turn read of it is no longer true."""
-        if getattr(self._turn, "nodes", None) is not None:
-            self._turn.nodes = {}
+        self.reads.forget_turn()
+
+    def forget(self, order_id: str) -> None:
+        """A write changed the order (or may have): what this turn read and what the
+        order cache kept of it are no longer true."""
+        canonical = normalize_order_id(order_id)
+        self.forget_turn()
+        if canonical is not None and canonical[0] == self._letter:
+            self.reads.forget(canonical[1:])
 
     def orders_for_contact(self, contact: str) -> list[Order]:
         """Orders by the customer's email; by phone through the customer (Shopify's

@@ -181,6 +181,9 @@ class TrackedStore:
         self.store.begin_turn()
         self._delivery.begin_turn()
 
+    def read_fresh(self) -> None:
+        self.store.read_fresh()
+
     def close(self) -> None:
         self._delivery.service.close()
         self.store.close()

@@ -3,8 +3,9 @@ API v3 (client.py) and the systems that read and change orders with it (systems.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import FrozenSet
+from typing import FrozenSet, Optional
 
+from actions.store.cache import OrderCache
 from actions.store.sql import SqlCodes, SqlContactLog, SqlWriteLog, Store
 from actions.store.woocommerce.client import WooClient, WooConfig
 from actions.store.woocommerce.systems import WooDelivery, WooOrders, WooReturns
@@ -42,17 +43,23 @@ class WooStore:
     def begin_turn(self) -> None:
         self.orders.begin_turn()
 
+    def read_fresh(self) -> None:
+        self.orders.reads.read_fresh()
+
     def close(self) -> None:
+        self.orders.reads.close()
         self.client.close()
         self.bot_records.close()
 
 
 def open_woocommerce(config: WooConfig, bot_records: Store, order_letter: str,
-                     refund_through_gateway: bool = True) -> WooStore:
+                     refund_through_gateway: bool = True,
+                     cache: Optional[OrderCache] = None) -> WooStore:
     """The shop the WOOCOMMERCE_* variables name (WooConfig.from_env). Refunds move money
     through the order's payment gateway only if `refund_through_gateway` (the policy's
-    refunds.through_payment_gateway)."""
+    refunds.through_payment_gateway); orders kept across turns in `cache`
+    (actions/store/cache.py) if given."""
     client = WooClient(config)
-    orders = WooOrders(client, order_letter, refund_through_gateway)
+    orders = WooOrders(client, order_letter, refund_through_gateway, cache)
     return WooStore(client=client, orders=orders, delivery=WooDelivery(orders),
                     returns=WooReturns(client, orders), bot_records=bot_records)

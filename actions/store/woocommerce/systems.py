@@ -18,11 +18,11 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import threading
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
+from actions.store.cache import OrderCache, TurnReads
 from actions.store.types import (
     Address,
     CarrierClaim,
@@ -59,13 +59,13 @@ def _forgets_the_turn(write: Callable[..., R]) -> Callable[..., R]:
     (done, refused, unknown) is read afresh after it."""
 
     @functools.wraps(write)
-    def forgetting(self: Any, *args: Any, **kwargs: Any) -> R:
+    def forgetting(self: Any, order_id: str, *args: Any, **kwargs: Any) -> R:
         orders: WooOrders = self if isinstance(self, WooOrders) else self._orders
-        orders.forget_turn()
+        orders.reads.read_fresh()  # never what the order cache kept
         try:
-            return write(self, *args, **kwargs)
+            return write(self, order_id, *args, **kwargs)
         finally:
-            orders.forget_turn()
+            orders.forget(order_id)
 
     return forgetting
 
@@ -74,32 +74,37 @@ class WooOrders:
     """OrderSystem."""
 
     def __init__(self, client: WooClient, order_letter: str,
-                 refund_through_gateway: bool = True) -> None:
+                 refund_through_gateway: bool = True,
+                 cache: Optional[OrderCache] = None) -> None:
         self._client = client
         self._letter = order_letter.upper()
         self.refund_through_gateway = refund_through_gateway
-        # what the current turn read, per worker thread (begin_turn); outside a turn
-        # every read asks WooCommerce
-        self._turn = threading.local()
+        # what the current turn read, per worker thread (begin_turn), and kept across
+        # turns in the order cache; outside a turn every read asks WooCommerce
+        self.reads = TurnReads("woocommerce", cache)
         self._no_tracking_logged = False
 
     # -- the turn's reads --
 
     def begin_turn(self) -> None:
-        self._turn.kept = {}
+        self.reads.begin_turn()
 
     def forget_turn(self) -> None:
-        if getattr(self._turn, "kept", None) is not None:
-            self._turn.kept = {}
+        self.reads.forget_turn()
+
+    def forget(self, order_id: str) -> None:
+        """A write changed the order (or may have): what this turn read and what the
+        order cache kept of it are no longer true."""
+        canonical = normalize_order_id(order_id)
+        self.forget_turn()
+        if canonical is not None and canonical[0] == self._letter:
+            self.reads.forget(canonical[1:])
 
     def kept(self, key: tuple[str, str], read: Callable[[], Any]) -> Any:
-        """What `read` gives, once a turn."""
-        kept: Optional[dict[tuple[str, str], Any]] = getattr(self._turn, "kept", None)
-        if kept is None:
-            return read()
-        if key not in kept:
-            kept[key] = read()
-        return kept[key]
+        """What `read` gives of an order ((kind, its number)): once a turn, and kept
+        across turns in the order cache."""
+        kind, number = key
+        return self.reads.read(number, kind, read)
 
     # -- reads --
 
@@ -263,14 +268,14 @@ class WooOrders:
                 return []
             return [dict(t) for t in answer.body] if isinstance(answer.body, list) else []
 
-        found: list[Node] = self.kept(("trackings", str(node["id"])), read)
+        found: list[Node] = self.kept(("trackings", _number(node)), read)
         return found
 
     def refund_nodes(self, node: Node) -> list[Node]:
         def read() -> list[Node]:
             return self._pages(f"/orders/{node['id']}/refunds", {})
 
-        found: list[Node] = self.kept(("refunds", str(node["id"])), read)
+        found: list[Node] = self.kept(("refunds", _number(node)), read)
         return found
 
     def _changeable(self, order_id: str, change: str) -> Node:
