@@ -20,14 +20,17 @@ Imported by the gateway too (the keys it deletes): nothing here needs Rasa's pac
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Optional, Protocol, Tuple
+from typing import Any, Callable, Mapping, Optional, Protocol, Tuple, TypeVar
 
 import redis
+
+from actions.store.types import normalize_order_id
 
 log = logging.getLogger("actions.store.cache")
 
@@ -37,6 +40,7 @@ KINDS = ("order", "trackings", "refunds")
 # the most orders one process keeps in memory (the oldest go first)
 MEMORY_ENTRIES = 10_000
 REDIS_TIMEOUT_SECONDS = 0.5
+R = TypeVar("R")
 
 
 def cache_key(backend: str, number: str, kind: str) -> str:
@@ -196,6 +200,15 @@ class TurnReads:
         if self.cache is not None:
             self.cache.delete(order_keys(self.backend, number))
 
+    def forget_order(self, order_id: str, letter: str) -> None:
+        """`forget` by the bot's order id (`letter` before the platform's number); an id
+        of another letter names no order of this platform, but the turn still forgets."""
+        canonical = normalize_order_id(order_id)
+        if canonical is not None and canonical[0] == letter:
+            self.forget(canonical[1:])
+        else:
+            self.forget_turn()
+
     @property
     def fresh(self) -> bool:
         return bool(getattr(self._turn, "fresh", False))
@@ -225,3 +238,20 @@ class TurnReads:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def forgets_the_turn(write: Callable[..., R]) -> Callable[..., R]:
+    """A platform's write starts from the order as the platform has it now (never what
+    the order cache kept), and whatever it leaves (done, refused, unknown) is read afresh
+    after it. `self` is the platform's orders system, or holds it as `_orders`."""
+
+    @functools.wraps(write)
+    def forgetting(self: Any, order_id: str, *args: Any, **kwargs: Any) -> R:
+        orders = getattr(self, "_orders", self)
+        orders.reads.read_fresh()
+        try:
+            return write(self, order_id, *args, **kwargs)
+        finally:
+            orders.forget(order_id)
+
+    return forgetting

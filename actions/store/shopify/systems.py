@@ -8,15 +8,14 @@ named '#1001' is the bot's order 'A1001', the letter being the policy's
 """
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-from actions.store.cache import OrderCache, TurnReads
+from actions.store.cache import OrderCache, TurnReads, forgets_the_turn
 from actions.store.shopify import documents as doc
 from actions.store.shopify.client import ShopifyClient
 from actions.store.types import (
@@ -53,23 +52,6 @@ JOB_POLL_SECONDS = 0.5
 MAX_PAGES = 100
 
 Node = Mapping[str, Any]
-R = TypeVar("R")
-
-
-def _forgets_the_turn(write: Callable[..., R]) -> Callable[..., R]:
-    """A write starts from the order as Shopify has it now, and whatever it leaves (done,
-    refused, unknown) is read afresh after it."""
-
-    @functools.wraps(write)
-    def forgetting(self: Any, order_id: str, *args: Any, **kwargs: Any) -> R:
-        orders: ShopifyOrders = self if isinstance(self, ShopifyOrders) else self._orders
-        orders.reads.read_fresh()  # never what the order cache kept
-        try:
-            return write(self, order_id, *args, **kwargs)
-        finally:
-            orders.forget(order_id)
-
-    return forgetting
 
 
 class ShopifyOrders:
@@ -116,10 +98,7 @@ class ShopifyOrders:
     def forget(self, order_id: str) -> None:
         """A write changed the order (or may have): what this turn read and what the
         order cache kept of it are no longer true."""
-        canonical = normalize_order_id(order_id)
-        self.forget_turn()
-        if canonical is not None and canonical[0] == self._letter:
-            self.reads.forget(canonical[1:])
+        self.reads.forget_order(order_id, self._letter)
 
     def orders_for_contact(self, contact: str) -> list[Order]:
         """Orders by the customer's email; by phone through the customer (Shopify's
@@ -142,7 +121,7 @@ class ShopifyOrders:
         return [o for o in found if o.placed_at >= since
                 and (status is None or o.status is status)]
 
-    @_forgets_the_turn
+    @forgets_the_turn
     def cancel_order(self, order_id: str, reason: str) -> Order:
         """Cancel an unshipped order, refunding what was paid to its payment methods and
         restocking; Shopify cancels in a job, waited for before reading the order again."""
@@ -155,7 +134,7 @@ class ShopifyOrders:
         self._wait_for(job)
         return self._reread(order_id)
 
-    @_forgets_the_turn
+    @forgets_the_turn
     def change_shipping_address(self, order_id: str, address: Address) -> Order:
         """Set the shipping address of an unshipped order. Shopify has been seen to
         accept this and not apply it: the caller reads back (actions/guarded.py)."""
@@ -341,7 +320,7 @@ class ShopifyReturns:
                             status=_RETURN_STATUSES.get(ret["status"], ReturnStatus.REQUESTED),
                             label_url="", reason="", created_at=order.placed_at)
 
-    @_forgets_the_turn
+    @forgets_the_turn
     def create_return(self, order_id: str, reason: str) -> ReturnRecord:
         """Ask for the return of everything delivered that may still be returned; the
         shop approves it and sends the label (Shopify's returnRequest: REQUESTED)."""
@@ -388,7 +367,7 @@ class ShopifyReturns:
                               key=lambda r: (r["createdAt"], _numeric_id(r["id"])))
         return [_refund(canonical, r) for r in newest_first]
 
-    @_forgets_the_turn
+    @forgets_the_turn
     def create_refund(self, order_id: str, amount: Decimal, reason: str,
                       method: str = "original_payment") -> Refund:
         """A refund of `amount` to the payment the order was paid with, within what

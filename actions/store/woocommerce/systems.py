@@ -15,14 +15,13 @@ cancelled (a paid order cancelled and refunded in full).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-from actions.store.cache import OrderCache, TurnReads
+from actions.store.cache import OrderCache, TurnReads, forgets_the_turn
 from actions.store.types import (
     Address,
     CarrierClaim,
@@ -51,23 +50,6 @@ MAX_PAGES = 40
 NOT_SHIPPED = ("pending", "on-hold", "processing")
 
 Node = Mapping[str, Any]
-R = TypeVar("R")
-
-
-def _forgets_the_turn(write: Callable[..., R]) -> Callable[..., R]:
-    """A write starts from the order as WooCommerce has it now, and whatever it leaves
-    (done, refused, unknown) is read afresh after it."""
-
-    @functools.wraps(write)
-    def forgetting(self: Any, order_id: str, *args: Any, **kwargs: Any) -> R:
-        orders: WooOrders = self if isinstance(self, WooOrders) else self._orders
-        orders.reads.read_fresh()  # never what the order cache kept
-        try:
-            return write(self, order_id, *args, **kwargs)
-        finally:
-            orders.forget(order_id)
-
-    return forgetting
 
 
 class WooOrders:
@@ -95,10 +77,7 @@ class WooOrders:
     def forget(self, order_id: str) -> None:
         """A write changed the order (or may have): what this turn read and what the
         order cache kept of it are no longer true."""
-        canonical = normalize_order_id(order_id)
-        self.forget_turn()
-        if canonical is not None and canonical[0] == self._letter:
-            self.reads.forget(canonical[1:])
+        self.reads.forget_order(order_id, self._letter)
 
     def kept(self, key: tuple[str, str], read: Callable[[], Any]) -> Any:
         """What `read` gives of an order ((kind, its number)): once a turn, and kept
@@ -182,7 +161,7 @@ class WooOrders:
 
     # -- writes --
 
-    @_forgets_the_turn
+    @forgets_the_turn
     def cancel_order(self, order_id: str, reason: str) -> Order:
         """Cancel an order not shipped yet, then refund what was paid for it (through
         the payment gateway or not, as the policy says); WooCommerce restocks."""
@@ -202,7 +181,7 @@ class WooOrders:
                                        f"refused its refund of {left}: {error}") from error
         return self._reread(order_id)
 
-    @_forgets_the_turn
+    @forgets_the_turn
     def change_shipping_address(self, order_id: str, address: Address) -> Order:
         """Set the shipping address of an order not shipped yet; the caller compares
         what is read back (actions/guarded.py)."""
@@ -438,7 +417,7 @@ class WooReturns:
                    for r in self._orders.refund_nodes(node)]
         return sorted(refunds, key=lambda r: (r.created_at, r.refund_id), reverse=True)
 
-    @_forgets_the_turn
+    @forgets_the_turn
     def create_refund(self, order_id: str, amount: Decimal, reason: str,
                       method: str = "original_payment") -> Refund:
         """A refund of `amount`, never more than was paid less what was refunded."""
