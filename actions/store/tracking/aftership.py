@@ -19,12 +19,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import httpx
 
-from actions.store.tracking.http import JsonApi, base_url, failure, required, retry_after
+from actions.store.tracking.http import JsonApi, base_url, failure, moment_of, required, retry_after
 from actions.store.types import (
     Tracking,
     TrackingEvent,
@@ -141,11 +141,11 @@ def tracking_of(tracking: Mapping[str, Any]) -> Tracking:
     events = sorted((TrackingEvent(time=moment, location=_place(c),
                                    description=str(c.get("message") or c.get("tag") or ""))
                      for c in checkpoints
-                     if (moment := _moment(c.get("checkpoint_time"))) is not None),
+                     if (moment := moment_of(c.get("checkpoint_time"))) is not None),
                     key=lambda e: e.time)
     delivered: Optional[datetime] = None
     if status is S.DELIVERED:
-        delivered = _moment(tracking.get("shipment_delivery_date")) or \
+        delivered = moment_of(tracking.get("shipment_delivery_date")) or \
             (events[-1].time if events else None)
     return Tracking(
         tracking_number=str(tracking.get("tracking_number") or ""),
@@ -164,11 +164,11 @@ def _estimate(tracking: Mapping[str, Any]) -> Optional[date]:
     for name in ("courier_estimated_delivery_date", "aftership_estimated_delivery_date"):
         part = tracking.get(name)
         if isinstance(part, Mapping):
-            moment = _moment(part.get("estimated_delivery_date")
+            moment = moment_of(part.get("estimated_delivery_date")
                              or part.get("estimated_delivery_date_max"))
             if moment is not None:
                 return moment.date()
-    moment = _moment(tracking.get("expected_delivery"))
+    moment = moment_of(tracking.get("expected_delivery"))
     return moment.date() if moment else None
 
 
@@ -176,16 +176,3 @@ def _place(checkpoint: Mapping[str, Any]) -> str:
     parts = [str(checkpoint.get(k) or "").strip() for k in ("city", "state")]
     return ", ".join(p for p in parts if p) or str(checkpoint.get("location") or "")
 
-
-def _moment(text: Any) -> Optional[datetime]:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            return datetime.combine(date.fromisoformat(str(text)[:10]), datetime.min.time(),
-                                    timezone.utc)
-        except ValueError:
-            return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

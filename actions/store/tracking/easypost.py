@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import httpx
 
-from actions.store.tracking.http import JsonApi, base_url, failure, required, retry_after
+from actions.store.tracking.http import JsonApi, base_url, failure, moment_of, required, retry_after
 from actions.store.types import (
     Tracking,
     TrackingEvent,
@@ -122,14 +122,14 @@ def tracking_of(tracker: Mapping[str, Any]) -> Tracking:
     details = [d for d in tracker.get("tracking_details") or () if isinstance(d, Mapping)]
     events = sorted((TrackingEvent(time=moment, location=_place(d.get("tracking_location")),
                                    description=str(d.get("message") or d.get("status") or ""))
-                     for d in details if (moment := _moment(d.get("datetime"))) is not None),
+                     for d in details if (moment := moment_of(d.get("datetime"))) is not None),
                     key=lambda e: e.time)
     delivered: Optional[datetime] = None
     if status is S.DELIVERED:
-        times = [_moment(d.get("datetime")) for d in details if d.get("status") == "delivered"]
+        times = [moment_of(d.get("datetime")) for d in details if d.get("status") == "delivered"]
         delivered = max((t for t in times if t is not None), default=None) or \
-            _moment(tracker.get("updated_at"))
-    estimate = _moment(tracker.get("est_delivery_date"))
+            moment_of(tracker.get("updated_at"))
+    estimate = moment_of(tracker.get("est_delivery_date"))
     latest = max(details, key=lambda d: str(d.get("datetime") or ""), default={})
     return Tracking(
         tracking_number=str(tracker.get("tracking_code") or ""),
@@ -147,16 +147,3 @@ def _place(location: Any) -> str:
     parts = [str(location.get(k) or "").strip() for k in ("city", "state")]
     return ", ".join(p for p in parts if p) or str(location.get("country") or "")
 
-
-def _moment(text: Any) -> Optional[datetime]:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            return datetime.combine(date.fromisoformat(str(text)[:10]), datetime.min.time(),
-                                    timezone.utc)
-        except ValueError:
-            return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

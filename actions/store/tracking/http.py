@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
@@ -136,3 +137,19 @@ def failure(name: str, key_variable: str, status: int, code: str, message: str) 
     if status in (400, 404, 422):
         return TrackingNotFound(f"{name} cannot track it: {code or status} {message}")
     return StoreUnavailable(f"{name} answered HTTP {status}{' ' + code if code else ''}")
+
+
+def moment_of(text: Any) -> Optional[datetime]:
+    """A service's time (ISO 8601, a trailing Z, or a bare date: its midnight), in UTC
+    when it names no zone; None when it is not one."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return datetime.combine(date.fromisoformat(str(text)[:10]), datetime.min.time(),
+                                    timezone.utc)
+        except ValueError:
+            return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
