@@ -54,6 +54,7 @@ REQUIRED_RULES = (
     "stop_the_line_shared_address",
     "store_refused",
     "made_by_people",
+    "order_on_hold",
     "write_unconfirmed",
     "promise_due",
 )

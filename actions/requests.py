@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from actions.address import describe, read_address
 from actions.conversation import Turn, day, money
@@ -20,7 +20,9 @@ from actions.store.types import (
     Address,
     CarrierClaim,
     DeliveryException,
+    Holdup,
     Order,
+    OrderItem,
     OrderStatus,
     RefundStatus,
     ReturnStatus,
@@ -65,6 +67,10 @@ def shipment_facts(shipment: Shipment) -> Dict[str, str]:
     }
 
 
+def items_text(items: Sequence[OrderItem]) -> str:
+    return ", ".join(f"{i.quantity} x {i.name}" for i in items)
+
+
 def last_scan(shipment: Shipment) -> datetime:
     return shipment.latest_event.time if shipment.latest_event else shipment.shipped_at
 
@@ -78,10 +84,11 @@ def delivered(order: Order, shipment: Shipment) -> bool:
 
 def delivery_exception(turn: Turn, order: Order, shipment: Shipment) -> DeliveryException:
     """The carrier's exception, or 'stuck' when the parcel has not been scanned for
-    longer than the policy allows, or 'delayed' when the promised date passed."""
+    longer than the policy allows (where scans are known), or 'delayed' when the
+    promised date passed."""
     if shipment.exception is not DeliveryException.NONE or order.status is not OrderStatus.SHIPPED:
         return shipment.exception
-    if turn.now - last_scan(shipment) > timedelta(
+    if shipment.scans_known and turn.now - last_scan(shipment) > timedelta(
             days=turn.policy.windows.stuck_after_days_without_scan):
         return DeliveryException.STUCK
     if turn.now.date() > order.promised_date:
@@ -138,9 +145,10 @@ class CancelOrder(Change):
         return lambda: _not_cancellable(turn, order)
 
     def ask(self, turn: Turn, order: Order) -> None:
-        items = ", ".join(f"{i.quantity} x {i.name}" for i in order.items)
-        turn.ask("write", "utter_confirm_cancel",
-                 {"items": items, "total": money(order.total),
+        # an order whose payment is not confirmed may have had nothing taken yet
+        unpaid = order.holdup is Holdup.PAYMENT
+        turn.ask("write", "utter_confirm_cancel_unpaid" if unpaid else "utter_confirm_cancel",
+                 {"items": items_text(order.items), "total": money(order.total),
                   "payment_method": order.payment_method}, **self.question_fields())
 
     def apply(self, turn: Turn, order: Order, key: str) -> None:
@@ -430,10 +438,18 @@ def order_status(turn: Turn, order: Order) -> None:
         turn.say("utter_status_delivered", order_id=order.order_id,
                  delivered_on=day(shipment.delivered_at or order.placed_at),
                  **shipment_facts(shipment))
+        _rest_to_follow(turn, order)
     elif delivery_exception(turn, order, shipment) is DeliveryException.NONE:
         turn.say("utter_status_in_transit", order_id=order.order_id, **shipment_facts(shipment))
+        _rest_to_follow(turn, order)
     else:
         delivery_problem(turn, order)
+
+
+def _rest_to_follow(turn: Turn, order: Order) -> None:
+    """Of an order shipped in part, what the parcel told about does not hold."""
+    if order.unshipped:
+        turn.say("utter_status_rest_to_follow", items=items_text(order.unshipped))
 
 
 def _status_without_shipment(turn: Turn, order: Order) -> None:
@@ -446,6 +462,11 @@ def _status_without_shipment(turn: Turn, order: Order) -> None:
             tell_refund(turn, order, refund)
     elif order.status is OrderStatus.RETURNED:
         turn.say("utter_status_returned", **facts)
+    elif order.holdup is Holdup.PAYMENT:
+        turn.say("utter_status_awaiting_payment", **facts)
+    elif order.holdup is Holdup.ON_HOLD:
+        turn.say("utter_status_on_hold", **facts)
+        turn.offer_person("order_on_hold", "utter_offer_person")
     else:
         turn.say("utter_status_paid", promised_date=day(order.promised_date), **facts)
 
@@ -466,10 +487,13 @@ def delivery_problem(turn: Turn, order: Order) -> None:
             _remedy_or_escalate(turn, order, "lost")
     else:
         turn.say("utter_status_late", promised_date=day(order.promised_date), **facts)
+        _rest_to_follow(turn, order)
         if exception is DeliveryException.STUCK:
             propose(turn, OpenClaim(order.order_id, claim="trace"), order)
-        else:
+        elif shipment.eta >= turn.now.date():
             turn.say("utter_next_step_wait", eta=day(shipment.eta))
+        else:  # an estimate already past is no estimate
+            turn.say("utter_next_step_no_estimate")
 
 
 def not_received(turn: Turn, order: Order) -> None:

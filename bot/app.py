@@ -138,7 +138,7 @@ def create_app(settings: Optional[Settings] = None,
     app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
     app[SETTINGS], app[STORE], app[ROUTER], app[REDIS] = settings, store, router, services.redis
-    app[MONITOR] = Monitor.for_router(router, store, policies.outreach)
+    app[MONITOR] = Monitor.for_router(router, services.shop, policies.outreach)
     # the carrier-tracking services' webhooks whose secret is set
     app[CARRIERS] = CarrierWebhooks(app[MONITOR].outreach, {
         "easypost": settings.easypost_webhook_secret,
@@ -148,8 +148,8 @@ def create_app(settings: Optional[Settings] = None,
     # kept of an order (in Redis), and tell a parcel the platform reports in trouble
     app[STORE_HOOKS] = StoreWebhooks(app[MONITOR].outreach, {
         "shopify": settings.shopify_webhook_secret,
-        "woocommerce": settings.woocommerce_webhook_secret}, services.shop,
-        services.redis, settings.shopify_shop)
+        "woocommerce": settings.woocommerce_webhook_secret}, services.redis,
+        settings.shopify_shop)
     app[STORE_HOOKS].install(app)
     app.cleanup_ctx.append(_lifecycle)
     # aiosignal's generics disagree with aiohttp 3.9's annotation of on_shutdown

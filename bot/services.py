@@ -65,8 +65,8 @@ class Services:
     settings: Settings
     policies: Policies
     store: Store
-    # the order platform (STORE_BACKEND) the agents' order snapshots read; the monitors
-    # and the data requests still use `store`
+    # the order platform (STORE_BACKEND): what the agents' order snapshots and the
+    # monitors read; the data requests use `store`, the bot's own records
     shop: StoreSystems
     records: GatewayRecords
     redis: Optional[aioredis.Redis]
@@ -261,7 +261,7 @@ async def run_once(monitor: MonitorName, settings: Optional[Settings] = None,
     try:
         for channel in router.channels.values():
             await channel.start()
-        outreach = Outreach.for_router(router, services.store,
+        outreach = Outreach.for_router(router, services.shop,
                                        policy or services.policies.outreach)
         return await outreach.run(monitor)
     finally:

@@ -181,6 +181,17 @@ class TurnReads:
         self._turn.kept = {}
         self._turn.fresh = False
 
+    def end_turn(self) -> None:
+        self._turn.kept = None
+        self._turn.fresh = False
+
+    def keep(self, number: str, kind: str, value: Any) -> None:
+        """What a search read of the order, for the rest of the turn (a monitor's scan
+        then reads each order it found without asking again); nothing outside a turn."""
+        kept: Optional[dict[Tuple[str, str], Any]] = getattr(self._turn, "kept", None)
+        if kept is not None:
+            kept[(kind, number)] = value
+
     def read_fresh(self) -> None:
         """From now until the next turn, reads ask the platform (once each) and neither
         use nor fill the cache: a write's eligibility, the write, its read-back. Outside

@@ -580,14 +580,13 @@ class SqlDelivery(_System):
             return _from_row(Shipment, row, exception=DeliveryException(row.exception),
                              events=tuple(_from_row(TrackingEvent, e) for e in events))
 
-    def order_shipped_as(self, tracking_number: str) -> Optional[str]:
-        """The order whose parcel has this tracking number, if one has (a carrier's
-        webhook names the parcel, not the order); the latest shipped, as carriers
-        recycle numbers."""
+    def order_shipped_as(self, tracking_number: str, since: datetime) -> Optional[str]:
         with self._engine.connect() as conn:
             found = conn.execute(
                 sa.select(shipments.c.order_id)
-                .where(shipments.c.tracking_number == tracking_number)
+                .join(orders, orders.c.order_id == shipments.c.order_id)
+                .where(shipments.c.tracking_number == tracking_number,
+                       orders.c.placed_at >= since)
                 .order_by(shipments.c.shipped_at.desc()).limit(1)).scalar()
         return None if found is None else str(found)
 
@@ -865,6 +864,9 @@ class Store:
 
     def begin_turn(self) -> None:
         """Nothing kept between reads: the database is near and cheap to ask."""
+
+    def end_turn(self) -> None:
+        """Nothing was kept."""
 
     def read_fresh(self) -> None:
         """Every read is fresh."""

@@ -35,6 +35,17 @@ class OrderStatus(str, enum.Enum):
     RETURNED = "returned"
 
 
+class Holdup(str, enum.Enum):
+    """Why an order that has not shipped waits, when it is not simply being prepared."""
+
+    NONE = "none"
+    # its payment is not confirmed yet (a bank transfer, cash on delivery): WooCommerce's
+    # pending and on-hold, Shopify's pending payment
+    PAYMENT = "payment"
+    # the shop holds its fulfilment (an address check, stock, a review): Shopify's on hold
+    ON_HOLD = "on_hold"
+
+
 class DeliveryException(str, enum.Enum):
     NONE = "none"
     DELAYED = "delayed"
@@ -105,6 +116,9 @@ class Order:
     shipped_at: Optional[datetime] = None
     delivered_at: Optional[datetime] = None
     cancelled_at: Optional[datetime] = None
+    holdup: Holdup = Holdup.NONE
+    # of an order shipped in part: the items still to ship, with the quantity left
+    unshipped: Sequence[OrderItem] = ()
 
     @property
     def can_be_changed(self) -> bool:
@@ -130,6 +144,9 @@ class Shipment:
     exception: DeliveryException
     events: Sequence[TrackingEvent] = field(default_factory=tuple)
     delivered_at: Optional[datetime] = None
+    # whether the carrier's scans reach the store (or the tracking service): without
+    # them a parcel without a scan is not known to be stuck (WooCommerce keeps none)
+    scans_known: bool = True
 
     @property
     def latest_event(self) -> Optional[TrackingEvent]:
@@ -331,6 +348,23 @@ class DeliverySystem(Protocol):
         (the monitor follows up what the bot promised when opening them)."""
         ...
 
+    def order_shipped_as(self, tracking_number: str, since: datetime) -> Optional[str]:
+        """The order, of those placed at or after `since`, whose parcel has this
+        tracking number (a carrier's webhook names the parcel, not the order); the
+        latest shipped, as carriers recycle numbers."""
+        ...
+
+
+def find_shipped_as(orders: OrderSystem, delivery: DeliverySystem, tracking_number: str,
+                    since: datetime) -> Optional[str]:
+    """DeliverySystem.order_shipped_as on a platform that cannot search by tracking
+    number: the shipped orders placed since then, searched parcel by parcel."""
+    found = [(shipment.shipped_at, order.order_id)
+             for order in orders.orders_since(since, OrderStatus.SHIPPED)
+             for shipment in delivery.shipments(order.order_id)
+             if shipment.tracking_number == tracking_number]
+    return max(found)[1] if found else None
+
 
 class ReturnsSystem(Protocol):
     def get_return(self, order_id: str) -> Optional[ReturnRecord]: ...
@@ -391,6 +425,11 @@ class StoreSystems(Protocol):
     def begin_turn(self) -> None:
         """A new action run starts on this thread: orders it reads may be kept until the
         next run, so that one turn reads each order once (writes always read afresh)."""
+        ...
+
+    def end_turn(self) -> None:
+        """The run that began a turn on this thread is over: reads ask the platform
+        again (a monitor's scan reads as one turn, then ends it)."""
         ...
 
     def read_fresh(self) -> None:

@@ -31,7 +31,7 @@ import logging
 import time
 import unicodedata
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from aiohttp import web
@@ -48,6 +48,7 @@ from bot.outreach.kept_events import (
     signed,
 )
 from bot.outreach.run import Outreach
+from bot.outreach.shipments import as_one_turn
 from bot.outreach.tables import carrier_events
 
 log = logging.getLogger("bot.outreach.carriers")
@@ -205,8 +206,8 @@ class CarrierWebhooks(KeptEvents):
 
     async def handle(self, row: Mapping[str, Any]) -> str:
         tracking = decode_tracking(row["tracking"])
-        order_id = self._order_named(row["order_ref"]) or await self.records.read(
-            self.outreach.shop.delivery.order_shipped_as, row["tracking_number"])
+        order_id = self._order_named(row["order_ref"]) or await self._order_shipped_as(
+            row["tracking_number"])
         if order_id is None:
             return "no_order"
         report = await self.outreach.carrier_reported(order_id, tracking)
@@ -214,6 +215,16 @@ class CarrierWebhooks(KeptEvents):
             return WAITING
         return ("lost" if report.lost else
                 report.attempts[0].result if report.attempts else "nothing_to_tell")
+
+    async def _order_shipped_as(self, tracking_number: str) -> Optional[str]:
+        """Of the orders in the shipments' look-back, the one that shipped this parcel
+        (on a platform: a scan of the recent shipped orders, read as one turn)."""
+        outreach = self.outreach
+        since = datetime.fromtimestamp(outreach.clock(), timezone.utc) - timedelta(
+            days=outreach.policy.shipments.look_back_days)
+        return await self.records.read(as_one_turn, outreach.shop,
+                                       outreach.shop.delivery.order_shipped_as,
+                                       tracking_number, since)
 
     def _order_named(self, ref: str) -> Optional[str]:
         ref = ref.strip()

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from actions.identity import normalize_phone
-from actions.store.sql import Store
 from actions.store.types import (
     Customer,
     Order,
+    StoreSystems,
 )
 from bot.handoff import store as handoff_tables
 from bot.messaging.records import conversations
@@ -70,7 +70,7 @@ class Directory:
         return max(found, key=lambda c: (c.last_inbound_at, c.conversation_id))
 
 
-def read_directory(engine: Engine, shop: Store, phone_region: str) -> Directory:
+def read_directory(engine: Engine, shop: StoreSystems, phone_region: str) -> Directory:
     """Phone conversations by phone key; any conversation whose handoff carries a
     verified order, by that order's customer."""
     c, h = conversations.c, handoff_tables.handoffs.c

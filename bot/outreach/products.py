@@ -15,9 +15,9 @@ from typing import (
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from actions.store.sql import Store
 from actions.store.types import (
     ORDER_ID_PATTERN,
+    StoreSystems,
 )
 from bot.handoff import store as handoff_tables
 from bot.messaging.records import insert_if_absent, turns
@@ -38,7 +38,7 @@ def order_ids_in(text: str) -> List[str]:
     return [f"{m.group(1).upper()}{m.group(2)}" for m in ORDER_ID_PATTERN.finditer(text or "")]
 
 
-def contacts_by_sku(engine: Engine, shop: Store, since: float,
+def contacts_by_sku(engine: Engine, shop: StoreSystems, since: float,
                     until: float) -> Dict[str, SkuContacts]:
     """A contact about a SKU: a conversation in which, within [since, until), the
     customer named an order containing it, or a handoff was opened with such an order.

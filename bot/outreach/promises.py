@@ -11,13 +11,13 @@ from typing import (
 )
 
 from actions.policy import PROMISE_WINDOWS, EscalationPolicy
-from actions.store.sql import Store
 from actions.store.types import (
     REMEDY_WRITES,
     CarrierClaim,
     Hold,
     Order,
     Shipment,
+    StoreSystems,
 )
 from bot.outreach.policy import NOTHING_DUE, PROMISE_KIND, PROMISE_RULE, PromiseSettings
 from bot.outreach.report import Target
@@ -43,7 +43,7 @@ def moved_since(shipment: Shipment, since: datetime) -> bool:
     return shipment.delivered_at is not None or (latest is not None and latest.time > since)
 
 
-def remedied(shop: Store, order_id: str) -> bool:
+def remedied(shop: StoreSystems, order_id: str) -> bool:
     """The order has a replacement or a refund, or the bot's write of one is under way or
     unconfirmed (then a person already checks it: write_unconfirmed)."""
     if shop.orders.replacement_of(order_id) is not None or shop.returns.refunds(order_id):
@@ -52,7 +52,7 @@ def remedied(shop: Store, order_id: str) -> bool:
                for w in shop.writes.for_order(order_id))
 
 
-def find_promises(shop: Store, escalation: EscalationPolicy, settings: PromiseSettings,
+def find_promises(shop: StoreSystems, escalation: EscalationPolicy, settings: PromiseSettings,
                   now: datetime) -> Tuple[List[DuePromise], Dict[str, List[str]]]:
     """The promises due today, oldest first, from fresh store state; and the claim ids
     of the others by why nothing is due (NOTHING_DUE)."""

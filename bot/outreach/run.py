@@ -18,7 +18,6 @@ from typing import (
 
 import sqlalchemy as sa
 
-from actions.store.sql import Store
 from actions.store.types import (
     Order,
     StoreSystems,
@@ -44,6 +43,7 @@ from bot.outreach.promises import find_promises, promise_target
 from bot.outreach.report import Attempt, Result, RunReport, Target, outcome
 from bot.outreach.shipments import (
     Lost,
+    as_one_turn,
     carrier_exception,
     find_shipment_exceptions,
     first_name,
@@ -62,7 +62,7 @@ class Outreach:
     """One run of a monitor. Database work runs on the records' threads; sends go
     through `send`, the router's delivery."""
 
-    def __init__(self, policy: MonitorPolicy, records: GatewayRecords, shop: Store,
+    def __init__(self, policy: MonitorPolicy, records: GatewayRecords, shop: StoreSystems,
                  desk: HandoffDesk, send: Send, bus: EventBus,
                  hours: Optional[BusinessHours] = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -81,7 +81,8 @@ class Outreach:
         create_tables(metadata, records.engine)
 
     @classmethod
-    def for_router(cls, router: Router, shop: Store, policy: MonitorPolicy) -> Outreach:
+    def for_router(cls, router: Router, shop: StoreSystems,
+                   policy: MonitorPolicy) -> Outreach:
         """Through the gateway's router: its delivery, records, handoffs, event bus and
         business hours."""
         desk = router.desk
@@ -111,8 +112,8 @@ class Outreach:
         moment = datetime.fromtimestamp(now, timezone.utc)
         settings = self.policy.shipments
         report = self._report("shipments", now)
-        found, report.lost = await self.records.read(find_shipment_exceptions, self.shop,
-                                                     settings, moment)
+        found, report.lost = await self.records.read(
+            as_one_turn, self.shop, find_shipment_exceptions, self.shop, settings, moment)
         targets = [Target(subject=f.order.order_id, kinds=f.kinds,
                           texts={kind: getattr(settings.texts, kind).format(
                               **shipment_facts(f, moment)) for kind in f.kinds},
@@ -122,18 +123,16 @@ class Outreach:
         log.info("%s", report.summary())
         return report
 
-    async def carrier_reported(self, order_id: str, tracking: Tracking,
-                               shop: Optional[StoreSystems] = None) -> RunReport:
-        """What the carrier reported of the order's parcel (a tracking webhook): a
-        delivery exception is told to the customer at once, under the shipments'
-        policy and their once-per-order-and-exception guard; a parcel lost or sent
-        back is listed for people, as the scan lists it. The order is read from `shop`
-        (the platform a store webhook came from), else from the SQL store."""
+    async def carrier_reported(self, order_id: str, tracking: Tracking) -> RunReport:
+        """What the carrier reported of the order's parcel (a tracking webhook, or a
+        store platform's fulfilment event): a delivery exception is told to the customer
+        at once, under the shipments' policy and their once-per-order-and-exception
+        guard; a parcel lost or sent back is listed for people, as the scan lists it."""
         now = self.clock()
         moment = datetime.fromtimestamp(now, timezone.utc)
         settings = self.policy.shipments
         report = self._report("shipments", now)
-        found = await self.records.read(carrier_exception, shop or self.shop, order_id,
+        found = await self.records.read(carrier_exception, self.shop, order_id,
                                         tracking, settings, moment)
         if isinstance(found, Lost):
             report.lost = [order_id]

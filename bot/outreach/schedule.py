@@ -12,7 +12,7 @@ from typing import (
     Tuple,
 )
 
-from actions.store.sql import Store
+from actions.store.types import StoreSystems
 from bot.outreach.policy import MONITORS, MonitorName, MonitorPolicy
 from bot.outreach.run import Outreach
 from bot.router import Router
@@ -33,7 +33,8 @@ class Monitor:
         self.runs: Dict[MonitorName, int] = {name: 0 for name in MONITORS}
 
     @classmethod
-    def for_router(cls, router: Router, shop: Store, policy: MonitorPolicy) -> Monitor:
+    def for_router(cls, router: Router, shop: StoreSystems,
+                   policy: MonitorPolicy) -> Monitor:
         return cls(Outreach.for_router(router, shop, policy))
 
     def enabled(self) -> List[Tuple[MonitorName, float]]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import (
+    Any,
+    Callable,
     Dict,
     List,
     Tuple,
+    TypeVar,
     Union,
 )
 
-from actions.store.sql import Store
 from actions.store.tracking import tracked
 from actions.store.types import (
     Customer,
@@ -22,6 +24,8 @@ from actions.store.types import (
     Tracking,
 )
 from bot.outreach.policy import CARRIER_KIND, ShipmentSettings
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,14 @@ def exception_kinds(order: Order, shipment: Shipment, settings: ShipmentSettings
     latest = shipment.latest_event
     last_scan = latest.time if latest else shipment.shipped_at
     kinds: List[str] = []
-    if now - last_scan >= timedelta(days=settings.no_scan_days):
+    if shipment.scans_known and now - last_scan >= timedelta(days=settings.no_scan_days):
         kinds.append("no_scan")
     if now.date() >= order.promised_date + timedelta(days=settings.late_after_days):
         kinds.append("late")
     return tuple(kinds), last_scan
 
 
-def find_shipment_exceptions(shop: Store, settings: ShipmentSettings,
+def find_shipment_exceptions(shop: StoreSystems, settings: ShipmentSettings,
                              now: datetime) -> Tuple[List[ShipmentException], List[str]]:
     """Orders in transit with an exception, oldest promise first; and the orders the
     carrier declared lost, which are for people (a claim, a remedy), not a heads-up."""
@@ -65,6 +69,17 @@ def find_shipment_exceptions(shop: Store, settings: ShipmentSettings,
             found.append(ShipmentException(order, shipment, kinds, last_scan))
     found.sort(key=lambda e: (e.order.promised_date, e.order.order_id))
     return found, sorted(lost)
+
+
+def as_one_turn(shop: StoreSystems, scan: Callable[..., R], *args: Any) -> R:
+    """Run a scan of the store as one turn: an order its search found is not asked for
+    again (on a platform, one request per page of orders instead of one more per order:
+    the shop's rate limit is shared with the conversations)."""
+    shop.begin_turn()
+    try:
+        return scan(*args)
+    finally:
+        shop.end_turn()
 
 
 class Lost(str):

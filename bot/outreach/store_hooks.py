@@ -46,7 +46,7 @@ from aiohttp import web
 from redis import asyncio as aioredis
 
 from actions.store.cache import id_key, order_keys
-from actions.store.types import DeliveryException, StoreSystems, Tracking, TrackingStatus
+from actions.store.types import DeliveryException, Tracking, TrackingStatus
 from bot.outreach.carriers import decode_tracking, encode_tracking
 from bot.outreach.kept_events import (
     SWEEP_SECONDS,
@@ -168,13 +168,12 @@ class StoreWebhooks(KeptEvents):
     what = "store events"
 
     def __init__(self, outreach: Outreach, secrets: Mapping[str, str],
-                 platform: StoreSystems, redis: Optional[aioredis.Redis],
+                 redis: Optional[aioredis.Redis],
                  shopify_shop: str = "", clock: Callable[[], float] = time.time,
                  sweep_seconds: float = SWEEP_SECONDS) -> None:
         super().__init__(outreach.records, store_events, log, clock, sweep_seconds)
         self.outreach = outreach
         self.secrets = {name: secret for name, secret in secrets.items() if secret}
-        self.platform = platform
         self.redis = redis
         self.shopify_shop = shopify_shop.strip().lower()
         self.letter = outreach.escalation.identity.order_number_letter.upper()
@@ -259,8 +258,7 @@ class StoreWebhooks(KeptEvents):
         tracking = decode_tracking(row["tracking"])
         if tracking.status.exception is DeliveryException.NONE:
             return forgotten
-        report = await self.outreach.carrier_reported(f"{self.letter}{number}", tracking,
-                                                      self.platform)
+        report = await self.outreach.carrier_reported(f"{self.letter}{number}", tracking)
         if report.outside_hours:
             return WAITING
         return ("lost" if report.lost else

@@ -21,6 +21,7 @@ from actions.store.shopify import systems as shopify_systems
 from actions.store.shopify.client import ShopifyClient, ShopifyConfig
 from actions.store.types import (
     Address,
+    Holdup,
     OrderStatus,
     ReturnStatus,
     StoreError,
@@ -378,6 +379,56 @@ async def test_status_of_a_shipped_order_from_shopify(shopify_actions: ShopifySt
     outcome = await resolve("order_status", "A1001")
     assert outcome.responses[0] == "utter_status_in_transit"
     assert outcome.facts("utter_status_in_transit")["tracking_number"] == "1Z999AA10123456784"
+
+
+def ship_without(shop: ShopifyStandIn, name: str, sku: str) -> None:
+    """The order's parcel left without this line item: it follows later."""
+    order = shop.order_named(name)
+    (fulfillment,) = order["fulfillments"]
+    fulfillment["fulfillmentLineItems"] = [
+        fli for fli in fulfillment["fulfillmentLineItems"] if fli["lineItem"]["sku"] != sku]
+    order["displayFulfillmentStatus"] = "PARTIALLY_FULFILLED"
+
+
+async def test_an_order_shipped_in_part_is_told_with_what_is_still_to_ship(
+        shopify_actions: ShopifyStandIn) -> None:
+    ship_without(shopify_actions, "1001", "JEANS-SLIM-32")
+    order = shared_store().orders.get_order("A1001")
+    assert order is not None and order.status is OrderStatus.SHIPPED
+    assert [(i.sku, i.quantity) for i in order.unshipped] == [("JEANS-SLIM-32", 1)]
+    outcome = await resolve("order_status", "A1001")
+    assert outcome.responses == ["utter_status_in_transit", "utter_status_rest_to_follow"]
+    assert outcome.facts("utter_status_rest_to_follow")["items"] == "1 x Slim-fit jeans"
+    cancel = await resolve("cancel_order", "A1001")  # what shipped cannot be called back
+    assert cancel.responses == ["utter_cannot_cancel_shipped"]
+
+
+async def test_a_whole_order_shipped_says_nothing_is_left(
+        shopify_actions: ShopifyStandIn) -> None:
+    order = shared_store().orders.get_order("A1001")
+    assert order is not None and order.unshipped == ()
+    outcome = await resolve("order_status", "A1001")
+    assert outcome.responses == ["utter_status_in_transit"]
+
+
+async def test_an_order_the_shop_holds_is_not_told_as_on_its_way_and_a_person_is_offered(
+        shopify_actions: ShopifyStandIn) -> None:
+    shopify_actions.order_named("1004")["displayFulfillmentStatus"] = "ON_HOLD"
+    order = shared_store().orders.get_order("A1004")
+    assert order is not None and order.holdup is Holdup.ON_HOLD
+    outcome = await resolve("order_status", "A1004")
+    assert outcome.responses == ["utter_status_on_hold", "utter_offer_person"]
+    handed = await answer(outcome, "A1004")
+    assert escalation(handed)["rule"] == "order_on_hold"
+
+
+async def test_an_order_awaiting_payment_is_told_so_and_its_cancel_promises_no_refund(
+        shopify_actions: ShopifyStandIn) -> None:
+    shopify_actions.order_named("1004")["displayFinancialStatus"] = "PENDING"
+    outcome = await resolve("order_status", "A1004")
+    assert outcome.responses == ["utter_status_awaiting_payment"]
+    question = await resolve("cancel_order", "A1004")
+    assert question.responses == ["utter_confirm_cancel_unpaid"]
 
 
 async def test_one_turn_reads_each_order_once(shopify_actions: ShopifyStandIn) -> None:

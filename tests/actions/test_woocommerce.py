@@ -18,6 +18,7 @@ from actions.store.backend import check_config, open_systems
 from actions.store.types import (
     Address,
     DeliveryException,
+    Holdup,
     OrderStatus,
     RefundStatus,
     StoreConfigError,
@@ -168,6 +169,7 @@ def test_the_demo_orders_as_woocommerce_keeps_them(
     assert shipment.carrier == carrier and shipment.tracking_number in shipment.tracking_url
     assert shipment.shipped_at == order.shipped_at == days_ago(now, shipped)
     assert shipment.events == () and shipment.exception is DeliveryException.NONE
+    assert not shipment.scans_known  # no carrier scans reach WooCommerce
     expected = None if delivered is None else days_ago(now, delivered)
     assert shipment.delivered_at == order.delivered_at == expected
 
@@ -480,6 +482,29 @@ async def test_status_of_a_shipped_order_from_woocommerce(
     assert outcome.responses[0] == "utter_status_in_transit"
     assert outcome.facts("utter_status_in_transit")["tracking_number"] == "1Z999AA10123456784"
     assert len(woo_actions.calls("GET", ORDER)) == 1  # the turn read the order once
+
+
+@pytest.mark.parametrize(("status", "holdup", "told"), [
+    ("pending", Holdup.PAYMENT, "utter_status_awaiting_payment"),
+    ("on-hold", Holdup.PAYMENT, "utter_status_awaiting_payment"),
+    ("processing", Holdup.NONE, "utter_status_paid")])
+async def test_an_order_awaiting_its_payment_is_not_told_as_paid(
+        woo_actions: WooCommerceStandIn, status: str, holdup: Holdup, told: str) -> None:
+    woo_actions.order("1004").update(status=status)
+    order = shared_store().orders.get_order("A1004")
+    assert order is not None and (order.status, order.holdup) == (S.PAID, holdup)
+    outcome = await resolve("order_status", "A1004")
+    assert outcome.responses == [told]
+
+
+async def test_a_parcel_without_carrier_scans_is_told_late_by_its_date_not_stuck(
+        woo_actions: WooCommerceStandIn) -> None:
+    """A1003 left 9 days ago; WooCommerce keeps no carrier scans, so nothing says it
+    stopped moving: no trace is offered, only the date it was due is told."""
+    outcome = await resolve("order_status", "A1003")
+    # WooCommerce has no estimate either: the 5 days it is given are long past
+    assert outcome.responses == ["utter_status_late", "utter_next_step_no_estimate"]
+    assert outcome.slot("pending_offer") is None
 
 
 async def test_cancel_on_woocommerce_asks_first_then_cancels_once(

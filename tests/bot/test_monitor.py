@@ -26,7 +26,7 @@ from aiohttp import web
 from actions.policy import load_policy
 from actions.store.seed import seed_demo_store
 from actions.store.sql import SqlDelivery, Store, open_store, shipments, tracking_events
-from actions.store.types import CarrierClaim, WriteRecord
+from actions.store.types import CarrierClaim, StoreSystems, WriteRecord
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus, EventType
 from bot.handoff.live import LiveQueues
@@ -143,7 +143,7 @@ class Gateway:
 
     router: Router
     records: GatewayRecords
-    shop: Store
+    shop: StoreSystems
     bus: EventBus
     clock: Clock
     outreach: Outreach
@@ -177,7 +177,8 @@ def shop(tmp_path: Path, now: datetime) -> Iterator[Store]:
 
 
 @contextlib.asynccontextmanager
-async def gateway(tmp_path: Path, shop: Store, now: datetime, channels: Dict[str, Channel],
+async def gateway(tmp_path: Path, shop: StoreSystems, now: datetime,
+                  channels: Dict[str, Channel],
                   policy: Optional[MonitorPolicy] = None,
                   channels_policy: Optional[ChannelPolicy] = None,
                   records_url: str = "") -> AsyncIterator[Gateway]:

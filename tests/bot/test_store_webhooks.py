@@ -119,13 +119,14 @@ def shopify_platform(shopify_shop: ShopifyStandIn, tmp_path: Path) -> Iterator[S
     systems.close()
 
 
-async def open_hooks(tmp_path: Path, demo: Store, now: datetime, platform: StoreSystems,
+async def open_hooks(tmp_path: Path, now: datetime, platform: StoreSystems,
                      redis_url: str = "") -> AsyncIterator[Hooks]:
+    """A gateway whose platform (its monitors', its webhooks') is `platform`."""
     channels: Dict[str, Channel] = {name: RecordingChannel(name)
                                     for name in ("twilio", "whatsapp", "telegram")}
     redis = connect_redis(redis_url) if redis_url else None
-    async with gateway(tmp_path, demo, now, channels) as gw:
-        webhooks = StoreWebhooks(gw.outreach, SECRETS, platform, redis, SHOP_DOMAIN, gw.clock)
+    async with gateway(tmp_path, platform, now, channels) as gw:
+        webhooks = StoreWebhooks(gw.outreach, SECRETS, redis, SHOP_DOMAIN, gw.clock)
         app = web.Application()
         webhooks.install(app)
         client = TestClient(TestServer(app))
@@ -144,7 +145,7 @@ async def open_hooks(tmp_path: Path, demo: Store, now: datetime, platform: Store
 async def hooks(tmp_path: Path, demo: Store, now: datetime,
                 shopify_platform: StoreSystems) -> AsyncIterator[Hooks]:
     """Without Redis."""
-    async for opened in open_hooks(tmp_path, demo, now, shopify_platform):
+    async for opened in open_hooks(tmp_path, now, shopify_platform):
         yield opened
 
 
@@ -271,7 +272,7 @@ async def test_only_the_webhooks_with_a_secret_are_served(
     channels: Dict[str, Channel] = {"twilio": RecordingChannel("twilio")}
     async with gateway(tmp_path, demo, now, channels) as gw:
         webhooks = StoreWebhooks(gw.outreach, {"shopify": "", "woocommerce": WOO_SECRET},
-                                 shopify_platform, None)
+                                 None)
         app = web.Application()
         webhooks.install(app)
         async with TestClient(TestServer(app)) as client:
@@ -291,7 +292,7 @@ async def test_a_shopify_webhook_ends_what_the_cache_kept(
         shopify_shop.fulfill("#1004")  # the warehouse ships it
         assert status_in_a_turn(actions, "A1004") is OrderStatus.PAID  # kept
         assert len(shopify_shop.calls("Orders")) == 1
-        async for hooks in open_hooks(tmp_path, demo, now, shopify_platform,
+        async for hooks in open_hooks(tmp_path, now, shopify_platform,
                                       redis_server.url):
             assert await fire_shopify(hooks.shopify_url, topic,
                                       shopify_order(shopify_shop, "#1004"),
@@ -310,7 +311,7 @@ async def test_a_shopify_refund_names_the_order_by_id_only(
     actions = action_server(shopify_env(shopify_shop), tmp_path, redis_server.url)
     try:
         status_in_a_turn(actions, "A1004")
-        async for hooks in open_hooks(tmp_path, demo, now, shopify_platform,
+        async for hooks in open_hooks(tmp_path, now, shopify_platform,
                                       redis_server.url):
             assert await fire_shopify(hooks.shopify_url, "refunds/create",
                                       shopify_refund(shopify_shop, "#1004"),
@@ -336,7 +337,7 @@ async def test_shopify_returns_and_fulfilment_events_end_what_the_cache_kept(
         status_in_a_turn(actions, "A1001")
         payload = (shopify_return(shopify_shop, "#1001") if topic.startswith("returns")
                    else shopify_fulfillment_event(shopify_shop, "#1001", "delayed"))
-        async for hooks in open_hooks(tmp_path, demo, now, shopify_platform,
+        async for hooks in open_hooks(tmp_path, now, shopify_platform,
                                       redis_server.url):
             assert await fire_shopify(hooks.shopify_url, topic, payload,
                                       SHOPIFY_SECRET) == 200
@@ -360,7 +361,7 @@ async def test_a_woocommerce_webhook_ends_what_the_cache_kept(
         assert status_in_a_turn(actions, "A1004") is OrderStatus.PAID  # kept
         assert actions.delivery.get_shipment("A1004") is None  # its tracking items too
         assert len(woocommerce_shop.calls("GET", WOO_ORDER)) == 1
-        async for hooks in open_hooks(tmp_path, demo, now, shopify_platform,
+        async for hooks in open_hooks(tmp_path, now, shopify_platform,
                                       redis_server.url):
             assert await fire_woocommerce(hooks.woocommerce_url, "order.updated",
                                           woocommerce_order(woocommerce_shop, "1004"),

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -203,10 +204,23 @@ class ShopifyStandIn:
             if returned else [],
             "transactions": [sale],
         }
+        for item in line_items:
+            item["unfulfilledQuantity"] = partial(self._unfulfilled, self.orders[gid], item)
 
-    def _fulfillment_line_items(self, line_items: List[Obj]) -> List[Obj]:
+    def _fulfillment_line_items(self, line_items: List[Obj],
+                                quantities: Optional[Mapping[str, int]] = None) -> List[Obj]:
+        """Every line item whole, or the quantities given by SKU (a partial fulfilment)."""
+        wanted = {item["sku"]: item["quantity"] for item in line_items}
+        wanted.update(quantities or {})
         return [{"id": f"gid://shopify/FulfillmentLineItem/{self._next()}",
-                 "quantity": item["quantity"], "lineItem": item} for item in line_items]
+                 "quantity": wanted[item["sku"]], "lineItem": item}
+                for item in line_items if wanted[item["sku"]] > 0]
+
+    @staticmethod
+    def _unfulfilled(order: Obj, item: Obj) -> int:
+        shipped = sum(fli["quantity"] for f in order["fulfillments"]
+                      for fli in f["fulfillmentLineItems"] if fli["lineItem"] is item)
+        return max(item["quantity"] - shipped, 0)
 
     def _fulfillment(self, shipment: Any, line_items: List[Obj]) -> Obj:
         events = sorted(shipment.events, key=lambda e: e.time)
@@ -257,20 +271,24 @@ class ShopifyStandIn:
     def order_named(self, name: str) -> Obj:
         return next(o for o in self.orders.values() if digits(o["name"]) == digits(name))
 
-    def fulfill(self, name: str) -> None:
-        """The warehouse ships the order (outside the bot)."""
+    def fulfill(self, name: str, quantities: Optional[Mapping[str, int]] = None) -> None:
+        """The warehouse ships the order (outside the bot): all of what is left, or the
+        `quantities` given by SKU (the rest of the order waits)."""
         with self._lock:
             order = self.order_named(name)
             now = datetime.now(timezone.utc)
             order["fulfillments"].append({
                 "id": f"gid://shopify/Fulfillment/{self._next()}", "name": "F1",
                 "status": "SUCCESS", "displayStatus": "IN_TRANSIT", "createdAt": iso(now),
-                "fulfillmentLineItems": self._fulfillment_line_items(order["lineItems"]),
+                "fulfillmentLineItems": self._fulfillment_line_items(
+                    order["lineItems"], quantities or {i["sku"]: i["unfulfilledQuantity"]()
+                                                       for i in order["lineItems"]}),
                 "inTransitAt": iso(now), "deliveredAt": None, "estimatedDeliveryAt": None,
                 "trackingInfo": [{"company": "UPS", "number": "1Z999AA10000000001",
                                   "url": "https://www.ups.com/track?tracknum=1Z999AA10000000001"}],
                 "events": []})
-            order["displayFulfillmentStatus"] = "FULFILLED"
+            left = any(i["unfulfilledQuantity"]() for i in order["lineItems"])
+            order["displayFulfillmentStatus"] = "PARTIALLY_FULFILLED" if left else "FULFILLED"
 
     def drain(self, to: float = 0.0) -> None:
         """Another app of the shop used the bucket: `to` points are left, now."""

@@ -45,6 +45,9 @@ class ShopifyStore:
     def begin_turn(self) -> None:
         self.orders.begin_turn()
 
+    def end_turn(self) -> None:
+        self.orders.end_turn()
+
     def read_fresh(self) -> None:
         self.orders.reads.read_fresh()
 

@@ -14,7 +14,9 @@ fragment OrderFields on Order {
   shippingAddress { name address1 address2 city zip countryCodeV2 }
   billingAddress { name address1 address2 city zip countryCodeV2 }
   lineItems(first: 10) {
-    nodes { id sku name quantity originalUnitPriceSet { shopMoney { amount } } }
+    nodes {
+      id sku name quantity unfulfilledQuantity originalUnitPriceSet { shopMoney { amount } }
+    }
   }
   fulfillments(first: 3) {
     id status displayStatus createdAt deliveredAt estimatedDeliveryAt

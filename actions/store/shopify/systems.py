@@ -23,6 +23,7 @@ from actions.store.types import (
     CarrierClaim,
     Customer,
     DeliveryException,
+    Holdup,
     Order,
     OrderItem,
     OrderStatus,
@@ -34,6 +35,7 @@ from actions.store.types import (
     StoreError,
     StoreUnavailable,
     TrackingEvent,
+    find_shipped_as,
     normalize_order_id,
 )
 
@@ -70,6 +72,9 @@ class ShopifyOrders:
 
     def begin_turn(self) -> None:
         self.reads.begin_turn()
+
+    def end_turn(self) -> None:
+        self.reads.end_turn()
 
     def get_order(self, order_id: str) -> Optional[Order]:
         node = self.order_node(order_id)
@@ -196,7 +201,9 @@ class ShopifyOrders:
         for _ in range(MAX_PAGES):
             page = self._client.execute(doc.ORDERS, {"query": query, "after": after,
                                                      "first": doc.ORDERS_PER_PAGE})["orders"]
-            found += [self.from_node(node) for node in page["nodes"]]
+            for node in page["nodes"]:  # within a turn, each is not asked for again
+                self.reads.keep(_digits(node["name"]), "order", dict(node))
+                found.append(self.from_node(node))
             if not page["pageInfo"]["hasNextPage"]:
                 return found
             after = page["pageInfo"]["endCursor"]
@@ -225,14 +232,17 @@ class ShopifyOrders:
             payment_method=(node.get("paymentGatewayNames") or ["unknown"])[0],
             shipping_address=_address(node.get("shippingAddress")),
             billing_address=_address(node.get("billingAddress")),
-            items=tuple(OrderItem(sku=i.get("sku") or "", name=i["name"],
-                                  quantity=int(i["quantity"]),
-                                  unit_price=_money(i["originalUnitPriceSet"]))
-                        for i in node["lineItems"]["nodes"]),
+            items=tuple(_item(i, int(i["quantity"])) for i in node["lineItems"]["nodes"]),
             shipped_at=min(shipped) if shipped else None,
             delivered_at=max(delivered) if delivered and status in (
                 OrderStatus.DELIVERED, OrderStatus.RETURNED) else None,
             cancelled_at=_time(node["cancelledAt"]) if node.get("cancelledAt") else None,
+            holdup=_holdup(node) if status is OrderStatus.PAID else Holdup.NONE,
+            # what a partial fulfilment left to ship (nothing of an order not shipped)
+            unshipped=tuple(_item(i, int(i["unfulfilledQuantity"]))
+                            for i in node["lineItems"]["nodes"]
+                            if int(i["unfulfilledQuantity"]) > 0)
+            if status is OrderStatus.SHIPPED else (),
         )
 
 
@@ -267,6 +277,9 @@ class ShopifyDelivery:
 
     def claims_opened(self, since: datetime, kinds: Sequence[str]) -> list[CarrierClaim]:
         return []
+
+    def order_shipped_as(self, tracking_number: str, since: datetime) -> Optional[str]:
+        return find_shipped_as(self._orders, self, tracking_number, since)
 
     def _shipment(self, order_id: str, fulfillment: Node) -> Shipment:
         tracking = (fulfillment.get("trackingInfo") or [{}])[0]
@@ -419,7 +432,8 @@ def _fulfillments(node: Node) -> list[Node]:
 
 def _status(node: Node, fulfillments: list[Node]) -> OrderStatus:
     """Shopify's order state in the bot's terms. An order partly shipped is SHIPPED
-    (nothing of it can be cancelled by the bot); one on hold, not yet shipped, PAID."""
+    (nothing of it can be cancelled by the bot; Order.unshipped says what is left); one
+    on hold, not yet shipped, PAID (Order.holdup says why it waits)."""
     if node.get("cancelledAt"):
         return OrderStatus.CANCELLED
     if any(r["status"] == "CLOSED" for r in node["returns"]["nodes"]):
@@ -430,6 +444,21 @@ def _status(node: Node, fulfillments: list[Node]) -> OrderStatus:
             and all(f.get("deliveredAt") for f in fulfillments)):
         return OrderStatus.DELIVERED
     return OrderStatus.SHIPPED
+
+
+def _holdup(node: Node) -> Holdup:
+    """What an unshipped order waits for: the shop's hold on its fulfilment, or a
+    payment not confirmed yet (Shopify's displayFinancialStatus PENDING)."""
+    if node.get("displayFulfillmentStatus") == "ON_HOLD":
+        return Holdup.ON_HOLD
+    if node.get("displayFinancialStatus") == "PENDING":
+        return Holdup.PAYMENT
+    return Holdup.NONE
+
+
+def _item(node: Node, quantity: int) -> OrderItem:
+    return OrderItem(sku=node.get("sku") or "", name=node["name"], quantity=quantity,
+                     unit_price=_money(node["originalUnitPriceSet"]))
 
 
 def _refund(order_id: str, node: Node) -> Refund:

@@ -81,7 +81,7 @@ def tracked(shipment: Shipment, tracking: Tracking) -> Shipment:
         eta=tracking.estimated_delivery or shipment.eta, exception=exception,
         delivered_at=tracking.delivered_at or shipment.delivered_at,
         tracking_url=shipment.tracking_url or tracking.public_url,
-        carrier=shipment.carrier or tracking.carrier)
+        carrier=shipment.carrier or tracking.carrier, scans_known=True)
 
 
 class TrackedDelivery:
@@ -95,6 +95,9 @@ class TrackedDelivery:
 
     def begin_turn(self) -> None:
         self._turn.kept = {}
+
+    def end_turn(self) -> None:
+        self._turn.kept = None
 
     def tracking(self, tracking_number: str, carrier: str) -> Optional[Tracking]:
         """The service's view of the parcel (None when it cannot give one), once a
@@ -141,6 +144,9 @@ class TrackedDelivery:
     def claims_opened(self, since: Any, kinds: Sequence[str]) -> list[CarrierClaim]:
         return self._store.claims_opened(since, kinds)
 
+    def order_shipped_as(self, tracking_number: str, since: Any) -> Optional[str]:
+        return self._store.order_shipped_as(tracking_number, since)
+
 
 class TrackedStore:
     """StoreSystems: the store backend's, its delivery told by the tracking service."""
@@ -180,6 +186,10 @@ class TrackedStore:
     def begin_turn(self) -> None:
         self.store.begin_turn()
         self._delivery.begin_turn()
+
+    def end_turn(self) -> None:
+        self.store.end_turn()
+        self._delivery.end_turn()
 
     def read_fresh(self) -> None:
         self.store.read_fresh()

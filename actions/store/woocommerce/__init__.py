@@ -43,6 +43,9 @@ class WooStore:
     def begin_turn(self) -> None:
         self.orders.begin_turn()
 
+    def end_turn(self) -> None:
+        self.orders.reads.end_turn()
+
     def read_fresh(self) -> None:
         self.orders.reads.read_fresh()
 

@@ -7,11 +7,12 @@ order number 1001 is the bot's order 'A1001', the letter being the policy's
 `identity.order_number_letter`.
 
 Statuses: WooCommerce's `pending`, `on-hold` and `processing` are orders not shipped yet
-(paid as far as the bot's interface goes); `completed` is shipped (or delivered, as
-WOOCOMMERCE_COMPLETED_MEANS says); the custom status tracking plugins add when the
-parcel arrived (`delivered`, WOOCOMMERCE_DELIVERED_STATUS) is delivered; `cancelled` and
-`failed` are cancelled; `refunded` is returned when the order had been completed, else
-cancelled (a paid order cancelled and refunded in full).
+(PAID in the bot's terms; the first two wait for their payment: Order.holdup);
+`completed` is shipped (or delivered, as WOOCOMMERCE_COMPLETED_MEANS says); the custom
+status tracking plugins add when the parcel arrived (`delivered`,
+WOOCOMMERCE_DELIVERED_STATUS) is delivered; `cancelled` and `failed` are cancelled;
+`refunded` is returned when the order had been completed, else cancelled (a paid order
+cancelled and refunded in full).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from actions.store.types import (
     CarrierClaim,
     Customer,
     DeliveryException,
+    Holdup,
     Order,
     OrderItem,
     OrderStatus,
@@ -36,6 +38,7 @@ from actions.store.types import (
     Shipment,
     StoreError,
     StoreUnavailable,
+    find_shipped_as,
     normalize_order_id,
 )
 from actions.store.woocommerce.client import WooClient, WooNotFound
@@ -48,6 +51,7 @@ DEFAULT_DELIVERY_DAYS = 5
 PER_PAGE = 50  # WooCommerce allows at most 100
 MAX_PAGES = 40
 NOT_SHIPPED = ("pending", "on-hold", "processing")
+AWAITING_PAYMENT = ("pending", "on-hold")
 
 Node = Mapping[str, Any]
 
@@ -138,8 +142,10 @@ class WooOrders:
         # WooCommerce's `after` is strictly after: asked a second earlier, then filtered
         after = (since.astimezone(timezone.utc) - timedelta(seconds=1)).replace(
             tzinfo=None, microsecond=0).isoformat()
-        found = [self.from_node(n) for n in self._pages("/orders", {
-            "after": after, "dates_are_gmt": "true"})]
+        nodes = self._pages("/orders", {"after": after, "dates_are_gmt": "true"})
+        for node in nodes:  # within a turn, each is not asked for again
+            self.reads.keep(_number(node), "order", dict(node))
+        found = [self.from_node(n) for n in nodes]
         return sorted((o for o in found if o.placed_at >= since
                        and (status is None or o.status is status)),
                       key=lambda o: o.placed_at, reverse=True)
@@ -275,7 +281,7 @@ class WooOrders:
         return order
 
     def status_of(self, node: Node) -> OrderStatus:
-        status = str(node.get("status") or "").removeprefix("wc-")
+        status = _woo_status(node)
         config = self._client.config
         if status == config.delivered_status:
             return OrderStatus.DELIVERED
@@ -327,7 +333,14 @@ class WooOrders:
                                                OrderStatus.RETURNED) else None,
             delivered_at=delivered_at,
             cancelled_at=changed if status is OrderStatus.CANCELLED else None,
+            # pending: the payment is awaited; on-hold: it is to be confirmed by the shop
+            holdup=Holdup.PAYMENT if _woo_status(node) in AWAITING_PAYMENT
+            else Holdup.NONE,
         )
+
+
+def _woo_status(node: Node) -> str:
+    return str(node.get("status") or "").removeprefix("wc-")
 
 
 class WooDelivery:
@@ -366,6 +379,9 @@ class WooDelivery:
     def claims_opened(self, since: datetime, kinds: Sequence[str]) -> list[CarrierClaim]:
         return []
 
+    def order_shipped_as(self, tracking_number: str, since: datetime) -> Optional[str]:
+        return find_shipped_as(self._orders, self, tracking_number, since)
+
     @staticmethod
     def _shipment(order: Order, item: Node, last: bool) -> Shipment:
         """The extension keeps the carrier, number, link and the day shipped; no carrier
@@ -382,7 +398,8 @@ class WooDelivery:
             tracking_url=str(item.get("tracking_link") or item.get("custom_tracking_link")
                              or ""),
             shipped_at=shipped, eta=(shipped + timedelta(days=DEFAULT_DELIVERY_DAYS)).date(),
-            exception=DeliveryException.NONE, events=(), delivered_at=delivered)
+            exception=DeliveryException.NONE, events=(), delivered_at=delivered,
+            scans_known=False)
 
 
 class WooReturns:

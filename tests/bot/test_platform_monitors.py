@@ -1,0 +1,143 @@
+"""The monitors and the carriers' webhooks on a store platform (STORE_BACKEND=shopify or
+woocommerce): the shipments scan and a carrier's report of a parcel read the platform's
+orders (its stand-in, over HTTP), not the demo SQL store, and message the customer
+through the outreach tests' gateway parts (a real Router, channels that record)."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import AsyncIterator, Dict, Iterator, Tuple
+
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from actions.store.backend import open_systems
+from actions.store.types import StoreSystems
+from bot.outreach.carriers import CarrierWebhooks
+from bot.outreach.tables import carrier_events
+from connectors.channel import Channel
+from tests.bot.test_carrier_webhooks import A1003_FEDEX, EASYPOST_SECRET, SECRETS
+from tests.bot.test_monitor import (
+    BUYER2_WHATSAPP,
+    BUYER8_SMS,
+    DAY,
+    HOUR,
+    Gateway,
+    RecordingChannel,
+    gateway,
+    result_of,
+    sent,
+)
+from tests.conftest import shopify_env, woocommerce_env
+from tests.store_api.easypost import EasyPostStandIn
+from tests.store_api.shopify import ShopifyStandIn
+from tests.store_api.woocommerce import WooCommerceStandIn
+
+
+@pytest.fixture
+def shopify(shopify_shop: ShopifyStandIn, tmp_path: Path) -> Iterator[StoreSystems]:
+    """Shopify as the gateway opens it (outside turns: no order cache)."""
+    systems = open_systems({**shopify_env(shopify_shop),
+                            "DATABASE_URL": f"sqlite:///{tmp_path / 'gw-bot.db'}"})
+    yield systems
+    systems.close()
+
+
+@pytest.fixture
+def woocommerce(woocommerce_shop: WooCommerceStandIn,
+                tmp_path: Path) -> Iterator[StoreSystems]:
+    systems = open_systems({**woocommerce_env(woocommerce_shop),
+                            "DATABASE_URL": f"sqlite:///{tmp_path / 'gw-bot.db'}"})
+    yield systems
+    systems.close()
+
+
+@pytest_asyncio.fixture
+async def on_shopify(tmp_path: Path, now: datetime,
+                     shopify: StoreSystems) -> AsyncIterator[Gateway]:
+    async with gateway(tmp_path, shopify, now, recording()) as gw:
+        yield gw
+
+
+def recording() -> Dict[str, Channel]:
+    return {name: RecordingChannel(name) for name in ("twilio", "whatsapp", "telegram")}
+
+
+async def test_the_shipments_scan_on_shopify_tells_from_shopifys_orders(
+        on_shopify: Gateway, shopify_shop: ShopifyStandIn) -> None:
+    gw = on_shopify
+    gw.wrote("twilio", BUYER8_SMS, 3 * DAY, channel="sms")
+    gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+
+    report = await gw.outreach.shipments()
+
+    assert result_of(report, "A1016")[1] == "sent"
+    assert result_of(report, "A1003") == ("no_scan", "sent")
+    [(_, late)] = sent(gw, "twilio")
+    [(_, no_scan)] = sent(gw, "whatsapp")
+    assert "order A1016" in late and "4819203799" in late  # Shopify's tracking number
+    assert "order A1003" in no_scan and "FedEx has not scanned the parcel" in no_scan
+    # Shopify's last fulfilment event says FAILURE: lost, for people
+    assert report.lost == ["A1010"]
+    # the scan is one turn: the orders its search found are not asked for one by one
+    queries = [call.variables["query"] for call in shopify_shop.calls("Orders")]
+    assert queries and all(q.startswith("created_at:") for q in queries)
+
+
+async def test_the_shipments_scan_on_woocommerce_claims_no_missing_scans(
+        tmp_path: Path, now: datetime, woocommerce: StoreSystems) -> None:
+    """WooCommerce keeps no carrier scans: a parcel is told late by its date, never
+    "not scanned for days" (nothing says so)."""
+    async with gateway(tmp_path, woocommerce, now, recording()) as gw:
+        gw.wrote("twilio", BUYER8_SMS, 3 * DAY, channel="sms")
+        gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+        report = await gw.outreach.shipments()
+        assert result_of(report, "A1016") == ("late", "sent")
+        assert result_of(report, "A1003") == ("late", "sent")
+        assert not any(a.kind == "no_scan" for a in report.attempts)
+        # buyer2's A1010, lost by the SQL demo's carrier, is just late on WooCommerce
+        texts = [text for _, text in sent(gw, "whatsapp")]
+        assert ["order A1003" in t for t in texts].count(True) == 1 and len(texts) == 2
+        assert not any("not scanned" in text for text in texts)
+
+
+async def test_a_carrier_report_naming_only_the_parcel_finds_the_shopify_order(
+        on_shopify: Gateway, now: datetime) -> None:
+    gw = on_shopify
+    gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
+    easypost = EasyPostStandIn(now=now)
+    easypost.parcel(A1003_FEDEX, "in_transit", status_detail="delivery_exception", steps=[
+        ("in_transit", "Arrived at facility", "Memphis", "TN"),
+        ("in_transit", "Delivery exception: weather delay", "Memphis", "TN")])
+    easypost.tracker(A1003_FEDEX, "FedEx")
+    webhooks = CarrierWebhooks(gw.outreach, SECRETS, gw.clock)
+    app = web.Application()
+    webhooks.install(app)
+    async with TestClient(TestServer(app)) as client:
+        await webhooks.start()
+        try:
+            event = easypost.event(A1003_FEDEX, event_id="evt_platform")
+            url = str(client.make_url("/webhooks/easypost"))
+            assert await easypost.fire(url, event, EASYPOST_SECRET) == 200
+            assert await settled(gw) == ("done", "sent")
+        finally:
+            await webhooks.stop()
+    [(to, text)] = sent(gw, "whatsapp")
+    assert to == BUYER2_WHATSAPP
+    assert "order A1003" in text and "weather delay" in text
+
+
+async def settled(gw: Gateway) -> Tuple[str, str]:
+    """The state and result of the one carrier event, once the background work has
+    handled it."""
+    for _ in range(250):
+        with gw.records.engine.connect() as db:
+            row = db.execute(sa.select(carrier_events.c.state, carrier_events.c.result)).first()
+        if row is not None and row.state == "done":
+            return row.state, row.result
+        await asyncio.sleep(0.02)
+    raise AssertionError("the carrier event was not handled")
