@@ -108,12 +108,25 @@ def fraud_rule(turn: Turn, order: Order) -> Optional[str]:
     since = turn.now - timedelta(days=turn.policy.windows.repeat_claims_days)
     if turn.store.returns.swapped_returns(order.customer.customer_id, since):
         return "stop_the_line_serial_swap"
-    earlier = [claim for claim in
-               turn.store.delivery.claims_by_customer(order.customer.customer_id, since)
-               if claim.kind in CUSTOMER_CLAIMS]
-    if len(earlier) >= turn.policy.limits.prior_claims_for_review:
+    if earlier_claims(turn, order, since) >= turn.policy.limits.prior_claims_for_review:
         return "fraud_repeat_claims"
     return None
+
+
+def earlier_claims(turn: Turn, order: Order, since: datetime) -> int:
+    """The customer's claims since then: the carrier claims the store keeps or, on a
+    platform that keeps none, the remedies the bot made for such a problem on any of
+    the customer's orders (its own write log)."""
+    if "claim" not in turn.store.left_to_people:
+        return sum(1 for claim in
+                   turn.store.delivery.claims_by_customer(order.customer.customer_id, since)
+                   if claim.kind in CUSTOMER_CLAIMS)
+    orders = {o.order_id for o in turn.store.orders.orders_for_contact(order.customer.email)}
+    return sum(1 for order_id in orders | {order.order_id}
+               for write in turn.store.writes.for_order(order_id)
+               if write.kind in REMEDY_WRITES and write.status == "done"
+               and write.created_at >= since
+               and CLAIM_OF_PROBLEM.get(write.params.get("problem", "")) in CUSTOMER_CLAIMS)
 
 
 def escalate_if_fraud(turn: Turn, order: Order, claim: str) -> bool:

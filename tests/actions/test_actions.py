@@ -32,7 +32,8 @@ EMAILS = {
     "A1004": "buyer3@example.com", "A1005": "buyer3@example.com", "A1006": "buyer4@example.com",
     "A1007": "buyer4@example.com", "A1008": "buyer5@example.com", "A1009": "buyer5@example.com",
     "A1010": "buyer2@example.com", "A1011": "buyer6@example.com", "A1012": "buyer7@example.com",
-    "A1015": "buyer8@example.com", "A1016": "buyer8@example.com",
+    "A1013": "buyer7@example.com", "A1014": "buyer7@example.com", "A1015": "buyer8@example.com",
+    "A1016": "buyer8@example.com",
 }
 
 

@@ -375,6 +375,27 @@ async def test_a_damaged_item_on_shopify_is_offered_only_the_remedies_shopify_ta
     assert len(shopify_actions.calls("RefundCreate")) == 1
 
 
+async def refund_damaged(order_id: str) -> Any:
+    """A damaged-item claim on the order, put right by a refund on a yes."""
+    offer = await resolve("damaged_item", order_id, photo="https://cdn.test/p.jpg")
+    if offer.handoff is not None:
+        return offer
+    chosen = await answer(offer, order_id, ActionChooseRemedy(), intent="choose_remedy",
+                          remedy="refund")
+    return await answer(chosen, order_id)
+
+
+async def test_remedies_the_bot_made_count_as_claims_where_shopify_keeps_none(
+        shopify_actions: ShopifyStandIn) -> None:
+    """Shopify keeps no carrier claims: the fraud rule counts the customer's earlier
+    claims from the bot's own remedies on their orders (policy: 2 within 90 days)."""
+    for order_id in ("A1012", "A1013"):  # buyer7's orders
+        assert (await refund_damaged(order_id)).responses == ["utter_refund_created"]
+    third = await refund_damaged("A1014")
+    assert escalation(third)["rule"] == "fraud_repeat_claims"
+    assert len(shopify_actions.calls("RefundCreate")) == 2
+
+
 async def test_status_of_a_shipped_order_from_shopify(shopify_actions: ShopifyStandIn) -> None:
     outcome = await resolve("order_status", "A1001")
     assert outcome.responses[0] == "utter_status_in_transit"
