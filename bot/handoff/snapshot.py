@@ -21,6 +21,9 @@ def order_snapshot(store: StoreSystems, order_id: str) -> Optional[Dict[str, Any
     refund = store.returns.get_refund(order_id)
     return _plain({
         "order_id": order.order_id,
+        # the store's id of the customer: what links this conversation to their other
+        # conversations for the monitors (bot/outreach/directory.py)
+        "customer_id": order.customer.customer_id,
         "status": order.status,
         "placed_at": order.placed_at,
         "promised_date": order.promised_date,

@@ -1,6 +1,7 @@
 """Customers' conversations: which gateway conversation belongs to which store customer."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import (
@@ -17,8 +18,6 @@ from sqlalchemy.engine import Engine
 from actions.identity import normalize_phone
 from actions.store.types import (
     Customer,
-    Order,
-    StoreSystems,
 )
 from bot.handoff import store as handoff_tables
 from bot.messaging.records import conversations
@@ -70,14 +69,16 @@ class Directory:
         return max(found, key=lambda c: (c.last_inbound_at, c.conversation_id))
 
 
-def read_directory(engine: Engine, shop: StoreSystems, phone_region: str) -> Directory:
+def read_directory(engine: Engine, phone_region: str) -> Directory:
     """Phone conversations by phone key; any conversation whose handoff carries a
-    verified order, by that order's customer."""
+    verified order, by that order's customer as the handoff's order snapshot names them
+    (bot/handoff/snapshot.py): the store is not asked, so a run costs the same however
+    many handoffs there were, and spends none of a platform's rate limit."""
     c, h = conversations.c, handoff_tables.handoffs.c
     with engine.connect() as db:
         rows = db.execute(sa.select(c.conversation_id, c.connector, c.channel, c.sender,
                                     c.last_inbound_at)).all()
-        verified = db.execute(sa.select(h.conversation_id, h.order_id).where(
+        verified = db.execute(sa.select(h.conversation_id, h.order_snapshot).where(
             h.customer_verified.is_(True), h.order_id.is_not(None)).distinct()).all()
     known = {row.conversation_id: Conversation(row.conversation_id, row.connector, row.channel,
                                                row.sender, float(row.last_inbound_at))
@@ -87,14 +88,20 @@ def read_directory(engine: Engine, shop: StoreSystems, phone_region: str) -> Dir
         key = sender_phone(conversation.connector, conversation.sender)
         if conversation.connector in PHONE_CONNECTORS and key:
             by_phone[key].append(conversation)
+    owned = {(owner, conversation_id) for conversation_id, snapshot in verified
+             if conversation_id in known and (owner := snapshot_owner(snapshot)) is not None}
     by_customer: Dict[int, List[Conversation]] = defaultdict(list)
-    owners: Dict[str, Optional[Order]] = {}
-    for conversation_id, order_id in verified:
-        if conversation_id not in known:
-            continue
-        if order_id not in owners:
-            owners[order_id] = shop.orders.get_order(order_id)
-        order = owners[order_id]
-        if order is not None:
-            by_customer[order.customer.customer_id].append(known[conversation_id])
+    for owner, conversation_id in sorted(owned):
+        by_customer[owner].append(known[conversation_id])
     return Directory(dict(by_phone), dict(by_customer), phone_region)
+
+
+def snapshot_owner(snapshot: Optional[str]) -> Optional[int]:
+    """The customer id of a handoff's order snapshot (JSON); None without one (the store
+    did not answer then)."""
+    try:
+        found = json.loads(snapshot or "null")
+    except ValueError:
+        return None
+    owner = found.get("customer_id") if isinstance(found, dict) else None
+    return owner if isinstance(owner, int) else None

@@ -238,7 +238,7 @@ class Outreach:
     async def _reach_all(self, targets: Sequence[Target], outside_hours: bool) -> List[Attempt]:
         if outside_hours:
             return [Attempt(t.label, t.kinds[0], "outside_hours") for t in targets]
-        directory = await self.records.read(read_directory, self.records.engine, self.shop,
+        directory = await self.records.read(read_directory, self.records.engine,
                                             self.phone_region)
         # one at a time: the channels' rate limits pace them anyway
         return [await (self._hand_over(target, directory) if target.handoff is not None

@@ -29,6 +29,7 @@ from connectors.channel import Channel
 from connectors.telegram import TelegramChannel
 from tests.bot.test_monitor import (
     BUYER2_WHATSAPP,
+    BUYER8,
     BUYER8_SMS,
     DAY,
     HOUR,
@@ -328,7 +329,7 @@ async def test_through_the_gateway_a_telegram_customer_hears_once(
         records = app[ROUTER].records
         # the customer verified order A1016 with the bot on Telegram (a handoff of it)
         conversation = wrote(records, now.timestamp() - HOUR, "telegram", str(CHAT))
-        add_handoff(records, now.timestamp() - HOUR, conversation, "A1016")
+        add_handoff(records, now.timestamp() - HOUR, conversation, "A1016", owner=BUYER8)
         easypost.parcel(A1016_DHL, "in_transit", status_detail="delivery_exception",
                         steps=[("in_transit", "Delivery exception", "Cincinnati", "OH")])
         easypost.tracker(A1016_DHL, "DHLExpress")

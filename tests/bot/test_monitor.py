@@ -67,6 +67,7 @@ DAY = 24 * HOUR
 BUYER1_SMS = "+14155550101"
 BUYER2_WHATSAPP = "14155550102"
 BUYER8_SMS = "+14155550108"
+BUYER2, BUYER8 = 2, 8  # their customer ids
 PHONE_NUMBER_ID = "106540352242922"
 MESSAGES_PATH = f"/v21.0/{PHONE_NUMBER_ID}/messages"
 TEMPLATE = "support_follow_up"  # policy/channels.yml whatsapp.window_closed_template
@@ -123,9 +124,12 @@ def wrote(records: GatewayRecords, at: float, connector: str, sender: str,
 
 
 def add_handoff(records: GatewayRecords, created: float, conversation_id: str,
-                order_id: Optional[str], verified: bool = True, status: str = "resolved") -> None:
+                order_id: Optional[str], verified: bool = True, status: str = "resolved",
+                owner: Optional[int] = None) -> None:
     """A handoff of the conversation; `verified` with an order: the customer gave the
-    order number and its contact (actions/conversation.py handoff_payload)."""
+    order number and its contact (actions/conversation.py handoff_payload); `owner`, the
+    customer id the order's snapshot names (bot/handoff/snapshot.py)."""
+    snapshot = {"order_id": order_id, "customer_id": owner} if owner is not None else None
     connector = conversation_id.split(":", 1)[0]
     with records.engine.begin() as db:
         db.execute(handoffs.insert().values(
@@ -133,7 +137,8 @@ def add_handoff(records: GatewayRecords, created: float, conversation_id: str,
             customer_name="", customer_verified=verified, customer_contact="",
             reason_code="customer_request", rule="customer_request", tier=1, queue="general",
             priority=1, status=status, created_at=created, sla_target_seconds=900.0,
-            sla_due_at=created + 900, order_id=order_id, slots="{}", order_snapshot="null",
+            sla_due_at=created + 900, order_id=order_id, slots="{}",
+            order_snapshot=json.dumps(snapshot),
             actions_attempted="[]", summary="{}", resolution_note=""))
 
 
@@ -154,8 +159,10 @@ class Gateway:
 
     def handoff(self, conversation_id: str, order_id: Optional[str], verified: bool = True,
                 status: str = "resolved", ago: float = DAY) -> None:
+        """As the desk opens one: the order's snapshot names its customer."""
+        order = self.shop.orders.get_order(order_id) if order_id else None
         add_handoff(self.records, self.clock.now - ago, conversation_id, order_id, verified,
-                    status)
+                    status, order.customer.customer_id if order else None)
 
     def claims(self) -> Dict[Tuple[str, str], str]:
         """(kind, subject) -> status of every outreach decision."""
@@ -728,7 +735,7 @@ async def test_run_once_sends_through_the_gateways_own_parts(
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
     HandoffStore(records.engine)
     chat = wrote(records, now.timestamp() - HOUR, "webchat", "signed-session-1")
-    add_handoff(records, now.timestamp() - DAY, chat, "A1016")
+    add_handoff(records, now.timestamp() - DAY, chat, "A1016", owner=BUYER8)
     records.close()
 
     report = await run_once("shipments", settings, monitor_policy())
@@ -1014,7 +1021,7 @@ async def test_run_once_hands_promises_over_through_the_gateways_own_parts(
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
     HandoffStore(records.engine)
     chat = wrote(records, now.timestamp() - HOUR, "webchat", "signed-session-2")
-    add_handoff(records, now.timestamp() - DAY, chat, "A1003")  # verified there, resolved
+    add_handoff(records, now.timestamp() - DAY, chat, "A1003", owner=BUYER2)  # verified
     records.close()
 
     report = await run_once("promises", settings, monitor_policy())
@@ -1074,7 +1081,7 @@ def test_bot_monitor_promises_prints_what_it_handed_over(
     records = GatewayRecords(create_store_engine(gateway_url))
     HandoffStore(records.engine)
     chat = wrote(records, now.timestamp() - HOUR, "webchat", "signed-session-3")
-    add_handoff(records, now.timestamp() - DAY, chat, "A1003")
+    add_handoff(records, now.timestamp() - DAY, chat, "A1003", owner=BUYER2)
     records.close()
     # whatever the time of day the tests run (business hours are tested on their own)
     monkeypatch.setattr("bot.outreach.policy.load_monitor_policy",
