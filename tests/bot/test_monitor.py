@@ -31,7 +31,7 @@ from bot.handoff.desk import HandoffDesk
 from bot.handoff.events import EventBus, EventType
 from bot.handoff.live import LiveQueues
 from bot.handoff.policy import load_handoff_policy
-from bot.handoff.store import HandoffStore, handoffs
+from bot.handoff.store import Handoff, HandoffStore, handoffs
 from bot.handoff.store import metadata as handoff_tables
 from bot.messaging.inbox import SqlInbox
 from bot.messaging.rasa_client import RasaClient
@@ -756,9 +756,10 @@ async def test_run_once_sends_through_the_gateways_own_parts(
 SEEDED_CLAIM = "A1013 CLM-8R4T6Y2U"  # buyer7's claim of 15 days ago; buyer7 never wrote
 
 
-def open_claim(shop: Store, order_id: str, opened: datetime,
+def open_claim(shop: StoreSystems, order_id: str, opened: datetime,
                kind: str = "trace") -> CarrierClaim:
     """The claim the bot opened at `opened` (the store stamps claims with its clock)."""
+    assert isinstance(shop, Store), "claims are opened in the demo SQL store"
     return SqlDelivery(shop.engine, lambda: opened).open_claim(order_id, kind)
 
 
@@ -766,7 +767,7 @@ def opened_days_ago(gw: Gateway, days: float) -> datetime:
     return datetime.fromtimestamp(gw.clock.now, timezone.utc) - timedelta(days=days)
 
 
-def promise_handoffs(gw: Gateway) -> List[Dict[str, Any]]:
+def promise_handoffs(gw: Gateway) -> List[Handoff]:
     return [h for h in gw.router.desk.store.list() if h["reason_code"] == "promise_due"]
 
 
@@ -783,8 +784,9 @@ async def test_a_due_trace_is_handed_to_a_person_once(gw: Gateway) -> None:
     assert handoff["conversation_id"] == whatsapp and handoff["status"] == "waiting"
     assert handoff["queue"] == "logistics" and handoff["rule"] == "promise_due"
     assert handoff["order_id"] == "A1003" and handoff["customer_verified"]
-    assert handoff["order_snapshot"]["order_id"] == "A1003"
-    assert handoff["order_snapshot"]["shipment"]["carrier"] == "FedEx"
+    snapshot = handoff["order_snapshot"]
+    assert snapshot is not None and snapshot["order_id"] == "A1003"
+    assert snapshot["customer_id"] == BUYER2 and snapshot["shipment"]["carrier"] == "FedEx"
     last_scan = day((opened - timedelta(days=1)).date())
     assert handoff["summary"]["next"] == (
         f"trace {claim.claim_id} (FedEx 771234509876) opened on {day(opened.date())}; no scan "

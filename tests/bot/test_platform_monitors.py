@@ -5,6 +5,7 @@ through the outreach tests' gateway parts (a real Router, channels that record).
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import AsyncIterator, Dict, Iterator, Tuple
@@ -87,12 +88,16 @@ async def test_the_shipments_scan_on_shopify_tells_from_shopifys_orders(
     assert "order A1003" in no_scan and "FedEx has not scanned the parcel" in no_scan
     # Shopify's last fulfilment event says FAILURE: lost, for people
     assert report.lost == ["A1010"]
-    # the scan is one turn: the orders its search found are not asked for one by one;
-    # the conversations are matched by the handoffs' order snapshots, not by reading
-    # every order ever verified
-    queries = [call.variables["query"]
-               for call in shopify_shop.calls("Orders")[len(before):]]
-    assert queries and all(q.startswith("created_at:") for q in queries)
+    # the scan reads the orders' states lightly, then the orders in transit whole, 8 to
+    # a request, and each once (the scan is one turn); the conversations are matched by
+    # the handoffs' order snapshots, not by reading every order ever verified
+    assert shopify_shop.calls("OrderStates")
+    whole = [set(re.findall(r"name:(\d+)", call.variables["query"]))
+             for call in shopify_shop.calls("Orders")[len(before):]]
+    read = [number for numbers in whole for number in numbers]
+    assert whole and all(len(numbers) <= 8 for numbers in whole)
+    assert len(read) == len(set(read)) and {"1003", "1010", "1016"} <= set(read)
+    assert len(whole) == -(-len(read) // 8)
 
 
 async def test_the_shipments_scan_on_woocommerce_claims_no_missing_scans(

@@ -57,6 +57,10 @@ class RecordingContext:
             TranscriptTurn("customer", message.text, message.received_at))
         return True
 
+    async def process_now(self, message: Message) -> None:
+        """Kept like a webhook's message: nothing here answers it."""
+        await self.accept(message)
+
     async def record_status(self, update: StatusUpdate) -> None:
         self.statuses.append(update)
 

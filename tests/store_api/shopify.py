@@ -633,6 +633,12 @@ def terms(query: str) -> List[tuple[str, tuple[str, str]]]:
 
 
 def matches(order: Obj, query: str) -> bool:
+    """Shopify's search: terms joined by a space must all match; groups joined by OR,
+    any of them."""
+    return any(matches_all(order, group) for group in query.split(" OR "))
+
+
+def matches_all(order: Obj, query: str) -> bool:
     for name, (op, value) in terms(query):
         if name == "name" and digits(order["name"]) != digits(value):
             return False
