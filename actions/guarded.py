@@ -108,14 +108,14 @@ def propose(turn: Turn, change: Change, order: Order, intro: str = "", **facts: 
     if refusal is not None:
         refusal()
         return
+    if intro:  # why it comes to this, also where people make the change
+        turn.say(intro, order_id=order.order_id, **facts)
     if change.write_kind in turn.store.left_to_people:
         log.info("%s on order %s is made by people on this platform", change.write_kind,
                  order.order_id)
         turn.say("utter_made_by_people")
         turn.offer_person("made_by_people", "utter_offer_person")
         return
-    if intro:
-        turn.say(intro, order_id=order.order_id, **facts)
     change.ask(turn, order)
 
 

@@ -445,7 +445,8 @@ def _not_eligible(turn: Turn, response: str, **facts: str) -> None:
 
 def order_status(turn: Turn, order: Order) -> None:
     shipment = turn.store.delivery.get_shipment(order.order_id)
-    if order.status is OrderStatus.PAID or shipment is None:
+    # a returned order's parcel is not on its way any more, though it has a shipment
+    if order.status in (OrderStatus.PAID, OrderStatus.RETURNED) or shipment is None:
         _status_without_shipment(turn, order)
     elif delivered(order, shipment):
         turn.say("utter_status_delivered", order_id=order.order_id,
@@ -535,6 +536,15 @@ def not_received(turn: Turn, order: Order) -> None:
 
 def item_problem(turn: Turn, order: Order) -> None:
     problem = turn.slot("request")
+    # put right already: a refund in full may have changed the order's status since
+    # (WooCommerce marks the order refunded)
+    earlier = remedy_given(turn, order.order_id, problem)
+    if earlier is not None:
+        _remedy_already_given(turn, order, earlier)
+        return
+    if order.status is OrderStatus.RETURNED:  # delivered, then sent back
+        turn.say("utter_status_returned", order_id=order.order_id)
+        return
     if order.status is not OrderStatus.DELIVERED:
         shipment = turn.store.delivery.get_shipment(order.order_id)
         eta = day(shipment.eta) if shipment else day(order.promised_date)

@@ -334,6 +334,16 @@ async def test_order_in_transit_gives_carrier_tracking_latest_event_and_eta(acti
     assert outcome.slot("request") is None
 
 
+async def test_a_returned_order_is_told_returned_not_on_its_way(actions_store):
+    """A1008 was delivered, sent back and refunded: its shipment is no parcel on its way,
+    and its items are no parcel still to come."""
+    outcome = await resolve("order_status", "A1008")
+    assert outcome.responses == ["utter_status_returned"]
+    damaged = await resolve("damaged_item", "A1008", photo="none")
+    assert damaged.responses == ["utter_status_returned"]
+    assert actions_store.writes.for_order("A1008") == []
+
+
 async def test_a_stuck_parcel_is_traced_on_a_yes_and_asking_again_shows_the_trace(
         actions_store):
     outcome = await resolve("order_status", "A1003")
@@ -578,6 +588,25 @@ async def test_damaged_item_offers_the_policy_remedies_and_grants_one_once(actio
     assert again.responses == ["utter_remedy_already", "utter_offer_human"]
     assert replacement_id in again.facts("utter_remedy_already")["what"]
     assert actions_store.returns.get_refund("A1002") is None
+
+
+async def test_a_remedy_given_is_told_though_the_order_changed_status_since(actions_store):
+    """A refund in full for a damaged item: WooCommerce then marks the order refunded
+    (returned, to the bot). Asked again, the customer hears it was put right, not that
+    the order has not been delivered."""
+    question = await resolve("damaged_item", "A1002", photo="none")
+    chosen = await answer(question, "A1002", ActionChooseRemedy(), intent="choose_remedy",
+                          remedy="refund")
+    refunded = await answer(chosen, "A1002")
+    assert refunded.responses == ["utter_refund_created"]
+    with actions_store.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE orders SET status = 'returned' "
+                                   "WHERE order_id = 'A1002'"))
+    again = await resolve("damaged_item", "A1002", photo="none")
+    assert again.responses == ["utter_remedy_already", "utter_offer_human"]
+    assert refunded.facts("utter_refund_created")["refund_id"] in \
+        again.facts("utter_remedy_already")["what"]
+    assert len(actions_store.returns.refunds("A1002")) == 1
 
 
 async def test_a_retried_yes_writes_once_and_says_the_same(actions_store):

@@ -558,3 +558,13 @@ async def test_a_return_on_woocommerce_goes_to_a_person_without_asking_for_a_yes
     assert escalation(outcome)["rule"] == "made_by_people"
     assert woo_actions.calls("PUT", ORDER) == []
     assert shared_store().writes.for_order("A1002") == []
+
+
+async def test_a_refund_that_needs_a_return_on_woocommerce_says_why_a_person_makes_it(
+        woo_actions: WooCommerceStandIn) -> None:
+    """Before a refund the item goes back, and a person arranges that on WooCommerce: the
+    customer is told both, and asked no yes."""
+    outcome = await resolve("refund_request", "A1002")
+    assert outcome.responses == ["utter_refund_needs_return", "utter_made_by_people",
+                                 "utter_offer_person"]
+    assert woo_actions.calls("POST", ORDER + "/refunds") == []

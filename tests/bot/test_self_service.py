@@ -5,6 +5,7 @@ yes to the question that says what it does, and the customer hears what the stor
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import uuid
@@ -102,6 +103,27 @@ def returnable_orders(store: Store, now: datetime) -> Iterator[Order]:
             and order.total <= Decimal("100.00")
             and store.returns.get_return(order.order_id) is None
             and not store.returns.refunds(order.order_id))
+
+
+@dataclasses.dataclass
+class DemoOrders:
+    """Orders a platform's tests may take, as the demo store was seeded: the Shopify and
+    WooCommerce stand-ins hold the same ones (their `from_demo`)."""
+
+    paid: Iterator[Order]  # generated, not shipped
+    returnable: Iterator[Order]
+
+
+@contextlib.contextmanager
+def demo_orders(stack: RasaStack, now: datetime) -> Iterator[DemoOrders]:
+    """From the stack's store, seeded alike (start_rasa_stack); only the generated orders
+    (A2001 on), as A1001-A1021 each play their part."""
+    store = open_store(stack.database_url)
+    try:
+        yield DemoOrders((o for o in orders_in(store, OrderStatus.PAID) if o.order_id >= "A2001"),
+                         returnable_orders(store, now))
+    finally:
+        store.close()
 
 
 @pytest_asyncio.fixture

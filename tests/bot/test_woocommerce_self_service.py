@@ -5,9 +5,10 @@ STORE_BACKEND=woocommerce, which talks to the WooCommerce stand-in
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, List, Tuple
 
 import pytest
 import pytest_asyncio
@@ -22,7 +23,13 @@ from bot.services import build_services
 from bot.settings import Settings, load_settings
 from connectors.rest import RestChannel
 from tests.bot.test_identity import REST_TOKEN, handoff_of
-from tests.bot.test_self_service import ADMIN_TOKEN, Customer
+from tests.bot.test_self_service import (
+    ADMIN_TOKEN,
+    Customer,
+    DemoOrders,
+    demo_orders,
+    handoff_rule,
+)
 from tests.conftest import RasaStack, start_rasa_stack, woocommerce_env
 from tests.store_api.woocommerce import WooCommerceStandIn
 
@@ -33,6 +40,7 @@ ORDER = r"/wp-json/wc/v3/orders/\d+"
 class WooStack:
     stack: RasaStack
     shop: WooCommerceStandIn
+    orders: DemoOrders  # the generated orders tests may take, one each
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +50,9 @@ def woo_stack(trained_model: Path, tmp_path_factory: pytest.TempPathFactory,
     shop = WooCommerceStandIn.from_demo(now, var)
     shop.start()
     try:
-        with start_rasa_stack(trained_model, var, now, **woocommerce_env(shop)) as stack:
-            yield WooStack(stack, shop)
+        with start_rasa_stack(trained_model, var, now, **woocommerce_env(shop)) as stack, \
+                demo_orders(stack, now) as orders:
+            yield WooStack(stack, shop, orders)
     finally:
         shop.stop()
 
@@ -151,3 +160,137 @@ async def test_when_woocommerce_refuses_the_key_a_person_takes_over(
     finally:
         shop.secret = kept
         await client.close()
+
+
+# --- the flows that write, end to end (tests/bot/test_self_service.py on the SQL store) ----
+# Each test takes orders no other test here reads: the action server keeps an order it
+# read for order_cache.ttl_seconds.
+
+
+def writes_to(shop: WooCommerceStandIn, order_id: str) -> List[Tuple[str, str]]:
+    """The writes (method, what of the order) WooCommerce received on the order."""
+    path = f"/wp-json/wc/v3/orders/{order_id.lstrip('A')}"
+    return [(r.method, r.path[len(path):] or "/") for r in shop.received
+            if r.method != "GET" and re.fullmatch(re.escape(path) + r"(/.*)?", r.path)]
+
+
+async def test_a_new_address_on_woocommerce_is_read_back_and_written_only_after_a_yes(
+        gateway: TestClient, woo_stack: WooStack) -> None:
+    shop, order = woo_stack.shop, next(woo_stack.orders.paid)
+    cat = Customer(gateway, "woocommerce-address")
+    await cat.says(f"I want to change the address on order {order.order_id}")
+    assert "new delivery address" in await cat.says(order.customer.email)
+    question = await cat.says("12 Oak Street, Springfield, IL 62704")
+    assert "12 Oak Street, Springfield, IL 62704, United States" in question
+    assert "Is that right?" in question
+    assert [title for title, _ in cat.buttons()] == ["Yes, change it", "No"]
+    kept = await cat.says("no")
+    assert "haven't changed anything" in kept and writes_to(shop, order.order_id) == []
+    assert shop.order(order.order_id)["shipping"]["address_1"] == order.shipping_address.line1
+
+    await cat.says(f"I want to change the address on order {order.order_id}")
+    assert "Is that right?" in await cat.says("12 Oak Street, Springfield, IL 62704")
+    done = await cat.says("yes")
+    assert "will now go to 12 Oak Street, Springfield, IL 62704, United States" in done
+    shipping = shop.order(order.order_id)["shipping"]
+    assert (shipping["address_1"], shipping["city"], shipping["state"], shipping["postcode"],
+            shipping["country"]) == ("12 Oak Street", "Springfield", "IL", "62704", "US")
+    assert f"{shipping['first_name']} {shipping['last_name']}" == order.shipping_address.name
+    await cat.says("yes")
+    assert writes_to(shop, order.order_id) == [("PUT", "/"), ("POST", "/notes")]
+
+
+async def test_a_return_on_woocommerce_is_offered_to_a_person_without_asking_for_a_yes(
+        gateway: TestClient, woo_stack: WooStack) -> None:
+    """WooCommerce has no returns of its own: a person arranges it (made_by_people)."""
+    shop, order = woo_stack.shop, next(woo_stack.orders.returnable)
+    bea = Customer(gateway, "woocommerce-return")
+    await bea.says(f"I want to return order {order.order_id}")
+    told = await bea.says(order.customer.email)
+    assert "by hand" in told and "nothing has been changed" in told
+    assert "Create the return?" not in told and "RMA-" not in told
+    assert [title for title, _ in bea.buttons()] == ["Yes, a person", "No, thanks"]
+    await bea.says("yes")
+    assert await handoff_rule(gateway, bea) == "made_by_people"
+    assert writes_to(shop, order.order_id) == []
+
+
+async def test_a_refund_on_woocommerce_needs_the_item_back_first_and_a_person_arranges_it(
+        gateway: TestClient, woo_stack: WooStack) -> None:
+    shop, order = woo_stack.shop, next(woo_stack.orders.returnable)
+    cal = Customer(gateway, "woocommerce-refund-return")
+    await cal.says(f"I want a refund for order {order.order_id}")
+    told = await cal.says(order.customer.email)
+    assert "once the item is on its way back" in told and "by hand" in told
+    assert "Go ahead?" not in told and f"{order.total:.2f}" not in told
+    await cal.says("no")
+    assert await handoff_rule(gateway, cal) is None
+    assert writes_to(shop, order.order_id) == [] and shop.refunds[int(order.order_id[1:])] == []
+
+
+async def test_a_refund_on_woocommerce_is_confirmed_with_its_amount_and_made_once(
+        gateway: TestClient, woo_stack: WooStack) -> None:
+    """A wrong item (A1017, 24.00): the refund is the remedy WooCommerce takes from the
+    bot, through the payment gateway as the policy says (refunds.through_payment_gateway)."""
+    shop = woo_stack.shop
+    dan = Customer(gateway, "woocommerce-refund")
+    await dan.says("I got the wrong item in order A1017")
+    assert "photo" in await dan.says("buyer9@example.com")
+    await dan.says("no photo")
+    assert [title for title, _ in dan.buttons()] == ["A refund"]
+    question = await dan.presses("A refund")
+    assert "24.00" in question and "Go ahead?" in question and "visa" in question
+    assert [title for title, _ in dan.buttons()] == ["Yes, refund it", "No"]
+    assert writes_to(shop, "A1017") == []
+
+    done = await dan.says("yes")
+    [refund] = shop.refunds[1017]
+    assert (refund["amount"], refund["refunded_payment"]) == ("24.00", True)
+    [posted] = [r for r in shop.calls("POST", ORDER + "/refunds")
+                if r.path.endswith("/1017/refunds")]
+    assert posted.body["api_refund"] is True and posted.body["amount"] == "24.00"
+    assert f"RF-{refund['id']}" in done
+    again = await dan.says("yes")
+    assert f"RF-{refund['id']}" not in again and len(shop.refunds[1017]) == 1
+    assert writes_to(shop, "A1017") == [("POST", "/refunds"), ("POST", "/notes")]
+
+
+async def test_a_damaged_item_on_woocommerce_gets_the_one_remedy_it_takes_once(
+        gateway: TestClient, woo_stack: WooStack) -> None:
+    shop = woo_stack.shop
+    fay = Customer(gateway, "woocommerce-damaged")
+    await fay.says("order A1012 arrived damaged")
+    assert "photo" in await fay.says("buyer7@example.com")
+    await fay.says("no photo")
+    # a replacement and store credit are the shop's to make on WooCommerce
+    assert [title for title, _ in fay.buttons()] == ["A refund"]
+    question = await fay.presses("A refund")
+    assert "39.00" in question and "Go ahead?" in question
+    done = await fay.says("yes")
+    [refund] = shop.refunds[1012]
+    assert refund["amount"] == "39.00" and f"RF-{refund['id']}" in done
+    # refunded in full, WooCommerce marks the order refunded (returned, to the bot, which
+    # then asks for no photo): it was put right, and delivered, all the same
+    assert shop.order("1012")["status"] == "refunded"
+
+    again = await fay.says("order A1012 arrived damaged")
+    assert "already put this right" in again and f"RF-{refund['id']}" in again
+    assert "hasn't been delivered" not in again
+    assert [write for write in writes_to(shop, "A1012") if write[1] == "/refunds"] == [
+        ("POST", "/refunds")]
+
+
+async def test_a_late_parcel_on_woocommerce_is_told_and_nothing_is_traced(
+        gateway: TestClient, woo_stack: WooStack) -> None:
+    """WooCommerce keeps no carrier scans (nor a lost parcel: A1010 is told alike) and
+    has no carrier traces or claims: the bot tells what it knows, and never says it asked
+    the carrier."""
+    shop = woo_stack.shop
+    eve = Customer(gateway, "woocommerce-late")
+    await eve.says("where is my order A1003?")
+    late = await eve.says("buyer2@example.com")
+    assert "running late" in late and "771234509876" in late
+    assert "Shall I ask them?" not in late and "I've asked" not in late
+    assert "reference" not in late
+    await eve.says("no")
+    assert writes_to(shop, "A1003") == []
