@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Type
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Type
 
 from actions.conversation import Question, Turn, money
 from actions.store.types import Order, StoreError, StoreUnavailable, WriteRecord
@@ -42,6 +42,12 @@ log = logging.getLogger("actions.guarded")
 # What a change found in the store after it was made: its reference and facts to tell.
 Found = Dict[str, str]
 Explain = Callable[[], None]
+# the changes people make by hand where the platform does not take them from the bot,
+# as the customer hears them (utter_made_by_people's {what})
+MADE_BY_HAND = {"cancel": "cancelling an order", "change_address": "changing the address",
+                "return": "setting up a return", "refund": "refunding",
+                "store_credit": "giving store credit", "replacement": "sending a replacement",
+                "claim": "opening a claim with the carrier"}
 
 
 class Change(ABC):
@@ -69,6 +75,11 @@ class Change(ABC):
     def write_kind(self) -> str:
         """Which of the store's kinds of write this is (types.WRITE_KINDS)."""
         return self.kind
+
+    @property
+    def made_by_hand(self) -> str:
+        """The change as the customer hears that people make it."""
+        return MADE_BY_HAND[self.write_kind]
 
     @abstractmethod
     def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
@@ -113,10 +124,16 @@ def propose(turn: Turn, change: Change, order: Order, intro: str = "", **facts: 
     if change.write_kind in turn.store.left_to_people:
         log.info("%s on order %s is made by people on this platform", change.write_kind,
                  order.order_id)
-        turn.say("utter_made_by_people")
-        turn.offer_person("made_by_people", "utter_offer_person")
+        offer_people(turn, [change.made_by_hand])
         return
     change.ask(turn, order)
+
+
+def offer_people(turn: Turn, made_by_hand: Sequence[str]) -> None:
+    """Say that people make these changes here (nothing was changed), and offer one."""
+    what = " or ".join(made_by_hand)
+    turn.say("utter_made_by_people", what=what[:1].upper() + what[1:])
+    turn.offer_person("made_by_people", "utter_offer_person")
 
 
 def carry_out(turn: Turn, question: Question) -> None:

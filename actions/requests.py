@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from actions.address import describe, read_address
 from actions.conversation import Turn, day, money
-from actions.guarded import Change, Explain, Found, propose
+from actions.guarded import MADE_BY_HAND, Change, Explain, Found, offer_people, propose
 from actions.policy import add_business_days
 from actions.store.types import (
     REMEDY_WRITES,
@@ -62,8 +62,8 @@ def shipment_facts(shipment: Shipment) -> Dict[str, str]:
         "tracking_url": shipment.tracking_url,
         "eta": day(shipment.eta),
         "latest_event": f"{latest.description}, {latest.location} ({day(latest.time)})"
-        if latest
-        else "label created",
+        if latest else "label created" if shipment.scans_known
+        else "the carrier's scans show on its tracking page only",
     }
 
 
@@ -374,6 +374,11 @@ class OpenClaim(Change):
     def claim(self) -> str:
         return self.params["claim"]
 
+    @property
+    def made_by_hand(self) -> str:
+        return ("asking the carrier to trace a parcel" if self.claim == "trace"
+                else super().made_by_hand)
+
     def refusal(self, turn: Turn, order: Order) -> Optional[Explain]:
         existing = _claim_of(turn, order.order_id, self.claim)
         if existing is None:
@@ -578,8 +583,8 @@ def remedies_here(turn: Turn, problem: str) -> List[str]:
 def offer_remedies(turn: Turn, order: Order, problem: str) -> None:
     choices = remedies_here(turn, problem)
     if not choices:
-        turn.say("utter_made_by_people")
-        turn.offer_person("made_by_people", "utter_offer_person")
+        offer_people(turn, [MADE_BY_HAND[remedy]
+                            for remedy in getattr(turn.policy.remedies, problem)])
         return
     turn.ask("remedy", "utter_offer_remedy", order_id=order.order_id, problem=problem,
              buttons=[{"title": REMEDY_TITLES[remedy],
