@@ -295,8 +295,8 @@ async def test_a_stuck_or_lost_parcel_on_shopify_is_left_to_people_and_nothing_c
     await eve.says("where is my order A1003?")
     late = await eve.says("buyer2@example.com")
     assert "running late" in late and "771234509876" in late
-    assert "Shall I ask them?" not in late and "trace" not in late
-    assert "by hand" in late
+    assert "Shall I ask them?" not in late and "I've asked" not in late
+    assert "Asking the carrier to trace a parcel is something our team does by hand" in late
     assert [title for title, _ in eve.buttons()] == ["Yes, a person", "No, thanks"]
     await eve.says("yes")
     assert await handoff_rule(gateway, eve) == "made_by_people"
