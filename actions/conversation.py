@@ -18,7 +18,7 @@ from rasa_sdk.types import DomainDict
 
 from actions.identity import belongs_to, normalize_phone, proven_contact
 from actions.policy import EscalationPolicy, current_policy, policy_facts
-from actions.store.backend import open_systems
+from actions.store.backend import open_systems, platform_policy
 from actions.store.types import Order, StoreSystems, normalize_order_id
 from common.handoff_request import HandoffRequest
 
@@ -59,10 +59,7 @@ class Question:
 def shared_store() -> StoreSystems:
     """One set of store systems (and connection pools) per action-server process, on
     the platform STORE_BACKEND names."""
-    policy = current_policy()
-    return open_systems(order_letter=policy.identity.order_number_letter,
-                        refund_through_gateway=policy.refunds.through_payment_gateway,
-                        order_cache_seconds=policy.order_cache.ttl_seconds)
+    return open_systems(platform=platform_policy(current_policy()))
 
 
 def day(value: date | datetime) -> str:

@@ -99,6 +99,9 @@ class Thresholds(StrictModel):
 
 
 class Windows(StrictModel):
+    # the delivery time the shop promises, counted from the order: a platform's promised
+    # date (Shopify and WooCommerce keep none; the demo store keeps one per order)
+    delivery_days: int = 5
     return_days: int
     repeat_contact_days: int
     repeat_claims_days: int

@@ -325,11 +325,16 @@ class Refund(Remedy):
                 "method": refund.method, "status": refund.status.value}
 
     def tell(self, turn: Turn, order: Order, found: Mapping[str, str]) -> None:
-        response = "utter_remedy_store_credit" if found["method"] == "store_credit" else \
-            "utter_refund_created"
-        turn.say(response, order_id=order.order_id, amount=found["amount"],
-                 refund_id=found["reference"],
-                 payment_method=payment_method_name(order, found["method"]))
+        facts = {"order_id": order.order_id, "amount": found["amount"],
+                 "refund_id": found["reference"],
+                 "payment_method": payment_method_name(order, found["method"])}
+        if found["method"] == "store_credit":
+            turn.say("utter_remedy_store_credit", **facts)
+        elif found["status"] == RefundStatus.ISSUED.value:  # the payment gateway paid it
+            turn.say("utter_refund_made_issued", visible_by=day(add_business_days(
+                turn.now, turn.policy.refunds.days_to_show)), **facts)
+        else:
+            turn.say("utter_refund_created", **facts)
 
 
 class Replacement(Remedy):

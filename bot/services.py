@@ -14,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from actions.store.backend import systems_on
+from actions.store.backend import platform_policy, systems_on
 from actions.store.sql import Store, open_store
 from actions.store.types import StoreSystems
 from bot.handoff.chatwoot.api import ChatwootApi
@@ -102,8 +102,7 @@ def build_services(settings: Optional[Settings] = None,
         channels = build_channels(credentials_from_env(os.environ), policy, settings, redis)
         report_channels(channels, os.environ)
     store = open_store(settings.database_url or None)
-    shop = systems_on(store, os.environ, policies.escalation.identity.order_number_letter,
-                      policies.escalation.refunds.through_payment_gateway)
+    shop = systems_on(store, os.environ, platform_policy(policies.escalation, keep_orders=False))
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     records = GatewayRecords(create_store_engine(settings.gateway_database_url))
     inbox: Inbox = SqlInbox(records, policy.dedupe_hours * 3600)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional
 
+from actions.policy import EscalationPolicy
 from actions.store.cache import open_order_cache
 from actions.store.shopify import ShopifyConfig, open_shopify
 from actions.store.sql import Store, open_store
 from actions.store.tracking import check_tracking_config, with_tracking
-from actions.store.types import StoreConfigError, StoreSystems
+from actions.store.types import PlatformPolicy, StoreConfigError, StoreSystems
 from actions.store.woocommerce import WooConfig, open_woocommerce
 
 BACKENDS = ("sql", "shopify", "woocommerce")
@@ -43,36 +44,40 @@ def check_config(env: Mapping[str, str]) -> None:
     check_tracking_config(env)
 
 
-def open_systems(env: Optional[Mapping[str, str]] = None, order_letter: str = "A",
-                 refund_through_gateway: bool = True,
-                 order_cache_seconds: int = 0) -> StoreSystems:
-    """The store systems STORE_BACKEND names; `order_letter` is the letter the bot puts
-    before a platform's bare order numbers (policy: identity.order_number_letter);
-    `refund_through_gateway` whether a refund on a platform that asks moves the money
-    through the payment gateway (policy: refunds.through_payment_gateway);
-    `order_cache_seconds` how long a platform's order is kept across turns (policy:
-    order_cache.ttl_seconds; actions/store/cache.py)."""
+# the terms of a platform read without a policy (tests, tools): the policy's defaults
+DEFAULT_PLATFORM = PlatformPolicy()
+
+
+def platform_policy(policy: EscalationPolicy, keep_orders: bool = True) -> PlatformPolicy:
+    """The policy's terms for a platform's orders; `keep_orders` false where reads happen
+    outside turns (the gateway), which the order cache does not serve."""
+    return PlatformPolicy(order_letter=policy.identity.order_number_letter,
+                          refund_through_gateway=policy.refunds.through_payment_gateway,
+                          cache_seconds=policy.order_cache.ttl_seconds if keep_orders else 0,
+                          delivery_days=policy.windows.delivery_days)
+
+
+def open_systems(env: Optional[Mapping[str, str]] = None,
+                 platform: PlatformPolicy = DEFAULT_PLATFORM) -> StoreSystems:
+    """The store systems STORE_BACKEND names, on the policy's `platform` terms."""
     env = os.environ if env is None else env
     check_config(env)  # before a database is opened
-    return systems_on(open_store(env.get("DATABASE_URL") or None), env, order_letter,
-                      refund_through_gateway, order_cache_seconds)
+    return systems_on(open_store(env.get("DATABASE_URL") or None), env, platform)
 
 
-def systems_on(bot_records: Store, env: Mapping[str, str], order_letter: str,
-               refund_through_gateway: bool = True,
-               order_cache_seconds: int = 0) -> StoreSystems:
+def systems_on(bot_records: Store, env: Mapping[str, str],
+               platform: PlatformPolicy = DEFAULT_PLATFORM) -> StoreSystems:
     """The store systems STORE_BACKEND names, keeping the bot's records in `bot_records`
     (the gateway has them open already), told by TRACKING_BACKEND's service if any. A
-    platform's orders are kept across turns for `order_cache_seconds` (0: not kept, as
-    in the gateway, which reads outside turns), in Redis when REDIS_URL is set."""
+    platform's orders are kept across turns for `platform.cache_seconds`, in Redis when
+    REDIS_URL is set."""
     name = backend_name(env)
     check_tracking_config(env)
     systems: StoreSystems = bot_records
     if name == "shopify":
-        systems = open_shopify(ShopifyConfig.from_env(env), bot_records, order_letter,
-                               open_order_cache(env, order_cache_seconds))
+        systems = open_shopify(ShopifyConfig.from_env(env), bot_records, platform,
+                               open_order_cache(env, platform.cache_seconds))
     elif name == "woocommerce":
-        systems = open_woocommerce(WooConfig.from_env(env), bot_records, order_letter,
-                                   refund_through_gateway,
-                                   open_order_cache(env, order_cache_seconds))
+        systems = open_woocommerce(WooConfig.from_env(env), bot_records, platform,
+                                   open_order_cache(env, platform.cache_seconds))
     return with_tracking(systems, env)

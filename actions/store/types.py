@@ -266,6 +266,23 @@ class StoreUnavailable(Exception):
     change may or may not have been made, and only a fresh read can tell."""
 
 
+@dataclass(frozen=True)
+class PlatformPolicy:
+    """What the policy (policy/escalation.yml) says of a store platform's orders
+    (actions/store/backend.py platform_policy reads it)."""
+
+    # identity.order_number_letter: the letter before a platform's bare order numbers
+    order_letter: str = "A"
+    # refunds.through_payment_gateway: whether a refund moves the money, where the
+    # platform asks (WooCommerce's api_refund)
+    refund_through_gateway: bool = True
+    # order_cache.ttl_seconds: how long an order is kept across turns (0: not kept)
+    cache_seconds: int = 0
+    # windows.delivery_days: the delivery time the shop promises, counted from the order
+    # (the platforms keep no promised date, nor an estimate before the carrier gives one)
+    delivery_days: int = 5
+
+
 class StoreConfigError(Exception):
     """The store backend cannot start: unknown STORE_BACKEND or a missing variable,
     which the message names."""

@@ -12,7 +12,7 @@ import pytest
 from actions.store.backend import check_config, open_systems
 from actions.store.shopify import ShopifyStore
 from actions.store.sql import Store
-from actions.store.types import StoreConfigError
+from actions.store.types import PlatformPolicy, StoreConfigError
 from actions.store.woocommerce import WooStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def test_woocommerce_keeps_the_bots_records_in_sql(tmp_path: Path) -> None:
                             "WOOCOMMERCE_URL": "https://shop.example.com/",
                             "WOOCOMMERCE_KEY": "ck_x", "WOOCOMMERCE_SECRET": "cs_x",
                             "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"},
-                           refund_through_gateway=False)
+                           PlatformPolicy(refund_through_gateway=False))
     try:
         assert isinstance(systems, WooStore)
         assert systems.client.config.api_url == "https://shop.example.com/wp-json/wc/v3"

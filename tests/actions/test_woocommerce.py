@@ -20,6 +20,7 @@ from actions.store.types import (
     DeliveryException,
     Holdup,
     OrderStatus,
+    PlatformPolicy,
     RefundStatus,
     StoreConfigError,
     StoreError,
@@ -43,7 +44,7 @@ def open_shop(shop: WooCommerceStandIn, tmp_path: Path, refund_through_gateway: 
               **env: str) -> WooStore:
     systems = open_systems({**woocommerce_env(shop, **env),
                             "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"},
-                           refund_through_gateway=refund_through_gateway)
+                           PlatformPolicy(refund_through_gateway=refund_through_gateway))
     assert isinstance(systems, WooStore)
     return systems
 

@@ -23,7 +23,7 @@ from redis import asyncio as aioredis
 from actions.store.backend import open_systems
 from actions.store.seed import seed_demo_store
 from actions.store.sql import Store, open_store
-from actions.store.types import OrderStatus, StoreSystems
+from actions.store.types import OrderStatus, PlatformPolicy, StoreSystems
 from bot.app import ROUTER, create_app
 from bot.outreach.store_hooks import StoreWebhooks
 from bot.outreach.tables import store_events
@@ -152,7 +152,7 @@ async def hooks(tmp_path: Path, demo: Store, now: datetime,
 def action_server(env: Dict[str, str], tmp_path: Path, redis_url: str) -> StoreSystems:
     """The store systems as the action server opens them: the order cache in Redis."""
     return open_systems({**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'action-bot.db'}",
-                         "REDIS_URL": redis_url}, order_cache_seconds=60)
+                         "REDIS_URL": redis_url}, PlatformPolicy(cache_seconds=60))
 
 
 def status_in_a_turn(systems: StoreSystems, order_id: str) -> OrderStatus:

@@ -11,6 +11,7 @@ from actions.store.cache import OrderCache
 from actions.store.shopify.client import ShopifyClient, ShopifyConfig
 from actions.store.shopify.systems import ShopifyDelivery, ShopifyOrders, ShopifyReturns
 from actions.store.sql import SqlCodes, SqlContactLog, SqlWriteLog, Store
+from actions.store.types import PlatformPolicy
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,12 @@ class ShopifyStore:
         self.bot_records.close()
 
 
-def open_shopify(config: ShopifyConfig, bot_records: Store, order_letter: str,
+def open_shopify(config: ShopifyConfig, bot_records: Store, platform: PlatformPolicy,
                  cache: Optional[OrderCache] = None) -> ShopifyStore:
     """The shop the SHOPIFY_* variables name (ShopifyConfig.from_env); orders kept
     across turns in `cache` (actions/store/cache.py) if given."""
     client = ShopifyClient(config)
-    orders = ShopifyOrders(client, order_letter, cache=cache)
+    orders = ShopifyOrders(client, platform, cache=cache)
     return ShopifyStore(client=client, orders=orders,
                         delivery=ShopifyDelivery(orders, lambda: datetime.now(timezone.utc)),
                         returns=ShopifyReturns(client, orders), bot_records=bot_records)

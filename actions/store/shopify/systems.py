@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
@@ -27,6 +27,7 @@ from actions.store.types import (
     Order,
     OrderItem,
     OrderStatus,
+    PlatformPolicy,
     Refund,
     RefundStatus,
     ReturnRecord,
@@ -42,9 +43,6 @@ from actions.store.types import (
 log = logging.getLogger("actions.store.shopify")
 
 CENT = Decimal("0.01")
-# Shopify keeps no promised delivery date: before a carrier's estimate, the order's
-# date plus this many days is what the bot calls promised
-DEFAULT_DELIVERY_DAYS = 5
 # an undelivered parcel without a carrier scan for this long is stuck
 STUCK_AFTER_DAYS = 5
 # how long an orderCancel job may take before the bot stops waiting and a person checks
@@ -59,11 +57,12 @@ Node = Mapping[str, Any]
 class ShopifyOrders:
     """OrderSystem."""
 
-    def __init__(self, client: ShopifyClient, order_letter: str,
+    def __init__(self, client: ShopifyClient, platform: PlatformPolicy,
                  sleep: Callable[[float], None] = time.sleep,
                  cache: Optional[OrderCache] = None) -> None:
         self._client = client
-        self._letter = order_letter.upper()
+        self._letter = platform.order_letter.upper()
+        self.delivery_days = platform.delivery_days
         self._sleep = sleep
         # the orders read in the current turn, per worker thread (begin_turn), and kept
         # across turns in the order cache; outside a turn (the gateway, the tests of the
@@ -243,7 +242,7 @@ class ShopifyOrders:
                               phone=customer.get("phone") or ""),
             status=status,
             placed_at=placed,
-            promised_date=(placed + timedelta(days=DEFAULT_DELIVERY_DAYS)).date(),
+            promised_date=(placed + timedelta(days=self.delivery_days)).date(),
             total=_money(node["totalPriceSet"]),
             currency=node["totalPriceSet"]["shopMoney"]["currencyCode"],
             payment_method=(node.get("paymentGatewayNames") or ["unknown"])[0],
@@ -310,7 +309,9 @@ class ShopifyDelivery:
             order_id=order_id, carrier=tracking.get("company") or "",
             tracking_number=tracking.get("number") or "", tracking_url=tracking.get("url") or "",
             shipped_at=shipped,
-            eta=_time(estimate).date() if estimate else _default_eta(shipped),
+            # before the carrier's estimate: the shop's promise
+            eta=_time(estimate).date() if estimate else
+            (shipped + timedelta(days=self._orders.delivery_days)).date(),
             exception=self._exception(fulfillment, events),
             events=tuple(events), delivered_at=_time(delivered) if delivered else None)
 
@@ -508,10 +509,6 @@ def _money(value: Node) -> Decimal:
 
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _default_eta(shipped: datetime) -> date:
-    return (shipped + timedelta(days=DEFAULT_DELIVERY_DAYS)).date()
 
 
 def _digits(text: str) -> str:

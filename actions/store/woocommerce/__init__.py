@@ -7,6 +7,7 @@ from typing import FrozenSet, Optional
 
 from actions.store.cache import OrderCache
 from actions.store.sql import SqlCodes, SqlContactLog, SqlWriteLog, Store
+from actions.store.types import PlatformPolicy
 from actions.store.woocommerce.client import WooClient, WooConfig
 from actions.store.woocommerce.systems import WooDelivery, WooOrders, WooReturns
 
@@ -55,14 +56,13 @@ class WooStore:
         self.bot_records.close()
 
 
-def open_woocommerce(config: WooConfig, bot_records: Store, order_letter: str,
-                     refund_through_gateway: bool = True,
+def open_woocommerce(config: WooConfig, bot_records: Store, platform: PlatformPolicy,
                      cache: Optional[OrderCache] = None) -> WooStore:
     """The shop the WOOCOMMERCE_* variables name (WooConfig.from_env). Refunds move money
     through the order's payment gateway only if `refund_through_gateway` (the policy's
     refunds.through_payment_gateway); orders kept across turns in `cache`
     (actions/store/cache.py) if given."""
     client = WooClient(config)
-    orders = WooOrders(client, order_letter, refund_through_gateway, cache)
+    orders = WooOrders(client, platform, cache)
     return WooStore(client=client, orders=orders, delivery=WooDelivery(orders),
                     returns=WooReturns(client, orders), bot_records=bot_records)

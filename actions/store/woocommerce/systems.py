@@ -32,6 +32,7 @@ from actions.store.types import (
     Order,
     OrderItem,
     OrderStatus,
+    PlatformPolicy,
     Refund,
     RefundStatus,
     ReturnRecord,
@@ -46,8 +47,6 @@ from actions.store.woocommerce.client import WooClient, WooNotFound
 log = logging.getLogger("actions.store.woocommerce")
 
 CENT = Decimal("0.01")
-# WooCommerce keeps no promised delivery date: the order's date plus this many days
-DEFAULT_DELIVERY_DAYS = 5
 PER_PAGE = 50  # WooCommerce allows at most 100
 MAX_PAGES = 40
 NOT_SHIPPED = ("pending", "on-hold", "processing")
@@ -59,12 +58,12 @@ Node = Mapping[str, Any]
 class WooOrders:
     """OrderSystem."""
 
-    def __init__(self, client: WooClient, order_letter: str,
-                 refund_through_gateway: bool = True,
+    def __init__(self, client: WooClient, platform: PlatformPolicy,
                  cache: Optional[OrderCache] = None) -> None:
         self._client = client
-        self._letter = order_letter.upper()
-        self.refund_through_gateway = refund_through_gateway
+        self._letter = platform.order_letter.upper()
+        self.refund_through_gateway = platform.refund_through_gateway
+        self.delivery_days = platform.delivery_days
         # what the current turn read, per worker thread (begin_turn), and kept across
         # turns in the order cache; outside a turn every read asks WooCommerce
         self.reads = TurnReads("woocommerce", cache)
@@ -318,7 +317,7 @@ class WooOrders:
                               phone=str(billing.get("phone") or "")),
             status=status,
             placed_at=placed,
-            promised_date=(placed + timedelta(days=DEFAULT_DELIVERY_DAYS)).date(),
+            promised_date=(placed + timedelta(days=self.delivery_days)).date(),
             total=_money(node.get("total")),
             currency=str(node.get("currency") or ""),
             payment_method=str(node.get("payment_method_title") or node.get("payment_method")
@@ -382,10 +381,10 @@ class WooDelivery:
     def order_shipped_as(self, tracking_number: str, since: datetime) -> Optional[str]:
         return find_shipped_as(self._orders, self, tracking_number, since)
 
-    @staticmethod
-    def _shipment(order: Order, item: Node, last: bool) -> Shipment:
+    def _shipment(self, order: Order, item: Node, last: bool) -> Shipment:
         """The extension keeps the carrier, number, link and the day shipped; no carrier
-        events, estimate or delivery (a carrier-tracking service would add them)."""
+        events, estimate or delivery (a carrier-tracking service would add them): the
+        estimate is the shop's promise (windows.delivery_days)."""
         shipped = _shipped_on(item)
         if order.shipped_at is not None and order.shipped_at.date() == shipped.date():
             shipped = order.shipped_at  # the day shipped, at the time it was completed
@@ -397,7 +396,8 @@ class WooDelivery:
             tracking_number=str(item.get("tracking_number") or ""),
             tracking_url=str(item.get("tracking_link") or item.get("custom_tracking_link")
                              or ""),
-            shipped_at=shipped, eta=(shipped + timedelta(days=DEFAULT_DELIVERY_DAYS)).date(),
+            shipped_at=shipped,
+            eta=(shipped + timedelta(days=self._orders.delivery_days)).date(),
             exception=DeliveryException.NONE, events=(), delivered_at=delivered,
             scans_known=False)
 
