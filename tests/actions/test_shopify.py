@@ -23,6 +23,7 @@ from actions.store.types import (
     Address,
     Holdup,
     OrderStatus,
+    PlatformPolicy,
     ReturnStatus,
     StoreError,
     StoreUnavailable,
@@ -75,7 +76,7 @@ def test_client_credentials_are_granted_and_refreshed_before_expiry(now: datetim
     client = ShopifyClient(ShopifyConfig.from_env(shopify_env(
         shop, SHOPIFY_ACCESS_TOKEN="", SHOPIFY_CLIENT_ID="app-id",
         SHOPIFY_CLIENT_SECRET="app-secret")), clock=lambda: clock[0])
-    orders = shopify_systems.ShopifyOrders(client, "A")
+    orders = shopify_systems.ShopifyOrders(client, PlatformPolicy())
     try:
         assert orders.get_order("A1001") is not None
         assert orders.get_order("A1002") is not None
@@ -147,7 +148,7 @@ def test_requests_are_paced_from_the_throttle_status(now: datetime, tmp_path: Pa
         time.sleep(seconds)
 
     client = ShopifyClient(ShopifyConfig.from_env(shopify_env(shop)), sleep=sleep)
-    orders = shopify_systems.ShopifyOrders(client, "A")
+    orders = shopify_systems.ShopifyOrders(client, PlatformPolicy())
     try:
         for order_id in ("A1001", "A1002", "A1003", "A1004", "A1005"):
             assert orders.get_order(order_id) is not None
