@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, List, Tuple
+from typing import Any, AsyncIterator, Callable, Iterator, List, Tuple
 
 import pytest
 import pytest_asyncio
@@ -161,6 +161,43 @@ class Customer:
     async def presses(self, title: str) -> str:
         payload = next(payload for label, payload in self.buttons() if label == title)
         return await self.says(payload)
+
+
+NEW_ADDRESS = "12 Oak Street, Springfield, IL 62704"
+
+
+async def address_declined_then_changed(customer: Customer, order: Order,
+                                        nothing_written: Callable[[], bool]) -> str:
+    """On a platform: the customer asks to change the order's address, hears it read
+    back, says no (`nothing_written` holds then), asks again and says yes; the answer
+    to the yes."""
+    await customer.says(f"I want to change the address on order {order.order_id}")
+    assert "new delivery address" in await customer.says(order.customer.email)
+    question = await customer.says(NEW_ADDRESS)
+    assert f"{NEW_ADDRESS}, United States" in question and "Is that right?" in question
+    assert [title for title, _ in customer.buttons()] == ["Yes, change it", "No"]
+    kept = await customer.says("no")
+    assert "haven't changed anything" in kept and nothing_written()
+    await customer.says(f"I want to change the address on order {order.order_id}")
+    assert "Is that right?" in await customer.says(NEW_ADDRESS)
+    done = await customer.says("yes")
+    assert f"will now go to {NEW_ADDRESS}, United States" in done
+    return done
+
+
+async def refunded_as_the_only_remedy(customer: Customer, problem: str, email: str,
+                                      amount: str) -> str:
+    """On a platform that leaves replacements and store credit to people: the customer
+    tells the problem ("order A1012 arrived damaged"), proves the order, sends no photo,
+    is offered a refund alone, picks it and says yes; the answer to the yes."""
+    await customer.says(problem)
+    assert "photo" in await customer.says(email)
+    await customer.says("no photo")
+    assert [title for title, _ in customer.buttons()] == ["A refund"]
+    question = await customer.presses("A refund")
+    assert amount in question and "Go ahead?" in question
+    assert [title for title, _ in customer.buttons()] == ["Yes, refund it", "No"]
+    return await customer.says("yes")
 
 
 async def handoff_rule(client: TestClient, customer: Customer) -> Any:

@@ -27,8 +27,10 @@ from tests.bot.test_self_service import (
     ADMIN_TOKEN,
     Customer,
     DemoOrders,
+    address_declined_then_changed,
     demo_orders,
     handoff_rule,
+    refunded_as_the_only_remedy,
 )
 from tests.conftest import RasaStack, shopify_env, start_rasa_stack
 from tests.store_api.shopify import Received, ShopifyStandIn
@@ -188,21 +190,10 @@ async def test_a_new_address_on_shopify_is_read_back_and_written_only_after_a_ye
         gateway: TestClient, shopify_stack: ShopifyStack) -> None:
     shop, order = shopify_stack.shop, next(shopify_stack.orders.paid)
     cat = Customer(gateway, "shopify-address")
-    await cat.says(f"I want to change the address on order {order.order_id}")
-    assert "new delivery address" in await cat.says(order.customer.email)
-    question = await cat.says("12 Oak Street, Springfield, IL 62704")
-    assert "12 Oak Street, Springfield, IL 62704, United States" in question
-    assert "Is that right?" in question
-    assert [title for title, _ in cat.buttons()] == ["Yes, change it", "No"]
-    kept = await cat.says("no")
-    assert "haven't changed anything" in kept and writes_to(shop, order.order_id) == []
-    assert shop.order_named(order.order_id)["shippingAddress"]["address1"] == \
-        order.shipping_address.line1
-
-    await cat.says(f"I want to change the address on order {order.order_id}")
-    assert "Is that right?" in await cat.says("12 Oak Street, Springfield, IL 62704")
-    done = await cat.says("yes")
-    assert "will now go to 12 Oak Street, Springfield, IL 62704, United States" in done
+    await address_declined_then_changed(cat, order, lambda: (
+        writes_to(shop, order.order_id) == []
+        and shop.order_named(order.order_id)["shippingAddress"]["address1"]
+        == order.shipping_address.line1))
     address = shop.order_named(order.order_id)["shippingAddress"]
     assert (address["name"], address["address1"], address["city"], address["zip"],
             address["countryCodeV2"]) == (order.shipping_address.name, "12 Oak Street",
@@ -267,15 +258,9 @@ async def test_a_damaged_item_on_shopify_gets_the_one_remedy_shopify_takes_once(
         gateway: TestClient, shopify_stack: ShopifyStack) -> None:
     shop = shopify_stack.shop
     fay = Customer(gateway, "shopify-damaged")
-    await fay.says("order A1012 arrived damaged")
-    assert "photo" in await fay.says("buyer7@example.com")
-    await fay.says("no photo")
     # a replacement and store credit are the merchant's to make on Shopify
-    assert [title for title, _ in fay.buttons()] == ["A refund"]
-    question = await fay.presses("A refund")
-    assert "39.00" in question and "Go ahead?" in question
-    assert writes_to(shop, "A1012") == []
-    done = await fay.says("yes")
+    done = await refunded_as_the_only_remedy(fay, "order A1012 arrived damaged",
+                                             "buyer7@example.com", "39.00")
     [refund] = shop.order_named("A1012")["refunds"]
     assert refund["totalRefundedSet"]["shopMoney"]["amount"] == "39.00"
     assert refund_reference(refund) in done

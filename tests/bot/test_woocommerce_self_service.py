@@ -27,8 +27,10 @@ from tests.bot.test_self_service import (
     ADMIN_TOKEN,
     Customer,
     DemoOrders,
+    address_declined_then_changed,
     demo_orders,
     handoff_rule,
+    refunded_as_the_only_remedy,
 )
 from tests.conftest import RasaStack, start_rasa_stack, woocommerce_env
 from tests.store_api.woocommerce import WooCommerceStandIn
@@ -178,20 +180,10 @@ async def test_a_new_address_on_woocommerce_is_read_back_and_written_only_after_
         gateway: TestClient, woo_stack: WooStack) -> None:
     shop, order = woo_stack.shop, next(woo_stack.orders.paid)
     cat = Customer(gateway, "woocommerce-address")
-    await cat.says(f"I want to change the address on order {order.order_id}")
-    assert "new delivery address" in await cat.says(order.customer.email)
-    question = await cat.says("12 Oak Street, Springfield, IL 62704")
-    assert "12 Oak Street, Springfield, IL 62704, United States" in question
-    assert "Is that right?" in question
-    assert [title for title, _ in cat.buttons()] == ["Yes, change it", "No"]
-    kept = await cat.says("no")
-    assert "haven't changed anything" in kept and writes_to(shop, order.order_id) == []
-    assert shop.order(order.order_id)["shipping"]["address_1"] == order.shipping_address.line1
-
-    await cat.says(f"I want to change the address on order {order.order_id}")
-    assert "Is that right?" in await cat.says("12 Oak Street, Springfield, IL 62704")
-    done = await cat.says("yes")
-    assert "will now go to 12 Oak Street, Springfield, IL 62704, United States" in done
+    await address_declined_then_changed(cat, order, lambda: (
+        writes_to(shop, order.order_id) == []
+        and shop.order(order.order_id)["shipping"]["address_1"]
+        == order.shipping_address.line1))
     shipping = shop.order(order.order_id)["shipping"]
     assert (shipping["address_1"], shipping["city"], shipping["state"], shipping["postcode"],
             shipping["country"]) == ("12 Oak Street", "Springfield", "IL", "62704", "US")
@@ -236,16 +228,8 @@ async def test_a_refund_on_woocommerce_is_confirmed_with_its_amount_and_made_onc
     bot, through the payment gateway as the policy says (refunds.through_payment_gateway)."""
     shop = woo_stack.shop
     dan = Customer(gateway, "woocommerce-refund")
-    await dan.says("I got the wrong item in order A1017")
-    assert "photo" in await dan.says("buyer9@example.com")
-    await dan.says("no photo")
-    assert [title for title, _ in dan.buttons()] == ["A refund"]
-    question = await dan.presses("A refund")
-    assert "24.00" in question and "Go ahead?" in question and "visa" in question
-    assert [title for title, _ in dan.buttons()] == ["Yes, refund it", "No"]
-    assert writes_to(shop, "A1017") == []
-
-    done = await dan.says("yes")
+    done = await refunded_as_the_only_remedy(dan, "I got the wrong item in order A1017",
+                                             "buyer9@example.com", "24.00")
     [refund] = shop.refunds[1017]
     assert (refund["amount"], refund["refunded_payment"]) == ("24.00", True)
     [posted] = [r for r in shop.calls("POST", ORDER + "/refunds")
@@ -253,7 +237,7 @@ async def test_a_refund_on_woocommerce_is_confirmed_with_its_amount_and_made_onc
     assert posted.body["api_refund"] is True and posted.body["amount"] == "24.00"
     assert f"RF-{refund['id']}" in done
     # the payment gateway paid it back at once: told as refunded, not as pending
-    assert "we refunded 24.00" in done and "pending" not in done
+    assert "we refunded 24.00" in done and "visa" in done and "pending" not in done
     again = await dan.says("yes")
     assert f"RF-{refund['id']}" not in again and len(shop.refunds[1017]) == 1
     assert writes_to(shop, "A1017") == [("POST", "/refunds"), ("POST", "/notes")]
@@ -263,14 +247,9 @@ async def test_a_damaged_item_on_woocommerce_gets_the_one_remedy_it_takes_once(
         gateway: TestClient, woo_stack: WooStack) -> None:
     shop = woo_stack.shop
     fay = Customer(gateway, "woocommerce-damaged")
-    await fay.says("order A1012 arrived damaged")
-    assert "photo" in await fay.says("buyer7@example.com")
-    await fay.says("no photo")
     # a replacement and store credit are the shop's to make on WooCommerce
-    assert [title for title, _ in fay.buttons()] == ["A refund"]
-    question = await fay.presses("A refund")
-    assert "39.00" in question and "Go ahead?" in question
-    done = await fay.says("yes")
+    done = await refunded_as_the_only_remedy(fay, "order A1012 arrived damaged",
+                                             "buyer7@example.com", "39.00")
     [refund] = shop.refunds[1012]
     assert refund["amount"] == "39.00" and f"RF-{refund['id']}" in done
     # refunded in full, WooCommerce marks the order refunded (returned, to the bot, which
