@@ -1,27 +1,33 @@
 """Fixtures of the gateway tests: a local server that answers as the Telegram Bot API,
-the gateway in process in front of the real Rasa with an admin token, and headless
-Chromium (skipped, with the reason, where it is missing)."""
+the gateway in process in front of the real Rasa with an admin token, headless
+Chromium (skipped, with the reason, where it is missing), and the store platforms as
+the gateway opens them."""
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import AsyncIterator
+from pathlib import Path
+from typing import AsyncIterator, Dict, Iterator
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from actions.store.backend import open_systems
+from actions.store.types import StoreSystems
 from bot.app import create_app
 from bot.policies import load_channel_policy
 from bot.settings import load_settings
 from connectors.telegram import TelegramChannel
 from tests.browser import Browser, unavailable
-from tests.conftest import RasaStack
+from tests.conftest import RasaStack, shopify_env, woocommerce_env
 from tests.connectors import test_twilio as twilio_test
 from tests.connectors import test_whatsapp as whatsapp_test
 from tests.connectors.test_telegram import API, TOKEN, credentials, sent_message
 from tests.provider_api import ProviderAPI, RecordedRequest, answer_twilio_messages
+from tests.store_api.shopify import ShopifyStandIn
+from tests.store_api.woocommerce import WooCommerceStandIn
 
 ADMIN_TOKEN = "admin-token-for-tests"
 PHOTO = b"\xff\xd8\xff\xe0 a damaged parcel"
@@ -100,3 +106,24 @@ async def graph() -> AsyncIterator[ProviderAPI]:
     api.answer("POST", whatsapp_test.MESSAGES_PATH, accepted)
     yield api
     await api.stop()
+
+
+def platform_as_the_gateway_opens_it(env: Dict[str, str], tmp_path: Path) -> StoreSystems:
+    """The platform's store systems as the gateway opens them: the bot's records in a
+    database of their own, no order cache (the gateway reads outside turns)."""
+    return open_systems({**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'gw-bot.db'}"})
+
+
+@pytest.fixture
+def shopify_platform(shopify_shop: ShopifyStandIn, tmp_path: Path) -> Iterator[StoreSystems]:
+    systems = platform_as_the_gateway_opens_it(shopify_env(shopify_shop), tmp_path)
+    yield systems
+    systems.close()
+
+
+@pytest.fixture
+def woocommerce_platform(woocommerce_shop: WooCommerceStandIn,
+                         tmp_path: Path) -> Iterator[StoreSystems]:
+    systems = platform_as_the_gateway_opens_it(woocommerce_env(woocommerce_shop), tmp_path)
+    yield systems
+    systems.close()

@@ -8,15 +8,13 @@ import asyncio
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator, Dict, Iterator, Tuple
+from typing import AsyncIterator, Dict, Tuple
 
-import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from actions.store.backend import open_systems
 from actions.store.types import StoreSystems
 from bot.outreach.carriers import CarrierWebhooks
 from bot.outreach.tables import carrier_events
@@ -33,34 +31,14 @@ from tests.bot.test_monitor import (
     result_of,
     sent,
 )
-from tests.conftest import shopify_env, woocommerce_env
 from tests.store_api.easypost import EasyPostStandIn
 from tests.store_api.shopify import ShopifyStandIn
-from tests.store_api.woocommerce import WooCommerceStandIn
-
-
-@pytest.fixture
-def shopify(shopify_shop: ShopifyStandIn, tmp_path: Path) -> Iterator[StoreSystems]:
-    """Shopify as the gateway opens it (outside turns: no order cache)."""
-    systems = open_systems({**shopify_env(shopify_shop),
-                            "DATABASE_URL": f"sqlite:///{tmp_path / 'gw-bot.db'}"})
-    yield systems
-    systems.close()
-
-
-@pytest.fixture
-def woocommerce(woocommerce_shop: WooCommerceStandIn,
-                tmp_path: Path) -> Iterator[StoreSystems]:
-    systems = open_systems({**woocommerce_env(woocommerce_shop),
-                            "DATABASE_URL": f"sqlite:///{tmp_path / 'gw-bot.db'}"})
-    yield systems
-    systems.close()
 
 
 @pytest_asyncio.fixture
 async def on_shopify(tmp_path: Path, now: datetime,
-                     shopify: StoreSystems) -> AsyncIterator[Gateway]:
-    async with gateway(tmp_path, shopify, now, recording()) as gw:
+                     shopify_platform: StoreSystems) -> AsyncIterator[Gateway]:
+    async with gateway(tmp_path, shopify_platform, now, recording()) as gw:
         yield gw
 
 
@@ -101,10 +79,10 @@ async def test_the_shipments_scan_on_shopify_tells_from_shopifys_orders(
 
 
 async def test_the_shipments_scan_on_woocommerce_claims_no_missing_scans(
-        tmp_path: Path, now: datetime, woocommerce: StoreSystems) -> None:
+        tmp_path: Path, now: datetime, woocommerce_platform: StoreSystems) -> None:
     """WooCommerce keeps no carrier scans: a parcel is told late by its date, never
     "not scanned for days" (nothing says so)."""
-    async with gateway(tmp_path, woocommerce, now, recording()) as gw:
+    async with gateway(tmp_path, woocommerce_platform, now, recording()) as gw:
         gw.wrote("twilio", BUYER8_SMS, 3 * DAY, channel="sms")
         gw.wrote("whatsapp", BUYER2_WHATSAPP, HOUR)
         report = await gw.outreach.shipments()

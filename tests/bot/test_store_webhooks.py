@@ -110,15 +110,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture
-def shopify_platform(shopify_shop: ShopifyStandIn, tmp_path: Path) -> Iterator[StoreSystems]:
-    """Shopify as the gateway reads it (no cache: outside turns)."""
-    systems = open_systems({**shopify_env(shopify_shop),
-                            "DATABASE_URL": f"sqlite:///{tmp_path / 'gw-bot.db'}"})
-    yield systems
-    systems.close()
-
-
 async def open_hooks(tmp_path: Path, now: datetime, platform: StoreSystems,
                      redis_url: str = "") -> AsyncIterator[Hooks]:
     """A gateway whose platform (its monitors', its webhooks') is `platform`."""
