@@ -12,7 +12,18 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from typing import Generic, Optional
+from typing import (
+    Any,
+    AsyncIterator,
+    Coroutine,
+    Dict,
+    Generic,
+    Hashable,
+    List,
+    Optional,
+    Set,
+    Tuple,
+)
 
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.helpdesk_links import HelpdeskLinks, RemoteId
@@ -46,6 +57,9 @@ class HelpdeskTarget(Generic[RemoteId]):
         self._retries: Optional[asyncio.Task[None]] = None
         # no call before this (desk clock): the helpdesk said Retry-After
         self._quiet_until = 0.0
+        self._background: Set[asyncio.Task[None]] = set()
+        # per key (a ticket, a conversation): its lock and how many wait for it
+        self._locks: Dict[Hashable, Tuple[asyncio.Lock, List[int]]] = {}
 
     # the helpdesk's own part
 
@@ -69,12 +83,38 @@ class HelpdeskTarget(Generic[RemoteId]):
         self._retries = asyncio.create_task(self._retry_forever())
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._retries is not None:
             self._retries.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retries
             self._retries = None
         await self._close()
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Do the webhook's work soon, so the helpdesk's webhook is answered at once;
+        `stop` cancels what is left of it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @contextlib.asynccontextmanager
+    async def one_at_a_time(self, key: Hashable) -> AsyncIterator[None]:
+        """One piece of work on `key` (a ticket, a conversation) at a time in this
+        process, so agents' replies keep their order."""
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                self._locks.pop(key, None)
 
     async def opened(self, handoff: Handoff) -> None:
         await self.desk.records.write(self.links.add, handoff["id"])

@@ -19,11 +19,10 @@ again then."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import logging
 import re
-from typing import Any, AsyncIterator, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional
 
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.freshdesk.api import (
@@ -57,18 +56,8 @@ class FreshdeskTarget(HelpdeskTarget[int]):
         self.api = api
         self.policy = policy
         self._requesters: Dict[int, int] = {}  # ticket id: its requester's id
-        self._syncs: Set[asyncio.Task[None]] = set()
         # tickets to read again (Freshdesk failed), and whether for their status too
         self._resync: Dict[int, bool] = {}
-        self._locks: Dict[int, Tuple[asyncio.Lock, List[int]]] = {}
-
-    async def stop(self) -> None:
-        for task in list(self._syncs):
-            task.cancel()
-        for task in list(self._syncs):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await super().stop()
 
     async def _close(self) -> None:
         await self.api.close()
@@ -130,9 +119,7 @@ class FreshdeskTarget(HelpdeskTarget[int]):
     def notify(self, ticket_id: int, status_changed: bool) -> None:
         """Freshdesk's webhook says the ticket changed: catch up with it soon, so the
         webhook is answered at once."""
-        task = asyncio.get_running_loop().create_task(self.sync(ticket_id, status_changed))
-        self._syncs.add(task)
-        task.add_done_callback(self._syncs.discard)
+        self.in_background(self.sync(ticket_id, status_changed))
 
     async def sync(self, ticket_id: int, status_changed: bool) -> None:
         """Send the ticket's agents' replies not sent yet; on a status change, apply
@@ -142,7 +129,7 @@ class FreshdeskTarget(HelpdeskTarget[int]):
             handoff_id = await records.read(self.links.handoff_of, ticket_id)
             if handoff_id is None:
                 return  # not a handoff's ticket
-            async with self._ticket_lock(ticket_id):
+            async with self.one_at_a_time(ticket_id):
                 handoff = await records.read(self.desk.store.get, handoff_id)
                 if handoff is None:
                     return
@@ -204,19 +191,6 @@ class FreshdeskTarget(HelpdeskTarget[int]):
                 log.info("H-%s reopened in Freshdesk: with people again", handoff_id)
         except HandoffConflict as error:  # changed meanwhile, or a newer handoff is open
             log.info("H-%s: Freshdesk status %s not applied (%s)", handoff_id, status, error)
-
-    @contextlib.asynccontextmanager
-    async def _ticket_lock(self, ticket_id: int) -> AsyncIterator[None]:
-        """One catch-up of a ticket at a time in this process, so replies go in order."""
-        lock, users = self._locks.setdefault(ticket_id, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                self._locks.pop(ticket_id, None)
 
 
 def agent_replies(conversations: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -22,9 +22,8 @@ When SunCo cannot take a handoff or a message, both are kept and offered again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any, AsyncIterator, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from bot.handoff.desk import HandoffDesk
 from bot.handoff.helpdesk_policy import ZendeskPolicy
@@ -60,16 +59,6 @@ class ZendeskTarget(HelpdeskTarget[str]):
         # what of each handoff's transcript SunCo has (a retry posts only the rest):
         # handoff id: (messages posted, the first one's id, the transcript's turns)
         self._posted: Dict[int, Tuple[int, str, int]] = {}
-        self._tasks: Set[asyncio.Task[None]] = set()
-        self._locks: Dict[str, Tuple[asyncio.Lock, List[int]]] = {}
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await super().stop()
 
     async def _close(self) -> None:
         await self.api.close()
@@ -156,9 +145,7 @@ class ZendeskTarget(HelpdeskTarget[str]):
 
     def notify(self, events: List[Dict[str, Any]]) -> None:
         """Handle the events soon, so SunCo's webhook is answered at once."""
-        task = asyncio.get_running_loop().create_task(self.handle(events))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.in_background(self.handle(events))
 
     async def handle(self, events: List[Dict[str, Any]]) -> None:
         for event in events:
@@ -168,7 +155,7 @@ class ZendeskTarget(HelpdeskTarget[str]):
             if not isinstance(conversation_id, str):
                 continue
             try:
-                async with self._conversation_lock(conversation_id):
+                async with self.one_at_a_time(conversation_id):
                     if event.get("type") == "conversation:message":
                         await self._message(conversation_id, payload.get("message") or {})
                     elif event.get("type") in SWITCHBOARD_EVENTS:
@@ -238,20 +225,6 @@ class ZendeskTarget(HelpdeskTarget[str]):
         return configured in (active.get("id"), active.get("name")) or (
             active.get("integrationType") == AGENT_WORKSPACE_TYPE
             and configured in ("zd-agentWorkspace", AGENT_WORKSPACE_TYPE))
-
-    @contextlib.asynccontextmanager
-    async def _conversation_lock(self, conversation_id: str) -> AsyncIterator[None]:
-        """One conversation's events one at a time in this process, so replies keep
-        their order."""
-        lock, users = self._locks.setdefault(conversation_id, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                self._locks.pop(conversation_id, None)
 
 
 def agent_message(message: Dict[str, Any]) -> bool:
