@@ -16,7 +16,6 @@ documents it:
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -24,7 +23,15 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import httpx
 
-from actions.store.tracking.http import JsonApi, base_url, failure, moment_of, required, retry_after
+from actions.store.tracking.http import (
+    JsonApi,
+    KnownParcels,
+    base_url,
+    failure,
+    moment_of,
+    required,
+    retry_after,
+)
 from actions.store.types import (
     Tracking,
     TrackingEvent,
@@ -76,17 +83,13 @@ class AfterShipTracking:
         self._api = JsonApi("AfterShip", config.base_url,
                             headers={"as-api-key": config.api_key},
                             wait_of=rate_limit_wait, **extra)
-        self._ids: Dict[Tuple[str, str], str] = {}
-        self._lock = threading.Lock()
+        self._known = KnownParcels()
 
     def track(self, tracking_number: str, carrier: str) -> Tracking:
         key = (tracking_number, slug_of(carrier))
-        with self._lock:
-            known = self._ids.get(key)
+        known = self._known.read(self._api, key, "/trackings")
         if known is not None:
-            answer = self._api.call("GET", f"/trackings/{known}")
-            if answer.status != 404:
-                return self._tracking(key, answer.status, answer.body)
+            return self._tracking(key, known.status, known.body)
         body: Dict[str, Any] = {"tracking_number": key[0]}
         if key[1]:
             body["slug"] = key[1]
@@ -105,8 +108,7 @@ class AfterShipTracking:
         data = _data(body)
         found = data.get("tracking", data)
         if status < 300 and isinstance(found, Mapping) and found.get("tracking_number"):
-            with self._lock:
-                self._ids[key] = str(found.get("id") or "")
+            self._known.remember(key, str(found.get("id") or ""))
             return tracking_of(found)
         code, message = _meta(body)
         raise failure("AfterShip", "AFTERSHIP_API_KEY", status, str(code or ""), message)

@@ -14,14 +14,21 @@
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import httpx
 
-from actions.store.tracking.http import JsonApi, base_url, failure, moment_of, required, retry_after
+from actions.store.tracking.http import (
+    JsonApi,
+    KnownParcels,
+    base_url,
+    failure,
+    moment_of,
+    required,
+    retry_after,
+)
 from actions.store.types import (
     Tracking,
     TrackingEvent,
@@ -69,17 +76,13 @@ class EasyPostTracking:
         self._api = JsonApi("EasyPost", config.base_url,
                             auth=httpx.BasicAuth(config.api_key, ""),
                             wait_of=retry_after, **extra)
-        self._ids: Dict[Tuple[str, str], str] = {}
-        self._lock = threading.Lock()
+        self._known = KnownParcels()
 
     def track(self, tracking_number: str, carrier: str) -> Tracking:
         key = (tracking_number, easypost_carrier(carrier))
-        with self._lock:
-            known = self._ids.get(key)
+        known = self._known.read(self._api, key, "/v2/trackers")
         if known is not None:
-            answer = self._api.call("GET", f"/v2/trackers/{known}")
-            if answer.status != 404:
-                return self._tracking(key, answer.status, answer.body)
+            return self._tracking(key, known.status, known.body)
         tracker: Dict[str, Any] = {"tracking_code": key[0]}
         if key[1]:
             tracker["carrier"] = key[1]
@@ -88,8 +91,7 @@ class EasyPostTracking:
 
     def _tracking(self, key: Tuple[str, str], status: int, body: Any) -> Tracking:
         if status < 300 and isinstance(body, Mapping) and body.get("object") == "Tracker":
-            with self._lock:
-                self._ids[key] = str(body.get("id") or "")
+            self._known.remember(key, str(body.get("id") or ""))
             return tracking_of(body)
         code, message = _error_of(body)
         raise failure("EasyPost", "EASYPOST_API_KEY", status, code, message)

@@ -10,10 +10,11 @@ event loop.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -117,6 +118,29 @@ class JsonApi:
 
     def close(self) -> None:
         self._http.close()
+
+
+class KnownParcels:
+    """The service's own id of each parcel read before (by tracking number and
+    carrier), so a later read gets it by id instead of creating it again."""
+
+    def __init__(self) -> None:
+        self._ids: Dict[Tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, key: Tuple[str, str], service_id: str) -> None:
+        with self._lock:
+            self._ids[key] = service_id
+
+    def read(self, api: JsonApi, key: Tuple[str, str], path: str) -> Optional[Answer]:
+        """The service's answer for the parcel at `path`/its id; None when it was never
+        read, or the service no longer has it (404)."""
+        with self._lock:
+            known = self._ids.get(key)
+        if known is None:
+            return None
+        answer = api.call("GET", f"{path}/{known}")
+        return None if answer.status == 404 else answer
 
 
 def retry_after(response: httpx.Response) -> float:
