@@ -39,9 +39,11 @@ if str(REPO_ROOT) not in sys.path:
 from bot.tools.nlu_report import (  # noqa: E402
     DEFAULT_EVAL_DIR,
     DEFAULT_NLU_DIR,
-    evaluate,
+    chosen_rows,
     load_agent,
     load_eval_sets,
+    predict,
+    score_sets,
 )
 
 if TYPE_CHECKING:
@@ -120,7 +122,8 @@ def evaluate_model(
     load_seconds = time.perf_counter() - started
     timings = asyncio.run(_time_parses(agent, texts))
     started = time.perf_counter()
-    datasets, oos = asyncio.run(evaluate(agent, sets, limit))
+    chosen = chosen_rows(sets, limit)
+    datasets, oos = score_sets(chosen, asyncio.run(predict(agent, chosen)))
     scores = {d.name: d for d in datasets}
     bitext, hint3 = scores["bitext"], scores["hint3"]
     return {

@@ -15,13 +15,18 @@ from bot.tools.nlu_report import (
     NEAR_COPY_JACCARD,
     REMEDY_VALUES,
     EvalRow,
+    NluReport,
+    Paired,
+    Prediction,
     TrainingDataSummary,
+    compare,
     eval_texts,
     fill_placeholders,
     find_near_copies,
     load_training_data,
     overlap_key,
     prediction_from_parse,
+    render_markdown,
     score_rows,
 )
 
@@ -189,3 +194,37 @@ def test_prediction_keeps_the_classifier_intent_under_a_fallback() -> None:
     prediction = prediction_from_parse(parse)
     assert prediction.intent == "nlu_fallback"
     assert prediction.classifier_intent == "return_policy"
+
+
+def test_comparison_counts_rows_each_model_alone_got_right() -> None:
+    """``--against``: the same rows, row by row; an out-of-scope row is right when
+    rejected; McNemar's exact p is the two-sided binomial over the rows that changed."""
+    def said(*intents: str) -> list[Prediction]:
+        return [Prediction(i, 0.9, i, 0.9) for i in intents]
+
+    where = EvalRow("hint3", "ORDER_STATUS", "where", ("order_status",))
+    chosen = {
+        "bitext": [],
+        "hint3": [where] * 7 + [EvalRow("hint3", "DELAY", "late", ("delivery_problem",))],
+        "hint3_oos": [EvalRow("hint3", "NO_NODES_DETECTED", "gym", ())] * 3,
+    }
+    before = {"hint3": said(*["order_status"] * 5, "greet", "greet", "delivery_problem"),
+              "hint3_oos": said("out_of_scope", "greet", "nlu_fallback")}
+    now = {"hint3": said("greet", "greet", "greet", "greet", "greet", "order_status",
+                         "order_status", "delivery_problem"),
+           "hint3_oos": said("out_of_scope", "nlu_fallback", "greet")}
+    hint3, oos = compare(chosen, before, now)
+    assert (hint3.rows, hint3.right_before, hint3.right_now) == (8, 6, 3)
+    assert (hint3.gained, hint3.lost) == (2, 5)
+    assert hint3.p_value == pytest.approx(2 * (1 + 7 + 21) / 2**7)
+    assert (oos.right_before, oos.right_now, oos.gained, oos.lost) == (2, 2, 1, 1)
+    assert oos.p_value == 1.0
+    assert compare({"hint3": [where] * 6, "bitext": [], "hint3_oos": []},
+                   {"hint3": said(*["order_status"] * 6)},
+                   {"hint3": said(*["greet"] * 6)})[0].p_value == pytest.approx(2 / 2**6)
+    text = render_markdown(NluReport("new", "eval", 1.0, [], None, "old", [hint3, oos]))
+    assert "Against `old`" in text and "| hint3 | 8 | 6 | 3 | 2 | 5 | 0.453 |" in text
+    clear = Paired("hint3_oos", 12, 0, 12, 12, 0)
+    assert clear.p_value == pytest.approx(2 / 2**12)
+    assert "| 12 | 0 | < 0.001 |" in render_markdown(
+        NluReport("new", "eval", 1.0, [], None, "old", [clear]))
