@@ -52,6 +52,7 @@ DEFAULT_NLU_DIR = REPO_ROOT / "data" / "nlu"
 FALLBACK_INTENT = "nlu_fallback"
 OUT_OF_SCOPE_INTENT = "out_of_scope"
 HINT3_OOS_LABEL = "NO_NODES_DETECTED"
+OOS_SET = "hint3_oos"  # HINT3's out-of-scope rows, scored by rejection
 BITEXT_FILE = "bitext_ecommerce.csv"
 HINT3_FILE = "hint3_ecommerce.csv"
 INTENT_MAP_FILE = "intent_map.csv"
@@ -163,7 +164,7 @@ def load_eval_sets(eval_dir: Path) -> EvalSets:
         if accepted:
             hint3.append(EvalRow("hint3", row["intent"], row["text"], accepted))
         elif row["intent"] == HINT3_OOS_LABEL:
-            hint3_oos.append(EvalRow("hint3_oos", row["intent"], row["text"], ()))
+            hint3_oos.append(EvalRow(OOS_SET, row["intent"], row["text"], ()))
     return EvalSets(bitext=bitext, hint3=hint3, hint3_oos=hint3_oos)
 
 
@@ -392,8 +393,13 @@ class OosReport:
     top_predicted: list[tuple[str, int]]
 
 
+def is_rejected(prediction: Prediction) -> bool:
+    """The bot declined the message: out of scope, or asked to rephrase."""
+    return prediction.intent in (OUT_OF_SCOPE_INTENT, FALLBACK_INTENT)
+
+
 def report_oos(predictions: Sequence[Prediction]) -> OosReport:
-    rejected = [p.intent in (OUT_OF_SCOPE_INTENT, FALLBACK_INTENT) for p in predictions]
+    rejected = [is_rejected(p) for p in predictions]
     return OosReport(
         rows=len(predictions),
         rejected=sum(rejected),
@@ -461,7 +467,7 @@ def chosen_rows(sets: EvalSets, limit: int | None = None) -> dict[str, list[Eval
     return {
         "bitext": sample_rows(sets.bitext, limit),
         "hint3": sample_rows(sets.hint3, limit),
-        "hint3_oos": sample_rows(sets.hint3_oos, limit),
+        OOS_SET: sample_rows(sets.hint3_oos, limit),
     }
 
 
@@ -485,9 +491,9 @@ def score_sets(
     datasets = [
         report_dataset(name, rows, predictions[name], top_confusions)
         for name, rows in chosen.items()
-        if name != "hint3_oos" and rows
+        if name != OOS_SET and rows
     ]
-    oos = report_oos(predictions["hint3_oos"]) if chosen["hint3_oos"] else None
+    oos = report_oos(predictions[OOS_SET]) if chosen[OOS_SET] else None
     return datasets, oos
 
 
@@ -498,9 +504,7 @@ def compare(
 ) -> list[Paired]:
     """Row by row: in-scope rows right when accepted, out-of-scope rows when rejected."""
     def right(name: str, row: EvalRow, p: Prediction) -> bool:
-        if name == "hint3_oos":
-            return p.intent in (OUT_OF_SCOPE_INTENT, FALLBACK_INTENT)
-        return p.intent in row.accepted
+        return is_rejected(p) if name == OOS_SET else p.intent in row.accepted
 
     return [
         paired(name, [right(name, r, p) for r, p in zip(rows, before[name], strict=True)],
