@@ -28,7 +28,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -120,22 +120,18 @@ def main() -> None:
         demo.close()
         rows.append(measure("SQL (SQLite)", {"STORE_BACKEND": "sql", "DATABASE_URL": sql_url},
                             None, now, scratch, args))
-        for delay in args.shopify_delay_ms:
-            shop = ShopifyStandIn.from_demo(now, scratch, delay=delay / 1000)
-            shop.start()
-            try:
-                rows.append(measure(f"Shopify stand-in, +{delay:.0f} ms/request",
-                                    shopify_env(shop), shop, now, scratch, args))
-            finally:
-                shop.stop()
-        for delay in args.woocommerce_delay_ms:
-            woo = WooCommerceStandIn.from_demo(now, scratch, delay=delay / 1000)
-            woo.start()
-            try:
-                rows.append(measure(f"WooCommerce stand-in, +{delay:.0f} ms/request",
-                                    woocommerce_env(woo), woo, now, scratch, args))
-            finally:
-                woo.stop()
+        platforms: List[Tuple[str, Any, Callable[[Any], Dict[str, str]], List[float]]] = [
+            ("Shopify", ShopifyStandIn, shopify_env, args.shopify_delay_ms),
+            ("WooCommerce", WooCommerceStandIn, woocommerce_env, args.woocommerce_delay_ms)]
+        for name, stand_in_type, env_of, delays in platforms:
+            for delay in delays:
+                shop = stand_in_type.from_demo(now, scratch, delay=delay / 1000)
+                shop.start()
+                try:
+                    rows.append(measure(f"{name} stand-in, +{delay:.0f} ms/request",
+                                        env_of(shop), shop, now, scratch, args))
+                finally:
+                    shop.stop()
     table = render(rows, args)
     print(table)
     if not args.no_results_file:
